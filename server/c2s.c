@@ -1,0 +1,783 @@
+/* server/c2s.c: client-to-server streams (RFC 6120): the state machine from the stream
+ * header through STARTTLS, SASL and resource binding to established, and every stream error. */
+#include "session.h"
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+
+#define READ_CHUNK 16384
+#define CLOSE_FLUSH_SECONDS 5     /* a closing stream that does not drain is dropped after this */
+#define MAX_SASL_RETRIES 5        /* RFC 6120 §6.4.5: "at least 2 and no more than 5" */
+
+static void session_free_later(session_t *s);
+static void on_read(struct bufferevent *bev, void *arg);
+static void on_write(struct bufferevent *bev, void *arg);
+static void on_event(struct bufferevent *bev, short what, void *arg);
+
+/* ---- output ---- */
+
+static void send_raw(session_t *s, const char *data, size_t len)
+{
+    if (s->state == C2S_CLOSING || s->freeing) return;
+    bufferevent_write(s->bev, data, len);
+    /* A client that never reads must not make the server buffer without bound
+     * (Openfire GHSA-x337-43mr-gg3h): past the cap the stream is dropped. */
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    if (evbuffer_get_length(out) > (size_t)srv->cfg->max_output_buffer) {
+        log_info("c2s", "%s: output queue over %ld bytes, dropping the stream", s->ip, srv->cfg->max_output_buffer);
+        session_free_later(s);
+    }
+}
+
+static void send_str(session_t *s, const char *str) { send_raw(s, str, strlen(str)); }
+
+void session_send(session_t *s, const xnode_t *n)
+{
+    size_t len;
+    char *buf = xnode_serialize(n, NS_CLIENT, &len);
+    send_raw(s, buf, len);
+    free(buf);
+}
+
+void session_deliver(session_t *s, const xnode_t *st) { session_send(s, st); }
+
+static void send_header(session_t *s, const char *to_attr)
+{
+    char *hdr = xasprintf("<?xml version='1.0'?><stream:stream xmlns='" NS_CLIENT "' xmlns:stream='" NS_STREAMS
+                          "' id='%s'%s%s%s%s%s%s version='1.0' xml:lang='en'>",
+                          s->id, s->host ? " from='" : "", s->host ? s->host->name : "", s->host ? "'" : "",
+                          to_attr ? " to='" : "", to_attr ? to_attr : "", to_attr ? "'" : "");
+    send_str(s, hdr);
+    free(hdr);
+    s->header_sent = 1;
+}
+
+/* ---- closing and freeing ---- */
+
+static void on_free(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    session_t *s = arg;
+    if (s->bound) router_unbind(s);
+    if (s->next) s->next->prev = s->prev;
+    if (s->prev) s->prev->next = s->next;
+    else srv->sessions = s->next;
+    srv->nsessions--;
+    if (s->counted_unauth) srv->unauthenticated--;
+    ip_state_t *ip = ip_state_get(s->ip);
+    ip->connections--;
+    ip_state_release(s->ip);
+    if (s->bev) bufferevent_free(s->bev);    /* closes the socket and frees the SSL */
+    tls_unref(s->tls);
+    xstream_free(s->xs);
+    scram_server_free(s->scram);
+    if (s->timer) event_free(s->timer);
+    if (s->delay_ev) event_free(s->delay_ev);
+    event_free(s->free_ev);
+    xnode_free(s->delayed);
+    jid_free(s->jid);
+    free(s->user);
+    free(s->mech);
+    free(s);
+}
+
+/* Never free a session inside a libevent or expat callback: mark it and let the loop call
+ * on_free once the current callback has returned. */
+static void session_free_later(session_t *s)
+{
+    if (s->freeing) return;
+    s->freeing = 1;
+    s->state = C2S_CLOSING;
+    if (s->bev) bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+    event_active(s->free_ev, 0, 0);
+}
+
+static void on_close_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    session_free_later(arg);
+}
+
+static int output_drained(session_t *s)
+{
+    if (evbuffer_get_length(bufferevent_get_output(s->bev))) return 0;
+    struct bufferevent *under = bufferevent_get_underlying(s->bev);
+    return !under || evbuffer_get_length(bufferevent_get_output(under)) == 0;
+}
+
+void session_close(session_t *s, const char *condition, const char *text)
+{
+    if (s->state == C2S_CLOSING || s->freeing) return;
+    if (!s->header_sent) send_header(s, NULL);
+    if (condition) {
+        log_info("c2s", "%s: stream error <%s/>%s%s", s->ip, condition, text ? ": " : "", text ? text : "");
+        char *err = xasprintf("<stream:error><%s xmlns='" NS_STREAM_ERRORS "'/>%s%s%s</stream:error>", condition,
+                              text ? "<text xmlns='" NS_STREAM_ERRORS "'>" : "", text ? text : "", text ? "</text>" : "");
+        send_str(s, err);
+        free(err);
+    }
+    send_str(s, "</stream:stream>");
+    if (s->bound) router_unbind(s);          /* no more stanzas reach a closing stream */
+    s->state = C2S_CLOSING;
+    bufferevent_disable(s->bev, EV_READ);
+    if (output_drained(s)) {
+        session_free_later(s);
+        return;
+    }
+    /* wait for the output to drain (on_write), but not for ever */
+    struct timeval tv = {CLOSE_FLUSH_SECONDS, 0};
+    if (s->timer) event_free(s->timer);
+    s->timer = evtimer_new(srv->base, on_close_timeout, s);
+    evtimer_add(s->timer, &tv);
+}
+
+static void on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    session_t *s = arg;
+    session_close(s, "connection-timeout", NULL);
+}
+
+static void arm_timer(session_t *s, long seconds)
+{
+    if (s->timer) event_free(s->timer);
+    s->timer = evtimer_new(srv->base, on_timeout, s);
+    struct timeval tv = {seconds, 0};
+    evtimer_add(s->timer, &tv);
+}
+
+/* ---- features ---- */
+
+static int mech_enabled(const char *mech)
+{
+    const config_t *c = srv->cfg;
+    if (!c->sasl_mechanisms_set) return 1;
+    for (size_t i = 0; i < c->sasl_mechanisms.n; i++)
+        if (strcmp(c->sasl_mechanisms.v[i], mech) == 0) return 1;
+    return 0;
+}
+
+static const char *const all_mechs[] = {"SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1",
+                                        "PLAIN", NULL};
+
+/* A mechanism is offered only when it can work on this stream: every one needs TLS first
+ * (so PLAIN is never offered in the clear), -PLUS needs a channel binding we can supply. */
+static int mech_offered(session_t *s, const char *mech)
+{
+    if (!s->tls_active || !mech_enabled(mech)) return 0;
+    return 1;       /* tls-server-end-point works on every TLS connection with a certificate */
+}
+
+static int plus_offered(session_t *s)
+{
+    return mech_offered(s, "SCRAM-SHA-256-PLUS") || mech_offered(s, "SCRAM-SHA-1-PLUS");
+}
+
+static void send_features(session_t *s)
+{
+    xnode_t *f = xnode_new("features", NS_STREAMS);
+    if (!s->tls_active) {
+        xnode_t *st = xnode_add_elem(f, "starttls", NS_TLS);
+        xnode_add_elem(st, "required", NULL);
+    } else if (!s->authenticated) {
+        xnode_t *m = xnode_add_elem(f, "mechanisms", NS_SASL);
+        for (size_t i = 0; all_mechs[i]; i++)
+            if (mech_offered(s, all_mechs[i])) xnode_add_text(xnode_add_elem(m, "mechanism", NULL), all_mechs[i]);
+        if (plus_offered(s)) {   /* XEP-0440: which channel-binding types work here */
+            xnode_t *cb = xnode_add_elem(f, "sasl-channel-binding", "urn:xmpp:sasl-cb:0");
+            xnode_set_attr(xnode_add_elem(cb, "channel-binding", NULL), "type", "tls-server-end-point");
+            if (tls_has_exporter(s->ssl))
+                xnode_set_attr(xnode_add_elem(cb, "channel-binding", NULL), "type", "tls-exporter");
+        }
+    } else {
+        xnode_add_elem(f, "bind", NS_BIND);
+        xnode_add_elem(xnode_add_elem(f, "session", NS_SESSION), "optional", NULL);
+        hook_event_t ev = {.name = "stream-features", .origin = s, .host = s->host, .features = f};
+        hook_fire(&ev);
+    }
+    session_send(s, f);
+    xnode_free(f);
+}
+
+/* ---- stream header ---- */
+
+static int on_stream_open(void *ud, const char *ns_stream, const char *name, const char *content_ns, const char **attrs)
+{
+    session_t *s = ud;
+    const char *to = NULL, *version = NULL, *from = NULL;
+    for (size_t i = 0; attrs && attrs[i]; i += 2) {
+        if (strcmp(attrs[i], "to") == 0) to = attrs[i + 1];
+        else if (strcmp(attrs[i], "version") == 0) version = attrs[i + 1];
+        else if (strcmp(attrs[i], "from") == 0) from = attrs[i + 1];
+    }
+    random_hex(s->id, 16);
+    if (to) {
+        char *dom = jid_prep_domain(to);
+        host_t *h = dom ? host_find(dom) : NULL;
+        free(dom);
+        if (s->host && h != s->host) h = NULL;       /* a restart may not switch domains */
+        s->host = h;
+    }
+    /* RFC 6120 §4.7.2: echo 'from' as 'to' only if it is a valid JID */
+    jid_t *fj = from ? jid_new(from) : NULL;
+    send_header(s, fj ? fj->full : NULL);
+    jid_free(fj);
+    if (strcmp(ns_stream, NS_STREAMS) != 0 || strcmp(name, "stream") != 0) {
+        session_close(s, "invalid-namespace", NULL);
+        return -1;
+    }
+    if (!content_ns || strcmp(content_ns, NS_CLIENT) != 0) {
+        session_close(s, "invalid-namespace", NULL);
+        return -1;
+    }
+    if (!to) {
+        session_close(s, "host-unknown", NULL);
+        return -1;
+    }
+    if (!s->host) {
+        session_close(s, "host-unknown", NULL);
+        return -1;
+    }
+    /* RFC 6120 §4.7.5: no version means 0.9, which we do not speak; a higher major is refused */
+    if (!version || atoi(version) != 1) {
+        session_close(s, "unsupported-version", NULL);
+        return -1;
+    }
+    if (s->state == C2S_WAIT_HEADER) {
+        s->state = C2S_OPEN;
+        if (!s->authenticated) arm_timer(s, srv->cfg->auth_timeout);
+    }
+    send_features(s);
+    return 0;
+}
+
+static void on_stream_close(void *ud)
+{
+    session_close(ud, NULL, NULL);
+}
+
+static void on_stream_error(void *ud, const char *condition, const char *text)
+{
+    session_close(ud, condition, text);
+}
+
+/* ---- STARTTLS ---- */
+
+static int handle_starttls(session_t *s, xnode_t *el)
+{
+    if (s->tls_active || s->authenticated) {
+        session_close(s, "policy-violation", "TLS is already established");
+        return 1;
+    }
+    (void)el;
+    s->ssl = tls_new_ssl(srv->tls);
+    if (!s->ssl) {
+        send_str(s, "<failure xmlns='" NS_TLS "'/>");
+        session_close(s, NULL, NULL);
+        return 1;
+    }
+    s->tls = srv->tls;
+    tls_ref(s->tls);
+    send_str(s, "<proceed xmlns='" NS_TLS "'/>");
+    s->starttls_pending = 1;    /* the filter is put on after this feed returns */
+    return 1;
+}
+
+static void start_tls_filter(session_t *s)
+{
+    struct bufferevent *tlsbev = bufferevent_openssl_filter_new(srv->base, s->bev, s->ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                                BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (!tlsbev) {
+        session_free_later(s);
+        return;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(tlsbev, 1);
+    s->bev = tlsbev;
+    s->tls_active = 1;
+    bufferevent_setcb(s->bev, on_read, on_write, on_event, s);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+}
+
+/* ---- SASL ---- */
+
+static int get_creds(void *ud, const char *username, scram_hash_t h, scram_creds_t *out)
+{
+    session_t *s = ud;
+    char *node = jid_prep_node(username);
+    int r = node ? storage_account_get(srv->store, node, s->host->name, h, out) : 1;
+    free(node);
+    return r == 0 ? 0 : -1;
+}
+
+static int get_cb_data(void *ud, const char *type, unsigned char *buf, size_t *len)
+{
+    session_t *s = ud;
+    return tls_channel_binding(s->ssl, type, buf, len);
+}
+
+static const scram_server_cb_t scram_cb = {get_creds, get_cb_data};
+
+static void send_sasl(session_t *s, const char *what, const char *data, size_t len)
+{
+    char *b64 = NULL;
+    if (data && len) base64_encode((const unsigned char *)data, len, &b64);
+    char *msg;
+    if (data && !len) msg = xasprintf("<%s xmlns='" NS_SASL "'>=</%s>", what, what);
+    else if (b64) msg = xasprintf("<%s xmlns='" NS_SASL "'>%s</%s>", what, b64, what);
+    else msg = xasprintf("<%s xmlns='" NS_SASL "'/>", what);
+    send_str(s, msg);
+    free(msg);
+    free(b64);
+}
+
+static void sasl_reset(session_t *s)
+{
+    scram_server_free(s->scram);
+    s->scram = NULL;
+    FREE_AND_NULL(s->mech);
+}
+
+static void on_delay_done(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    session_t *s = arg;
+    if (s->delayed) session_send(s, s->delayed);
+    xnode_free(s->delayed);
+    s->delayed = NULL;
+    if (s->state != C2S_CLOSING) bufferevent_enable(s->bev, EV_READ);
+}
+
+static void sasl_fail(session_t *s, const char *condition)
+{
+    sasl_reset(s);
+    s->sasl_failures++;
+    ip_state_t *ip = ip_state_get(s->ip);
+    ip->sasl_failures++;
+    ip->last_failure_ms = now_ms();
+    log_info("c2s", "%s: authentication failed (%s)", s->ip, condition);
+    xnode_t *f = xnode_new("failure", NS_SASL);
+    xnode_add_elem(f, condition, NULL);
+    if (s->sasl_failures > MAX_SASL_RETRIES) {
+        session_send(s, f);
+        xnode_free(f);
+        session_close(s, "policy-violation", "too many authentication attempts");
+        return;
+    }
+    /* Repeated failures from one address are slowed down: the answer (and further reading)
+     * waits 2^(n-limit) seconds, at most 30. */
+    int over = ip->sasl_failures - (int)srv->cfg->sasl_failures_per_ip;
+    if (over > 0) {
+        long secs = over >= 5 ? 30 : (1L << over);
+        if (secs > 30) secs = 30;
+        s->delayed = f;
+        bufferevent_disable(s->bev, EV_READ);
+        if (!s->delay_ev) s->delay_ev = evtimer_new(srv->base, on_delay_done, s);
+        struct timeval tv = {secs, 0};
+        evtimer_add(s->delay_ev, &tv);
+        return;
+    }
+    session_send(s, f);
+    xnode_free(f);
+}
+
+static void sasl_success(session_t *s, const char *user, const char *authzid, const char *extra, size_t extra_len)
+{
+    char *node = jid_prep_node(user);
+    if (!node) {
+        sasl_fail(s, "not-authorized");
+        return;
+    }
+    if (authzid && *authzid) {   /* we authorise only as oneself */
+        jid_t *az = jid_new(authzid);
+        int okz = az && !az->resource && az->node && strcmp(az->node, node) == 0 &&
+                  strcmp(az->domain, s->host->name) == 0;
+        jid_free(az);
+        if (!okz) {
+            free(node);
+            sasl_fail(s, "invalid-authzid");
+            return;
+        }
+    }
+    sasl_reset(s);
+    s->user = node;
+    s->authenticated = 1;
+    if (s->counted_unauth) {
+        s->counted_unauth = 0;
+        srv->unauthenticated--;
+    }
+    ip_state_get(s->ip)->sasl_failures = 0;
+    if (s->timer) {
+        event_free(s->timer);
+        s->timer = NULL;
+    }
+    log_info("c2s", "%s: authenticated %s@%s (%s)", s->ip, log_jid(node), s->host->name, tls_version_name(s->ssl));
+    send_sasl(s, "success", extra, extra_len);
+    /* stanzas may now be as large as the config allows */
+    xstream_limits_t lim = {(size_t)srv->cfg->max_stanza_size, (size_t)srv->cfg->max_depth,
+                            (size_t)srv->cfg->max_attributes, 0};
+    xstream_set_limits(s->xs, &lim);
+    s->reset_pending = 1;
+}
+
+/* The payload of <auth>/<response>: base64, where "=" means empty (RFC 6120 §6.4.2). */
+static int sasl_payload(xnode_t *el, unsigned char **out, size_t *len)
+{
+    char *t = xnode_text(el);
+    int r = 0;
+    *out = NULL;
+    *len = 0;
+    if (strcmp(t, "=") == 0 || *t == '\0') {
+        *out = (unsigned char *)xstrdup("");
+    } else if (base64_decode(t, strlen(t), out, len) < 0) {
+        r = -1;
+    }
+    free(t);
+    return r;
+}
+
+static void sasl_step(session_t *s, const unsigned char *in, size_t len)
+{
+    char *out = NULL;
+    size_t outlen = 0;
+    const char *failure = "not-authorized";
+    scram_step_t r = scram_server_step(s->scram, in, len, &out, &outlen, &failure);
+    if (r == SCRAM_CONTINUE) send_sasl(s, "challenge", out, outlen);
+    else if (r == SCRAM_OK) {
+        char *user = xstrdup(scram_server_username(s->scram));
+        char *az = xstrdup(scram_server_authzid(s->scram));
+        sasl_success(s, user, az, out, outlen);
+        free(user);
+        free(az);
+    } else sasl_fail(s, failure ? failure : "not-authorized");
+    free(out);
+}
+
+static void handle_plain(session_t *s, const unsigned char *in, size_t len)
+{
+    char *authzid = NULL, *authcid = NULL, *pw = NULL;
+    scram_creds_t creds;
+    if (sasl_plain_parse(in, len, &authzid, &authcid, &pw) < 0) {
+        sasl_fail(s, "malformed-request");
+        return;
+    }
+    char *node = jid_prep_node(authcid);
+    int found = node && storage_account_get(srv->store, node, s->host->name, SCRAM_SHA256, &creds) == 0;
+    if (found && scram_check_password(&creds, pw) == 1) sasl_success(s, authcid, authzid, NULL, 0);
+    else sasl_fail(s, "not-authorized");
+    explicit_bzero(pw, strlen(pw));
+    free(node);
+    free(authzid);
+    free(authcid);
+    free(pw);
+}
+
+static void handle_auth(session_t *s, xnode_t *el)
+{
+    const char *mech = xnode_attr(el, "mechanism");
+    if (s->authenticated) {
+        session_close(s, "policy-violation", "already authenticated");
+        return;
+    }
+    if (!s->tls_active) {   /* every mechanism needs TLS here (RFC 6120 §6.5.2) */
+        sasl_fail(s, "encryption-required");
+        return;
+    }
+    if (s->mech) {          /* a new <auth> in the middle of an exchange aborts it */
+        sasl_reset(s);
+    }
+    if (!mech || !mech_offered(s, mech)) {
+        sasl_fail(s, "invalid-mechanism");
+        return;
+    }
+    unsigned char *in;
+    size_t len;
+    if (sasl_payload(el, &in, &len) < 0) {
+        sasl_fail(s, "incorrect-encoding");
+        return;
+    }
+    s->mech = xstrdup(mech);
+    if (strcmp(mech, "PLAIN") == 0) {
+        handle_plain(s, in, len);
+    } else {
+        int sha256 = strncmp(mech, "SCRAM-SHA-256", 13) == 0;
+        int plus = strstr(mech, "-PLUS") != NULL;
+        s->scram = scram_server_new(sha256 ? SCRAM_SHA256 : SCRAM_SHA1, plus, plus_offered(s), &scram_cb, s);
+        if (len == 0) send_sasl(s, "challenge", "", 0);   /* no initial response: ask for it */
+        else sasl_step(s, in, len);
+    }
+    free(in);
+}
+
+static void handle_sasl(session_t *s, xnode_t *el)
+{
+    if (strcmp(el->name, "auth") == 0) {
+        handle_auth(s, el);
+        return;
+    }
+    if (!s->mech || s->authenticated) {
+        /* a response or abort without an exchange: the client is confused */
+        if (strcmp(el->name, "abort") == 0 || strcmp(el->name, "response") == 0) {
+            sasl_fail(s, "aborted");
+            return;
+        }
+        session_close(s, "unsupported-stanza-type", NULL);
+        return;
+    }
+    if (strcmp(el->name, "abort") == 0) {
+        sasl_fail(s, "aborted");
+    } else if (strcmp(el->name, "response") == 0 && s->scram) {
+        unsigned char *in;
+        size_t len;
+        if (sasl_payload(el, &in, &len) < 0) {
+            sasl_fail(s, "incorrect-encoding");
+            return;
+        }
+        sasl_step(s, in, len);
+        free(in);
+    } else {
+        sasl_fail(s, "malformed-request");
+    }
+}
+
+/* ---- bind and session ---- */
+
+static void iq_error(session_t *s, xnode_t *iq, const char *type, const char *cond)
+{
+    xnode_t *e = stanza_error(iq, type, cond, NULL);
+    if (!e) return;
+    xnode_set_attr(e, "from", NULL);
+    xnode_set_attr(e, "to", NULL);
+    session_send(s, e);
+    xnode_free(e);
+}
+
+static void handle_bind(session_t *s, xnode_t *iq, xnode_t *bind)
+{
+    xnode_t *res = xnode_child(bind, "resource", NS_BIND);
+    char *want = res ? xnode_text(res) : NULL;
+    char *resource = NULL;
+    if (want && *want) {
+        resource = jid_prep_resource(want);
+        if (!resource) {
+            free(want);
+            iq_error(s, iq, "modify", "bad-request");
+            return;
+        }
+    } else {
+        char r[17];
+        random_hex(r, 8);
+        resource = xasprintf("civitas-%s", r);
+    }
+    free(want);
+    jid_t *j = jid_make(s->user, s->host->name, resource);
+    free(resource);
+    if (!j) {
+        iq_error(s, iq, "modify", "bad-request");
+        return;
+    }
+    s->jid = j;
+    router_bind(s);     /* a session with the same full JID gets <conflict/> (RFC 6120 §7.7.2.2) */
+    s->bound = 1;
+    xnode_t *r = stanza_reply(iq);
+    xnode_set_attr(r, "from", NULL);
+    xnode_set_attr(r, "to", NULL);
+    xnode_add_text(xnode_add_elem(xnode_add_elem(r, "bind", NS_BIND), "jid", NULL), j->full);
+    session_send(s, r);
+    xnode_free(r);
+    log_info("c2s", "%s: bound %s", s->ip, log_jid(j->full));
+    hook_event_t ev = {.name = "session-bound", .origin = s, .host = s->host, .from = s->jid};
+    hook_fire(&ev);
+}
+
+/* Before binding only the bind (and legacy session) IQs are allowed. */
+static void handle_prebind(session_t *s, xnode_t *st)
+{
+    const char *type = xnode_attr(st, "type");
+    xnode_t *child = xnode_first_elem(st);
+    if (strcmp(st->name, "iq") == 0 && type && strcmp(type, "set") == 0 && child &&
+        strcmp(child->name, "bind") == 0 && strcmp(child->ns, NS_BIND) == 0) {
+        handle_bind(s, st, child);
+        return;
+    }
+    session_close(s, "not-authorized", "bind a resource first");
+}
+
+/* ---- stanzas ---- */
+
+static int is_stanza(const xnode_t *el)
+{
+    return strcmp(el->ns, NS_CLIENT) == 0 &&
+           (strcmp(el->name, "message") == 0 || strcmp(el->name, "presence") == 0 || strcmp(el->name, "iq") == 0);
+}
+
+static void handle_established(session_t *s, xnode_t *st)
+{
+    /* RFC 6120 §8.1.2.1: 'from' must be the session's full JID (or its bare JID); we stamp it */
+    const char *from = xnode_attr(st, "from");
+    if (from) {
+        jid_t *fj = jid_new(from);
+        int good = fj && (jid_equal(fj, s->jid) || (!fj->resource && jid_bare_equal(fj, s->jid)));
+        jid_free(fj);
+        if (!good) {
+            session_close(s, "invalid-from", NULL);
+            return;
+        }
+    }
+    xnode_set_attr(st, "from", s->jid->full);
+    /* RFC 3921 §3 session establishment: nothing to do any more, but old clients ask */
+    xnode_t *child = xnode_first_elem(st);
+    const char *type = xnode_attr(st, "type");
+    if (strcmp(st->name, "iq") == 0 && type && strcmp(type, "set") == 0 && child && !xnode_attr(st, "to") &&
+        strcmp(child->name, "session") == 0 && strcmp(child->ns, NS_SESSION) == 0) {
+        xnode_t *r = stanza_reply(st);
+        xnode_set_attr(r, "to", NULL);
+        session_send(s, r);
+        xnode_free(r);
+        xnode_free(st);
+        return;
+    }
+    router_from_client(s, st);
+}
+
+static int on_stanza(void *ud, xnode_t *el)
+{
+    session_t *s = ud;
+    if (s->state != C2S_OPEN) {
+        xnode_free(el);
+        return 1;
+    }
+    if (!s->tls_active) {
+        if (strcmp(el->name, "starttls") == 0 && strcmp(el->ns, NS_TLS) == 0) {
+            int r = handle_starttls(s, el);
+            xnode_free(el);
+            return r;
+        }
+        if (strcmp(el->ns, NS_SASL) == 0 && strcmp(el->name, "auth") == 0) handle_auth(s, el);
+        else if (is_stanza(el)) session_close(s, "not-authorized", "TLS and authentication are required");
+        else session_close(s, "unsupported-stanza-type", NULL);
+    } else if (!s->authenticated) {
+        if (strcmp(el->ns, NS_SASL) == 0) handle_sasl(s, el);
+        else if (strcmp(el->ns, NS_TLS) == 0) session_close(s, "policy-violation", "TLS is already established");
+        else if (is_stanza(el)) session_close(s, "not-authorized", NULL);
+        else session_close(s, "unsupported-stanza-type", NULL);
+    } else if (!is_stanza(el)) {
+        session_close(s, "unsupported-stanza-type", NULL);
+    } else if (!s->bound) {
+        handle_prebind(s, el);
+    } else {
+        handle_established(s, el);     /* takes ownership */
+        el = NULL;
+    }
+    xnode_free(el);
+    return (s->state == C2S_CLOSING || s->reset_pending || s->starttls_pending) ? 1 : 0;
+}
+
+static const xstream_cb_t stream_cb = {on_stream_open, on_stanza, on_stream_close, on_stream_error};
+
+/* ---- libevent callbacks ---- */
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    session_t *s = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    char buf[READ_CHUNK];
+    int n;
+    while (s->state != C2S_CLOSING && !s->freeing && (n = evbuffer_remove(in, buf, sizeof buf)) > 0) {
+        xstream_feed(s->xs, buf, (size_t)n);
+        if (s->reset_pending) {
+            s->reset_pending = 0;
+            xstream_reset(s->xs);
+            s->state = C2S_WAIT_HEADER;
+        }
+        if (s->starttls_pending) {
+            s->starttls_pending = 0;
+            xstream_reset(s->xs);
+            s->state = C2S_WAIT_HEADER;
+            start_tls_filter(s);    /* bytes still queued belong to the TLS handshake */
+            return;
+        }
+        /* a SASL back-off disabled reading: keep the rest for later */
+        if (!(bufferevent_get_enabled(s->bev) & EV_READ)) return;
+    }
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    session_t *s = arg;
+    if (s->state == C2S_CLOSING && !s->freeing && output_drained(s)) session_free_later(s);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    session_t *s = arg;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        if (what & BEV_EVENT_ERROR) log_debug("c2s", "%s: connection error: %s", s->ip, tls_error_string());
+        session_free_later(s);
+    }
+}
+
+void c2s_accept(int fd, const char *peer_ip, c2s_kind_t kind)
+{
+    const config_t *c = srv->cfg;
+    ip_state_t *ip = ip_state_get(peer_ip);
+    if (srv->shutting_down || ip->connections >= c->max_connections_per_ip ||
+        srv->unauthenticated >= (size_t)c->max_unauthenticated) {
+        log_info("c2s", "%s: connection refused (limits)", peer_ip);
+        ip_state_release(peer_ip);
+        close(fd);
+        return;
+    }
+    session_t *s = xcalloc(1, sizeof *s);
+    ip->connections++;
+    snprintf(s->ip, sizeof s->ip, "%s", peer_ip);
+    s->kind = kind;
+    s->priority = -129;
+    s->free_ev = event_new(srv->base, -1, 0, on_free, s);
+    if (kind == C2S_DIRECT_TLS) {
+        s->ssl = tls_new_ssl(srv->tls);
+        s->tls = srv->tls;
+        tls_ref(s->tls);
+        s->bev = s->ssl ? bufferevent_openssl_socket_new(srv->base, fd, s->ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                         BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS)
+                        : NULL;
+        if (s->bev) bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
+        s->tls_active = 1;
+    } else {
+        s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    }
+    s->next = srv->sessions;
+    if (srv->sessions) srv->sessions->prev = s;
+    srv->sessions = s;
+    srv->nsessions++;
+    s->counted_unauth = 1;
+    srv->unauthenticated++;
+    if (!s->bev) {
+        log_warn("c2s", "%s: cannot set up the connection", peer_ip);
+        close(fd);
+        session_free_later(s);
+        return;
+    }
+    xstream_limits_t lim = {(size_t)c->max_stanza_size_preauth, 32, 32, 0};
+    s->xs = xstream_new(&stream_cb, s, &lim);
+    bufferevent_setcb(s->bev, on_read, on_write, on_event, s);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    arm_timer(s, c->stream_header_timeout);
+    log_debug("c2s", "%s: connected (%s)", peer_ip, kind == C2S_DIRECT_TLS ? "direct TLS" : "STARTTLS port");
+}
+
+void c2s_close_all(void)
+{
+    for (session_t *s = srv->sessions; s; s = s->next)
+        session_close(s, "system-shutdown", NULL);
+}
+
+int session_priority(const session_t *s) { return s->available ? s->priority : -129; }
+session_t *session_next_in_user(const session_t *s) { return s->next_in_user; }
+const jid_t *session_jid(const session_t *s) { return s->bound ? s->jid : NULL; }
+host_t *session_host(const session_t *s) { return s->host; }

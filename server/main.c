@@ -1,0 +1,237 @@
+/* server/main.c: civitasd's entry point: options, start-up in order (config, logs, storage,
+ * TLS, hosts, modules, listeners, privileges), signals, and shutdown in reverse. */
+#include "session.h"
+#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <openssl/ssl.h>
+
+server_t *srv;
+
+static void usage(FILE *fp)
+{
+    fprintf(fp, "usage: civitasd --config FILE [--check]\n"
+                "  --config FILE  the YAML configuration (see conf/civitas.yml)\n"
+                "  --check        validate the config and its certificates, then exit (0 usable, 1 not)\n"
+                "  --help         this text\n"
+                "  --version      print the version\n");
+}
+
+static void print_errors(const strlist_t *errors)
+{
+    for (size_t i = 0; i < errors->n; i++) fprintf(stderr, "%s\n", errors->v[i]);
+}
+
+/* Module names in the config must name modules that exist (checked again when loading). */
+static config_t *load_config(const char *path, strlist_t *errors)
+{
+    return config_load(path, standard_modules, errors);
+}
+
+static int setup_hosts(void)
+{
+    srv->nhosts = srv->cfg->nhosts;
+    srv->hosts = xcalloc(srv->nhosts, sizeof *srv->hosts);
+    for (size_t i = 0; i < srv->nhosts; i++) {
+        char *name = jid_prep_domain(srv->cfg->hosts[i].name);
+        if (!name) {
+            fprintf(stderr, "%s:%d: hosts: '%s' is not a valid domain\n", srv->cfg->hosts[i].file,
+                    srv->cfg->hosts[i].line, srv->cfg->hosts[i].name);
+            return -1;
+        }
+        srv->hosts[i] = xcalloc(1, sizeof(host_t));
+        srv->hosts[i]->name = name;
+        srv->hosts[i]->users = strmap_new();
+    }
+    return 0;
+}
+
+static void free_hosts(void)
+{
+    for (size_t i = 0; i < srv->nhosts; i++) {
+        strmap_free(srv->hosts[i]->users);
+        free(srv->hosts[i]->name);
+        free(srv->hosts[i]);
+    }
+    free(srv->hosts);
+}
+
+static void apply_logging(const config_t *c)
+{
+    log_set_level(c->log_level ? c->log_level : "info");
+    log_set_jids(c->log_jids);
+    if (log_open_file(c->log_file) < 0) log_error("main", "cannot open log file %s", c->log_file);
+}
+
+static void on_reload(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig; (void)what; (void)arg;
+    strlist_t errors = {0};
+    log_info("main", "SIGHUP: reloading %s", srv->config_path);
+    config_t *c = load_config(srv->config_path, &errors);
+    tls_t *t = c ? tls_new(c, &errors) : NULL;
+    if (!c || !t) {
+        for (size_t i = 0; i < errors.n; i++) log_error("config", "%s", errors.v[i]);
+        log_error("main", "reload failed; keeping the running configuration");
+        config_free(c);
+        strlist_free(&errors);
+        return;
+    }
+    strlist_free(&errors);
+    /* New streams use the new certificates; running ones keep theirs (reference counted). */
+    tls_unref(srv->tls);
+    srv->tls = t;
+    /* Limits and logging come from the new config; hosts, listeners and modules stay as they
+     * were started (changing those needs a restart, which the log says). */
+    config_t *old = srv->cfg;
+    srv->cfg = c;
+    apply_logging(c);
+    config_free(old);
+    log_info("main", "reloaded configuration and certificates (hosts, listeners and modules change on restart)");
+}
+
+static struct event *term_timer, *done_poll;
+
+static void on_term_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what; (void)arg;
+    log_warn("main", "streams did not close in time; exiting");
+    event_base_loopbreak(srv->base);
+}
+
+static void check_done(evutil_socket_t fd, short what, void *arg);
+
+static void on_term(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what; (void)arg;
+    if (srv->shutting_down) return;
+    log_info("main", "signal %d: closing every stream", (int)sig);
+    srv->shutting_down = 1;
+    listen_stop();
+    c2s_close_all();
+    struct timeval tv = {6, 0};
+    term_timer = evtimer_new(srv->base, on_term_timeout, NULL);
+    evtimer_add(term_timer, &tv);
+    check_done(-1, 0, NULL);
+}
+
+/* Stop the loop once every session is gone. */
+static void check_done(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what; (void)arg;
+    if (!srv->sessions) {
+        event_base_loopexit(srv->base, NULL);
+        return;
+    }
+    if (!done_poll) done_poll = evtimer_new(srv->base, check_done, NULL);
+    struct timeval tv = {0, 20000};
+    evtimer_add(done_poll, &tv);
+}
+
+static int drop_privileges(const char *user)
+{
+    if (!user || geteuid() != 0) return 0;
+    struct passwd *pw = getpwnam(user);
+    if (!pw) {
+        log_error("main", "user '%s' does not exist", user);
+        return -1;
+    }
+    if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+        log_error("main", "cannot switch to user '%s'", user);
+        return -1;
+    }
+    log_info("main", "running as %s", user);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"check", no_argument, NULL, 'k'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {"version", no_argument, NULL, 'V'},
+                                         {NULL, 0, NULL, 0}};
+    const char *config_path = NULL;
+    int check = 0, o;
+    while ((o = getopt_long(argc, argv, "c:khV", opts, NULL)) != -1) {
+        switch (o) {
+        case 'c': config_path = optarg; break;
+        case 'k': check = 1; break;
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("civitasd %s\n", PACKAGE_VERSION); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!config_path || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    srv = xcalloc(1, sizeof *srv);
+    srv->config_path = xstrdup(config_path);
+    strlist_t errors = {0};
+    srv->cfg = load_config(config_path, &errors);
+    if (srv->cfg) srv->tls = tls_new(srv->cfg, &errors);
+    if (!srv->cfg || !srv->tls) {
+        print_errors(&errors);
+        if (!errors.n) fprintf(stderr, "%s: unusable configuration\n", config_path);
+        return 1;
+    }
+    strlist_free(&errors);
+    if (check) {
+        printf("%s: configuration is usable\n", config_path);
+        return 0;
+    }
+    apply_logging(srv->cfg);
+
+    char *err = NULL;
+    srv->store = storage_open(srv->cfg->data_dir, &err);
+    if (!srv->store) {
+        log_error("main", "storage: %s", err ? err : "cannot open");
+        free(err);
+        return 1;
+    }
+    srv->base = event_base_new();
+    srv->ip_state = strmap_new();
+    if (setup_hosts() < 0 || modules_load() < 0 || listen_start() < 0 || drop_privileges(srv->cfg->user) < 0) {
+        log_error("main", "start-up failed");
+        return 1;
+    }
+    struct event *ev_term = evsignal_new(srv->base, SIGTERM, on_term, NULL);
+    struct event *ev_int = evsignal_new(srv->base, SIGINT, on_term, NULL);
+    struct event *ev_hup = evsignal_new(srv->base, SIGHUP, on_reload, NULL);
+    event_add(ev_term, NULL);
+    event_add(ev_int, NULL);
+    event_add(ev_hup, NULL);
+    log_info("main", "civitas %s ready (%zu host%s)", PACKAGE_VERSION, srv->nhosts, srv->nhosts == 1 ? "" : "s");
+
+    event_base_dispatch(srv->base);
+
+    /* Shutdown in reverse order of start-up. */
+    for (session_t *s = srv->sessions; s; s = s->next) s->bound = 0;
+    modules_unload();
+    event_free(ev_term);
+    event_free(ev_int);
+    event_free(ev_hup);
+    if (term_timer) event_free(term_timer);
+    if (done_poll) event_free(done_poll);
+    storage_close(srv->store);
+    log_info("main", "stopped");
+    free_hosts();
+    size_t pos = 0;
+    void *v;
+    while (strmap_next(srv->ip_state, &pos, NULL, &v)) free(v);
+    strmap_free(srv->ip_state);
+    tls_unref(srv->tls);
+    config_free(srv->cfg);
+    free(srv->config_path);
+    event_base_free(srv->base);
+    free(srv);
+    return 0;
+}

@@ -1,0 +1,276 @@
+/* server/router.c: where stanzas go. The only place where one session reaches another:
+ * the online-user table, RFC 6121 §8 delivery rules, module hooks, and bounces. */
+#include "session.h"
+#include <stdlib.h>
+#include <string.h>
+
+static host_t *find_host_of(const jid_t *j) { return j ? host_find(j->domain) : NULL; }
+
+user_t *router_user(host_t *h, const char *bare) { return strmap_get(h->users, bare); }
+
+session_t *router_find_full(const jid_t *j)
+{
+    host_t *h = find_host_of(j);
+    user_t *u = h ? router_user(h, j->bare) : NULL;
+    if (!u || !j->resource) return NULL;
+    for (session_t *s = u->sessions; s; s = s->next_in_user)
+        if (strcmp(s->jid->resource, j->resource) == 0) return s;
+    return NULL;
+}
+
+void router_bind(session_t *s)
+{
+    session_t *old = router_find_full(s->jid);
+    if (old) {                        /* RFC 6120 §7.7.2.2: the new session wins */
+        router_unbind(old);
+        session_close(old, "conflict", "replaced by a new session");
+    }
+    user_t *u = router_user(s->host, s->jid->bare);
+    if (!u) {
+        u = xcalloc(1, sizeof *u);
+        u->bare = xstrdup(s->jid->bare);
+        strmap_put(s->host->users, u->bare, u);
+    }
+    s->next_in_user = u->sessions;
+    u->sessions = s;
+}
+
+void router_unbind(session_t *s)
+{
+    if (!s->bound) return;
+    s->bound = 0;
+    user_t *u = router_user(s->host, s->jid->bare);
+    if (u) {
+        for (session_t **pp = &u->sessions; *pp; pp = &(*pp)->next_in_user)
+            if (*pp == s) {
+                *pp = s->next_in_user;
+                break;
+            }
+        if (!u->sessions) {
+            strmap_del(s->host->users, u->bare);
+            free(u->bare);
+            free(u);
+        }
+    }
+    s->next_in_user = NULL;
+    hook_event_t ev = {.name = "session-closed", .origin = s, .host = s->host, .from = s->jid};
+    hook_fire(&ev);
+}
+
+/* Bounce st with an error to its sender, unless it is an error already. Frees st. */
+static void bounce(xnode_t *st, const char *type, const char *cond)
+{
+    xnode_t *e = stanza_error(st, type, cond, NULL);
+    xnode_free(st);
+    if (e) route_stanza(e);
+}
+
+static const char *stanza_type(const xnode_t *st)
+{
+    const char *t = xnode_attr(st, "type");
+    return t ? t : "";
+}
+
+/* RFC 6121 §8.5.2.1: the available resources with the highest non-negative priority. */
+static int deliver_to_bare(user_t *u, const xnode_t *st, int all_nonneg)
+{
+    int best = -1, n = 0;
+    for (session_t *s = u ? u->sessions : NULL; s; s = s->next_in_user)
+        if (session_priority(s) > best) best = session_priority(s);
+    if (best < 0) return 0;
+    for (session_t *s = u->sessions; s; s = s->next_in_user) {
+        int p = session_priority(s);
+        if (p == best || (all_nonneg && p >= 0)) {
+            session_deliver(s, st);
+            n++;
+        }
+    }
+    return n;
+}
+
+static void route_message_bare(host_t *h, const jid_t *to, xnode_t *st, hook_event_t *ev)
+{
+    ev->name = "message/bare";
+    if (hook_fire(ev) == HOOK_HANDLED || !ev->stanza) return;
+    const char *type = stanza_type(st);
+    user_t *u = router_user(h, to->bare);
+    /* headline goes to every non-negative resource (§8.5.2.1.1); others to the best ones */
+    if (deliver_to_bare(u, st, strcmp(type, "headline") == 0) > 0) return;
+    /* §8.5.2.2: no available resource. Offline storage is a module's job (it hooks above);
+     * without one: errors and headlines are dropped, anything else bounces. */
+    if (strcmp(type, "error") == 0 || strcmp(type, "headline") == 0) return;
+    ev->stanza = NULL;
+    bounce(st, "cancel", "service-unavailable");
+}
+
+static void route_iq_local(host_t *h, const jid_t *to, xnode_t *st, hook_event_t *ev, int to_host)
+{
+    const char *type = stanza_type(st);
+    int request = strcmp(type, "get") == 0 || strcmp(type, "set") == 0;
+    if (!request) return;           /* results and errors to the server or an account end here */
+    xnode_t *child = xnode_first_elem(st);
+    char *name = xasprintf("iq-%s/%s/%s", type, to_host ? "host" : "bare", child ? child->ns : "");
+    ev->name = name;
+    int r = hook_fire(ev);
+    free(name);
+    if (r == HOOK_HANDLED || !ev->stanza) return;
+    (void)h; (void)to;
+    ev->stanza = NULL;
+    bounce(st, "cancel", "service-unavailable");
+}
+
+/* Route a stanza whose 'from' and 'to' are set. Takes ownership. */
+static void route(xnode_t *st, session_t *origin, const jid_t *from)
+{
+    const char *to_s = xnode_attr(st, "to");
+    jid_t *to = to_s ? jid_new(to_s) : NULL;
+    if (!to) {
+        if (origin) bounce(st, "modify", "jid-malformed");
+        else xnode_free(st);
+        return;
+    }
+    host_t *h = find_host_of(to);
+    hook_event_t ev = {.stanza = st, .origin = origin, .host = h, .from = from, .to = to};
+    if (!h) {
+        /* remote domains need federation, which is not available yet */
+        ev.stanza = NULL;
+        bounce(st, "cancel", "remote-server-not-found");
+        goto out;
+    }
+    const char *kind = st->name;
+    if (!to->node && !to->resource) {                       /* the server itself */
+        if (strcmp(kind, "iq") == 0) route_iq_local(h, to, st, &ev, 1);
+        else {
+            ev.name = strcmp(kind, "message") == 0 ? "message/host" : "presence/host";
+            hook_fire(&ev);
+        }
+    } else if (!to->resource) {                             /* an account's bare JID */
+        if (strcmp(kind, "iq") == 0) route_iq_local(h, to, st, &ev, 0);
+        else if (strcmp(kind, "message") == 0) route_message_bare(h, to, st, &ev);
+        else {
+            ev.name = "presence/bare";
+            hook_fire(&ev);
+        }
+    } else {                                                /* a full JID */
+        ev.name = strcmp(kind, "message") == 0 ? "message/full"
+                  : strcmp(kind, "presence") == 0 ? "presence/full" : "iq/full";
+        if (hook_fire(&ev) == HOOK_HANDLED || !ev.stanza) goto out;
+        session_t *s = router_find_full(to);
+        const char *type = stanza_type(st);
+        if (s) session_deliver(s, st);
+        else if (strcmp(kind, "message") == 0) {
+            /* §8.5.3.2.1: no such resource: normal and chat are treated as to the bare JID */
+            if (strcmp(type, "groupchat") == 0) {
+                ev.stanza = NULL;
+                bounce(st, "cancel", "service-unavailable");
+                goto out;
+            }
+            if (strcmp(type, "headline") == 0 || strcmp(type, "error") == 0) goto out;
+            jid_t *bare = jid_bare_of(to);
+            ev.to = bare;
+            route_message_bare(h, bare, st, &ev);
+            jid_free(bare);
+        } else if (strcmp(kind, "iq") == 0) {
+            if (strcmp(type, "get") == 0 || strcmp(type, "set") == 0) {  /* §8.5.3.2.2 */
+                ev.stanza = NULL;
+                bounce(st, "cancel", "service-unavailable");
+                goto out;
+            }
+        }
+        /* presence to an unavailable resource is dropped (§8.5.3.2.3) */
+    }
+out:
+    xnode_free(ev.stanza);
+    jid_free(to);
+}
+
+void route_stanza(xnode_t *st)
+{
+    const char *from_s = xnode_attr(st, "from");
+    jid_t *from = from_s ? jid_new(from_s) : NULL;
+    route(st, NULL, from);
+    jid_free(from);
+}
+
+/* RFC 6120 §8.2.3 and §8.3: the shape every IQ must have. Returns an error condition or NULL. */
+static const char *iq_invalid(const xnode_t *st)
+{
+    const char *type = xnode_attr(st, "type"), *id = xnode_attr(st, "id");
+    if (!id || !type) return "bad-request";
+    int children = 0;
+    for (xnode_t *c = xnode_first_elem(st); c; c = xnode_next_elem(c)) children++;
+    if (strcmp(type, "get") == 0 || strcmp(type, "set") == 0) return children == 1 ? NULL : "bad-request";
+    if (strcmp(type, "result") == 0) return children <= 1 ? NULL : "bad-request";
+    if (strcmp(type, "error") == 0) return NULL;
+    return "bad-request";
+}
+
+/* Presence without 'to' from a client: availability for routing, then broadcast. */
+static void client_presence(session_t *s, xnode_t *st)
+{
+    const char *type = xnode_attr(st, "type");
+    if (!type) {
+        xnode_t *p = xnode_child(st, "priority", NULL);
+        int prio = 0;
+        if (p) {
+            char *t = xnode_text(p);
+            char *end;
+            long v = strtol(t, &end, 10);
+            int valid = *t && *end == '\0' && v >= -128 && v <= 127;
+            free(t);
+            if (!valid) {
+                bounce(st, "modify", "bad-request");
+                return;
+            }
+            prio = (int)v;
+        }
+        s->available = 1;
+        s->priority = prio;
+    } else if (strcmp(type, "unavailable") == 0) {
+        s->available = 0;
+    } else if (strcmp(type, "error") == 0) {
+        /* RFC 6121 §4.7.2.1 */
+        s->available = 0;
+    } else {
+        bounce(st, "modify", "bad-request");
+        return;
+    }
+    hook_event_t ev = {.name = "presence/self", .stanza = st, .origin = s, .host = s->host, .from = s->jid};
+    jid_t *bare = jid_bare_of(s->jid);
+    ev.to = bare;
+    if (hook_fire(&ev) != HOOK_HANDLED && ev.stanza) {
+        /* no presence module: at least the user's own available resources learn of it
+         * (RFC 6121 §4.2.2, including the sender) */
+        xnode_set_attr(st, "to", bare->bare);
+        user_t *u = router_user(s->host, bare->bare);
+        for (session_t *o = u ? u->sessions : NULL; o; o = o->next_in_user)
+            if (o->available || o == s) session_deliver(o, st);
+    }
+    jid_free(bare);
+    xnode_free(ev.stanza);
+}
+
+void router_from_client(session_t *s, xnode_t *st)
+{
+    if (strcmp(st->name, "iq") == 0) {
+        const char *cond = iq_invalid(st);
+        if (cond) {
+            const char *type = xnode_attr(st, "type");
+            if (type && strcmp(type, "error") == 0) xnode_free(st);
+            else {
+                xnode_set_attr(st, "to", NULL);   /* the server answers (RFC 6120 §8.3.1) */
+                bounce(st, "modify", cond);
+            }
+            return;
+        }
+    }
+    if (!xnode_attr(st, "to")) {
+        if (strcmp(st->name, "presence") == 0) {
+            client_presence(s, st);
+            return;
+        }
+        /* no 'to': addressed to the sender's own account (RFC 6120 §10.3) */
+        xnode_set_attr(st, "to", s->jid->bare);
+    }
+    route(st, s, s->jid);
+}

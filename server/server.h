@@ -1,0 +1,76 @@
+/* server/server.h: the core's shared state (hosts, sessions, the loop) and the internal
+ * interfaces between its files. Modules never include this; they see module.h. */
+#ifndef CIVITAS_SERVER_H
+#define CIVITAS_SERVER_H
+#include <event2/event.h>
+#include "module.h"
+#include "util.h"
+#include "log.h"
+#include "tls.h"
+
+/* An account with at least one bound resource. */
+typedef struct user {
+    char *bare;                 /* "node@domain" */
+    session_t *sessions;        /* linked through session->next_in_user */
+} user_t;
+
+struct host {
+    char *name;                 /* prepared domain */
+    strmap_t *users;            /* bare JID -> user_t, only accounts that are online */
+};
+
+typedef struct server {
+    struct event_base *base;
+    config_t *cfg;
+    char *config_path;
+    storage_t *store;
+    tls_t *tls;                 /* certificates of every host, SNI selection */
+    host_t **hosts; size_t nhosts;
+    session_t *sessions;        /* every client stream, for shutdown */
+    size_t nsessions;
+    size_t unauthenticated;     /* streams not yet authenticated (limits) */
+    strmap_t *ip_state;         /* peer address -> ip_state_t (connections, SASL failures) */
+    int shutting_down;
+} server_t;
+
+extern server_t *srv;
+
+/* The per-address accounting for abuse limits. */
+typedef struct ip_state {
+    int connections;
+    int sasl_failures;
+    int64_t last_failure_ms;
+} ip_state_t;
+ip_state_t *ip_state_get(const char *ip);    /* created on demand */
+void ip_state_release(const char *ip);       /* drop when unused */
+
+/* listen.c: open every listener of the config; logs "listening <kind> <addr>:<port>". */
+int listen_start(void);
+void listen_stop(void);
+
+/* c2s.c */
+typedef enum { C2S_PLAIN, C2S_DIRECT_TLS } c2s_kind_t;
+void c2s_accept(int fd, const char *peer_ip, c2s_kind_t kind);
+void c2s_close_all(void);             /* SIGTERM: </stream:stream> to everyone */
+/* Deliver a stanza to a session (its 'to' is that session's full or bare JID). */
+void session_deliver(session_t *s, const xnode_t *st);
+int session_priority(const session_t *s);  /* presence priority, or -129 when not available */
+session_t *session_next_in_user(const session_t *s);
+/* Close a session with a stream error (condition NULL: plain close). Safe from any callback:
+ * the session is freed later at a safe point. */
+void session_close(session_t *s, const char *condition, const char *text);
+
+/* router.c */
+user_t *router_user(host_t *h, const char *bare);        /* NULL when offline */
+void router_bind(session_t *s);       /* add a bound session (replaces a same full JID: conflict) */
+void router_unbind(session_t *s);
+session_t *router_find_full(const jid_t *j);
+/* A stanza from a local client session (from already stamped). Takes ownership. */
+void router_from_client(session_t *s, xnode_t *st);
+
+/* module.c */
+int modules_load(void);               /* config's modules: list, or every standard module */
+void modules_unload(void);
+extern const char *const standard_modules[];
+
+#endif

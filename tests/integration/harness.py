@@ -1,0 +1,976 @@
+# tests/integration/harness.py: the shared machinery of the integration tests: TAP output, a test CA,
+# a civitasd on port 0 per test file, and a raw-socket XMPP client for protocol-level checks.
+"""Integration-test harness for civitas.
+
+Runs with Debian's /usr/bin/python3 and the standard library only (slixmpp is used by its own test).
+
+  t = Tap()
+  with Server(t) as srv:
+      srv.adduser("alice@localhost", "secret")
+      c = RawClient(srv.port("client"))
+      feats = c.open_stream()
+      ...
+  t.done()
+
+Nothing here sleeps for a fixed time: every wait is for an event (a log line, a stanza, a closed
+socket) with a deadline, so a slow machine is slower but not flaky, and a missing event fails.
+"""
+import base64
+import collections
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import select
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import xml.etree.ElementTree as ET
+import xml.parsers.expat
+import atexit
+
+NS_STREAM = "http://etherx.jabber.org/streams"
+NS_STREAMS_ERR = "urn:ietf:params:xml:ns:xmpp-streams"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
+NS_CLIENT = "jabber:client"
+NS_PING = "urn:xmpp:ping"
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+NS_VERSION = "jabber:iq:version"
+NS_TIME = "urn:xmpp:time"
+
+DEFAULT_TIMEOUT = float(os.environ.get("CIVITAS_TEST_IO_TIMEOUT", "10"))
+# The mechanism login()/connect_login() use unless a test names one.
+DEFAULT_MECH = os.environ.get("CIVITAS_TEST_MECH", "SCRAM-SHA-256")
+
+
+class HarnessError(Exception):
+    """A step the test depends on could not be done (server did not start, login failed, ...)."""
+
+
+def q(ns, local):
+    """ElementTree's qualified name: q(NS_CLIENT, 'message') == '{jabber:client}message'."""
+    return "{%s}%s" % (ns, local)
+
+
+def local_name(tag):
+    return tag.rsplit("}", 1)[-1]
+
+
+def xml_escape(s):
+    return (s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("'", "&apos;").replace('"', "&quot;"))
+
+
+def el_str(el):
+    """One-line serialisation for diagnostics and test output."""
+    if el is None:
+        return "(none)"
+    try:
+        return ET.tostring(el, encoding="unicode")
+    except Exception as e:  # pragma: no cover - diagnostics only
+        return "<unserialisable %r: %s>" % (el.tag, e)
+
+
+# --------------------------------------------------------------------------------------------
+# TAP
+
+class Tap:
+    """TAP producer. ok() prints one result line; failures add '# ' diagnostics including the tail
+    of every running server's log. done() prints the plan and exits 1 if anything failed."""
+
+    def __init__(self, timeout=None):
+        self.n = 0
+        self.failed = 0
+        self.servers = []          # Server objects whose log tail is shown on failure
+        sys.stdout.reconfigure(line_buffering=True)
+        total = timeout if timeout is not None else float(os.environ.get("CIVITAS_TEST_TIMEOUT", "300"))
+        if total > 0:
+            signal.signal(signal.SIGALRM, self._alarm)
+            signal.alarm(int(total))
+
+    @staticmethod
+    def _alarm(signum, frame):
+        raise HarnessError("test file exceeded its overall time limit (CIVITAS_TEST_TIMEOUT)")
+
+    def diag(self, *lines):
+        for block in lines:
+            for line in str(block).splitlines() or [""]:
+                print("# " + line)
+
+    def ok(self, cond, desc, diag=None):
+        """Record one check. diag: extra text (or a callable giving it) shown only on failure."""
+        self.n += 1
+        cond = bool(cond)
+        desc = desc.replace("\n", " ")
+        print("%sok %d - %s" % ("" if cond else "not ", self.n, desc))
+        if not cond:
+            self.failed += 1
+            if diag is not None:
+                self.diag(diag() if callable(diag) else diag)
+            for s in self.servers:
+                if s.proc is not None:
+                    self.diag("--- tail of civitasd log (%s) ---" % s.dir, *s.log_tail(25))
+        return cond
+
+    def skip(self, desc, reason):
+        self.n += 1
+        print("ok %d - %s # SKIP %s" % (self.n, desc.replace("\n", " "), reason))
+
+    def is_(self, got, want, desc):
+        return self.ok(got == want, desc, lambda: "got:  %r\nwant: %r" % (got, want))
+
+    def done(self):
+        signal.alarm(0)
+        for s in list(self.servers):
+            s.stop()
+        print("1..%d" % self.n)
+        if self.failed:
+            self.diag("%d of %d checks failed" % (self.failed, self.n))
+        sys.exit(1 if self.failed else 0)
+
+    def run(self, fn, *args, **kw):
+        """Run one group of checks; an exception there is one failed check and the file goes on."""
+        try:
+            return fn(*args, **kw)
+        except Exception as e:
+            self.ok(False, "%s: completed without exception (%s: %s)" % (fn.__name__, type(e).__name__, e),
+                    traceback.format_exc())
+            return None
+
+    def main(self, fn):
+        """Run a test file's body, then done(). Uncaught exceptions count as a failure."""
+        try:
+            fn(self)
+        except Exception as e:
+            self.ok(False, "test body completed without exception (%s: %s)" % (type(e).__name__, e),
+                    traceback.format_exc())
+        self.done()
+
+
+# --------------------------------------------------------------------------------------------
+# Certificates
+
+class Leaf:
+    def __init__(self, cert, key, domains):
+        self.cert, self.key, self.domains = cert, key, list(domains)
+
+
+class Certs:
+    """A throw-away CA and leaf certificates (EC P-256, SHA-256 signatures) made with openssl(1)."""
+
+    def __init__(self, tmpdir=None):
+        if tmpdir is None:      # a directory of its own, removed when the test process ends
+            tmpdir = tempfile.mkdtemp(prefix="civitas-certs-")
+            atexit.register(shutil.rmtree, tmpdir, True)
+        self.dir = os.path.join(tmpdir, "certs")
+        os.makedirs(self.dir, exist_ok=True)
+        self.ca = os.path.join(self.dir, "ca.crt")
+        self.ca_key = os.path.join(self.dir, "ca.key")
+        self._n = 0
+        self._openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", self.ca_key)
+        self._openssl("req", "-x509", "-new", "-key", self.ca_key, "-sha256", "-days", "30",
+                      "-subj", "/CN=civitas test CA",
+                      "-addext", "basicConstraints=critical,CA:TRUE",
+                      "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                      "-out", self.ca)
+
+    def _openssl(self, *args):
+        r = subprocess.run(["openssl"] + list(args), capture_output=True, text=True)
+        if r.returncode != 0:
+            raise HarnessError("openssl %s failed: %s" % (" ".join(args), r.stderr))
+
+    def leaf(self, domains, name=None):
+        """A certificate with subjectAltName DNS:<d> for each domain, signed by the CA."""
+        if isinstance(domains, str):
+            domains = [domains]
+        self._n += 1
+        base = os.path.join(self.dir, name or "%s-%d" % (domains[0], self._n))
+        key, csr, crt, ext = base + ".key", base + ".csr", base + ".crt", base + ".ext"
+        with open(ext, "w") as f:
+            f.write("basicConstraints=CA:FALSE\n"
+                    "keyUsage=critical,digitalSignature,keyAgreement\n"
+                    "extendedKeyUsage=serverAuth,clientAuth\n"
+                    "subjectAltName=%s\n" % ",".join("DNS:" + d for d in domains))
+        self._openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key)
+        self._openssl("req", "-new", "-key", key, "-subj", "/CN=" + domains[0], "-out", csr)
+        self._openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key, "-sha256",
+                      "-set_serial", str(secrets.randbits(63)), "-days", "30", "-extfile", ext, "-out", crt)
+        return Leaf(crt, key, domains)
+
+
+# --------------------------------------------------------------------------------------------
+# The server under test
+
+def build_dir():
+    d = os.environ.get("CIVITAS_BUILDDIR")
+    if d:
+        return os.path.abspath(d)
+    return os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+
+
+def find_program(name):
+    """The freshly built program: $CIVITAS_BUILDDIR/<name> (or .../server/<name>)."""
+    env = os.environ.get(name.upper())
+    if env:
+        return env
+    b = build_dir()
+    for cand in (os.path.join(b, name), os.path.join(b, "server", name)):
+        if os.access(cand, os.X_OK):
+            return cand
+    raise HarnessError("%s not found in %s (set CIVITAS_BUILDDIR)" % (name, b))
+
+
+LISTEN_RE = re.compile(r"listening (client_tls|client|server_tls|server|http) \[?([0-9A-Za-z.:]+?)\]?:(\d+)\b")
+READY_RE = re.compile(r"\bready\b")
+SANITIZER_RE = re.compile(r"(ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|ThreadSanitizer)")
+
+_live_servers = []
+
+
+def _kill_leftovers():
+    for s in _live_servers:
+        if s.proc is not None and s.proc.poll() is None:
+            s.proc.kill()
+
+
+atexit.register(_kill_leftovers)
+
+
+class Server:
+    """One civitasd with a temporary config, data_dir and certificates, on ports chosen by the kernel.
+
+    Server(t, hosts=["localhost"], extra_yaml="", modules=None, start=True, listen=None)
+      extra_yaml is appended verbatim to the config; modules=None leaves the default set.
+      listen: dict kind -> list of addresses, default client/client_tls/server on 127.0.0.1:0.
+    """
+
+    def __init__(self, t, hosts=("localhost",), extra_yaml="", modules=None, start=True, listen=None,
+                 certs=None, ready_timeout=20.0):
+        self.t = t
+        self.hosts = list(hosts)
+        self.dir = tempfile.mkdtemp(prefix="civitas-it-")
+        self.certs = certs or Certs(self.dir)
+        self.ca = self.certs.ca
+        self.leaves = {h: self.certs.leaf([h]) for h in self.hosts}
+        self.data_dir = os.path.join(self.dir, "data")
+        self.config = os.path.join(self.dir, "civitas.yml")
+        self.listen = listen or {"client": ["127.0.0.1:0"], "client_tls": ["127.0.0.1:0"],
+                                 "server": ["127.0.0.1:0"]}
+        self.modules = modules
+        self.extra_yaml = extra_yaml
+        self.ready_timeout = ready_timeout
+        self.proc = None
+        self.exit_code = None
+        self.ports = {}            # kind -> [port, ...] in log order
+        self._lines = []
+        self._cond = threading.Condition()
+        self._reader = None
+        self.write_config()
+        if start:
+            self.start()
+
+    # configuration -------------------------------------------------------------------------
+    def config_text(self):
+        out = ["# written by tests/integration/harness.py", "hosts:"]
+        for h in self.hosts:
+            lf = self.leaves[h]
+            out += ["  - name: %s" % json.dumps(h), "    tls:",
+                    "      certificate: %s" % json.dumps(lf.cert),
+                    "      key: %s" % json.dumps(lf.key)]
+        out.append("listen:")
+        for kind, addrs in self.listen.items():
+            out.append("  %s: [%s]" % (kind, ", ".join(json.dumps(a) for a in addrs)))
+        out.append("data_dir: %s" % json.dumps(self.data_dir))
+        if self.modules is not None:
+            out.append("modules:" + ("" if self.modules else " []"))
+            out += ["  - %s" % m for m in self.modules]
+        text = "\n".join(out) + "\n"
+        if self.extra_yaml:
+            text += self.extra_yaml if self.extra_yaml.endswith("\n") else self.extra_yaml + "\n"
+        return text
+
+    def write_config(self):
+        with open(self.config, "w") as f:
+            f.write(self.config_text())
+
+    # process -------------------------------------------------------------------------------
+    def start(self):
+        exe = find_program("civitasd")
+        self.t.servers.append(self)
+        _live_servers.append(self)
+        self.exit_code = None
+        self.proc = subprocess.Popen([exe, "--config", self.config], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.dir)
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+        if not self.wait_log(READY_RE, self.ready_timeout):
+            rc = self.proc.poll()
+            msg = ("civitasd did not log 'ready' within %.0f s (%s)\nconfig:\n%s\nlog:\n%s"
+                   % (self.ready_timeout, "exited %s" % rc if rc is not None else "still running",
+                      self.config_text(), self.log()))
+            self.stop()
+            raise HarnessError(msg)
+        # c2s listeners must be there; others (s2s, http) are looked up by port() when a test needs them.
+        for kind in ("client", "client_tls"):
+            if kind in self.listen and kind not in self.ports:
+                raise HarnessError("civitasd is ready but logged no 'listening %s <addr>:<port>' line:\n%s"
+                                   % (kind, self.log()))
+
+    def _read_log(self):
+        for raw in iter(self.proc.stdout.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self._cond:
+                m = LISTEN_RE.search(line)
+                if m:
+                    self.ports.setdefault(m.group(1), []).append(int(m.group(3)))
+                self._lines.append(line)
+                self._cond.notify_all()
+        with self._cond:
+            self._lines.append("")  # wake waiters; an empty line never matches a useful pattern
+            self._cond.notify_all()
+
+    def wait_log(self, pattern, timeout=DEFAULT_TIMEOUT, start=0):
+        """Wait for a log line (from index start) matching pattern (str or regex); the line or None."""
+        rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        i = start
+        with self._cond:
+            while True:
+                while i < len(self._lines):
+                    if self._lines[i] and rx.search(self._lines[i]):
+                        return self._lines[i]
+                    i += 1
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    return None
+                self._cond.wait(min(left, 0.5))
+
+    def log_mark(self):
+        """Index to pass as wait_log(start=...) to look only at lines logged from now on."""
+        with self._cond:
+            return len(self._lines)
+
+    def log(self):
+        with self._cond:
+            return "\n".join(self._lines)
+
+    def log_tail(self, n=25):
+        with self._cond:
+            return [l for l in self._lines if l][-n:]
+
+    def port(self, kind="client"):
+        p = self.ports.get(kind)
+        if not p:
+            raise HarnessError("no '%s' listener was logged" % kind)
+        return p[0]
+
+    def terminate(self):
+        """Send SIGTERM without waiting (wait() collects the exit code)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout=10.0):
+        """Exit code after SIGTERM; SIGKILL after timeout (then the code is None and it is reported)."""
+        if self.proc is None:
+            return self.exit_code
+        try:
+            self.exit_code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.t.diag("civitasd (pid %d) did not exit within %.0f s of SIGTERM: SIGKILL" % (self.proc.pid, timeout))
+            self.proc.kill()
+            self.proc.wait()
+            self.exit_code = None
+        if self._reader:
+            self._reader.join(5)
+        self.proc = None
+        if self in self.t.servers:
+            self.t.servers.remove(self)
+        return self.exit_code
+
+    def stop(self, timeout=10.0):
+        """SIGTERM, wait at most timeout, then SIGKILL. Returns the exit code (None when killed)."""
+        if self.proc is None:
+            return self.exit_code
+        self.terminate()
+        return self.wait(timeout)
+
+    def sanitizer_reports(self):
+        return [l for l in self.log().splitlines() if SANITIZER_RE.search(l)]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, ev, tb):
+        running = self.proc is not None
+        rc = self.stop()
+        if running:
+            self.t.ok(rc == 0, "civitasd exits 0 after SIGTERM", lambda: "exit code %r\n%s" % (rc, self.log()))
+        reports = self.sanitizer_reports()
+        self.t.ok(not reports, "no sanitizer report in the civitasd log", lambda: "\n".join(reports))
+        if et is None and self.t.failed == 0 and not os.environ.get("CIVITAS_KEEP_TMP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+        elif et is not None or self.t.failed:
+            self.t.diag("server files kept in %s" % self.dir)
+        return False
+
+    # civitasctl ----------------------------------------------------------------------------
+    def ctl(self, *args, input=None, timeout=30):
+        """Run civitasctl --config <this config> ARGS; returns subprocess.CompletedProcess (text)."""
+        return subprocess.run([find_program("civitasctl"), "--config", self.config] + list(args),
+                              input=input, capture_output=True, text=True, timeout=timeout)
+
+    def adduser(self, jid, password):
+        r = self.ctl("user", "add", jid, input=password + "\n")
+        if r.returncode != 0:
+            raise HarnessError("civitasctl user add %s failed (%d): %s%s" % (jid, r.returncode, r.stdout, r.stderr))
+        return r
+
+
+# --------------------------------------------------------------------------------------------
+# Raw XMPP client
+
+StreamErrorResult = collections.namedtuple(
+    "StreamErrorResult", "condition text stream_closed socket_closed had_header")
+
+
+class StreamParser:
+    """Incremental, namespace-aware parse of one XML stream: the root's attributes, then one
+    ElementTree element per depth-1 child, then the root's end. Tolerates arbitrary chunking."""
+
+    def __init__(self):
+        self.p = xml.parsers.expat.ParserCreate(namespace_separator=" ")
+        self.p.buffer_text = True
+        self.p.StartElementHandler = self._start
+        self.p.EndElementHandler = self._end
+        self.p.CharacterDataHandler = self._chars
+        self.depth = 0
+        self.root_tag = None
+        self.root_attrs = None
+        self.stack = []
+        self.stanzas = collections.deque()
+        self.closed = False
+        self.error = None
+
+    @staticmethod
+    def _name(n):
+        if " " in n:
+            ns, l = n.split(" ", 1)
+            return "{%s}%s" % (ns, l)
+        return n
+
+    def _start(self, name, attrs):
+        tag = self._name(name)
+        attrs = {self._name(k): v for k, v in attrs.items()}
+        if self.depth == 0:
+            self.root_tag, self.root_attrs = tag, attrs
+            # A server that sends a bare <stream:error/> without a header still gets it recorded.
+            if tag != q(NS_STREAM, "stream"):
+                self.stack.append(ET.Element(tag, attrs))
+        else:
+            el = ET.Element(tag, attrs) if not self.stack else ET.SubElement(self.stack[-1], tag, attrs)
+            self.stack.append(el)
+        self.depth += 1
+
+    def _end(self, name):
+        self.depth -= 1
+        if self.depth == 0:
+            if self.stack:
+                self.stanzas.append(self.stack.pop())
+            self.closed = True
+            return
+        el = self.stack.pop()
+        if self.depth == 1:
+            self.stanzas.append(el)
+
+    def _chars(self, data):
+        if not self.stack:
+            return
+        cur = self.stack[-1]
+        if len(cur):
+            cur[-1].tail = (cur[-1].tail or "") + data
+        else:
+            cur.text = (cur.text or "") + data
+
+    def feed(self, data):
+        if self.error is not None:
+            return
+        try:
+            self.p.Parse(data, False)
+        except xml.parsers.expat.ExpatError as e:
+            self.error = str(e)
+
+
+class RawClient:
+    """A byte-level XMPP client. Read methods return None on timeout instead of raising, so a test
+    asserts on the result; the convenience methods login()/bind() raise HarnessError when a step fails."""
+
+    def __init__(self, port, tls=False, cafile=None, host="127.0.0.1", server_hostname="localhost",
+                 context=None, timeout=DEFAULT_TIMEOUT):
+        self.timeout = timeout
+        self.cafile = cafile
+        self.server_hostname = server_hostname
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.received = b""        # everything read, decrypted, for diagnostics
+        self.eof = False
+        self.reset = False
+        self.tls = False
+        self.parser = StreamParser()
+        self.inbox = []            # depth-1 elements not yet consumed by expect()
+        self.features = None
+        self.jid = None
+        self._id = 0
+        if tls:
+            self._wrap_tls(context)
+
+    # transport -----------------------------------------------------------------------------
+    def tls_context(self, cafile=None):
+        ctx = ssl.create_default_context(cafile=cafile or self.cafile)
+        return ctx
+
+    def _wrap_tls(self, context=None):
+        ctx = context or self.tls_context()
+        self.sock.settimeout(self.timeout)
+        self.sock = ctx.wrap_socket(self.sock, server_hostname=self.server_hostname)
+        self.tls = True
+
+    def peer_cert_der(self):
+        return self.sock.getpeercert(binary_form=True)
+
+    def send(self, data):
+        """Send bytes (str is UTF-8 encoded). Returns False when the peer has gone."""
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        try:
+            self.sock.sendall(data)
+            return True
+        except (OSError, ssl.SSLError):
+            return False
+
+    def _recv_some(self, timeout):
+        """Read what is available within timeout into the parser. False on EOF/timeout."""
+        if self.eof:
+            return False
+        if not (self.tls and self.sock.pending()):
+            try:
+                r, _, _ = select.select([self.sock], [], [], max(timeout, 0))
+            except (OSError, ValueError):
+                self.eof = True
+                return False
+            if not r:
+                return False
+        try:
+            self.sock.settimeout(max(timeout, 0.05))
+            data = self.sock.recv(65536)
+        except (ssl.SSLWantReadError, socket.timeout):
+            return True     # a TLS record not yet complete, or a non-application record
+        except ssl.SSLZeroReturnError:
+            data = b""
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError):
+            self.reset = True
+            data = b""
+        except ssl.SSLError:
+            self.reset = True
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.received += data
+        self.parser.feed(data)
+        while self.parser.stanzas:
+            self.inbox.append(self.parser.stanzas.popleft())
+        return True
+
+    def read_until(self, pred, timeout=None):
+        """Read until pred() returns something other than None/False; returns that value (None or
+        False on timeout or EOF)."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            v = pred()
+            # An Element without children is falsy: only None and False mean "not yet".
+            if v is not None and v is not False:
+                return v
+            left = deadline - time.monotonic()
+            if left <= 0 or self.eof:
+                return pred()
+            self._recv_some(left)
+
+    def expect(self, match, timeout=None):
+        """The first stanza in arrival order for which match(el) is true (a tag string matches the
+        element's qualified tag); it is removed from the inbox. None on timeout/EOF."""
+        if isinstance(match, str):
+            tag = match
+            match = lambda el: el.tag == tag  # noqa: E731
+
+        def find():
+            for i, el in enumerate(self.inbox):
+                if match(el):
+                    return self.inbox.pop(i)
+            return None
+        return self.read_until(find, timeout)
+
+    def next_stanza(self, timeout=None):
+        return self.expect(lambda el: True, timeout)
+
+    def wait_closed(self, timeout=None):
+        """Wait for the TCP connection to be closed by the peer. True when it was."""
+        return bool(self.read_until(lambda: self.eof, timeout))
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def next_id(self, prefix="t"):
+        self._id += 1
+        return "%s%d" % (prefix, self._id)
+
+    # stream --------------------------------------------------------------------------------
+    def stream_header(self, to="localhost", version="1.0", ns=NS_CLIENT, stream_ns=NS_STREAM, extra=""):
+        attrs = " xmlns='%s' xmlns:stream='%s'" % (ns, stream_ns)
+        if to is not None:
+            attrs += " to='%s'" % to
+        if version is not None:
+            attrs += " version='%s'" % version
+        return "<?xml version='1.0'?><stream:stream%s%s>" % (attrs, extra)
+
+    def open_stream(self, to="localhost", version="1.0", ns=NS_CLIENT, header=None, timeout=None):
+        """Send a stream header (a fresh parser for the server's new stream) and return the
+        <stream:features/> element, or None (then see stream_error())."""
+        self.parser = StreamParser()
+        self.inbox = []
+        self.send(header if header is not None else self.stream_header(to=to, version=version, ns=ns))
+        self.features = self.expect(lambda el: el.tag in (q(NS_STREAM, "features"), q(NS_STREAM, "error")),
+                                    timeout)
+        if self.features is not None and self.features.tag != q(NS_STREAM, "features"):
+            self.inbox.insert(0, self.features)
+            self.features = None
+        return self.features
+
+    @property
+    def stream_attrs(self):
+        return self.parser.root_attrs or {}
+
+    def mechanisms(self, features=None):
+        f = features if features is not None else self.features
+        if f is None:
+            return []
+        m = f.find(q(NS_SASL, "mechanisms"))
+        return [x.text.strip() for x in m.findall(q(NS_SASL, "mechanism"))] if m is not None else []
+
+    def starttls(self, cafile=None, context=None):
+        """<starttls/>, <proceed/>, TLS handshake. True on success. The caller opens the new stream.
+        Handshake errors propagate as ssl.SSLError for tests that expect them."""
+        self.send("<starttls xmlns='%s'/>" % NS_TLS)
+        r = self.expect(lambda el: el.tag in (q(NS_TLS, "proceed"), q(NS_TLS, "failure"),
+                                              q(NS_STREAM, "error")))
+        if r is None or r.tag != q(NS_TLS, "proceed"):
+            return False
+        self._wrap_tls(context or self.tls_context(cafile))
+        return True
+
+    def stream_error(self, timeout=None):
+        """The <stream:error/> element, once it arrived (None on timeout)."""
+        return self.expect(q(NS_STREAM, "error"), timeout)
+
+    def read_stream_error(self, timeout=None, reply_close=True):
+        """Wait for a stream error and what RFC 6120 §4.9.1.1 requires after it: the closing
+        </stream:stream> and the closed TCP connection. Returns StreamErrorResult(condition, text,
+        stream_closed, socket_closed, had_header). With reply_close we answer the server's
+        </stream:stream> with ours (§4.4) before waiting for the TCP close."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        left = lambda: max(0.0, deadline - time.monotonic())  # noqa: E731  one budget for all steps
+        err = self.stream_error(left())
+        cond = text = None
+        if err is not None:
+            for ch in err:
+                if ch.tag == q(NS_STREAMS_ERR, "text"):
+                    text = ch.text
+                elif ch.tag.startswith("{%s}" % NS_STREAMS_ERR):
+                    cond = local_name(ch.tag)
+        had_header = self.parser.root_tag == q(NS_STREAM, "stream")
+        stream_closed = bool(self.read_until(lambda: self.parser.closed, left()))
+        if stream_closed and reply_close and not self.eof:
+            self.send("</stream:stream>")
+        socket_closed = self.wait_closed(left())
+        return StreamErrorResult(cond, text, stream_closed, socket_closed, had_header)
+
+    def dump(self, limit=3000):
+        """Recent received bytes for diagnostics."""
+        return "received: %r" % self.received[-limit:]
+
+    # SASL ----------------------------------------------------------------------------------
+    def _sasl_result(self):
+        return self.expect(lambda el: el.tag in (q(NS_SASL, "success"), q(NS_SASL, "failure"),
+                                                 q(NS_SASL, "challenge"), q(NS_STREAM, "error")))
+
+    @staticmethod
+    def _failure_condition(el):
+        if el is None:
+            return "timeout"
+        if el.tag == q(NS_STREAM, "error"):
+            return "stream-error"
+        for ch in el:
+            if ch.tag != q(NS_SASL, "text"):
+                return local_name(ch.tag)
+        return "(no condition)"
+
+    def auth_plain(self, user, password, authzid=""):
+        """SASL PLAIN (RFC 4616). Returns (True, None) or (False, condition)."""
+        msg = ("%s\0%s\0%s" % (authzid, user, password)).encode("utf-8")
+        self.send("<auth xmlns='%s' mechanism='PLAIN'>%s</auth>" % (NS_SASL, base64.b64encode(msg).decode()))
+        r = self._sasl_result()
+        if r is not None and r.tag == q(NS_SASL, "success"):
+            return True, None
+        return False, self._failure_condition(r)
+
+    def channel_binding_data(self):
+        """tls-server-end-point (RFC 5929 §4.1): the hash of the server's DER certificate, with the
+        certificate's signature hash, SHA-256 for MD5/SHA-1. The test CA signs with SHA-256."""
+        return hashlib.sha256(self.peer_cert_der()).digest()
+
+    def auth_scram(self, user, password, mech="SCRAM-SHA-256", gs2_flag=None, cb_data=None,
+                   tamper_proof=False):
+        """SCRAM (RFC 5802/7677) with optional channel binding. mech ending in -PLUS uses
+        tls-server-end-point. gs2_flag overrides the GS2 header flag ('n', 'y'). Returns
+        (True, None) when the server accepted us AND proved it knows our keys (v=), else
+        (False, condition)."""
+        plus = mech.endswith("-PLUS")
+        hname = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256"}[mech[:-5] if plus else mech]
+        hfn = getattr(hashlib, hname)
+        if plus:
+            gs2 = "p=tls-server-end-point,,"
+            cb = cb_data if cb_data is not None else self.channel_binding_data()
+        else:
+            gs2 = "%s,," % (gs2_flag or "n")
+            cb = b""
+        saslname = user.replace("=", "=3D").replace(",", "=2C")
+        cnonce = base64.b64encode(secrets.token_bytes(18)).decode()
+        first_bare = "n=%s,r=%s" % (saslname, cnonce)
+        self.send("<auth xmlns='%s' mechanism='%s'>%s</auth>"
+                  % (NS_SASL, mech, base64.b64encode((gs2 + first_bare).encode()).decode()))
+        ch = self._sasl_result()
+        if ch is None or ch.tag != q(NS_SASL, "challenge"):
+            return False, self._failure_condition(ch)
+        server_first = base64.b64decode(ch.text or "").decode()
+        attrs = dict(kv.split("=", 1) for kv in server_first.split(",") if "=" in kv)
+        if not attrs.get("r", "").startswith(cnonce) or "s" not in attrs or "i" not in attrs:
+            return False, "bad server-first-message %r" % server_first
+        salt = base64.b64decode(attrs["s"])
+        iters = int(attrs["i"])
+        salted = hashlib.pbkdf2_hmac(hname, password.encode("utf-8"), salt, iters)
+        client_key = hmac.new(salted, b"Client Key", hfn).digest()
+        stored_key = hfn(client_key).digest()
+        final_wo_proof = "c=%s,r=%s" % (base64.b64encode(gs2.encode() + cb).decode(), attrs["r"])
+        auth_msg = ",".join((first_bare, server_first, final_wo_proof)).encode()
+        client_sig = hmac.new(stored_key, auth_msg, hfn).digest()
+        proof = bytes(a ^ b for a, b in zip(client_key, client_sig))
+        if tamper_proof:
+            proof = bytes([proof[0] ^ 1]) + proof[1:]
+        server_key = hmac.new(salted, b"Server Key", hfn).digest()
+        server_sig = base64.b64encode(hmac.new(server_key, auth_msg, hfn).digest()).decode()
+        final = "%s,p=%s" % (final_wo_proof, base64.b64encode(proof).decode())
+        self.send("<response xmlns='%s'>%s</response>" % (NS_SASL, base64.b64encode(final.encode()).decode()))
+        r = self._sasl_result()
+        if r is not None and r.tag == q(NS_SASL, "challenge"):
+            # RFC 6120 §6.3.10 allows the server's final data in a challenge answered by an empty response.
+            extra = base64.b64decode(r.text or "").decode()
+            self.send("<response xmlns='%s'/>" % NS_SASL)
+            r2 = self._sasl_result()
+            if r2 is None or r2.tag != q(NS_SASL, "success"):
+                return False, self._failure_condition(r2)
+        elif r is not None and r.tag == q(NS_SASL, "success"):
+            extra = base64.b64decode(r.text or "").decode() if (r.text or "").strip() not in ("", "=") else ""
+        else:
+            return False, self._failure_condition(r)
+        if extra != "v=" + server_sig:
+            return False, "server signature mismatch (%r)" % extra
+        return True, None
+
+    def auth(self, user, password, mech="SCRAM-SHA-256"):
+        if mech == "PLAIN":
+            return self.auth_plain(user, password)
+        return self.auth_scram(user, password, mech)
+
+    # session -------------------------------------------------------------------------------
+    def iq(self, type_, payload="", to=None, id=None, timeout=None):
+        """Send an IQ and return the reply with the same id (result or error), or None."""
+        id = id or self.next_id("iq")
+        to_attr = " to='%s'" % xml_escape(to) if to else ""
+        self.send("<iq type='%s' id='%s'%s>%s</iq>" % (type_, xml_escape(id), to_attr, payload))
+        return self.expect(lambda el: el.tag == q(NS_CLIENT, "iq") and el.get("id") == id
+                           and el.get("type") in ("result", "error"), timeout)
+
+    def bind(self, resource=None):
+        """Resource binding (RFC 6120 §7). Returns the full JID or None; self.bind_reply keeps the IQ."""
+        res = "<resource>%s</resource>" % xml_escape(resource) if resource is not None else ""
+        r = self.iq("set", "<bind xmlns='%s'>%s</bind>" % (NS_BIND, res))
+        self.bind_reply = r
+        if r is None or r.get("type") != "result":
+            return None
+        j = r.find("%s/%s" % (q(NS_BIND, "bind"), q(NS_BIND, "jid")))
+        self.jid = j.text.strip() if j is not None and j.text else None
+        return self.jid
+
+    def login(self, user, password, resource=None, mech=None, domain="localhost", bind=True):
+        """Full client negotiation: header, STARTTLS unless already TLS, SASL, restart, bind.
+        Returns the bound full JID (or True with bind=False). Raises HarnessError on any failure."""
+        mech = mech or DEFAULT_MECH
+        f = self.open_stream(to=domain)
+        if f is None:
+            raise HarnessError("no stream features; %s" % self.dump())
+        if not self.tls:
+            if f.find(q(NS_TLS, "starttls")) is None:
+                raise HarnessError("STARTTLS not offered: %s" % el_str(f))
+            if not self.starttls():
+                raise HarnessError("STARTTLS refused; %s" % self.dump())
+            f = self.open_stream(to=domain)
+            if f is None:
+                raise HarnessError("no features after TLS; %s" % self.dump())
+        ok, cond = self.auth(user, password, mech)
+        if not ok:
+            raise HarnessError("%s authentication as %s failed: %s" % (mech, user, cond))
+        f = self.open_stream(to=domain)
+        if f is None:
+            raise HarnessError("no features after SASL; %s" % self.dump())
+        if not bind:
+            return True
+        jid = self.bind(resource)
+        if jid is None:
+            raise HarnessError("bind failed: %s" % el_str(getattr(self, "bind_reply", None)))
+        return jid
+
+    def presence(self, priority=None, extra=""):
+        pr = "<priority>%d</priority>" % priority if priority is not None else ""
+        self.send("<presence>%s%s</presence>" % (pr, extra))
+
+    def ping_server(self, domain="localhost", timeout=None):
+        """A round trip through the server: when it returns, everything sent before was processed."""
+        r = self.iq("get", "<ping xmlns='%s'/>" % NS_PING, to=domain, timeout=timeout)
+        return r is not None and r.get("type") == "result"
+
+    def message(self, to, body, type_="chat", id=None, from_=None):
+        f = " from='%s'" % xml_escape(from_) if from_ else ""
+        i = " id='%s'" % xml_escape(id) if id else ""
+        self.send("<message to='%s' type='%s'%s%s><body>%s</body></message>"
+                  % (xml_escape(to), type_, f, i, xml_escape(body)))
+
+    def expect_message(self, body, timeout=None):
+        def m(el):
+            if el.tag != q(NS_CLIENT, "message"):
+                return False
+            b = el.find(q(NS_CLIENT, "body"))
+            return b is not None and b.text == body
+        return self.expect(m, timeout)
+
+    def messages(self):
+        """Messages received and not yet consumed (reads what is already buffered first)."""
+        self._recv_some(0)
+        return [el for el in self.inbox if el.tag == q(NS_CLIENT, "message")]
+
+    def end(self):
+        """Close our stream politely and the socket."""
+        if not self.eof:
+            self.send("</stream:stream>")
+            self.wait_closed(2)
+        self.close()
+
+
+def connect_login(srv, user, password, resource=None, mech=None, direct_tls=False, domain="localhost"):
+    """A logged-in RawClient (STARTTLS on 'client' or direct TLS on 'client_tls')."""
+    c = RawClient(srv.port("client_tls" if direct_tls else "client"), tls=direct_tls, cafile=srv.ca,
+                  server_hostname=domain)
+    c.login(user, password, resource=resource, mech=mech, domain=domain)
+    return c
+
+
+# --------------------------------------------------------------------------------------------
+# The libstrophe test client
+
+def strophe_client():
+    """Path of tests/clients/xmpp_client (built by make check, or built here into a temp dir)."""
+    env = os.environ.get("CIVITAS_XMPP_CLIENT")
+    if env:
+        return env
+    b = build_dir()
+    for cand in (os.path.join(b, "tests", "clients", "xmpp_client"),):
+        if os.access(cand, os.X_OK):
+            return cand
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "clients", "xmpp_client.c")
+    out = os.path.join(tempfile.gettempdir(), "civitas-xmpp_client-%d" % os.getuid())
+    if not os.access(out, os.X_OK) or os.path.getmtime(out) < os.path.getmtime(src):
+        flags = subprocess.run(["pkg-config", "--cflags", "--libs", "libstrophe"], capture_output=True,
+                               text=True, check=True).stdout.split()
+        tmp = out + ".%d" % os.getpid()
+        r = subprocess.run(["gcc", "-std=gnu11", "-Wall", "-Wextra", "-O1", "-g", src, "-o", tmp] + flags,
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise HarnessError("building xmpp_client failed:\n" + r.stderr)
+        os.replace(tmp, out)
+    return out
+
+
+def run_strophe(args, timeout=30):
+    """Run the libstrophe client; returns (exit code, stdout lines, stderr)."""
+    r = subprocess.run([strophe_client()] + list(args), capture_output=True, text=True, timeout=timeout,
+                       stdin=subprocess.DEVNULL)
+    return r.returncode, r.stdout.splitlines(), r.stderr
+
+
+class StropheProc:
+    """The libstrophe client running in the background; its stdout lines are collected as they come
+    so a test can wait for "bound ..." before talking to it."""
+
+    def __init__(self, args):
+        self.proc = subprocess.Popen([strophe_client()] + list(args), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines = []
+        self._cond = threading.Condition()
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self.lines.append(None)     # EOF marker
+            self._cond.notify_all()
+
+    def wait_line(self, prefix, timeout=DEFAULT_TIMEOUT):
+        """The first output line starting with prefix, or None on timeout / exit."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for l in self.lines:
+                    if l is not None and l.startswith(prefix):
+                        return l
+                if None in self.lines or time.monotonic() >= deadline:
+                    return None
+                self._cond.wait(deadline - time.monotonic())
+
+    def finish(self, timeout=30):
+        """(exit code, stdout lines, stderr); the process is killed after timeout (code None)."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            rc = None
+        self._t.join(5)
+        err = self.proc.stderr.read()
+        return rc, [l for l in self.lines if l is not None], err

@@ -1,0 +1,711 @@
+/* tests/unit/test_storage.c: TAP tests for the storage interface on its SQLite driver: accounts, kv,
+ * lists, deletion of everything a user owns, migrations, durability, read-only and full databases. */
+#define _GNU_SOURCE    /* memmem */
+#include "storage.h"
+#include "tap.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* The test looks at the database file itself, behind the interface's back. */
+#include <sqlite3.h>
+
+#ifdef STORAGE_TEST_STANDALONE
+size_t scram_hash_len(scram_hash_t h) { return h == SCRAM_SHA1 ? 20 : 32; }
+#endif
+
+/* ---- helpers ---- */
+
+static char *fresh_dir(void)
+{
+    const char *tmp = getenv("TMPDIR");
+    char tmpl[512];
+    snprintf(tmpl, sizeof tmpl, "%s/civitas-storage-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    char *d = mkdtemp(tmpl);
+    return d ? strdup(d) : NULL;
+}
+
+static void rm_rf(const char *dir)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "# could not remove %s\n", dir);
+}
+
+static void db_path(char *buf, size_t n, const char *dir)
+{
+    snprintf(buf, n, "%s/civitas.db", dir);
+}
+
+/* Deterministic creds: every byte derived from seed. */
+static scram_creds_t creds(scram_hash_t h, unsigned char seed)
+{
+    scram_creds_t c;
+    memset(&c, 0, sizeof c);
+    c.hash = h;
+    c.salt_len = 16;
+    c.iterations = 4096 + seed;
+    for (size_t i = 0; i < c.salt_len; i++) c.salt[i] = (unsigned char)(seed + i);
+    for (size_t i = 0; i < scram_hash_len(h); i++) {
+        c.stored_key[i] = (unsigned char)(seed * 3 + i);
+        c.server_key[i] = (unsigned char)(seed * 7 + i);
+    }
+    return c;
+}
+
+static int creds_equal(const scram_creds_t *a, const scram_creds_t *b)
+{
+    size_t kl = scram_hash_len(a->hash);
+    return a->hash == b->hash && a->salt_len == b->salt_len && a->iterations == b->iterations
+           && memcmp(a->salt, b->salt, a->salt_len) == 0 && memcmp(a->stored_key, b->stored_key, kl) == 0
+           && memcmp(a->server_key, b->server_key, kl) == 0;
+}
+
+/* Run one SQL statement straight on the file; the first column of its first row (or -1). */
+static long long sql_int(const char *dir, const char *sql)
+{
+    char path[600];
+    db_path(path, sizeof path, dir);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    long long v = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK
+        && sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/* Execute SQL on data_dir/civitas.db, creating it: used to hand-craft old or foreign databases. */
+static int sql_exec(const char *dir, const char *sql)
+{
+    char path[600];
+    db_path(path, sizeof path, dir);
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    sqlite3_close(db);
+    return rc == SQLITE_OK ? 0 : -1;
+}
+
+static int file_mode(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) < 0 ? -1 : (int)(sb.st_mode & 07777);
+}
+
+/* Does the file contain the bytes? -1 when it cannot be read, 0 when missing or not found. */
+static int file_contains(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return errno == ENOENT ? 0 : -1;
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    size_t n;
+    while (buf && (n = fread(buf + len, 1, cap - len, f)) > 0) {
+        len += n;
+        if (len == cap) {
+            char *nb = realloc(buf, cap *= 2);
+            if (!nb) { free(buf); buf = NULL; }
+            buf = nb;
+        }
+    }
+    fclose(f);
+    if (!buf) return -1;
+    int found = memmem(buf, len, needle, strlen(needle)) != NULL;
+    free(buf);
+    return found;
+}
+
+/* ---- callbacks ---- */
+
+typedef struct collect {
+    char text[512];    /* names/keys joined with ',' */
+    int stop_after;    /* stop when this many were seen (0: never) */
+    int seen;
+    int64_t ids[16];
+    int64_t whens[16];
+    storage_t *s;      /* for the reentrancy test */
+    int inner;         /* what the reentrant call returned */
+} collect_t;
+
+static void add_text(collect_t *c, const char *t, size_t len)
+{
+    size_t used = strlen(c->text);
+    snprintf(c->text + used, sizeof c->text - used, "%s%.*s", used ? "," : "", (int)len, t);
+}
+
+static int user_cb(void *ud, const char *user)
+{
+    collect_t *c = ud;
+    add_text(c, user, strlen(user));
+    return c->stop_after && ++c->seen >= c->stop_after;
+}
+
+static int kv_cb(void *ud, const char *key, const void *val, size_t len)
+{
+    collect_t *c = ud;
+    char item[300];
+    snprintf(item, sizeof item, "%s=%zu", key, len);
+    add_text(c, item, strlen(item));
+    (void)val;
+    if (c->s) c->inner = storage_kv_set(c->s, "st", "u", "d", "k", "v", 1);
+    return c->stop_after && ++c->seen >= c->stop_after;
+}
+
+static int list_cb(void *ud, int64_t id, int64_t when, const void *val, size_t len)
+{
+    collect_t *c = ud;
+    if (c->seen < 16) {
+        c->ids[c->seen] = id;
+        c->whens[c->seen] = when;
+    }
+    c->seen++;
+    add_text(c, val, len);
+    return c->stop_after && c->seen >= c->stop_after;
+}
+
+static int row_cb(void *ud, const storage_value_t *cols, int ncols)
+{
+    collect_t *c = ud;
+    for (int i = 0; i < ncols; i++) {
+        char num[32];
+        if (cols[i].type == STORAGE_INT) {
+            snprintf(num, sizeof num, "%lld", (long long)cols[i].i);
+            add_text(c, num, strlen(num));
+        } else if (cols[i].type == STORAGE_TEXT || cols[i].type == STORAGE_BLOB) {
+            add_text(c, cols[i].p, cols[i].len);
+        } else {
+            add_text(c, "NULL", 4);
+        }
+    }
+    return 0;
+}
+
+/* ---- tests ---- */
+
+static void test_open_modes(void)
+{
+    char *base = fresh_dir(), dir[600], path[700], wal[720];
+    snprintf(dir, sizeof dir, "%s/a/b/data", base);
+    char *err = NULL;
+    storage_t *s = storage_open(dir, &err);
+    ok(s != NULL && err == NULL, "open creates missing directories and the database (%s)", err ? err : "");
+    snprintf(path, sizeof path, "%s/a", base);
+    ok(file_mode(dir) == 0700 && file_mode(path) == 0700, "created data_dir components have mode 0700");
+    db_path(path, sizeof path, dir);
+    ok(file_mode(path) == 0600, "database file has mode 0600 (got %o)", file_mode(path));
+    ok(storage_kv_set(s, "st", "u", "d", "k", "v", 1) == 0, "a write succeeds");
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    ok(file_mode(wal) == 0600, "WAL journal is on and its file has mode 0600 (got %o)", file_mode(wal));
+    ok(sql_int(dir, "SELECT MAX(version) FROM schema_version") == 1, "fresh database is at schema version 1");
+    storage_close(s);
+    free(err);
+
+    err = NULL;
+    s = storage_open(NULL, &err);
+    ok(s == NULL && err != NULL, "open(NULL) fails with a message");
+    free(err);
+    err = NULL;
+    ok(storage_open(path, &err) == NULL && err && strstr(err, "not a directory"),
+       "a data_dir that is a file is refused: %s", err ? err : "");
+    free(err);
+    storage_close(NULL);
+    ok(storage_last_error(NULL) != NULL && storage_kv_set(NULL, "a", "b", "c", "d", "", 0) == -1,
+       "NULL storage: close is a no-op, calls return -1");
+    rm_rf(base);
+    free(base);
+}
+
+static void test_accounts(storage_t *s, const char *dir)
+{
+    scram_creds_t a1 = creds(SCRAM_SHA1, 1), a256 = creds(SCRAM_SHA256, 2), out;
+    ok(storage_account_create(s, "alice", "a.example", &a1, &a256) == 0, "account create");
+    ok(storage_account_create(s, "alice", "a.example", &a256, &a1) == -1,
+       "creds in the wrong slot (SHA-256 as SHA-1) are refused");
+    scram_creds_t dup1 = creds(SCRAM_SHA1, 9);
+    ok(storage_account_create(s, "alice", "a.example", &dup1, &a256) == 1, "creating an existing account gives 1");
+    ok(storage_account_get(s, "alice", "a.example", SCRAM_SHA1, &out) == 0 && creds_equal(&out, &a1),
+       "duplicate create did not change the creds; SHA-1 creds read back exactly");
+    ok(storage_account_get(s, "alice", "a.example", SCRAM_SHA256, &out) == 0 && creds_equal(&out, &a256),
+       "SHA-256 creds read back exactly");
+    ok(storage_account_exists(s, "alice", "a.example") == 1 && storage_account_exists(s, "alice", "b.example") == 0
+       && storage_account_exists(s, "Alice", "a.example") == 0,
+       "exists: keyed by (user, domain), bytes compared as given");
+    ok(storage_account_get(s, "nobody", "a.example", SCRAM_SHA1, &out) == 1, "get of an unknown user gives 1");
+
+    scram_creds_t bad = creds(SCRAM_SHA1, 3);
+    bad.salt_len = 0;
+    int r1 = storage_account_create(s, "x", "a.example", &bad, NULL);
+    bad = creds(SCRAM_SHA1, 3);
+    bad.iterations = 0;
+    int r2 = storage_account_create(s, "x", "a.example", &bad, NULL);
+    int r3 = storage_account_create(s, "x", "a.example", NULL, NULL);
+    int r4 = storage_account_create(s, "", "a.example", &a1, &a256);
+    ok(r1 == -1 && r2 == -1 && r3 == -1 && r4 == -1 && storage_account_exists(s, "x", "a.example") == 0,
+       "empty salt, zero iterations, no creds at all, empty user: -1 and nothing stored");
+
+    scram_creds_t n1 = creds(SCRAM_SHA1, 5), n256 = creds(SCRAM_SHA256, 6);
+    ok(storage_account_set_creds(s, "alice", "a.example", &n1, &n256) == 0
+       && storage_account_get(s, "alice", "a.example", SCRAM_SHA1, &out) == 0 && creds_equal(&out, &n1)
+       && storage_account_get(s, "alice", "a.example", SCRAM_SHA256, &out) == 0 && creds_equal(&out, &n256),
+       "set_creds replaces both creds");
+    ok(storage_account_set_creds(s, "ghost", "a.example", &n1, &n256) == 1, "set_creds of an unknown user gives 1");
+
+    ok(storage_account_create(s, "only256", "a.example", NULL, &a256) == 0
+       && storage_account_get(s, "only256", "a.example", SCRAM_SHA1, &out) == 1
+       && storage_account_get(s, "only256", "a.example", SCRAM_SHA256, &out) == 0,
+       "an account without SHA-1 creds: SHA-1 lookup gives 1, SHA-256 works");
+
+    ok(sql_int(dir, "SELECT COUNT(*) FROM accounts WHERE sha1_stored IS NOT NULL"
+                              " AND typeof(sha1_stored) = 'blob' AND length(sha1_stored) = 20") == 1
+       && sql_int(dir, "SELECT COUNT(*) FROM pragma_table_info('accounts') WHERE name LIKE '%pass%'") == 0,
+       "the table holds SCRAM keys as 20-byte blobs and has no password column");
+
+    scram_creds_t c1 = creds(SCRAM_SHA1, 7), c256 = creds(SCRAM_SHA256, 8);
+    storage_account_create(s, "carol", "a.example", &c1, &c256);
+    storage_account_create(s, "bob", "a.example", &c1, &c256);
+    storage_account_create(s, "zed", "b.example", &c1, &c256);
+    collect_t c = { .text = "" };
+    int n = storage_account_list(s, "a.example", user_cb, &c);
+    ok(n == 4 && strcmp(c.text, "alice,bob,carol,only256") == 0, "list: users of one domain in ascending order (%s)",
+       c.text);
+    collect_t c2 = { .text = "", .stop_after = 2 };
+    ok(storage_account_list(s, "a.example", user_cb, &c2) == 2 && strcmp(c2.text, "alice,bob") == 0,
+       "list: a callback returning non-zero stops the iteration");
+    collect_t c3 = { .text = "" };
+    ok(storage_account_list(s, "none.example", user_cb, &c3) == 0 && c3.text[0] == '\0',
+       "list of a domain without users gives 0");
+}
+
+static void test_kv(storage_t *s)
+{
+    void *v = NULL;
+    size_t len = 0;
+    ok(storage_kv_get(s, "vcard", "bob", "a.example", "photo", &v, &len) == 1 && v == NULL && len == 0,
+       "kv get of a missing key gives 1");
+    ok(storage_kv_set(s, "vcard", "bob", "a.example", "photo", "first", 5) == 0
+       && storage_kv_set(s, "vcard", "bob", "a.example", "photo", "second!", 7) == 0
+       && storage_kv_get(s, "vcard", "bob", "a.example", "photo", &v, &len) == 0 && len == 7
+       && memcmp(v, "second!", 7) == 0 && ((char *)v)[7] == '\0',
+       "kv set overwrites; get returns a NUL-terminated copy");
+    free(v);
+    const unsigned char bin[] = { 0, 1, 0, 255 };
+    ok(storage_kv_set(s, "private", "bob", "a.example", "bin", bin, sizeof bin) == 0
+       && storage_kv_get(s, "private", "bob", "a.example", "bin", &v, &len) == 0 && len == 4
+       && memcmp(v, bin, 4) == 0, "kv values are binary-safe");
+    free(v);
+    ok(storage_kv_set(s, "private", "bob", "a.example", "empty", NULL, 0) == 0
+       && storage_kv_get(s, "private", "bob", "a.example", "empty", &v, &len) == 0 && v != NULL && len == 0,
+       "an empty value is stored and found");
+    free(v);
+    ok(storage_kv_get(s, "private", "bob", "b.example", "bin", &v, &len) == 1
+       && storage_kv_get(s, "vcard", "bob", "a.example", "bin", &v, &len) == 1,
+       "kv keys are scoped by store and domain");
+    storage_kv_set(s, "private", "bob", "a.example", "a", "1", 1);
+    storage_kv_set(s, "private", "carol", "a.example", "c", "x", 1);
+    collect_t c = { .text = "" };
+    int n = storage_kv_each(s, "private", "bob", "a.example", kv_cb, &c);
+    ok(n == 3 && strcmp(c.text, "a=1,bin=4,empty=0") == 0,
+       "kv each: one user's keys of one store, ordered by key (%s)", c.text);
+    collect_t c2 = { .text = "", .s = s };
+    ok(storage_kv_each(s, "vcard", "bob", "a.example", kv_cb, &c2) == 1 && c2.inner == -1
+       && strcmp(c2.text, "photo=7") == 0,
+       "a storage call from inside an iteration callback is refused with -1");
+    ok(storage_kv_del(s, "private", "bob", "a.example", "a") == 0
+       && storage_kv_get(s, "private", "bob", "a.example", "a", &v, &len) == 1
+       && storage_kv_del(s, "private", "bob", "a.example", "a") == 0,
+       "kv delete removes the key; deleting an absent key is 0");
+    ok(storage_kv_set(s, NULL, "bob", "a.example", "k", "v", 1) == -1
+       && storage_kv_set(s, "st", "bob", "a.example", "k", NULL, 3) == -1, "kv: NULL store or value -> -1");
+}
+
+static void test_lists(storage_t *s)
+{
+    int64_t id[5];
+    const char *vals[] = { "m0", "m1", "m2", "m3", "m4" };
+    int mono = 1;
+    for (int i = 0; i < 5; i++) {
+        id[i] = storage_list_append(s, "offline", "bob", "a.example", 100 + i * 10, vals[i], 2);
+        if (id[i] <= 0 || (i && id[i] <= id[i - 1])) mono = 0;
+    }
+    int64_t other = storage_list_append(s, "offline", "carol", "a.example", 100, "c0", 2);
+    ok(mono && other > id[4], "list append returns increasing ids");
+    collect_t c = { .text = "" };
+    ok(storage_list_each(s, "offline", "bob", "a.example", 0, 0, list_cb, &c) == 5
+       && strcmp(c.text, "m0,m1,m2,m3,m4") == 0 && c.ids[0] == id[0] && c.whens[4] == 140,
+       "list each: all entries of that user in id order with their ids and times");
+    collect_t c2 = { .text = "" };
+    ok(storage_list_each(s, "offline", "bob", "a.example", id[1], 2, list_cb, &c2) == 2
+       && strcmp(c2.text, "m2,m3") == 0, "list each: after_id and limit page through the list");
+    ok(storage_list_count(s, "offline", "bob", "a.example") == 5 && storage_list_count(s, "archive", "bob", "a.example") == 0,
+       "list count, scoped by list name");
+    ok(storage_list_delete_upto(s, "offline", "bob", "a.example", id[1]) == 0
+       && storage_list_count(s, "offline", "bob", "a.example") == 3
+       && storage_list_count(s, "offline", "carol", "a.example") == 1,
+       "delete_upto removes ids <= upto of that user only");
+    ok(storage_list_delete_one(s, "offline", "bob", "a.example", id[3]) == 0
+       && storage_list_delete_one(s, "offline", "bob", "a.example", id[3]) == 0
+       && storage_list_delete_one(s, "offline", "carol", "a.example", id[2]) == 0
+       && storage_list_count(s, "offline", "bob", "a.example") == 2,
+       "delete_one removes one entry; absent or another user's id: 0 and nothing removed");
+    ok(storage_list_expire(s, "offline", 115) == 1 && storage_list_count(s, "offline", "carol", "a.example") == 0
+       && storage_list_count(s, "offline", "bob", "a.example") == 2 && storage_list_expire(s, "offline", 115) == 0,
+       "expire deletes entries older than the cut-off for every user and returns the count");
+    storage_list_delete_upto(s, "offline", "bob", "a.example", INT64_MAX);
+    int64_t next = storage_list_append(s, "offline", "bob", "a.example", 1, "n", 1);
+    ok(next > other, "ids are not reused after the newest entries were deleted");
+
+    /* batches */
+    int before = storage_list_count(s, "offline", "bob", "a.example");
+    ok(storage_begin(s) == 0 && storage_begin(s) == -1, "begin opens a batch; a second begin is -1");
+    storage_list_append(s, "offline", "bob", "a.example", 1, "x", 1);
+    storage_list_append(s, "offline", "bob", "a.example", 1, "y", 1);
+    ok(storage_rollback(s) == 0 && storage_list_count(s, "offline", "bob", "a.example") == before,
+       "rollback discards the batch");
+    ok(storage_begin(s) == 0 && storage_list_append(s, "offline", "bob", "a.example", 1, "x", 1) > 0
+       && storage_account_delete(s, "nobody", "a.example") == 1 && storage_commit(s) == 0
+       && storage_list_count(s, "offline", "bob", "a.example") == before + 1,
+       "commit stores the batch (an account deletion nests inside it)");
+    ok(storage_commit(s) == -1 && storage_rollback(s) == 0, "commit without a batch is -1, rollback is 0");
+}
+
+static int module_rows(const char *dir, const char *user)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM mod_roster WHERE owner = '%s'", user);
+    return (int)sql_int(dir, sql);
+}
+
+static void test_modules(storage_t *s)
+{
+    const char *steps[] = {
+        "CREATE TABLE mod_roster (owner TEXT NOT NULL, host TEXT NOT NULL, contact TEXT NOT NULL);",
+        "ALTER TABLE mod_roster ADD COLUMN name TEXT; CREATE INDEX mod_roster_owner ON mod_roster (owner, host);",
+    };
+    ok(storage_module_migrate(s, "roster", steps, 1) == 0 && storage_module_migrate(s, "roster", steps, 2) == 0
+       && storage_module_migrate(s, "roster", steps, 2) == 0,
+       "module migrations apply each step once, also when run again");
+    ok(storage_module_migrate(s, "roster", steps, 1) == -1 && strstr(storage_last_error(s), "newer"),
+       "a module whose tables are newer than its steps is refused");
+    const char *broken[] = { steps[0], steps[1], "CREATE TABLE mod_roster (x);" };
+    ok(storage_module_migrate(s, "roster", broken, 3) == -1 && storage_module_migrate(s, "roster", steps, 2) == 0,
+       "a failing step is -1 and leaves the previous version");
+    ok(storage_register_user_table(s, "mod_roster", "owner", "host") == 0
+       && storage_register_user_table(s, "mod_roster", "owner", "host") == 0,
+       "register a module table as per-user (twice is fine)");
+    ok(storage_register_user_table(s, "kv", "user", "domain") == -1
+       && storage_register_user_table(s, "mod_roster", "owner", "nosuch") == -1
+       && storage_register_user_table(s, "missing", "a", "b") == -1
+       && storage_register_user_table(s, "mod_roster\"; --", "owner", "host") == -1,
+       "core tables, missing columns or tables and non-identifiers cannot be registered");
+    storage_value_t p[3] = {
+        { .type = STORAGE_TEXT, .p = "bob", .len = 3 },
+        { .type = STORAGE_TEXT, .p = "a.example", .len = 9 },
+        { .type = STORAGE_TEXT, .p = "carol@a.example", .len = 15 },
+    };
+    int ins = storage_query(s, "INSERT INTO mod_roster (owner, host, contact) VALUES (?, ?, ?)", p, 3, NULL, NULL);
+    p[0].p = "carol";
+    p[0].len = 5;
+    p[2].p = "bob@a.example";
+    p[2].len = 13;
+    ins += storage_query(s, "INSERT INTO mod_roster (owner, host, contact) VALUES (?, ?, ?)", p, 3, NULL, NULL);
+    collect_t c = { .text = "" };
+    ok(ins == 2 && storage_query(s, "SELECT contact, 42 FROM mod_roster WHERE owner = ? AND host = ?", p, 2, row_cb, &c) == 1
+       && strcmp(c.text, "bob@a.example,42") == 0,
+       "storage_query: writes return rows changed, reads pass typed columns");
+    ok(storage_query(s, "SELECT 1; SELECT 2", NULL, 0, NULL, NULL) == -1
+       && storage_query(s, "SELECT ?", NULL, 0, NULL, NULL) == -1
+       && storage_query(s, "SELECT nosuch FROM mod_roster", NULL, 0, NULL, NULL) == -1,
+       "storage_query refuses several statements, a wrong parameter count and bad SQL");
+}
+
+static void test_delete(storage_t *s, const char *dir)
+{
+    char path[700], wal[720];
+    db_path(path, sizeof path, dir);
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    const char *secret = "SECRET-vcard-of-bob-7f3a";
+    storage_kv_set(s, "vcard", "bob", "a.example", "card", secret, strlen(secret));
+    storage_kv_set(s, "vcard", "carol", "a.example", "card", "carol's", 7);
+    storage_list_append(s, "archive", "bob", "a.example", 5, "hello", 5);
+    storage_list_append(s, "archive", "carol", "a.example", 5, "hi", 2);
+    storage_kv_set(s, "vcard", "bob", "b.example", "card", "other domain", 12);
+    long long carol_kv = sql_int(dir, "SELECT COUNT(*) FROM kv WHERE user = 'carol'");
+    long long carol_list = sql_int(dir, "SELECT COUNT(*) FROM list WHERE user = 'carol'");
+    ok(sql_int(dir, "SELECT COUNT(*) FROM kv WHERE user = 'bob' AND domain = 'a.example'") > 0
+       && sql_int(dir, "SELECT COUNT(*) FROM list WHERE user = 'bob' AND domain = 'a.example'") > 0
+       && module_rows(dir, "bob") == 1 && file_contains(wal, secret) == 1,
+       "before deletion bob has kv, list and module rows");
+    ok(storage_account_delete(s, "bob", "a.example") == 0, "account delete gives 0");
+    ok(storage_account_exists(s, "bob", "a.example") == 0
+       && sql_int(dir, "SELECT COUNT(*) FROM accounts WHERE user = 'bob' AND domain = 'a.example'") == 0,
+       "the account row is gone");
+    ok(sql_int(dir, "SELECT COUNT(*) FROM kv WHERE user = 'bob' AND domain = 'a.example'") == 0
+       && sql_int(dir, "SELECT COUNT(*) FROM list WHERE user = 'bob' AND domain = 'a.example'") == 0
+       && module_rows(dir, "bob") == 0,
+       "every kv, list and registered module row of the user is gone (read from the file)");
+    ok(sql_int(dir, "SELECT COUNT(*) FROM kv WHERE user = 'carol'") == carol_kv && carol_kv > 0
+       && sql_int(dir, "SELECT COUNT(*) FROM list WHERE user = 'carol'") == carol_list && carol_list > 0
+       && module_rows(dir, "carol") == 1 && storage_account_exists(s, "carol", "a.example") == 1
+       && sql_int(dir, "SELECT COUNT(*) FROM kv WHERE user = 'bob' AND domain = 'b.example'") == 1,
+       "other users' rows (and the same name on another domain) remain");
+    ok(file_contains(path, secret) == 0 && file_contains(wal, secret) == 0,
+       "secure delete: the deleted value is in neither the database nor the WAL file");
+    ok(storage_account_delete(s, "bob", "a.example") == 1, "deleting it again gives 1");
+}
+
+static void test_reopen(const char *dir)
+{
+    char *err = NULL;
+    storage_t *s = storage_open(dir, &err);
+    scram_creds_t out, a256 = creds(SCRAM_SHA256, 6);
+    void *v = NULL;
+    size_t len = 0;
+    ok(s && storage_account_get(s, "alice", "a.example", SCRAM_SHA256, &out) == 0 && creds_equal(&out, &a256)
+       && storage_kv_get(s, "vcard", "carol", "a.example", "card", &v, &len) == 0 && len == 7
+       && storage_list_count(s, "archive", "carol", "a.example") == 1,
+       "reopen: accounts, kv and lists persist (%s)", err ? err : "");
+    free(v);
+    free(err);
+    ok(s && storage_register_user_table(s, "mod_roster", "owner", "host") == 0
+       && sql_int(dir, "SELECT COUNT(*) FROM user_tables") == 1,
+       "reopen: user table registrations persist in the database");
+    storage_close(s);
+    char wal[700];
+    snprintf(wal, sizeof wal, "%s/civitas.db-wal", dir);
+    struct stat sb;
+    ok(stat(wal, &sb) != 0 || sb.st_size == 0, "close checkpoints: the WAL file is gone or empty");
+}
+
+static void test_migrations(void)
+{
+    char *dir = fresh_dir(), path[600];
+    db_path(path, sizeof path, dir);
+    /* A database at version 0 with a table of some earlier tool in it. */
+    int made = sql_exec(dir, "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied INTEGER NOT NULL);"
+                             "INSERT INTO schema_version VALUES (0, 0);"
+                             "CREATE TABLE legacy (x TEXT); INSERT INTO legacy VALUES ('keep me');");
+    chmod(path, 0644);
+    char *err = NULL;
+    storage_t *s = storage_open(dir, &err);
+    scram_creds_t a1 = creds(SCRAM_SHA1, 1);
+    ok(made == 0 && s && storage_account_create(s, "u", "d", &a1, NULL) == 0
+       && sql_int(dir, "SELECT MAX(version) FROM schema_version") == 1
+       && sql_int(dir, "SELECT COUNT(*) FROM legacy WHERE x = 'keep me'") == 1,
+       "a version 0 database is upgraded in place to 1, its data kept (%s)", err ? err : "");
+    ok(file_mode(path) == 0600, "an existing database readable by others is tightened to 0600");
+    storage_close(s);
+    free(err);
+    err = NULL;
+    s = storage_open(dir, &err);
+    ok(s && storage_account_exists(s, "u", "d") == 1 && sql_int(dir, "SELECT COUNT(*) FROM schema_version") == 2,
+       "reopening a current database applies nothing and keeps the data");
+    storage_close(s);
+    free(err);
+
+    /* a newer schema is refused and left alone */
+    err = NULL;
+    sql_exec(dir, "INSERT INTO schema_version VALUES (99, 0)");
+    s = storage_open(dir, &err);
+    ok(s == NULL && err && strstr(err, "newer") && sql_int(dir, "SELECT MAX(version) FROM schema_version") == 99
+       && sql_int(dir, "SELECT COUNT(*) FROM accounts") == 1,
+       "a database newer than this build is refused untouched: %s", err ? err : "");
+    storage_close(s);
+    free(err);
+    rm_rf(dir);
+    free(dir);
+
+    /* a failing migration rolls back: nothing of it stays */
+    dir = fresh_dir();
+    sql_exec(dir, "CREATE TABLE kv (conflicting INTEGER)");
+    err = NULL;
+    s = storage_open(dir, &err);
+    ok(s == NULL && err && strstr(err, "migration 0 -> 1")
+       && sql_int(dir, "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('accounts', 'schema_version')") == 0,
+       "a failing migration is an error and leaves no part of it behind: %s", err ? err : "");
+    free(err);
+    rm_rf(dir);
+    free(dir);
+}
+
+/* Write 'size' bytes under key until the capped database refuses. */
+static void test_disk_full(void)
+{
+    char *dir = fresh_dir();
+    storage_t *s = storage_open(dir, NULL);
+    size_t big = 256 * 1024;
+    char *blob = malloc(big);
+    memset(blob, 'z', big);
+    storage_kv_set(s, "st", "u", "d", "small", "ok", 2);
+    ok(s && storage_set_page_limit_for_test(s, 2) == 0 && storage_kv_set(s, "st", "u", "d", "big", blob, big) == -1
+       && strstr(storage_last_error(s), "full"),
+       "disk full: a write returns -1 (%s)", s ? storage_last_error(s) : "");
+    void *v = NULL;
+    size_t len = 0;
+    int in_batch = storage_begin(s) == 0 && storage_kv_set(s, "st", "u", "d", "big2", blob, big) == -1;
+    int small = storage_kv_get(s, "st", "u", "d", "small", &v, &len) == 0 && len == 2;
+    free(v);
+    v = NULL;
+    ok(in_batch && storage_rollback(s) == 0 && small && storage_kv_get(s, "st", "u", "d", "big", &v, &len) == 1,
+       "disk full inside a batch: -1, rollback works, earlier data intact and readable");
+    free(v);
+    v = NULL;
+    ok(storage_set_page_limit_for_test(s, -1) == 0 && storage_kv_set(s, "st", "u", "d", "big", blob, big) == 0
+       && storage_kv_get(s, "st", "u", "d", "big", &v, &len) == 0 && len == big,
+       "once space is available again the same storage writes");
+    free(v);
+    free(blob);
+    storage_close(s);
+    rm_rf(dir);
+    free(dir);
+}
+
+/* Read-only database file: returns a bitmask of failed checks (bit i = check i), 6 checks. */
+#define RO_CHECKS 6
+static int readonly_checks(const char *base)
+{
+    int fail = 0;
+    char dir[600], path[700];
+    snprintf(dir, sizeof dir, "%s/ro", base);
+    db_path(path, sizeof path, dir);
+    storage_t *s = storage_open(dir, NULL);
+    scram_creds_t a1 = creds(SCRAM_SHA1, 1);
+    if (!s || storage_kv_set(s, "st", "u", "d", "k", "before", 6) < 0) return (1 << RO_CHECKS) - 1;
+    storage_close(s);
+    chmod(path, 0400);
+    s = storage_open(dir, NULL);
+    void *v = NULL;
+    size_t len = 0;
+    if (!s || storage_kv_get(s, "st", "u", "d", "k", &v, &len) != 0 || len != 6) fail |= 1;
+    free(v);
+    v = NULL;
+    if (!s) return (1 << RO_CHECKS) - 1;
+    if (storage_kv_set(s, "st", "u", "d", "k", "after", 5) != -1
+        || storage_list_append(s, "l", "u", "d", 1, "x", 1) != -1
+        || storage_account_create(s, "u", "d", &a1, NULL) != -1
+        || storage_account_delete(s, "u", "d") != -1)
+        fail |= 2;
+    if (!strstr(storage_last_error(s), "readonly") && !strstr(storage_last_error(s), "read-only")) fail |= 4;
+    if (storage_begin(s) == 0 && storage_kv_set(s, "st", "u", "d", "k", "after", 5) == 0) fail |= 8;
+    storage_rollback(s);
+    chmod(path, 0600);
+    if (storage_kv_set(s, "st", "u", "d", "k", "after", 5) != 0
+        || storage_kv_get(s, "st", "u", "d", "k", &v, &len) != 0 || len != 5 || memcmp(v, "after", 5) != 0)
+        fail |= 16;
+    free(v);
+    v = NULL;
+    storage_close(s);
+    s = storage_open(dir, NULL);
+    if (!s || storage_kv_get(s, "st", "u", "d", "k", &v, &len) != 0 || len != 5) fail |= 32;
+    free(v);
+    storage_close(s);
+    return fail;
+}
+
+static void test_readonly(void)
+{
+    static const char *what[RO_CHECKS] = {
+        "read-only db file: open works and reads work",
+        "read-only db file: kv set, list append, account create and delete return -1",
+        "read-only db file: the error says the database is read-only",
+        "read-only db file: a batch cannot write either",
+        "read-only db file: writable again -> the same storage writes again",
+        "read-only db file: the write made after recovery persists",
+    };
+    int fail = 0;
+    const char *skip = NULL;
+    if (geteuid() != 0) {
+        char *base = fresh_dir();
+        fail = readonly_checks(base);
+        rm_rf(base);
+        free(base);
+    } else {
+        /* root ignores file modes: run the checks as "nobody" in a child, or skip them. */
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            char tmpl[] = "/tmp/civitas-storage-ro-XXXXXX";
+            if (setgid(65534) != 0 || setuid(65534) != 0 || !mkdtemp(tmpl)) _exit(255);
+            int f = readonly_checks(tmpl);
+            rm_rf(tmpl);
+            _exit(f);
+        }
+        int st = 0;
+        if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) == 255)
+            skip = "running as root, which ignores file modes, and could not switch to nobody";
+        else
+            fail = WEXITSTATUS(st);
+    }
+    for (int i = 0; i < RO_CHECKS; i++) {
+        if (skip) ok(1, "%s # SKIP %s", what[i], skip);
+        else ok(!(fail & (1 << i)), "%s", what[i]);
+    }
+}
+
+/* A write that returned is on disk even if the process dies right after; an open batch is not. */
+static void test_kill9(void)
+{
+    char *dir = fresh_dir();
+    storage_t *s = storage_open(dir, NULL);
+    storage_close(s);
+    int killed = 0;
+    for (int batch = 0; batch < 2; batch++) {
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            storage_t *c = storage_open(dir, NULL);
+            if (!c) _exit(1);
+            if (batch) storage_begin(c);
+            if (storage_list_append(c, "offline", "u", "d", 1, batch ? "lost" : "kept", 4) <= 0) _exit(1);
+            raise(SIGKILL);
+            _exit(1);
+        }
+        int st = 0;
+        if (pid > 0 && waitpid(pid, &st, 0) == pid && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) killed++;
+    }
+    s = storage_open(dir, NULL);
+    collect_t c = { .text = "" };
+    ok(killed == 2 && s && storage_list_each(s, "offline", "u", "d", 0, 0, list_cb, &c) == 1
+       && strcmp(c.text, "kept") == 0,
+       "kill -9: an accepted write survives, an uncommitted batch vanishes whole (%s)", c.text);
+    storage_close(s);
+    rm_rf(dir);
+    free(dir);
+}
+
+int main(void)
+{
+    test_open_modes();
+
+    char *dir = fresh_dir();
+    char *err = NULL;
+    storage_t *s = storage_open(dir, &err);
+    if (!s) {
+        printf("# cannot open storage in %s: %s\n", dir ? dir : "(mkdtemp failed)", err ? err : "");
+        free(err);
+        return 1;
+    }
+    test_accounts(s, dir);
+    test_kv(s);
+    test_lists(s);
+    test_modules(s);
+    test_delete(s, dir);
+    storage_close(s);
+    test_reopen(dir);
+    rm_rf(dir);
+    free(dir);
+
+    test_migrations();
+    test_disk_full();
+    test_readonly();
+    test_kill9();
+    return done_testing();
+}
