@@ -79,6 +79,13 @@ static void on_free(evutil_socket_t fd, short what, void *arg)
     if (s->delay_ev) event_free(s->delay_ev);
     event_free(s->free_ev);
     xnode_free(s->delayed);
+    while (s->data) {
+        session_data_t *d = s->data;
+        s->data = d->next;
+        if (d->free_fn) d->free_fn(d->data);
+        free(d->key);
+        free(d);
+    }
     jid_free(s->jid);
     free(s->user);
     free(s->mech);
@@ -778,6 +785,31 @@ void c2s_close_all(void)
 }
 
 int session_priority(const session_t *s) { return s->available ? s->priority : -129; }
+int session_available(const session_t *s) { return s->available; }
+
+void *session_get_data(const session_t *s, const char *key)
+{
+    for (session_data_t *d = s->data; d; d = d->next)
+        if (strcmp(d->key, key) == 0) return d->data;
+    return NULL;
+}
+
+void session_set_data(session_t *s, const char *key, void *data, void (*free_fn)(void *))
+{
+    for (session_data_t *d = s->data; d; d = d->next)
+        if (strcmp(d->key, key) == 0) {
+            if (d->free_fn && d->data != data) d->free_fn(d->data);
+            d->data = data;
+            d->free_fn = free_fn;
+            return;
+        }
+    session_data_t *d = xcalloc(1, sizeof *d);
+    d->key = xstrdup(key);
+    d->data = data;
+    d->free_fn = free_fn;
+    d->next = s->data;
+    s->data = d;
+}
 session_t *session_next_in_user(const session_t *s) { return s->next_in_user; }
 const jid_t *session_jid(const session_t *s) { return s->bound ? s->jid : NULL; }
 host_t *session_host(const session_t *s) { return s->host; }

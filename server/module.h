@@ -36,7 +36,14 @@ typedef int (*hook_fn)(hook_event_t *ev, void *ud);
  *   iq-get/bare/<ns>, iq-set/bare/<ns>   IQ to a local account's bare JID (or without 'to')
  *   message/bare, message/full, message/host, presence/bare, presence/full, presence/host
  *                                        stanzas to local addresses, before the core's delivery
- *   presence/self                        presence without 'to' from a local client (broadcast)
+ *   pre-stanza/out                       every stanza from a local client, 'from' stamped, before
+ *                                        routing (blocking, carbons, archive, e2e policy); a handler
+ *                                        that returns HOOK_HANDLED has dealt with it (or dropped it);
+ *                                        ev->to is NULL here ('to' may be absent or invalid)
+ *   presence/self                        presence without 'to' from a local client (broadcast); the
+ *                                        session's availability and priority are already updated
+ *   presence/initial                     fired right before presence/self for a session's first
+ *                                        available presence (offline delivery, probes)
  *   session-bound, session-closed        a client's resource came and went (origin set)
  *   stream-features                      c2s features after authentication (features set)
  *   user-deleted                         an account was removed (to = its bare JID)
@@ -61,6 +68,19 @@ const cfg_node_t *module_config(module_ctx_t *m);
 strlist_t *module_errors(module_ctx_t *m);      /* config errors go here; the core prints them */
 storage_t *module_storage(module_ctx_t *m);
 const char *module_name(const module_ctx_t *m);
+
+/* Sessions of a user. user_sessions: the first bound session of a local account's bare JID
+ * (or NULL), then session_next_in_user. Availability follows the last presence without 'to'. */
+session_t *user_sessions(const jid_t *bare);
+session_t *session_next_in_user(const session_t *s);
+int session_available(const session_t *s);      /* 1 after available presence, 0 otherwise */
+int session_priority(const session_t *s);       /* presence priority, or -129 when not available */
+/* Per-session data of a module, under a key (use the module's name + purpose). The free
+ * function runs when the session ends or the key is set again. */
+void *session_get_data(const session_t *s, const char *key);
+void session_set_data(session_t *s, const char *key, void *data, void (*free_fn)(void *));
+/* Close a client's stream with a stream error (condition NULL: a plain close). */
+void session_close(session_t *s, const char *condition, const char *text);
 
 /* Routing. route_stanza takes ownership: it delivers to a local session, to a local account's
  * hooks, or bounces with the RFC's error. The stanza needs 'to' and 'from' set. */

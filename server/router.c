@@ -8,6 +8,13 @@ static host_t *find_host_of(const jid_t *j) { return j ? host_find(j->domain) : 
 
 user_t *router_user(host_t *h, const char *bare) { return strmap_get(h->users, bare); }
 
+session_t *user_sessions(const jid_t *bare)
+{
+    host_t *h = find_host_of(bare);
+    user_t *u = h ? router_user(h, bare->bare) : NULL;
+    return u ? u->sessions : NULL;
+}
+
 session_t *router_find_full(const jid_t *j)
 {
     host_t *h = find_host_of(j);
@@ -209,6 +216,7 @@ static const char *iq_invalid(const xnode_t *st)
 static void client_presence(session_t *s, xnode_t *st)
 {
     const char *type = xnode_attr(st, "type");
+    int was_available = s->available;
     if (!type) {
         xnode_t *p = xnode_child(st, "priority", NULL);
         int prio = 0;
@@ -235,10 +243,11 @@ static void client_presence(session_t *s, xnode_t *st)
         bounce(st, "modify", "bad-request");
         return;
     }
-    hook_event_t ev = {.name = "presence/self", .stanza = st, .origin = s, .host = s->host, .from = s->jid};
     jid_t *bare = jid_bare_of(s->jid);
-    ev.to = bare;
-    if (hook_fire(&ev) != HOOK_HANDLED && ev.stanza) {
+    hook_event_t ev = {.name = "presence/initial", .stanza = st, .origin = s, .host = s->host, .from = s->jid, .to = bare};
+    if (s->available && !was_available) hook_fire(&ev);
+    ev.name = "presence/self";
+    if (ev.stanza && hook_fire(&ev) != HOOK_HANDLED && ev.stanza) {
         /* no presence module: at least the user's own available resources learn of it
          * (RFC 6121 §4.2.2, including the sender) */
         xnode_set_attr(st, "to", bare->bare);
@@ -263,6 +272,11 @@ void router_from_client(session_t *s, xnode_t *st)
             }
             return;
         }
+    }
+    hook_event_t ev = {.name = "pre-stanza/out", .stanza = st, .origin = s, .host = s->host, .from = s->jid};
+    if (hook_fire(&ev) == HOOK_HANDLED || !ev.stanza) {
+        xnode_free(ev.stanza);
+        return;
     }
     if (!xnode_attr(st, "to")) {
         if (strcmp(st->name, "presence") == 0) {

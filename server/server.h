@@ -54,11 +54,7 @@ void c2s_accept(int fd, const char *peer_ip, c2s_kind_t kind);
 void c2s_close_all(void);             /* SIGTERM: </stream:stream> to everyone */
 /* Deliver a stanza to a session (its 'to' is that session's full or bare JID). */
 void session_deliver(session_t *s, const xnode_t *st);
-int session_priority(const session_t *s);  /* presence priority, or -129 when not available */
-session_t *session_next_in_user(const session_t *s);
-/* Close a session with a stream error (condition NULL: plain close). Safe from any callback:
- * the session is freed later at a safe point. */
-void session_close(session_t *s, const char *condition, const char *text);
+/* session_close (module.h) is safe from any callback: the session is freed later at a safe point. */
 
 /* router.c */
 user_t *router_user(host_t *h, const char *bare);        /* NULL when offline */

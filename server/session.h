@@ -11,6 +11,13 @@ typedef enum {
     C2S_CLOSING             /* closing: output is flushed, input ignored, then freed */
 } c2s_state_t;
 
+typedef struct session_data {
+    char *key;
+    void *data;
+    void (*free_fn)(void *);
+    struct session_data *next;
+} session_data_t;
+
 struct session {
     session_t *next, *prev;         /* srv->sessions */
     session_t *next_in_user;        /* user_t.sessions, once bound */
@@ -42,6 +49,7 @@ struct session {
     struct event *free_ev;          /* frees the session at a safe point */
     struct event *delay_ev;         /* SASL failure back-off */
     xnode_t *delayed;               /* the failure answer held back by delay_ev */
+    session_data_t *data;           /* modules' per-session data */
 };
 
 #endif
