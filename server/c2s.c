@@ -39,6 +39,10 @@ void session_send(session_t *s, const xnode_t *n)
 {
     size_t len;
     char *buf = xnode_serialize(n, NS_CLIENT, &len);
+    if (!buf) {     /* a tree that cannot be written as valid XML is dropped, never sent broken */
+        log_warn("c2s", "%s: dropped an unserialisable <%s/>", s->ip, n->name ? n->name : "?");
+        return;
+    }
     send_raw(s, buf, len);
     free(buf);
 }
@@ -57,6 +61,8 @@ static void send_header(session_t *s, const char *to_attr)
 }
 
 /* ---- closing and freeing ---- */
+
+static void iq_error(session_t *s, xnode_t *iq, const char *type, const char *cond);
 
 static void on_free(evutil_socket_t fd, short what, void *arg)
 {
@@ -116,6 +122,13 @@ static int output_drained(session_t *s)
     return !under || evbuffer_get_length(bufferevent_get_output(under)) == 0;
 }
 
+static void on_under_drained(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)buf; (void)info;
+    session_t *s = arg;
+    if (s->state == C2S_CLOSING && !s->freeing && output_drained(s)) session_free_later(s);
+}
+
 void session_close(session_t *s, const char *condition, const char *text)
 {
     if (s->state == C2S_CLOSING || s->freeing) return;
@@ -135,7 +148,10 @@ void session_close(session_t *s, const char *condition, const char *text)
         session_free_later(s);
         return;
     }
-    /* wait for the output to drain (on_write), but not for ever */
+    /* wait for the output to drain (on_write; for a TLS filter, the socket underneath tells
+     * when its own buffer is empty), but not for ever */
+    struct bufferevent *under = bufferevent_get_underlying(s->bev);
+    if (under) evbuffer_add_cb(bufferevent_get_output(under), on_under_drained, s);
     struct timeval tv = {CLOSE_FLUSH_SECONDS, 0};
     if (s->timer) event_free(s->timer);
     s->timer = evtimer_new(srv->base, on_close_timeout, s);
@@ -159,9 +175,15 @@ static void arm_timer(session_t *s, long seconds)
 
 /* ---- features ---- */
 
+static const char *const all_mechs[];
+
 static int mech_enabled(const char *mech)
 {
     const config_t *c = srv->cfg;
+    int known = 0;
+    for (size_t i = 0; all_mechs[i]; i++)
+        if (strcmp(all_mechs[i], mech) == 0) known = 1;
+    if (!known) return 0;
     if (!c->sasl_mechanisms_set) return 1;
     for (size_t i = 0; i < c->sasl_mechanisms.n; i++)
         if (strcmp(c->sasl_mechanisms.v[i], mech) == 0) return 1;
@@ -184,6 +206,69 @@ static int plus_offered(session_t *s)
     return mech_offered(s, "SCRAM-SHA-256-PLUS") || mech_offered(s, "SCRAM-SHA-1-PLUS");
 }
 
+/* XEP-0077 account creation before authentication: only when the admin turned it on
+ * (register: {allow_registration: true}) and only inside TLS. */
+static int registration_allowed(void)
+{
+    const cfg_node_t *sec = config_module_section(srv->cfg, "register");
+    int allow = 0;
+    if (sec) cfg_get_bool(sec, "allow_registration", 0, &allow, NULL);
+    return allow;
+}
+
+static void handle_register(session_t *s, xnode_t *iq)
+{
+    const char *type = xnode_attr(iq, "type");
+    xnode_t *q = xnode_first_elem(iq);
+    if (!registration_allowed() || !type) {
+        iq_error(s, iq, "cancel", "service-unavailable");
+        return;
+    }
+    if (strcmp(type, "get") == 0) {
+        xnode_t *r = stanza_reply(iq);
+        xnode_set_attr(r, "to", NULL);
+        xnode_set_attr(r, "from", NULL);
+        xnode_t *rq = xnode_add_elem(r, "query", "jabber:iq:register");
+        xnode_add_text(xnode_add_elem(rq, "instructions", NULL), "Choose a username and password.");
+        xnode_add_elem(rq, "username", NULL);
+        xnode_add_elem(rq, "password", NULL);
+        session_send(s, r);
+        xnode_free(r);
+        return;
+    }
+    xnode_t *un = xnode_child(q, "username", NULL), *pw = xnode_child(q, "password", NULL);
+    if (strcmp(type, "set") != 0 || !un || !pw) {
+        iq_error(s, iq, "modify", "bad-request");     /* XEP-0077 §3.1: required fields missing */
+        return;
+    }
+    char *user = xnode_text(un), *pass = xnode_text(pw);
+    char *node = jid_prep_node(user);
+    scram_creds_t sha1, sha256;
+    unsigned it = (unsigned)srv->cfg->scram_iterations;
+    int r = -2;
+    if (node && *pass && scram_creds_from_password(SCRAM_SHA1, pass, it, &sha1) == 0 &&
+        scram_creds_from_password(SCRAM_SHA256, pass, it, &sha256) == 0)
+        r = storage_account_create(srv->store, node, s->host->name, &sha1, &sha256);
+    if (r == 0) {
+        xnode_t *ok = stanza_reply(iq);
+        xnode_set_attr(ok, "to", NULL);
+        xnode_set_attr(ok, "from", NULL);
+        session_send(s, ok);
+        xnode_free(ok);
+        log_info("c2s", "%s: registered %s@%s", s->ip, log_jid(node), s->host->name);
+    } else if (r == 1) {
+        iq_error(s, iq, "cancel", "conflict");        /* §3.1: the username is taken */
+    } else if (r == -2) {
+        iq_error(s, iq, "modify", "not-acceptable");  /* invalid username or password */
+    } else {
+        iq_error(s, iq, "wait", "internal-server-error");
+    }
+    explicit_bzero(pass, strlen(pass));
+    free(pass);
+    free(user);
+    free(node);
+}
+
 static void send_features(session_t *s)
 {
     xnode_t *f = xnode_new("features", NS_STREAMS);
@@ -194,6 +279,7 @@ static void send_features(session_t *s)
         xnode_t *m = xnode_add_elem(f, "mechanisms", NS_SASL);
         for (size_t i = 0; all_mechs[i]; i++)
             if (mech_offered(s, all_mechs[i])) xnode_add_text(xnode_add_elem(m, "mechanism", NULL), all_mechs[i]);
+        if (registration_allowed()) xnode_add_elem(f, "register", "http://jabber.org/features/iq-register");
         if (plus_offered(s)) {   /* XEP-0440: which channel-binding types work here */
             xnode_t *cb = xnode_add_elem(f, "sasl-channel-binding", "urn:xmpp:sasl-cb:0");
             xnode_set_attr(xnode_add_elem(cb, "channel-binding", NULL), "type", "tls-server-end-point");
@@ -206,7 +292,10 @@ static void send_features(session_t *s)
         hook_event_t ev = {.name = "stream-features", .origin = s, .host = s->host, .features = f};
         hook_fire(&ev);
     }
-    session_send(s, f);
+    /* written with the stream: prefix, as some older clients expect (RFC 6120 §4.3.2) */
+    send_str(s, "<stream:features>");
+    for (xnode_t *c = xnode_first_elem(f); c; c = xnode_next_elem(c)) session_send(s, c);
+    send_str(s, "</stream:features>");
     xnode_free(f);
 }
 
@@ -231,7 +320,9 @@ static int on_stream_open(void *ud, const char *ns_stream, const char *name, con
     }
     /* RFC 6120 §4.7.2: echo 'from' as 'to' only if it is a valid JID */
     jid_t *fj = from ? jid_new(from) : NULL;
-    send_header(s, fj ? fj->full : NULL);
+    char *to_attr = fj ? xml_escape_attr(fj->full, NULL) : NULL;   /* a resource may hold ' < & */
+    send_header(s, to_attr);
+    free(to_attr);
     jid_free(fj);
     if (strcmp(ns_stream, NS_STREAMS) != 0 || strcmp(name, "stream") != 0) {
         session_close(s, "invalid-namespace", NULL);
@@ -638,7 +729,9 @@ static void handle_established(session_t *s, xnode_t *st)
     /* RFC 3921 §3 session establishment: nothing to do any more, but old clients ask */
     xnode_t *child = xnode_first_elem(st);
     const char *type = xnode_attr(st, "type");
-    if (strcmp(st->name, "iq") == 0 && type && strcmp(type, "set") == 0 && child && !xnode_attr(st, "to") &&
+    const char *to = xnode_attr(st, "to");
+    if (strcmp(st->name, "iq") == 0 && type && strcmp(type, "set") == 0 && child &&
+        (!to || strcmp(to, s->host->name) == 0) &&
         strcmp(child->name, "session") == 0 && strcmp(child->ns, NS_SESSION) == 0) {
         xnode_t *r = stanza_reply(st);
         xnode_set_attr(r, "to", NULL);
@@ -667,7 +760,11 @@ static int on_stanza(void *ud, xnode_t *el)
         else if (is_stanza(el)) session_close(s, "not-authorized", "TLS and authentication are required");
         else session_close(s, "unsupported-stanza-type", NULL);
     } else if (!s->authenticated) {
+        xnode_t *child = xnode_first_elem(el);
         if (strcmp(el->ns, NS_SASL) == 0) handle_sasl(s, el);
+        else if (strcmp(el->name, "iq") == 0 && strcmp(el->ns, NS_CLIENT) == 0 && child &&
+                 strcmp(child->ns, "jabber:iq:register") == 0 && xnode_attr(el, "id"))
+            handle_register(s, el);
         else if (strcmp(el->ns, NS_TLS) == 0) session_close(s, "policy-violation", "TLS is already established");
         else if (is_stanza(el)) session_close(s, "not-authorized", NULL);
         else session_close(s, "unsupported-stanza-type", NULL);

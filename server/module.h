@@ -6,6 +6,7 @@
 #include "jid.h"
 #include "config.h"
 #include "storage.h"
+#include "util.h"        /* xmalloc, xstrdup, xasprintf, strmap: modules use the core's helpers */
 
 #define CIVITAS_MODULE_ABI 1
 
@@ -67,6 +68,7 @@ const disco_identity_t *module_identity(size_t i);
 const cfg_node_t *module_config(module_ctx_t *m);
 strlist_t *module_errors(module_ctx_t *m);      /* config errors go here; the core prints them */
 storage_t *module_storage(module_ctx_t *m);
+const config_t *server_config(void);            /* the running configuration (changes on SIGHUP) */
 const char *module_name(const module_ctx_t *m);
 
 /* Sessions of a user. user_sessions: the first bound session of a local account's bare JID
@@ -124,5 +126,6 @@ typedef struct module {
 #define NS_SESSION "urn:ietf:params:xml:ns:xmpp-session"
 #define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
 #define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
+
 
 #endif

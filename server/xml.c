@@ -6,7 +6,9 @@
 #define XML_DTD 1
 #endif
 #include <expat.h>
-#include <limits.h>
+#ifdef XML_UNICODE
+#error "civitas needs an expat whose XML_Char is UTF-8 char (built without XML_UNICODE)"
+#endif
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>

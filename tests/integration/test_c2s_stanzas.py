@@ -5,6 +5,7 @@ import datetime
 import os
 import re
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Tap, Server, connect_login, q, el_str, local_name,  # noqa: E402
@@ -157,6 +158,21 @@ def server_services(t, srv):
     a.end()
 
 
+def client_close(t, srv):
+    for direct in (False, True):
+        how = "direct TLS" if direct else "STARTTLS"
+        c = connect_login(srv, "alice", PW, resource="closer-%d" % direct, direct_tls=direct)
+        c.send("</stream:stream>")
+        t.ok(c.read_until(lambda: c.parser.closed, 5), "RFC 6120 §4.4 (%s): the server answers the client's "
+             "</stream:stream> with its own" % how, c.dump)
+        t0 = time.monotonic()
+        closed = c.wait_closed(5)
+        took = time.monotonic() - t0
+        t.ok(closed and took < 2.0, "RFC 6120 §4.4 (%s): then it closes the TCP connection at once (took %.1f s)"
+             % (how, took))
+        c.close()
+
+
 def shutdown(t, srv):
     a = connect_login(srv, "alice", PW, resource="shutdown")
     srv.terminate()
@@ -177,6 +193,7 @@ def main(t):
         t.run(spoofed_from, t, srv)
         t.run(iq_semantics, t, srv)
         t.run(server_services, t, srv)
+        t.run(client_close, t, srv)
         t.run(shutdown, t, srv)
 
 

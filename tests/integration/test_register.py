@@ -1,0 +1,111 @@
+#!/usr/bin/python3
+# tests/integration/test_register.py: XEP-0077 In-Band Registration: password change and account
+# removal for logged-in users, and account creation before authentication when the admin allows it.
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Tap, Server, RawClient, HarnessError, connect_login, q, el_str, local_name, NS_CLIENT  # noqa: E402
+
+NS_REG = "jabber:iq:register"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+
+def condition(el):
+    e = el.find(q(NS_CLIENT, "error")) if el is not None else None
+    if e is None:
+        return None
+    for ch in e:
+        if ch.tag.startswith("{%s}" % NS_STANZAS):
+            return local_name(ch.tag)
+    return None
+
+
+def can_login(srv, user, pw):
+    try:
+        connect_login(srv, user, pw).end()
+        return True
+    except HarnessError:
+        return False
+
+
+def logged_in(t, srv):
+    c = connect_login(srv, "alice", "old-pw")
+    r = c.iq("get", "<query xmlns='%s'/>" % NS_REG, to="localhost")
+    t.ok(r is not None and r.get("type") == "result" and r.find("%s/%s" % (q(NS_REG, "query"), q(NS_REG, "registered")))
+         is not None, "XEP-0077 §3.2: a registered user's get is answered with <registered/>", el_str(r))
+    r = c.iq("set", "<query xmlns='%s'><username>bob</username><password>x</password></query>" % NS_REG,
+             to="localhost")
+    t.is_(condition(r), "not-authorized", "XEP-0077 §3.3: changing another user's password -> <not-authorized/>")
+    r = c.iq("set", "<query xmlns='%s'><password>x</password></query>" % NS_REG, to="localhost")
+    t.is_(condition(r), "bad-request", "XEP-0077 §3.3: a change without <username/> -> <bad-request/>")
+    r = c.iq("set", "<query xmlns='%s'><username>alice</username><password>new-pw</password></query>" % NS_REG,
+             to="localhost")
+    t.ok(r is not None and r.get("type") == "result", "XEP-0077 §3.3: the user changes the password", el_str(r))
+    c.end()
+    t.ok(not can_login(srv, "alice", "old-pw"), "after the change the old password is refused")
+    t.ok(can_login(srv, "alice", "new-pw"), "after the change the new password works")
+
+    a1 = connect_login(srv, "alice", "new-pw", resource="one")
+    a2 = connect_login(srv, "alice", "new-pw", resource="two")
+    r = a1.iq("set", "<query xmlns='%s'><remove/></query>" % NS_REG)
+    t.ok(r is not None and r.get("type") == "result", "XEP-0077 §3.2: account removal is answered with a result",
+         el_str(r))
+    cond = a2.read_stream_error()
+    t.is_(cond[0] if cond else None, "not-authorized",
+          "XEP-0077 §3.2: the removed account's other sessions end with <not-authorized/>")
+    t.ok(not can_login(srv, "alice", "new-pw"), "a removed account cannot log in")
+    out = srv.ctl("user", "list", "localhost").stdout
+    t.ok("alice@localhost" not in out and "bob@localhost" in out, "civitasctl no longer lists the removed account",
+         out)
+
+
+def preauth_refused(t, srv):
+    c = RawClient(srv.port("client"), cafile=srv.ca)
+    c.open_stream()
+    c.starttls()
+    f = c.open_stream()
+    t.ok(f is not None and f.find(q("http://jabber.org/features/iq-register", "register")) is None,
+         "registration is off by default: no register stream feature", el_str(f))
+    r = c.iq("get", "<query xmlns='%s'/>" % NS_REG)
+    t.is_(condition(r), "service-unavailable", "XEP-0077 §3.1: registration off -> <service-unavailable/>")
+    c.close()
+
+
+def preauth_allowed(t):
+    with Server(t, extra_yaml="register:\n  allow_registration: true\n") as srv:
+        srv.adduser("taken@localhost", "pw")
+        c = RawClient(srv.port("client"), cafile=srv.ca)
+        c.open_stream()
+        c.starttls()
+        f = c.open_stream()
+        t.ok(f is not None and f.find(q("http://jabber.org/features/iq-register", "register")) is not None,
+             "XEP-0077 §8: the register stream feature is offered when allowed", el_str(f))
+        r = c.iq("get", "<query xmlns='%s'/>" % NS_REG)
+        qq = r.find(q(NS_REG, "query")) if r is not None else None
+        t.ok(qq is not None and qq.find(q(NS_REG, "username")) is not None and qq.find(q(NS_REG, "password"))
+             is not None, "XEP-0077 §3.1: the form asks for username and password", el_str(r))
+        r = c.iq("set", "<query xmlns='%s'><username>taken</username><password>x</password></query>" % NS_REG)
+        t.is_(condition(r), "conflict", "XEP-0077 §3.1: a taken username -> <conflict/>")
+        r = c.iq("set", "<query xmlns='%s'><username>new</username></query>" % NS_REG)
+        t.is_(condition(r), "bad-request", "XEP-0077 §3.1: a missing password -> <bad-request/>")
+        r = c.iq("set", "<query xmlns='%s'><username>bad@name</username><password>x</password></query>" % NS_REG)
+        t.is_(condition(r), "not-acceptable", "XEP-0077 §3.1: an invalid username -> <not-acceptable/>")
+        r = c.iq("set", "<query xmlns='%s'><username>newbie</username><password>fresh</password></query>" % NS_REG)
+        t.ok(r is not None and r.get("type") == "result", "XEP-0077 §3.1: registration succeeds", el_str(r))
+        ok, cond = c.auth("newbie", "fresh")
+        t.ok(ok, "the new account logs in on the same stream", cond)
+        c.close()
+
+
+def main(t):
+    with Server(t) as srv:
+        srv.adduser("alice@localhost", "old-pw")
+        srv.adduser("bob@localhost", "pw")
+        t.run(logged_in, t, srv)
+        t.run(preauth_refused, t, srv)
+    t.run(preauth_allowed, t)
+
+
+if __name__ == "__main__":
+    Tap().main(main)
