@@ -35,6 +35,7 @@ typedef int (*hook_fn)(hook_event_t *ev, void *ud);
 /* Hook names, after Prosody's (the '<ns>' is the namespace of the IQ's child element):
  *   iq-get/host/<ns>, iq-set/host/<ns>   IQ to the server's domain
  *   iq-get/bare/<ns>, iq-set/bare/<ns>   IQ to a local account's bare JID (or without 'to')
+ *   iq/host, iq/bare                     every IQ to the domain / a bare JID, before the above
  *   message/bare, message/full, message/host, presence/bare, presence/full, presence/host
  *                                        stanzas to local addresses, before the core's delivery
  *   pre-stanza/out                       every stanza from a local client, 'from' stamped, before
@@ -127,5 +128,10 @@ typedef struct module {
 #define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
 #define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
 
+/* ---- Roster service ----------------------------------------------------------------------
+ * Rosters (RFC 6121 §2, XEP-0237), shared by mod_roster, mod_presence and any module that needs a
+ * user's contacts: roster_load, roster_find, roster_save (versions and roster pushes), interested
+ * resources. Implemented in server/roster.c; documented in server/roster.h. */
+#include "roster.h"
 
 #endif

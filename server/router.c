@@ -114,6 +114,9 @@ static void route_iq_local(host_t *h, const jid_t *to, xnode_t *st, hook_event_t
 {
     const char *type = stanza_type(st);
     int request = strcmp(type, "get") == 0 || strcmp(type, "set") == 0;
+    /* every IQ first, whatever its payload (blocking, IQ result tracking) */
+    ev->name = to_host ? "iq/host" : "iq/bare";
+    if (hook_fire(ev) == HOOK_HANDLED || !ev->stanza) return;
     if (!request) return;           /* results and errors to the server or an account end here */
     xnode_t *child = xnode_first_elem(st);
     char *name = xasprintf("iq-%s/%s/%s", type, to_host ? "host" : "bare", child ? child->ns : "");

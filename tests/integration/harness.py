@@ -312,11 +312,14 @@ class Server:
         self.t.servers.append(self)
         _live_servers.append(self)
         self.exit_code = None
+        # a restart must not match the previous run's "ready" and "listening" lines
+        start_mark = self.log_mark()
+        self.ports = {}
         self.proc = subprocess.Popen([exe, "--config", self.config], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.dir)
         self._reader = threading.Thread(target=self._read_log, daemon=True)
         self._reader.start()
-        if not self.wait_log(READY_RE, self.ready_timeout):
+        if not self.wait_log(READY_RE, self.ready_timeout, start=start_mark):
             rc = self.proc.poll()
             msg = ("civitasd did not log 'ready' within %.0f s (%s)\nconfig:\n%s\nlog:\n%s"
                    % (self.ready_timeout, "exited %s" % rc if rc is not None else "still running",

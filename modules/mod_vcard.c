@@ -1,0 +1,94 @@
+/* modules/mod_vcard.c: XEP-0054 vcard-temp: each account's vCard, set by its owner, read by anyone
+ * through the account's bare JID; stored as serialised XML, bounded in size. */
+#include "module.h"
+#include "log.h"
+#include <stdlib.h>
+#include <string.h>
+
+#define NS_VCARD "vcard-temp"
+#define KV_STORE "vcard"
+#define KV_KEY "vcard"
+
+static storage_t *store;
+static long max_size = 65536;
+
+static int own_request(const hook_event_t *ev)
+{
+    return ev->origin && ev->from && ev->to && jid_bare_equal(ev->from, ev->to);
+}
+
+/* XEP-0054 §3.1 and §3.3: the stored vCard; none: an empty <vCard/> for the owner, and
+ * <service-unavailable/> for anyone else (also for an account that does not exist, so that
+ * the answer does not tell the two apart). */
+static int on_get(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    const jid_t *to = ev->to;
+    xnode_t *child = xnode_first_elem(ev->stanza);
+    if (!to->node || strcmp(child->name, "vCard") != 0) return hook_error(ev, "modify", "bad-request");
+    int own = own_request(ev);
+    if (!own) {
+        int ex = storage_account_exists(store, to->node, to->domain);
+        if (ex < 0) return hook_error(ev, "wait", "internal-server-error");
+        if (ex == 0) return hook_error(ev, "cancel", "service-unavailable");
+    }
+    void *val;
+    size_t len;
+    int r = storage_kv_get(store, KV_STORE, to->node, to->domain, KV_KEY, &val, &len);
+    if (r < 0) {
+        log_warn("vcard", "reading a vCard failed: %s", storage_last_error(store));
+        return hook_error(ev, "wait", "internal-server-error");
+    }
+    xnode_t *card = NULL;
+    if (r == 0) {
+        card = xnode_parse_one(val, len, NULL);
+        free(val);
+        if (!card) log_warn("vcard", "a stored vCard of %s does not parse", log_jid(to->bare));
+    }
+    if (!card && !own) return hook_error(ev, "cancel", "service-unavailable");
+    xnode_t *reply = stanza_reply(ev->stanza);
+    xnode_add_child(reply, card ? card : xnode_new("vCard", NS_VCARD));
+    return hook_reply(ev, reply);
+}
+
+/* XEP-0054 §3.2: only the owner sets it (<forbidden/> otherwise); the whole card is replaced;
+ * an empty <vCard/> is stored as such. Larger than vcard.max_size bytes: <not-acceptable/>. */
+static int on_set(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (!own_request(ev)) return hook_error(ev, "auth", "forbidden");
+    xnode_t *child = xnode_first_elem(ev->stanza);
+    if (strcmp(child->name, "vCard") != 0) return hook_error(ev, "modify", "bad-request");
+    size_t len;
+    char *xml = xnode_serialize(child, NULL, &len);
+    if (!xml) return hook_error(ev, "modify", "bad-request");
+    if (len > (size_t)max_size) {
+        free(xml);
+        return hook_reply(ev, stanza_error(ev->stanza, "modify", "not-acceptable", "the vCard is too large"));
+    }
+    int r = storage_kv_set(store, KV_STORE, ev->to->node, ev->to->domain, KV_KEY, xml, len);
+    free(xml);
+    if (r < 0) {
+        log_warn("vcard", "storing a vCard failed: %s", storage_last_error(store));
+        return hook_error(ev, "wait", "internal-server-error");
+    }
+    return hook_reply(ev, stanza_reply(ev->stanza));
+}
+
+static int load(module_ctx_t *m)
+{
+    static const char *const keys[] = {"max_size", NULL};
+    const cfg_node_t *sec = module_config(m);
+    strlist_t *err = module_errors(m);
+    max_size = 65536;
+    if (sec && (cfg_check_keys(sec, keys, err) < 0 ||
+                cfg_get_int(sec, "max_size", 65536, 256, 16777216, &max_size, err) < 0))
+        return -1;
+    store = module_storage(m);
+    module_add_feature(m, NS_VCARD);
+    module_hook(m, "iq-get/bare/" NS_VCARD, 0, on_get, NULL);
+    module_hook(m, "iq-set/bare/" NS_VCARD, 0, on_set, NULL);
+    return 0;
+}
+
+const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "vcard", .load = load };

@@ -1,0 +1,306 @@
+#!/usr/bin/python3
+# tests/integration/test_offline.py: XEP-0160 offline messages (RFC 6121 §8.5.2.2): what is stored,
+# byte-for-byte delivery in order with a XEP-0203 delay, limits, expiry, restarts, deletion.
+import datetime
+import os
+import re
+import sqlite3
+import sys
+import time
+import xml.etree.ElementTree as ET
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Tap, Server, connect_login, q, el_str, local_name, run_strophe,  # noqa: E402
+                     NS_CLIENT, NS_STANZAS, NS_DISCO_INFO)
+
+PW = "pw-for-offline"
+NS_DELAY = "urn:xmpp:delay"
+NS_HINTS = "urn:xmpp:hints"
+NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
+NS_RECEIPTS = "urn:xmpp:receipts"
+MAX_MESSAGES = 8
+MAX_AGE_DAYS = 30
+STAMP_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+# An OMEMO (eu.siacs.conversations.axolotl) message as Conversations sends it: no body, key
+# material and payload whose exact bytes matter, including whitespace inside text.
+OMEMO = ("<encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='27183'>"
+         "<key rid='31415' prekey='true'>MwohBe+3qX0Hu0Z4Cj3Jt8Y6a3C3Bp8=\n  AAECAw==</key>"
+         "<key rid='12321'>MwohBW7D4jQx/+9sL2K9a0b1c2d3e4f5g6h7i8j9k0=</key>"
+         "<iv>9Ky3g1+Lr2SrTYhx</iv></header><payload>QjVyDUmBVdDCzzH5Iw==</payload></encrypted>"
+         "<encryption xmlns='urn:xmpp:eme:0' namespace='eu.siacs.conversations.axolotl'/>"
+         "<store xmlns='urn:xmpp:hints'/>")
+OMEMO2 = ("<encrypted xmlns='urn:xmpp:omemo:2'><header sid='9'><keys jid='bob@localhost'>"
+          "<key rid='7' kex='true'>a2V5IG1hdGVyaWFs</key></keys></header>"
+          "<payload>ZW5jcnlwdGVk &amp; &lt;escaped&gt;</payload></encrypted>")
+
+
+def error_condition(el):
+    if el is None:
+        return None
+    e = el.find(q(NS_CLIENT, "error"))
+    if e is None:
+        return None
+    for ch in e:
+        if ch.tag.startswith("{%s}" % NS_STANZAS) and local_name(ch.tag) != "text":
+            return local_name(ch.tag)
+    return None
+
+
+def canon(el, drop_delay=False):
+    """A comparable form of an element: tag, attributes, text, children, tails (exact text)."""
+    kids = [c for c in el if not (drop_delay and c.tag == q(NS_DELAY, "delay"))]
+    return (el.tag, tuple(sorted(el.attrib.items())), el.text or "",
+            tuple(canon(c) for c in kids), el.tail or "")
+
+
+def parse_sent(xml, from_jid):
+    """The element a sent stanza string means once the server stamped 'from'."""
+    el = ET.fromstring(xml.replace("<message ", "<message xmlns='jabber:client' ", 1))
+    el.set("from", from_jid)
+    el.tail = None
+    return el
+
+
+def body_of(el):
+    b = el.find(q(NS_CLIENT, "body")) if el is not None else None
+    return b.text if b is not None else None
+
+
+def delay_of(el):
+    return el.find(q(NS_DELAY, "delay")) if el is not None else None
+
+
+def messages_after_barrier(c):
+    """Everything that arrived before a ping round trip: the server sends offline messages while
+    processing the presence, so they all precede the ping's result."""
+    ok = c.ping_server()
+    return ok, [el for el in c.inbox if el.tag == q(NS_CLIENT, "message")]
+
+
+def store_and_deliver(t, srv):
+    a = connect_login(srv, "alice", PW, resource="desk")
+    a.presence()
+    sent = []          # (xml, description) of what must come back, in order
+
+    def send(xml):
+        a.send(xml)
+
+    m1 = "<message to='bob@localhost' type='chat' id='o-1'><body>first</body></message>"
+    m2 = ("<message to='bob@localhost' id='o-2'><body>second, type normal (absent)</body>"
+          "<thread>t-42</thread><x xmlns='urn:example:ext' a='1'>  spaced\ttext  </x></message>")
+    m3 = "<message to='bob@localhost' type='chat' id='o-3'>%s</message>" % OMEMO
+    m4 = "<message to='bob@localhost/gone' type='chat' id='o-4'><body>to a full JID</body></message>"
+    m5 = "<message to='bob@localhost' type='chat' id='o-5'>%s</message>" % OMEMO2
+    m6 = ("<message to='bob@localhost' type='normal' id='o-6'><store xmlns='%s'/>"
+          "<x xmlns='urn:example:bodyless'>kept by hint</x></message>" % NS_HINTS)
+    for x in (m1, m2, m3, m4, m5, m6):
+        send(x)
+        sent.append(x)
+    # not stored
+    send("<message to='bob@localhost' type='chat' id='n-cs'><composing xmlns='%s'/></message>" % NS_CHATSTATES)
+    send("<message to='bob@localhost' type='chat' id='n-rcpt'><received xmlns='%s' id='o-0'/></message>"
+         % NS_RECEIPTS)
+    send("<message to='bob@localhost' type='headline' id='n-hl'><body>headline</body></message>")
+    send("<message to='bob@localhost' type='chat' id='n-ns'><body>do not keep</body>"
+         "<no-store xmlns='%s'/></message>" % NS_HINTS)
+    send("<message to='bob@localhost' type='groupchat' id='n-gc'><body>groupchat</body></message>")
+    t.ok(a.ping_server(), "alice's messages were processed (ping round trip)")
+    err_ns = a.expect(lambda el: el.tag == q(NS_CLIENT, "message") and el.get("id") == "n-ns", 5)
+    t.ok(err_ns is not None and err_ns.get("type") == "error" and error_condition(err_ns) == "service-unavailable",
+         "XEP-0334: a <no-store/> message is not stored; its sender gets <service-unavailable/>", el_str(err_ns))
+    err_gc = a.expect(lambda el: el.tag == q(NS_CLIENT, "message") and el.get("id") == "n-gc", 5)
+    t.ok(err_gc is not None and error_condition(err_gc) == "service-unavailable",
+         "RFC 6121 §8.5.2.2: a groupchat message is not stored but bounced", el_str(err_gc))
+    quiet = [el for el in a.inbox if el.tag == q(NS_CLIENT, "message") and el.get("id") in ("n-cs", "n-rcpt", "n-hl")]
+    t.ok(not quiet, "XEP-0160: chat states, receipts and headlines for an offline user are dropped silently",
+         lambda: repr([el_str(x) for x in quiet]))
+
+    before = time.time()
+    b = connect_login(srv, "bob", PW, resource="phone")
+    ok, early = messages_after_barrier(b)
+    t.ok(ok and not early, "XEP-0160: nothing is delivered before the resource sends available presence",
+         lambda: repr([el_str(x) for x in early]))
+    b.presence()
+    ok, got = messages_after_barrier(b)
+    t.ok(ok, "bob's presence was processed")
+    t.is_([m.get("id") for m in got], ["o-1", "o-2", "o-3", "o-4", "o-5", "o-6"],
+          "XEP-0160 §3: exactly the storable messages are delivered, in the order they were received")
+    for m, x in zip(got, sent):
+        d = delay_of(m)
+        t.ok(d is not None and d.get("from") == "localhost" and STAMP_RE.match(d.get("stamp") or ""),
+             "XEP-0203: %s carries <delay xmlns='urn:xmpp:delay' from='localhost' stamp='…Z'/>" % m.get("id"),
+             el_str(m))
+        if d is not None and STAMP_RE.match(d.get("stamp") or ""):
+            st = datetime.datetime.strptime(d.get("stamp")[:19], "%Y-%m-%dT%H:%M:%S").replace(
+                tzinfo=datetime.timezone.utc).timestamp()
+            t.ok(before - 120 <= st <= time.time() + 1,
+                 "XEP-0203 §3: the stamp of %s is the (UTC) time the server stored it" % m.get("id"),
+                 "stamp %s, now %s" % (d.get("stamp"), time.time()))
+        t.ok(canon(m, drop_delay=True) == canon(parse_sent(x, "alice@localhost/desk")),
+             "XEP-0160: %s is delivered as sent (attributes, payload, whitespace), plus only the delay"
+             % m.get("id"), lambda m=m, x=x: "got:  %s\nsent: %s" % (el_str(m), x))
+    enc = got[2].find(q("eu.siacs.conversations.axolotl", "encrypted")) if len(got) > 2 else None
+    t.ok(enc is not None and enc.find(q("eu.siacs.conversations.axolotl", "payload")) is not None,
+         "XEP-0384: a body-less OMEMO message is stored and delivered with its <encrypted/> payload",
+         el_str(got[2] if len(got) > 2 else None))
+    t.ok(body_of(got[3]) == "to a full JID" if len(got) > 3 else False,
+         "RFC 6121 §8.5.3.2.1: a chat message to an unavailable full JID is stored like one to the bare JID")
+    b.end()
+
+    # deleted after delivery: a new session gets nothing twice
+    b2 = connect_login(srv, "bob", PW, resource="tablet")
+    b2.presence()
+    ok, again = messages_after_barrier(b2)
+    t.ok(ok and not again, "XEP-0160: delivered messages are deleted; the next login gets none of them again",
+         lambda: repr([el_str(x) for x in again]))
+    # online with priority >= 0: delivered at once, not stored
+    a.message("bob@localhost", "live", id="live-1")
+    m = b2.expect_message("live")
+    t.ok(m is not None and delay_of(m) is None,
+         "RFC 6121 §8.5.2.1: with an available resource the message is delivered at once, without delay", el_str(m))
+    b2.end()
+    b3 = connect_login(srv, "bob", PW, resource="third")
+    b3.presence()
+    ok, again = messages_after_barrier(b3)
+    t.ok(ok and not again, "a message delivered live is not stored for later",
+         lambda: repr([el_str(x) for x in again]))
+    b3.end()
+    a.end()
+
+
+def negative_priority(t, srv):
+    a = connect_login(srv, "alice", PW, resource="neg")
+    a.message("carol@localhost", "before login", id="np-1")
+    t.ok(a.ping_server(), "message to offline carol processed")
+    c = connect_login(srv, "carol", PW, resource="bot")
+    c.presence(priority=-1)
+    ok, got = messages_after_barrier(c)
+    t.ok(ok and not got, "RFC 6121 §8.5.2.1: a session with negative priority does not receive offline messages",
+         lambda: repr([el_str(x) for x in got]))
+    a.message("carol@localhost", "while negative", id="np-2")
+    t.ok(a.ping_server(), "second message processed")
+    ok, got = messages_after_barrier(c)
+    t.ok(ok and not got, "RFC 6121 §8.5.2.2: with only negative-priority resources a message is stored, not delivered",
+         lambda: repr([el_str(x) for x in got]))
+    errs = [el for el in a.inbox if el.tag == q(NS_CLIENT, "message") and el.get("type") == "error"]
+    t.ok(not errs, "the sender gets no error for a stored message", lambda: repr([el_str(x) for x in errs]))
+    c.presence(priority=2)
+    ok, got = messages_after_barrier(c)
+    t.is_([m.get("id") for m in got], ["np-1", "np-2"],
+          "XEP-0160: raising the priority to >= 0 delivers the stored messages, in order")
+    t.ok(all(delay_of(m) is not None for m in got), "both carry a XEP-0203 delay")
+    c.end()
+    a.end()
+
+
+def limits_and_unknown(t, srv):
+    a = connect_login(srv, "alice", PW, resource="lim")
+    for i in range(MAX_MESSAGES):
+        a.message("dave@localhost", "fill %d" % i, id="f-%d" % i)
+    a.message("dave@localhost", "one too many", id="f-over")
+    r = a.expect(lambda el: el.tag == q(NS_CLIENT, "message") and el.get("id") == "f-over")
+    t.ok(r is not None and r.get("type") == "error" and error_condition(r) == "service-unavailable"
+         and r.get("from") == "dave@localhost",
+         "XEP-0160 / RFC 6121 §8.5.2.2.1: beyond offline.max_messages (%d) the sender gets <service-unavailable/>"
+         % MAX_MESSAGES, el_str(r))
+    early = [el for el in a.inbox if el.tag == q(NS_CLIENT, "message") and el.get("type") == "error"]
+    t.ok(not early, "the messages within the limit were accepted without error",
+         lambda: repr([el_str(x) for x in early]))
+    d = connect_login(srv, "dave", PW, resource="r")
+    d.presence()
+    ok, got = messages_after_barrier(d)
+    t.is_([body_of(m) for m in got], ["fill %d" % i for i in range(MAX_MESSAGES)],
+          "the %d stored messages are delivered, the refused one is not" % MAX_MESSAGES)
+    d.end()
+
+    a.message("nobody@localhost", "hello?", id="nx-1")
+    r = a.expect(lambda el: el.tag == q(NS_CLIENT, "message") and el.get("id") == "nx-1")
+    t.ok(r is not None and error_condition(r) == "service-unavailable",
+         "RFC 6121 §8.5.1: a chat message to an account that does not exist -> <service-unavailable/>", el_str(r))
+
+    r = a.iq("get", "<query xmlns='%s'/>" % NS_DISCO_INFO, to="localhost")
+    feats = [f.get("var") for f in r.iter(q(NS_DISCO_INFO, "feature"))] if r is not None else []
+    t.ok("msgoffline" in feats, "XEP-0160 §4: the server advertises the 'msgoffline' disco feature", el_str(r))
+    a.end()
+
+
+def restart(srv):
+    """Start the stopped server again. Server.start() alone would find the previous run's 'ready'
+    and 'listening' lines and return before the new process is ready."""
+    with srv._cond:
+        srv._lines = []
+        srv.ports = {}
+    srv.start()
+
+
+def restart_and_expiry(t, srv):
+    a = connect_login(srv, "alice", PW, resource="rs")
+    a.message("erin@localhost", "kept across a restart", id="rs-1")
+    a.message("frank@localhost", "old one", id="ex-old")
+    a.message("frank@localhost", "two days old", id="ex-2d")
+    a.message("frank@localhost", "fresh one", id="ex-new")
+    t.ok(a.ping_server(), "messages for erin and frank processed")
+    a.end()
+    rc = srv.stop()
+    t.is_(rc, 0, "civitasd stops cleanly with offline messages stored")
+    db = sqlite3.connect(os.path.join(srv.data_dir, "civitas.db"))
+    rows = db.execute("SELECT id, val FROM list WHERE list='offline' AND user='frank' ORDER BY id").fetchall()
+    t.is_(len(rows), 3, "frank's three messages are in storage")
+    two_days = int(time.time()) - 2 * 86400
+    if len(rows) == 3:
+        db.execute("UPDATE list SET ts=? WHERE id=?", (int(time.time()) - (MAX_AGE_DAYS + 1) * 86400, rows[0][0]))
+        db.execute("UPDATE list SET ts=? WHERE id=?", (two_days, rows[1][0]))
+        db.commit()
+    db.close()
+    restart(srv)
+    db = sqlite3.connect(os.path.join(srv.data_dir, "civitas.db"))
+    n = db.execute("SELECT count(*) FROM list WHERE list='offline' AND user='frank'").fetchone()[0]
+    db.close()
+    t.is_(n, 2, "XEP-0160: a message older than offline.max_age_days (%d) is deleted when the server starts"
+          % MAX_AGE_DAYS)
+    e = connect_login(srv, "erin", PW, resource="after")
+    e.presence()
+    ok, got = messages_after_barrier(e)
+    t.is_([body_of(m) for m in got], ["kept across a restart"], "offline messages survive a server restart")
+    e.end()
+    f = connect_login(srv, "frank", PW, resource="after")
+    f.presence()
+    ok, got = messages_after_barrier(f)
+    t.is_([m.get("id") for m in got], ["ex-2d", "ex-new"], "the expired message is never delivered")
+    d = delay_of(got[0]) if got else None
+    want = datetime.datetime.fromtimestamp(two_days, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    t.is_(d.get("stamp") if d is not None else None, want,
+          "XEP-0203: the stamp is the time the message was stored (two days ago), in UTC")
+    f.end()
+
+
+def strophe_delivery(t, srv):
+    a = connect_login(srv, "alice", PW, resource="st")
+    a.message("gina@localhost", "for libstrophe", id="st-1")
+    t.ok(a.ping_server(), "message to offline gina processed")
+    a.end()
+    args = ["--jid", "gina@localhost/lib", "--password", PW, "--host", "127.0.0.1", "--port",
+            str(srv.port("client")), "--cafile", srv.ca, "--timeout", "10"]
+    rc, lines, err = run_strophe(args + ["--presence", "--expect-message", "alice@localhost/st", "for libstrophe"])
+    t.ok(rc == 0 and "message alice@localhost/st for libstrophe" in lines,
+         "XEP-0160: a libstrophe client receives the offline message after its available presence",
+         repr((rc, lines, err)))
+    rc, lines, err = run_strophe(args + ["--presence", "--iq", "get", "localhost", "urn:xmpp:ping"])
+    t.ok(rc == 0 and not any(l.startswith("message ") for l in lines),
+         "XEP-0160: the next libstrophe login gets nothing again", repr((rc, lines, err)))
+
+
+def main(t):
+    yaml = "offline:\n  max_messages: %d\n  max_age_days: %d\n" % (MAX_MESSAGES, MAX_AGE_DAYS)
+    with Server(t, extra_yaml=yaml) as srv:
+        for u in ("alice", "bob", "carol", "dave", "erin", "frank", "gina"):
+            srv.adduser("%s@localhost" % u, PW)
+        t.run(store_and_deliver, t, srv)
+        t.run(negative_priority, t, srv)
+        t.run(limits_and_unknown, t, srv)
+        t.run(strophe_delivery, t, srv)
+        t.run(restart_and_expiry, t, srv)
+
+
+Tap().main(main)
