@@ -1,6 +1,7 @@
 /* modules/mod_blocking.c: XEP-0191 Blocking Command: each user's blocklist (stored, pushed to the
  * resources that asked for it) and the filtering of stanzas to and from blocked entities. */
 #include "module.h"
+#include <stddef.h>
 #include "util.h"
 #include "log.h"
 #include <stdlib.h>
@@ -11,8 +12,11 @@
 #define KV_STORE "blocking"
 #define DATA_INTERESTED "blocking:interested"    /* session data: this resource asked for the list */
 
+static struct blocking_conf {
+    long max_items;
+} conf;
+
 static storage_t *store;
-static long max_items = 1000;
 /* Blocklists of users that have a bound session: bare JID -> set (strmap_t) of blocked JIDs. Users
  * without a session read their list from storage for each stanza, so the cache holds no more than
  * the online users and is dropped with their last session. */
@@ -301,7 +305,7 @@ static const char *apply(const jid_t *owner, jid_t **items, int n, int add)
     if (add) {
         long have = 0;
         if (storage_kv_each(store, KV_STORE, u, d, count_cb, &have) < 0) return "internal-server-error";
-        if (have + n > max_items) return "policy-violation";
+        if (have + n > conf.max_items) return "policy-violation";
         for (int i = 0; i < n; i++)
             if (storage_kv_set(store, KV_STORE, u, d, items[i]->full, NULL, 0) < 0) return "internal-server-error";
         return NULL;
@@ -378,13 +382,6 @@ static int on_user_deleted(hook_event_t *ev, void *ud)
 
 static int load(module_ctx_t *m)
 {
-    static const char *const keys[] = {"max_items", NULL};
-    const cfg_node_t *sec = module_config(m);
-    strlist_t *err = module_errors(m);
-    max_items = 1000;
-    if (sec && (cfg_check_keys(sec, keys, err) < 0 ||
-                cfg_get_int(sec, "max_items", 1000, 1, 1000000, &max_items, err) < 0))
-        return -1;
     store = module_storage(m);
     cache = strmap_new();
     module_add_feature(m, NS_BLOCKING);
@@ -410,4 +407,9 @@ static void unload(module_ctx_t *m)
     cache = NULL;
 }
 
-const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "blocking", .load = load, .unload = unload };
+static const module_option_t options[] = {
+    {"max_items", MOPT_INT, offsetof(struct blocking_conf, max_items), 1000, 1, 1000000},
+    {0}};
+
+const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "blocking", .load = load,
+                                    .options = options, .conf = &conf, .unload = unload };

@@ -1,6 +1,7 @@
 /* modules/mod_offline.c: XEP-0160 offline message storage (RFC 6121 §8.5.2.2): normal and chat
  * messages for an account without a non-negative available resource are stored and delivered later. */
 #include "module.h"
+#include <stddef.h>
 #include "util.h"
 #include "log.h"
 #include <stdlib.h>
@@ -14,22 +15,25 @@
 #define NS_OMEMO2 "urn:xmpp:omemo:2"
 #define EXPIRE_EVERY_MS 60000       /* the sweep of old messages runs at most this often */
 
+static struct offline_conf {
+    long max_messages;
+    long max_age_days;
+} conf;
+
 static storage_t *store;
-static long max_messages = 1000;
-static long max_age_days = 30;      /* 0: messages never expire */
 static int64_t last_expire_ms = -EXPIRE_EVERY_MS;
 
-/* Delete messages older than max_age_days, of every user. There is no timer API, so this runs
+/* Delete messages older than conf.max_age_days, of every user. There is no timer API, so this runs
  * at load and then, at most once a minute, when a message is stored or delivered. */
 static void expire_old(int force)
 {
-    if (max_age_days <= 0) return;
+    if (conf.max_age_days <= 0) return;
     int64_t t = now_ms();
     if (!force && t - last_expire_ms < EXPIRE_EVERY_MS) return;
     last_expire_ms = t;
-    int n = storage_list_expire(store, LIST, now_unix() - (int64_t)max_age_days * 86400);
+    int n = storage_list_expire(store, LIST, now_unix() - (int64_t)conf.max_age_days * 86400);
     if (n < 0) log_warn("offline", "expiring old messages failed: %s", storage_last_error(store));
-    else if (n > 0) log_info("offline", "expired %d offline message(s) older than %ld days", n, max_age_days);
+    else if (n > 0) log_info("offline", "expired %d offline message(s) older than %ld days", n, conf.max_age_days);
 }
 
 /* What to do with a message nobody can receive now. */
@@ -86,7 +90,7 @@ static int on_message(hook_event_t *ev, void *ud)
         log_warn("offline", "counting offline messages failed: %s", storage_last_error(store));
         return HOOK_PASS;
     }
-    if (n >= max_messages) {
+    if (n >= conf.max_messages) {
         log_info("offline", "offline storage of %s is full (%d messages)", log_jid(to->bare), n);
         return hook_error(ev, "cancel", "service-unavailable");
     }
@@ -132,7 +136,7 @@ static void deliver(session_t *s, const jid_t *bare)
         goto out;
     }
     if (c.n == 0) goto out;
-    int64_t cutoff = max_age_days > 0 ? now_unix() - (int64_t)max_age_days * 86400 : INT64_MIN;
+    int64_t cutoff = conf.max_age_days > 0 ? now_unix() - (int64_t)conf.max_age_days * 86400 : INT64_MIN;
     for (size_t i = 0; i < c.n; i++) {
         if (c.v[i].when < cutoff) continue;     /* expired: deleted below, never delivered */
         xnode_t *st = xnode_parse_one(c.v[i].xml, c.v[i].len, NS_CLIENT);
@@ -177,17 +181,6 @@ static int on_presence(hook_event_t *ev, void *ud)
 
 static int load(module_ctx_t *m)
 {
-    static const char *const keys[] = {"max_messages", "max_age_days", NULL};
-    const cfg_node_t *sec = module_config(m);
-    strlist_t *err = module_errors(m);
-    if (sec && (cfg_check_keys(sec, keys, err) < 0 ||
-                cfg_get_int(sec, "max_messages", 1000, 1, 1000000, &max_messages, err) < 0 ||
-                cfg_get_int(sec, "max_age_days", 30, 0, 36500, &max_age_days, err) < 0))
-        return -1;
-    if (!sec) {
-        max_messages = 1000;
-        max_age_days = 30;
-    }
     store = module_storage(m);
     last_expire_ms = -EXPIRE_EVERY_MS;
     expire_old(1);
@@ -199,4 +192,10 @@ static int load(module_ctx_t *m)
     return 0;
 }
 
-const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "offline", .load = load };
+static const module_option_t options[] = {
+    {"max_messages", MOPT_INT, offsetof(struct offline_conf, max_messages), 1000, 1, 1000000},
+    {"max_age_days", MOPT_INT, offsetof(struct offline_conf, max_age_days), 30, 0, 36500},
+    {0}};
+
+const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "offline", .load = load,
+                                    .options = options, .conf = &conf };

@@ -1,6 +1,7 @@
 /* modules/mod_private.c: XEP-0049 Private XML Storage (jabber:iq:private): a user's own XML
  * fragments, one per (element name, namespace), readable and writable by that user only. */
 #include "module.h"
+#include <stddef.h>
 #include "util.h"
 #include "log.h"
 #include <stdlib.h>
@@ -9,8 +10,11 @@
 #define NS_PRIVATE "jabber:iq:private"
 #define KV_STORE "private"
 
+static struct private_conf {
+    long max_items;
+} conf;
+
 static storage_t *store;
-static long max_items = 256;
 
 /* Stored under "{namespace}name" (Clark notation). */
 static char *key_of(const xnode_t *el) { return xasprintf("{%s}%s", el->ns, el->name); }
@@ -104,7 +108,7 @@ static int on_set(hook_event_t *ev, void *ud)
     long have = 0;
     if (fresh && storage_kv_each(store, KV_STORE, u, d, count_cb, &have) < 0)
         return hook_error(ev, "wait", "internal-server-error");
-    if (have + fresh > max_items)
+    if (have + fresh > conf.max_items)
         return hook_reply(ev, stanza_error(ev->stanza, "wait", "resource-constraint", "too many private XML fragments"));
     for (xnode_t *c = xnode_first_elem(query); c; c = xnode_next_elem(c)) {
         size_t len;
@@ -124,13 +128,6 @@ static int on_set(hook_event_t *ev, void *ud)
 
 static int load(module_ctx_t *m)
 {
-    static const char *const keys[] = {"max_items", NULL};
-    const cfg_node_t *sec = module_config(m);
-    strlist_t *err = module_errors(m);
-    max_items = 256;
-    if (sec && (cfg_check_keys(sec, keys, err) < 0 ||
-                cfg_get_int(sec, "max_items", 256, 1, 100000, &max_items, err) < 0))
-        return -1;
     store = module_storage(m);
     module_add_feature(m, NS_PRIVATE);
     module_hook(m, "iq-get/bare/" NS_PRIVATE, 0, on_get, NULL);
@@ -138,4 +135,9 @@ static int load(module_ctx_t *m)
     return 0;
 }
 
-const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "private", .load = load };
+static const module_option_t options[] = {
+    {"max_items", MOPT_INT, offsetof(struct private_conf, max_items), 256, 1, 100000},
+    {0}};
+
+const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "private", .load = load,
+                                    .options = options, .conf = &conf };

@@ -2,12 +2,16 @@
  * and account removal (with every stored piece of data). Account creation over XMPP is done
  * before authentication by the core when register.allow_registration is on. */
 #include "module.h"
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define NS_REGISTER "jabber:iq:register"
 
 static storage_t *store;
+static struct register_conf {
+    int allow_registration;     /* read by the core's c2s before authentication (XEP-0077 §3.1) */
+} conf;
 
 /* The account the request is about: only the requester's own, addressed to the server or to
  * the requester's bare JID (the core turns a missing 'to' into the latter). */
@@ -91,12 +95,6 @@ static int on_set(hook_event_t *ev, void *ud)
 
 static int load(module_ctx_t *m)
 {
-    static const char *const keys[] = {"allow_registration", NULL};
-    const cfg_node_t *sec = module_config(m);
-    int allow;
-    if (sec && (cfg_check_keys(sec, keys, module_errors(m)) < 0 ||
-                cfg_get_bool(sec, "allow_registration", 0, &allow, module_errors(m)) < 0))
-        return -1;
     store = module_storage(m);
     module_add_feature(m, NS_REGISTER);
     module_hook(m, "iq-get/host/" NS_REGISTER, 0, on_get, NULL);
@@ -106,4 +104,9 @@ static int load(module_ctx_t *m)
     return 0;
 }
 
-const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "register", .load = load };
+static const module_option_t options[] = {
+    {"allow_registration", MOPT_BOOL, offsetof(struct register_conf, allow_registration), 0, 0, 1},
+    {0}};
+
+const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "register", .load = load,
+                                  .options = options, .conf = &conf };

@@ -1,6 +1,7 @@
 /* modules/mod_roster.c: the jabber:iq:roster protocol (RFC 6121 §2): roster get, set and remove with
  * their errors and pushes, and XEP-0237 roster versioning (the 'ver' stream feature, changes as pushes). */
 #include "module.h"
+#include <stddef.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,8 +9,10 @@
 
 #define NS_ROSTERVER "urn:xmpp:features:rosterver"
 
-static long max_items = 1000;           /* roster: {max_items} */
-static long max_name_length = 1023;     /* roster: {max_name_length}: bytes of a name or a group name */
+static struct roster_conf {
+    long max_items;             /* roster: {max_items}: contacts per user */
+    long max_name_length;       /* roster: {max_name_length}: bytes of a name or a group name */
+} conf;
 
 /* RFC 6121 §2.3.3: only the account itself may read or change its roster. */
 static int own_roster(const hook_event_t *ev)
@@ -114,13 +117,13 @@ static int remove_item(hook_event_t *ev, roster_t *r, roster_item_t *it)
 static const char *check_item(const xnode_t *item)
 {
     const char *name = xnode_attr(item, "name");
-    if (name && (long)strlen(name) > max_name_length) return "not-acceptable";
+    if (name && (long)strlen(name) > conf.max_name_length) return "not-acceptable";
     strlist_t seen = {0};
     const char *err = NULL;
     for (xnode_t *g = xnode_first_elem(item); g && !err; g = xnode_next_elem(g)) {
         if (strcmp(g->name, "group") != 0 || strcmp(g->ns, NS_ROSTER) != 0) continue;
         char *t = xnode_text(g);
-        if (!*t || (long)strlen(t) > max_name_length) err = "not-acceptable";
+        if (!*t || (long)strlen(t) > conf.max_name_length) err = "not-acceptable";
         for (size_t i = 0; !err && i < seen.n; i++)
             if (strcmp(seen.v[i], t) == 0) err = "bad-request";
         strlist_add(&seen, t);
@@ -168,7 +171,7 @@ static int on_set(hook_event_t *ev, void *ud)
         }
         return remove_item(ev, r, it);
     }
-    if ((!it || !it->listed) && (long)roster_listed_count(r) >= max_items) {
+    if ((!it || !it->listed) && (long)roster_listed_count(r) >= conf.max_items) {
         jid_free(contact);
         roster_free(r);
         return hook_error(ev, "wait", "resource-constraint");
@@ -201,13 +204,6 @@ static int on_features(hook_event_t *ev, void *ud)
 
 static int load(module_ctx_t *m)
 {
-    static const char *const keys[] = {"max_items", "max_name_length", NULL};
-    const cfg_node_t *c = module_config(m);
-    strlist_t *errs = module_errors(m);
-    int bad = cfg_check_keys(c, keys, errs) < 0;        /* every error is reported, not just the first */
-    bad |= cfg_get_int(c, "max_items", 1000, 1, 1000000, &max_items, errs) < 0;
-    bad |= cfg_get_int(c, "max_name_length", 1023, 1, 65535, &max_name_length, errs) < 0;
-    if (bad) return -1;
     module_add_feature(m, NS_ROSTER);
     module_hook(m, "iq-get/bare/" NS_ROSTER, 0, on_get, NULL);
     module_hook(m, "iq-set/bare/" NS_ROSTER, 0, on_set, NULL);
@@ -215,4 +211,10 @@ static int load(module_ctx_t *m)
     return 0;
 }
 
-const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "roster", .load = load };
+static const module_option_t options[] = {
+    {"max_items", MOPT_INT, offsetof(struct roster_conf, max_items), 1000, 1, 1000000},
+    {"max_name_length", MOPT_INT, offsetof(struct roster_conf, max_name_length), 1023, 1, 65535},
+    {0}};
+
+const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "roster", .load = load,
+                                    .options = options, .conf = &conf };

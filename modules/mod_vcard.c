@@ -1,6 +1,7 @@
 /* modules/mod_vcard.c: XEP-0054 vcard-temp: each account's vCard, set by its owner, read by anyone
  * through the account's bare JID; stored as serialised XML, bounded in size. */
 #include "module.h"
+#include <stddef.h>
 #include "log.h"
 #include <stdlib.h>
 #include <string.h>
@@ -9,8 +10,11 @@
 #define KV_STORE "vcard"
 #define KV_KEY "vcard"
 
+static struct vcard_conf {
+    long max_size;
+} conf;
+
 static storage_t *store;
-static long max_size = 65536;
 
 static int own_request(const hook_event_t *ev)
 {
@@ -62,7 +66,7 @@ static int on_set(hook_event_t *ev, void *ud)
     size_t len;
     char *xml = xnode_serialize(child, NULL, &len);
     if (!xml) return hook_error(ev, "modify", "bad-request");
-    if (len > (size_t)max_size) {
+    if (len > (size_t)conf.max_size) {
         free(xml);
         return hook_reply(ev, stanza_error(ev->stanza, "modify", "not-acceptable", "the vCard is too large"));
     }
@@ -77,13 +81,6 @@ static int on_set(hook_event_t *ev, void *ud)
 
 static int load(module_ctx_t *m)
 {
-    static const char *const keys[] = {"max_size", NULL};
-    const cfg_node_t *sec = module_config(m);
-    strlist_t *err = module_errors(m);
-    max_size = 65536;
-    if (sec && (cfg_check_keys(sec, keys, err) < 0 ||
-                cfg_get_int(sec, "max_size", 65536, 256, 16777216, &max_size, err) < 0))
-        return -1;
     store = module_storage(m);
     module_add_feature(m, NS_VCARD);
     module_hook(m, "iq-get/bare/" NS_VCARD, 0, on_get, NULL);
@@ -91,4 +88,9 @@ static int load(module_ctx_t *m)
     return 0;
 }
 
-const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "vcard", .load = load };
+static const module_option_t options[] = {
+    {"max_size", MOPT_INT, offsetof(struct vcard_conf, max_size), 65536, 256, 16777216},
+    {0}};
+
+const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "vcard", .load = load,
+                                    .options = options, .conf = &conf };

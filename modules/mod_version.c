@@ -2,9 +2,12 @@
  * not disclosed unless the admin sets version.show_os (it helps attackers more than users). */
 #include "module.h"
 #include <sys/utsname.h>
+#include <stddef.h>
 #include <stdlib.h>
 
-static int show_os;
+static struct version_conf {
+    int show_os;                /* version: {show_os}: also name the operating system */
+} conf;
 
 static int on_version(hook_event_t *ev, void *ud)
 {
@@ -13,7 +16,7 @@ static int on_version(hook_event_t *ev, void *ud)
     xnode_t *q = xnode_add_elem(r, "query", "jabber:iq:version");
     xnode_add_text(xnode_add_elem(q, "name", NULL), "civitas");
     xnode_add_text(xnode_add_elem(q, "version", NULL), PACKAGE_VERSION);
-    if (show_os) {
+    if (conf.show_os) {
         struct utsname u;
         if (uname(&u) == 0) xnode_add_text(xnode_add_elem(q, "os", NULL), u.sysname);
     }
@@ -22,13 +25,14 @@ static int on_version(hook_event_t *ev, void *ud)
 
 static int load(module_ctx_t *m)
 {
-    static const char *const keys[] = {"show_os", NULL};
-    const cfg_node_t *sec = module_config(m);
-    if (sec && (cfg_check_keys(sec, keys, module_errors(m)) < 0 || cfg_get_bool(sec, "show_os", 0, &show_os, module_errors(m)) < 0))
-        return -1;
     module_add_feature(m, "jabber:iq:version");
     module_hook(m, "iq-get/host/jabber:iq:version", 0, on_version, NULL);
     return 0;
 }
 
-const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "version", .load = load };
+static const module_option_t options[] = {
+    {"show_os", MOPT_BOOL, offsetof(struct version_conf, show_os), 0, 0, 1},
+    {0}};
+
+const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "version", .load = load,
+                                  .options = options, .conf = &conf };

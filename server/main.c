@@ -185,6 +185,10 @@ int main(int argc, char **argv)
     }
     strlist_free(&errors);
     if (check) {
+        if (modules_check(srv->cfg, &errors) < 0) {
+            print_errors(&errors);
+            return 1;
+        }
         printf("%s: configuration is usable\n", config_path);
         return 0;
     }

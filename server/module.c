@@ -107,25 +107,90 @@ static char *module_path(const char *name)
     return xasprintf("%s/mod_%s.so", MODULEDIR, name);
 }
 
-static int module_load_one(const char *name)
+/* Check the module's section against its option rows; with store, put every value (or its
+ * default) into desc->conf. Errors ("FILE:LINE: ...") go to errors. 0/-1 */
+static int module_options(const module_t *desc, const config_t *c, strlist_t *errors, int store)
+{
+    const cfg_node_t *sec = config_module_section(c, desc->name);
+    const module_option_t *o = desc->options;
+    size_t n = 0;
+    while (o && o[n].name) n++;
+    const char **keys = xcalloc(n + 1, sizeof *keys);
+    for (size_t i = 0; i < n; i++) keys[i] = o[i].name;
+    int bad = sec && cfg_check_keys(sec, keys, errors) < 0;
+    free(keys);
+    for (size_t i = 0; i < n; i++) {
+        long v = o[i].def;
+        int b = (int)o[i].def;
+        if (o[i].type == MOPT_INT) {
+            if (cfg_get_int(sec, o[i].name, o[i].def, o[i].min, o[i].max, &v, errors) < 0) bad = 1;
+            else if (store) *(long *)((char *)desc->conf + o[i].offset) = v;
+        } else {
+            if (cfg_get_bool(sec, o[i].name, (int)o[i].def, &b, errors) < 0) bad = 1;
+            else if (store) *(int *)((char *)desc->conf + o[i].offset) = b;
+        }
+    }
+    return bad ? -1 : 0;
+}
+
+/* dlopen a module and find its descriptor; NULL (with a message in errors) when impossible. */
+static const module_t *module_open(const char *name, void **dl, strlist_t *errors)
 {
     for (const char *c = name; *c; c++)
-        if (!(( *c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_')) {
-            log_error("modules", "invalid module name '%s'", name);
-            return -1;
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_')) {
+            strlist_add(errors, "invalid module name");
+            return NULL;
         }
     char *path = module_path(name);
-    void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!dl) {
-        log_error("modules", "cannot load module '%s': %s", name, dlerror());
+    *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!*dl) {
+        char *e = xasprintf("cannot load module '%s': %s", name, dlerror());
+        strlist_add(errors, e);
+        free(e);
         free(path);
-        return -1;
+        return NULL;
     }
     free(path);
-    const module_t *desc = dlsym(dl, "civitas_module");
-    if (!desc || desc->abi != CIVITAS_MODULE_ABI || !desc->name || strcmp(desc->name, name) != 0 || !desc->load) {
-        log_error("modules", "module '%s' has no matching civitas_module descriptor (ABI %d)", name, CIVITAS_MODULE_ABI);
+    const module_t *desc = dlsym(*dl, "civitas_module");
+    if (!desc || desc->abi != CIVITAS_MODULE_ABI || !desc->name || strcmp(desc->name, name) != 0 || !desc->load ||
+        (desc->options && !desc->conf)) {
+        char *e = xasprintf("module '%s' has no matching civitas_module descriptor (ABI %d)", name, CIVITAS_MODULE_ABI);
+        strlist_add(errors, e);
+        free(e);
+        dlclose(*dl);
+        return NULL;
+    }
+    return desc;
+}
+
+int modules_check(const config_t *c, strlist_t *errors)
+{
+    int bad = 0;
+    const strlist_t *list = &c->modules;
+    size_t n = 0;
+    if (!c->modules_set) while (standard_modules[n]) n++;
+    else n = list->n;
+    for (size_t i = 0; i < n; i++) {
+        void *dl;
+        const module_t *desc = module_open(c->modules_set ? list->v[i] : standard_modules[i], &dl, errors);
+        if (!desc || module_options(desc, c, errors, 0) < 0) bad = 1;
+        if (desc) dlclose(dl);
+    }
+    return bad ? -1 : 0;
+}
+
+static int module_load_one(const char *name)
+{
+    void *dl;
+    strlist_t errors = {0};
+    const module_t *desc = module_open(name, &dl, &errors);
+    if (desc && module_options(desc, srv->cfg, &errors, 1) < 0) {
         dlclose(dl);
+        desc = NULL;
+    }
+    if (!desc) {
+        for (size_t i = 0; i < errors.n; i++) log_error("modules", "%s", errors.v[i]);
+        strlist_free(&errors);
         return -1;
     }
     module_ctx_t *m = xcalloc(1, sizeof *m);

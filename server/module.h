@@ -106,6 +106,18 @@ int hook_reply(hook_event_t *ev, xnode_t *reply);
 /* Answer ev->stanza with an error; returns HOOK_HANDLED. */
 int hook_error(hook_event_t *ev, const char *type, const char *condition);
 
+/* A module's options, declared as rows (nginx-style): the core checks the module's config
+ * section against them at --check and at start (unknown keys, types, bounds: FILE:LINE errors)
+ * and, before load, stores each value (or the default) at `offset` in the module's `conf`
+ * struct. Modules never parse their options themselves. */
+typedef enum { MOPT_INT, MOPT_BOOL } module_opt_type_t;
+typedef struct module_option {
+    const char *name;                       /* key in the module's section; NULL ends the table */
+    module_opt_type_t type;                 /* MOPT_INT: a long at offset; MOPT_BOOL: an int */
+    size_t offset;                          /* offsetof(the module's conf struct, field) */
+    long def, min, max;                     /* default and bounds (bounds: MOPT_INT only) */
+} module_option_t;
+
 /* The descriptor a module exports as `const module_t civitas_module`. load returns 0, or -1
  * after logging why (the server then refuses to start). Everything registered through m is
  * removed automatically when the module is unloaded; unload (optional) frees the module's own data. */
@@ -114,6 +126,8 @@ typedef struct module {
     const char *name;                       /* as written in the config's modules: list */
     int (*load)(module_ctx_t *m);
     void (*unload)(module_ctx_t *m);
+    const module_option_t *options;         /* optional: the section's keys, see above */
+    void *conf;                             /* where the options' values are stored */
 } module_t;
 
 #define NS_CLIENT "jabber:client"

@@ -66,6 +66,8 @@ void router_from_client(session_t *s, xnode_t *st);
 
 /* module.c */
 int modules_load(void);               /* config's modules: list, or every standard module */
+/* --check: every module to be loaded exists and its config section is valid. 0/-1 (errors filled) */
+int modules_check(const config_t *c, strlist_t *errors);
 void modules_unload(void);
 extern const char *const standard_modules[];
 

@@ -115,6 +115,27 @@ def check_config(t, srv):
     t.ok(r.returncode == 1 and ("%s:%d:" % (p, line)) in out and "max_stanza_sise" in out,
          "CONTRACT: an unknown nested key -> exit 1 with FILE:LINE: naming the key", repr(r))
 
+    text = good + "offline:\n  max_mesages: 5\n"
+    line = text.count("\n")
+    p = write("unknown-module-key.yml", text)
+    r = run([exe, "--config", p, "--check"])
+    out = r.stdout + r.stderr
+    t.ok(r.returncode == 1 and ("%s:%d:" % (p, line)) in out and "max_mesages" in out,
+         "CONTRACT: an unknown key in a module's section -> --check exits 1 with FILE:LINE:", repr(r))
+
+    text = good + "offline:\n  max_messages: 0\n"
+    line = text.count("\n")
+    p = write("bad-module-value.yml", text)
+    r = run([exe, "--config", p, "--check"])
+    out = r.stdout + r.stderr
+    t.ok(r.returncode == 1 and ("%s:%d:" % (p, line)) in out and "max_messages" in out,
+         "a module option out of its bounds -> --check exits 1 with FILE:LINE:", repr(r))
+
+    text = good + "offline:\n  max_messages: 7\nversion:\n  show_os: true\n"
+    p = write("good-module-values.yml", text)
+    r = run([exe, "--config", p, "--check"])
+    t.ok(r.returncode == 0, "valid module options pass --check", repr(r))
+
     lf = srv.leaves["localhost"]
     text = good.replace(lf.cert, lf.cert + ".missing")
     line = next(i for i, l in enumerate(text.splitlines(), 1) if ".missing" in l)
