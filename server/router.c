@@ -101,6 +101,14 @@ static void route_message_bare(host_t *h, const jid_t *to, xnode_t *st, hook_eve
     if (hook_fire(ev) == HOOK_HANDLED || !ev->stanza) return;
     const char *type = stanza_type(st);
     user_t *u = router_user(h, to->bare);
+    /* §8.5.2.1.1 / §8.5.2.2: an error to a bare JID is ignored; groupchat is never delivered to
+     * a bare JID (a MUC sends to full JIDs): the sender gets <service-unavailable/> */
+    if (strcmp(type, "error") == 0) return;
+    if (strcmp(type, "groupchat") == 0) {
+        ev->stanza = NULL;
+        bounce(st, "cancel", "service-unavailable");
+        return;
+    }
     /* headline goes to every non-negative resource (§8.5.2.1.1); others to the best ones */
     if (deliver_to_bare(u, st, strcmp(type, "headline") == 0) > 0) return;
     /* §8.5.2.2: no available resource. Offline storage is a module's job (it hooks above);
