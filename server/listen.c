@@ -1,6 +1,7 @@
 /* server/listen.c: the listening sockets named in the config's listen: section. Each logs
  * "listening <kind> <addr>:<port>" with the real port, so port 0 works for tests. */
 #include "server.h"
+#include "s2s.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 typedef struct listener {
     struct evconnlistener *l;
     c2s_kind_t kind;
+    int s2s;                    /* 1: server (STARTTLS), 2: server_tls (direct TLS); 0: client */
     struct listener *next;
 } listener_t;
 
@@ -36,7 +38,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     char ip[INET6_ADDRSTRLEN];
     int port;
     addr_text(sa, ip, sizeof ip, &port);
-    c2s_accept(fd, ip, li->kind);
+    if (li->s2s) s2s_accept(fd, ip, li->s2s == 2);
+    else c2s_accept(fd, ip, li->kind);
 }
 
 /* "127.0.0.1:5222", "[::1]:5222" -> sockaddr. 0/-1 */
@@ -68,7 +71,7 @@ static int parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len
     return 0;
 }
 
-static int listen_one(const char *addr, const char *kindname, c2s_kind_t kind)
+static int listen_one(const char *addr, const char *kindname, c2s_kind_t kind, int s2s)
 {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -78,6 +81,7 @@ static int listen_one(const char *addr, const char *kindname, c2s_kind_t kind)
     }
     listener_t *li = xcalloc(1, sizeof *li);
     li->kind = kind;
+    li->s2s = s2s;
     li->l = evconnlistener_new_bind(srv->base, on_accept, li, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 1024,
                                     (struct sockaddr *)&ss, (int)len);
     if (!li->l) {
@@ -103,11 +107,13 @@ int listen_start(void)
 {
     const config_t *c = srv->cfg;
     for (size_t i = 0; i < c->listen_client.n; i++)
-        if (listen_one(c->listen_client.v[i], "client", C2S_PLAIN) < 0) return -1;
+        if (listen_one(c->listen_client.v[i], "client", C2S_PLAIN, 0) < 0) return -1;
     for (size_t i = 0; i < c->listen_client_tls.n; i++)
-        if (listen_one(c->listen_client_tls.v[i], "client_tls", C2S_DIRECT_TLS) < 0) return -1;
-    if (c->listen_server.n || c->listen_server_tls.n)
-        log_warn("listen", "federation listeners are configured but server-to-server streams are not available yet");
+        if (listen_one(c->listen_client_tls.v[i], "client_tls", C2S_DIRECT_TLS, 0) < 0) return -1;
+    for (size_t i = 0; i < c->listen_server.n; i++)
+        if (listen_one(c->listen_server.v[i], "server", C2S_PLAIN, 1) < 0) return -1;
+    for (size_t i = 0; i < c->listen_server_tls.n; i++)
+        if (listen_one(c->listen_server_tls.v[i], "server_tls", C2S_DIRECT_TLS, 2) < 0) return -1;
     if (c->listen_http.n) log_warn("listen", "http listeners are configured but HTTP is not available yet");
     return 0;
 }

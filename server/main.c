@@ -1,6 +1,7 @@
 /* server/main.c: civitasd's entry point: options, start-up in order (config, logs, storage,
  * TLS, hosts, modules, listeners, privileges), signals, and shutdown in reverse. */
 #include "session.h"
+#include "s2s.h"
 #include <getopt.h>
 #include <grp.h>
 #include <pwd.h>
@@ -114,6 +115,7 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
     srv->shutting_down = 1;
     listen_stop();
     c2s_close_all();
+    s2s_close_all();
     struct timeval tv = {6, 0};
     term_timer = evtimer_new(srv->base, on_term_timeout, NULL);
     evtimer_add(term_timer, &tv);
@@ -124,7 +126,7 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
 static void check_done(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd; (void)what; (void)arg;
-    if (!srv->sessions) {
+    if (!srv->sessions && s2s_stream_count() == 0) {
         event_base_loopexit(srv->base, NULL);
         return;
     }
@@ -203,7 +205,8 @@ int main(int argc, char **argv)
     }
     srv->base = event_base_new();
     srv->ip_state = strmap_new();
-    if (setup_hosts() < 0 || modules_load() < 0 || listen_start() < 0 || drop_privileges(srv->cfg->user) < 0) {
+    if (setup_hosts() < 0 || modules_load() < 0 || s2s_start() < 0 || listen_start() < 0 ||
+        drop_privileges(srv->cfg->user) < 0) {
         log_error("main", "start-up failed");
         return 1;
     }
@@ -219,6 +222,7 @@ int main(int argc, char **argv)
 
     /* Shutdown in reverse order of start-up. */
     for (session_t *s = srv->sessions; s; s = s->next) s->bound = 0;
+    s2s_stop();
     modules_unload();
     event_free(ev_term);
     event_free(ev_int);

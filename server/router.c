@@ -1,6 +1,7 @@
 /* server/router.c: where stanzas go. The only place where one session reaches another:
  * the online-user table, RFC 6121 §8 delivery rules, module hooks, and bounces. */
 #include "session.h"
+#include "s2s.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -149,10 +150,9 @@ static void route(xnode_t *st, session_t *origin, const jid_t *from)
     }
     host_t *h = find_host_of(to);
     hook_event_t ev = {.stanza = st, .origin = origin, .host = h, .from = from, .to = to};
-    if (!h) {
-        /* remote domains need federation, which is not available yet */
+    if (!h) {                       /* a remote domain: federation queues, sends or bounces it */
         ev.stanza = NULL;
-        bounce(st, "cancel", "remote-server-not-found");
+        s2s_route(st);
         goto out;
     }
     const char *kind = st->name;
@@ -298,4 +298,20 @@ void router_from_client(session_t *s, xnode_t *st)
         xnode_set_attr(st, "to", s->jid->bare);
     }
     route(st, s, s->jid);
+}
+
+void router_from_remote(xnode_t *st, const char *authenticated_domain)
+{
+    (void)authenticated_domain;     /* s2s_in checked that 'from' is in it */
+    if (strcmp(st->name, "iq") == 0) {
+        const char *cond = iq_invalid(st);
+        if (cond) {
+            bounce(st, "modify", cond);   /* never for errors (stanza_error) */
+            return;
+        }
+    }
+    const char *from_s = xnode_attr(st, "from");
+    jid_t *from = from_s ? jid_new(from_s) : NULL;
+    route(st, NULL, from);
+    jid_free(from);
 }

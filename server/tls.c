@@ -20,7 +20,12 @@
     "DHE-RSA-CHACHA20-POLY1305"
 #define TLS_GROUPS "X25519:prime256v1:secp384r1"
 
-typedef struct tls_host { char *name; SSL_CTX *ctx; } tls_host_t;
+typedef struct tls_host {
+    char *name;
+    SSL_CTX *ctx;
+    SSL_CTX *client_ctx;        /* outgoing s2s from this host, made on first use */
+    char *certificate, *key;    /* paths, for client_ctx */
+} tls_host_t;
 
 struct tls {
     int refs;
@@ -49,6 +54,16 @@ static void add_err(strlist_t *errors, const char *fmt, ...)
     if (s) strlist_add(errors, s);
     free(s);
 }
+
+const char *tls_error_text(unsigned long e)
+{
+    static char buf[256];
+    if (!e) return "unknown TLS error";
+    ERR_error_string_n(e, buf, sizeof buf);
+    return buf;
+}
+
+void tls_free_ssl(struct ssl_st *ssl) { SSL_free(ssl); }
 
 static int on_servername(SSL *ssl, int *al, void *arg)
 {
@@ -119,6 +134,8 @@ tls_t *tls_new(const config_t *c, strlist_t *errors)
         }
         t->hosts[t->nhosts].name = xstrdup(h->name);
         t->hosts[t->nhosts].ctx = ctx;
+        t->hosts[t->nhosts].certificate = xstrdup(h->certificate);
+        t->hosts[t->nhosts].key = xstrdup(h->key);
         t->nhosts++;
     }
     if (bad || t->nhosts == 0) {
@@ -135,7 +152,10 @@ void tls_unref(tls_t *t)
     if (!t || --t->refs > 0) return;
     for (size_t i = 0; i < t->nhosts; i++) {
         SSL_CTX_free(t->hosts[i].ctx);
+        SSL_CTX_free(t->hosts[i].client_ctx);
         free(t->hosts[i].name);
+        free(t->hosts[i].certificate);
+        free(t->hosts[i].key);
     }
     free(t->hosts);
     free(t);
@@ -144,6 +164,62 @@ void tls_unref(tls_t *t)
 struct ssl_st *tls_new_ssl(tls_t *t)
 {
     SSL *ssl = SSL_new(t->hosts[0].ctx);
+    return ssl;
+}
+
+/* Any certificate is accepted during the handshake: whether it is good for the peer's domain is
+ * decided afterwards by certcheck, once the stream says which domain that is. */
+static int accept_any_cert(int preverify_ok, X509_STORE_CTX *ctx)
+{
+    (void)preverify_ok; (void)ctx;
+    return 1;
+}
+
+struct ssl_st *tls_new_ssl_s2s(tls_t *t)
+{
+    static const unsigned char sid_ctx[] = "civitas-s2s";
+    SSL *ssl = SSL_new(t->hosts[0].ctx);
+    if (!ssl) return NULL;
+    /* ask for the peer's certificate (SASL EXTERNAL, XEP-0178); a session id context is required
+     * when the server verifies peers, or resumption fails */
+    SSL_set_verify(ssl, SSL_VERIFY_PEER, accept_any_cert);
+    SSL_set_session_id_context(ssl, sid_ctx, sizeof sid_ctx - 1);
+    return ssl;
+}
+
+static SSL_CTX *client_ctx_new(const tls_host_t *h)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) return NULL;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS);
+    SSL_CTX_set1_groups_list(ctx, TLS_GROUPS);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);     /* judged by certcheck after the handshake */
+    if (SSL_CTX_use_certificate_chain_file(ctx, h->certificate) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, h->key, SSL_FILETYPE_PEM) != 1) {
+        log_warn("tls", "%s: cannot load the certificate for outgoing streams: %s", h->name, tls_error_string());
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+struct ssl_st *tls_new_client_ssl(tls_t *t, const char *local_domain, const char *sni)
+{
+    tls_host_t *h = NULL;
+    for (size_t i = 0; i < t->nhosts; i++)
+        if (strcasecmp(t->hosts[i].name, local_domain) == 0) h = &t->hosts[i];
+    if (!h) return NULL;
+    if (!h->client_ctx) h->client_ctx = client_ctx_new(h);
+    if (!h->client_ctx) return NULL;
+    SSL *ssl = SSL_new(h->client_ctx);
+    if (!ssl) return NULL;
+    int ascii = sni != NULL;
+    for (const char *c = sni; c && *c; c++)
+        if ((unsigned char)*c >= 0x80) ascii = 0;
+    if (ascii) SSL_set_tlsext_host_name(ssl, sni);     /* RFC 6066: host names in A-label form only */
     return ssl;
 }
 

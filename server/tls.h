@@ -17,6 +17,14 @@ void tls_ref(tls_t *t);
 void tls_unref(tls_t *t);       /* NULL ok */
 /* A new server-side SSL object (accept state), referencing t. NULL on failure. */
 struct ssl_st *tls_new_ssl(tls_t *t);
+/* Server-side SSL for an incoming s2s stream: like tls_new_ssl, and asks for (does not require)
+ * the peer's certificate, accepting any during the handshake (certcheck.h judges it later). */
+struct ssl_st *tls_new_ssl_s2s(tls_t *t);
+/* Client-side SSL for an outgoing s2s stream from local_domain (one of t's hosts): presents that
+ * host's certificate (for SASL EXTERNAL, XEP-0178), sends SNI sni when it is ASCII, and accepts
+ * any server certificate during the handshake (certcheck.h judges it after). NULL when
+ * local_domain is not a host of t or the context cannot be made (logged). */
+struct ssl_st *tls_new_client_ssl(tls_t *t, const char *local_domain, const char *sni);
 /* Channel binding of an established connection: type "tls-exporter" (RFC 9266; TLS 1.3 or
  * extended master secret only), "tls-server-end-point" (RFC 5929) or "tls-unique" (RFC 5929,
  * for clients that know no other; see tls.c). 0 with data, -1 when
@@ -28,5 +36,9 @@ const char *tls_version_name(struct ssl_st *ssl);
 const char *tls_sni(struct ssl_st *ssl);   /* server name the client asked for, or NULL */
 /* The last OpenSSL error as text, for logs. */
 const char *tls_error_string(void);
+/* An OpenSSL error code (e.g. from bufferevent_get_openssl_error) as text, in a static buffer. */
+const char *tls_error_text(unsigned long e);
+/* Free an SSL object that no bufferevent owns (NULL ok). */
+void tls_free_ssl(struct ssl_st *ssl);
 
 #endif

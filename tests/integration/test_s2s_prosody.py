@@ -1,0 +1,451 @@
+#!/usr/bin/python3
+# tests/integration/test_s2s_prosody.py: federation with Debian's Prosody, started here with its own config,
+# data and a tiny DNS responder of ours: dialback both ways with untrusted certificates, refusal without
+# dialback, queued stanzas, SRV lookups by civitas, and SASL EXTERNAL both ways once certificates are trusted.
+import os
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Tap, Server, Certs, RawClient, HarnessError, connect_login, q, el_str,  # noqa: E402
+                     local_name, NS_CLIENT, NS_STANZAS, NS_PING)
+
+PW = "pw-for-prosody"
+PROSODY = shutil.which("prosody") or "/usr/bin/prosody"
+PROSODYCTL = shutil.which("prosodyctl") or "/usr/bin/prosodyctl"
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def error_condition(el):
+    e = el.find(q(NS_CLIENT, "error")) if el is not None else None
+    if e is None:
+        return None
+    for ch in e:
+        if ch.tag.startswith("{%s}" % NS_STANZAS) and local_name(ch.tag) != "text":
+            return local_name(ch.tag)
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# A DNS responder for the test's names only (RFC 1035 wire format, UDP), so that Prosody and
+# civitas find each other without touching the machine's resolver configuration.
+
+T_A, T_AAAA, T_SRV = 1, 28, 33
+
+
+class DnsResponder:
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.records = {}          # (name, type) -> [rdata bytes]
+        self.queries = []          # (name, type) asked, for diagnostics
+        self.lock = threading.Lock()
+        self._stop = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _name(name):
+        if name.rstrip(".") == "":
+            return b"\0"                       # the root: SRV target "." means "no service"
+        out = b""
+        for label in name.rstrip(".").split("."):
+            out += bytes([len(label)]) + label.encode("ascii")
+        return out + b"\0"
+
+    def add_a(self, name, ip="127.0.0.1"):
+        with self.lock:
+            self.records.setdefault((name.lower(), T_A), []).append(socket.inet_aton(ip))
+
+    def add_srv(self, name, target, port, prio=0, weight=5):
+        with self.lock:
+            self.records.setdefault((name.lower(), T_SRV), []).append(
+                struct.pack("!HHH", prio, weight, port) + self._name(target))
+
+    def known(self, name):
+        return any(n == name for n, _ in self.records)
+
+    def _answer(self, data):
+        if len(data) < 12:
+            return None
+        qid, flags, qd = struct.unpack("!HHH", data[:6])
+        if qd != 1:
+            return None
+        i, labels = 12, []
+        while i < len(data) and data[i]:
+            ln = data[i]
+            labels.append(data[i + 1:i + 1 + ln].decode("ascii", "replace"))
+            i += 1 + ln
+        qend = i + 5
+        if qend > len(data):
+            return None
+        qtype, qclass = struct.unpack("!HH", data[i + 1:qend])
+        name = ".".join(labels).lower()
+        with self.lock:
+            self.queries.append((name, qtype))
+            rrs = list(self.records.get((name, qtype), []))
+            exists = any(n == name for n, _ in self.records)
+        rcode = 0 if (rrs or exists) else 3          # NOERROR (maybe no data) or NXDOMAIN
+        hdr = struct.pack("!HHHHHH", qid, 0x8400 | (flags & 0x0100) | 0x0080 | rcode, 1, len(rrs), 0, 0)
+        out = hdr + data[12:qend]
+        for rd in rrs:
+            out += struct.pack("!HHHIH", 0xC00C, qtype, 1, 30, len(rd)) + rd
+        return out
+
+    def _serve(self):
+        self.sock.settimeout(0.2)
+        while not self._stop:
+            try:
+                data, addr = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            ans = self._answer(data)
+            if ans:
+                self.sock.sendto(ans, addr)
+
+    def stop(self):
+        self._stop = True
+        self.thread.join(2)
+        self.sock.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Prosody
+
+def self_signed(dirpath, domains):
+    """A self-signed certificate (SAN DNS:...) and key made with openssl(1)."""
+    base = os.path.join(dirpath, domains[0])
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-keyout", base + ".key", "-out", base + ".crt", "-days", "30",
+                        "-subj", "/CN=" + domains[0],
+                        "-addext", "subjectAltName=" + ",".join("DNS:" + d for d in domains)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise HarnessError("openssl: " + r.stderr)
+    return base + ".crt", base + ".key"
+
+
+class Prosody:
+    def __init__(self, t, hosts, dns_port, cafile=None):
+        if not os.access(PROSODY, os.X_OK):
+            raise HarnessError("prosody is not installed (apt-get install prosody; scripts/install-deps --tests)")
+        self.t = t
+        self.hosts = hosts
+        self.dir = tempfile.mkdtemp(prefix="civitas-prosody-")
+        self.c2s_port, self.s2s_port, self.s2s_tls_port = free_port(), free_port(), free_port()
+        self.cert, self.key = self_signed(self.dir, hosts)
+        self.log = os.path.join(self.dir, "prosody.log")
+        self.config = os.path.join(self.dir, "prosody.cfg.lua")
+        root = os.getuid() == 0
+        ssl_extra = ' cafile = "%s";' % cafile if cafile else ""
+        lines = [
+            'pidfile = "%s/prosody.pid"' % self.dir,
+            'data_path = "%s/data"' % self.dir,
+            "daemonize = false",
+            "run_as_root = %s" % ("true" if root else "false"),
+            'interfaces = { "127.0.0.1" }',
+            "c2s_ports = { %d }" % self.c2s_port,
+            "c2s_direct_tls_ports = { }",
+            "s2s_ports = { %d }" % self.s2s_port,
+            "s2s_direct_tls_ports = { %d }" % self.s2s_tls_port,
+            'log = { debug = "%s" }' % self.log,
+            'modules_enabled = { "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "posix" }',
+            'modules_disabled = { "s2s_bidi" }',
+            "s2s_secure_auth = false",
+            "s2s_require_encryption = true",
+            "c2s_require_encryption = true",
+            'authentication = "internal_hashed"',
+            # our DNS responder only: no /etc/resolv.conf, no /etc/hosts, no root hints
+            'unbound = { resolvconf = false; hoststxt = false; forward = "127.0.0.1@%d" }' % dns_port,
+            'ssl = { certificate = "%s"; key = "%s";%s }' % (self.cert, self.key, ssl_extra),
+        ]
+        for h in hosts:
+            lines.append('VirtualHost "%s"' % h)
+        with open(self.config, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.makedirs(os.path.join(self.dir, "data"), exist_ok=True)
+        if root:
+            subprocess.run(["chown", "-R", "prosody:prosody", self.dir], check=False)
+        self.proc = None
+
+    def register(self, user, host, pw):
+        r = subprocess.run([PROSODYCTL, "--config", self.config, "register", user, host, pw],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise HarnessError("prosodyctl register failed: %s %s" % (r.stdout, r.stderr))
+
+    def start(self, timeout=20):
+        self.proc = subprocess.Popen([PROSODY, "--config", self.config, "-F"], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise HarnessError("prosody exited with %s:\n%s" % (self.proc.returncode, self.log_text()[-3000:]))
+            try:
+                for p in (self.c2s_port, self.s2s_port, self.s2s_tls_port):
+                    socket.create_connection(("127.0.0.1", p), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise HarnessError("prosody did not listen within %d s:\n%s" % (timeout, self.log_text()[-3000:]))
+
+    def log_text(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def cleanup(self, keep):
+        self.stop()
+        if keep:
+            self.t.diag("prosody files kept in %s" % self.dir)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class ProsodyClient(RawClient):
+    """A RawClient for Prosody's c2s port; its certificate is self-signed, so no verification."""
+
+    def tls_context(self, cafile=None):
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+
+def prosody_login(pros, user, host, resource="p"):
+    c = ProsodyClient(pros.c2s_port, server_hostname=host)
+    c.login(user, PW, resource=resource, mech="PLAIN", domain=host)
+    c.presence()
+    return c
+
+
+def civ_login(srv, user, domain, resource="c"):
+    c = connect_login(srv, user, PW, resource=resource, domain=domain)
+    c.presence()
+    return c
+
+
+def msg_with_id(client, mid, timeout=20):
+    return client.expect(lambda el: el.tag == q(NS_CLIENT, "message") and el.get("id") == mid, timeout)
+
+
+# --------------------------------------------------------------------------------------------
+
+def dialback_both_ways(t, env):
+    civ, pros = env["civ"], env["pros"]
+    alice = civ_login(civ, "alice", "civ.example")
+    pat = prosody_login(pros, "pat", "pros.example")
+    mark = civ.log_mark()
+    # stanzas queue while the stream is set up (DNS, TLS, dialback and Prosody's dial-back to us)
+    for i in range(3):
+        alice.message("pat@pros.example/p", "to prosody %d" % i, id="tp%d" % i)
+    got = [pat.expect_message("to prosody %d" % i, timeout=20) for i in range(3)]
+    t.ok(all(g is not None for g in got), "stanzas queued while the stream to Prosody is set up are all delivered",
+         lambda: pat.dump() + "\n" + pros.log_text()[-4000:])
+    t.ok(all(g is not None and g.get("from") == "alice@civ.example/c" for g in got),
+         "Prosody delivers them with the civitas sender's full JID", lambda: [el_str(g) for g in got])
+    t.is_([g.get("id") for g in got if g is not None], ["tp0", "tp1", "tp2"], "RFC 6120 §10.1: in order")
+    t.ok(civ.wait_log(r"outgoing civ\.example -> pros\.example established \(dialback; peer certificate not "
+                      r"verified", start=mark),
+         "XEP-0220: civitas authenticated to Prosody with dialback (Prosody's certificate is self-signed)")
+    t.ok(civ.wait_log(r"dialback verification from pros\.example for our civ\.example answered valid", start=mark),
+         "XEP-0220 §2.1.3: Prosody found civitas by SRV in our DNS and civitas confirmed its own key")
+    pat.message("alice@civ.example/c", "from prosody", id="fp")
+    m = alice.expect_message("from prosody", timeout=20)
+    t.ok(m is not None and m.get("from") == "pat@pros.example/p", "a message from Prosody reaches the civitas client",
+         lambda: alice.dump() + "\n" + pros.log_text()[-4000:])
+    t.ok(civ.wait_log(r"incoming pros\.example -> civ\.example authenticated \(dialback\) from .*, direct TLS",
+                      start=mark),
+         "civitas verified Prosody's dialback key with Prosody (authoritative server) over its own stream; Prosody "
+         "came by direct TLS to listen.server_tls as our _xmpps-server SRV record says (XEP-0368)")
+    r = alice.iq("get", "<ping xmlns='%s'/>" % NS_PING, to="pros.example", timeout=20)
+    t.ok(r is not None and r.get("type") == "result" and r.get("from") == "pros.example",
+         "XEP-0199: a ping to Prosody's domain is answered", el_str(r))
+    r = pat.iq("get", "<ping xmlns='%s'/>" % NS_PING, to="civ.example", timeout=20)
+    t.ok(r is not None and r.get("type") == "result" and r.get("from") == "civ.example",
+         "XEP-0199: Prosody's user pings civ.example and gets civitas' answer", el_str(r))
+    pat.message("nobody@civ.example", "to nobody", id="nb")
+    e = msg_with_id(pat, "nb")
+    t.is_(error_condition(e), "service-unavailable",
+          "RFC 6121 §8.5.2.2.1: civitas bounces a message for a nonexistent account back to Prosody's user")
+    alice.end()
+    pat.end()
+
+
+def srv_lookup(t, env):
+    """civitas finds pros2.example (no route) by _xmpp-server._tcp SRV in our DNS responder."""
+    civ, pros, dns = env["civ"], env["pros"], env["dns"]
+    alice = civ_login(civ, "alice", "civ.example", resource="srv")
+    pia = prosody_login(pros, "pia", "pros2.example")
+    mark = civ.log_mark()
+    alice.message("pia@pros2.example/p", "found by SRV", id="srv1")
+    m = pia.expect_message("found by SRV", timeout=20)
+    t.ok(m is not None, "RFC 6120 §3.2.1: civitas resolves _xmpp-server._tcp SRV and reaches the target port",
+         lambda: "%s\nDNS queries: %r" % (civ.log_tail(20), dns.queries))
+    t.ok(("_xmpps-server._tcp.pros2.example", 33) in dns.queries,
+         "XEP-0368: civitas also asks for _xmpps-server._tcp (direct TLS) SRV records", lambda: dns.queries)
+    t.ok(civ.wait_log(r"outgoing civ\.example -> pros2\.example established .*, direct TLS$", start=mark),
+         "XEP-0368: civitas chose the _xmpps-server target and spoke TLS from the first byte")
+    alice.end()
+    pia.end()
+
+
+def dns_failures(t, env):
+    civ, dns = env["civ"], env["dns"]
+    alice = civ_login(civ, "alice", "civ.example", resource="dns")
+    mark = civ.log_mark()
+    alice.message("x@nothere.example", "nowhere", id="nx")
+    e = msg_with_id(alice, "nx")
+    t.is_(error_condition(e), "remote-server-not-found",
+          "RFC 6120 §3.2: no SRV and no address (NXDOMAIN): the stanza bounces with <remote-server-not-found/>")
+    t.ok(("nothere.example", 1) in dns.queries and ("nothere.example", 28) in dns.queries,
+         "RFC 6120 §3.2.2: without SRV records civitas falls back to the domain's A and AAAA records",
+         lambda: dns.queries)
+    alice.message("x@noxmpp.example", "refused by SRV", id="nosrv")
+    e = msg_with_id(alice, "nosrv")
+    t.is_(error_condition(e), "remote-server-not-found",
+          "RFC 2782: an SRV target of '.' says the service is not offered: bounced")
+    t.ok(civ.wait_log(r"outgoing civ\.example -> noxmpp\.example failed: .*offers no federation", start=mark),
+         "the '.' answer is logged as the reason")
+    t.ok(("noxmpp.example", 1) not in dns.queries, "no address fallback after an explicit '.' SRV answer",
+         lambda: dns.queries)
+    alice.end()
+
+
+def refused_without_dialback(t, env):
+    strict, pros = env["strict"], env["pros"]
+    sam = civ_login(strict, "sam", "strict.example")
+    pat = prosody_login(pros, "pat", "pros.example", resource="q")
+    mark = strict.log_mark()
+    sam.message("pat@pros.example/q", "must not pass", id="np")
+    e = msg_with_id(sam, "np")
+    t.is_(error_condition(e), "remote-server-not-found",
+          "federation.dialback false: Prosody's self-signed certificate is not accepted, the stanza bounces")
+    t.ok(strict.wait_log(r"outgoing strict\.example -> pros\.example failed: peer certificate not verified .*"
+                         r"federation\.dialback is false", start=mark), "the refusal is logged with its reason")
+    t.ok(pat.messages() == [], "nothing reached Prosody's user", lambda: [el_str(x) for x in pat.messages()])
+    pat.message("sam@strict.example", "must not pass either", id="np2")
+    e = msg_with_id(pat, "np2", timeout=30)
+    t.ok(e is not None and e.get("type") == "error",
+         "Prosody's stanza to the civitas server without dialback comes back as an error", el_str(e))
+    t.ok(strict.wait_log(r"incoming pros\.example -> strict\.example refused: certificate not verified", start=mark),
+         "civitas logs that it refused Prosody's incoming stream (no verifiable certificate, no dialback)")
+    t.ok(sam.messages() == [], "nothing reached the civitas user", lambda: [el_str(x) for x in sam.messages()])
+    sam.end()
+    pat.end()
+
+
+def external_both_ways(t, env):
+    """Once each side trusts the other's certificate, both directions use SASL EXTERNAL (XEP-0178)."""
+    tr, pros = env["trusted"], env["pros"]
+    tia = civ_login(tr, "tia", "trusted.example")
+    pat = prosody_login(pros, "pat", "pros.example", resource="e")
+    mark = tr.log_mark()
+    tia.message("pat@pros.example/e", "external out", id="eo")
+    t.ok(pat.expect_message("external out", timeout=20) is not None, "a message to Prosody over SASL EXTERNAL",
+         lambda: tr.log_tail(20))
+    t.ok(tr.wait_log(r"outgoing trusted\.example -> pros\.example established \(SASL EXTERNAL; peer certificate "
+                     r"verified\)", start=mark),
+         "XEP-0178: civitas verified Prosody's certificate (partner ca:) and authenticated with SASL EXTERNAL")
+    pat.message("tia@trusted.example/c", "external in", id="ei")
+    t.ok(tia.expect_message("external in", timeout=20) is not None, "a message from Prosody over SASL EXTERNAL",
+         lambda: pros.log_text()[-3000:])
+    t.ok(tr.wait_log(r"incoming pros\.example -> trusted\.example authenticated \(SASL EXTERNAL\)", start=mark),
+         "XEP-0178: Prosody presented its certificate and civitas accepted SASL EXTERNAL")
+    tia.end()
+    pat.end()
+
+
+def main(t):
+    env = {}
+    dns = env["dns"] = DnsResponder()
+    keep = False
+    pros = None
+    try:
+        ports = {d: free_port() for d in ("civ.example", "strict.example", "trusted.example")}
+        civ_tls_port = free_port()
+        certs = Certs()             # a CA Prosody does not know: dialback
+        trusted_certs = Certs()     # a CA Prosody trusts (ssl.cafile): SASL EXTERNAL
+        pros = env["pros"] = Prosody(t, ["pros.example", "pros2.example"], dns.port, cafile=trusted_certs.ca)
+        for d, p in ports.items():
+            dns.add_srv("_xmpp-server._tcp." + d, d, p)
+            dns.add_a(d)
+        # XEP-0368: direct TLS is preferred where both are offered at the same priority
+        dns.add_srv("_xmpps-server._tcp.civ.example", "civ.example", civ_tls_port)
+        dns.add_srv("_xmpps-server._tcp.pros2.example", "pros2.example", pros.s2s_tls_port)
+        dns.add_srv("_xmpp-server._tcp.pros2.example", "pros2.example", pros.s2s_port, prio=10)
+        dns.add_a("pros2.example")
+        dns.add_srv("_xmpp-server._tcp.noxmpp.example", ".", 0)
+        dns.add_a("noxmpp.example")
+        route = "    - domain: pros.example\n      route: \"127.0.0.1:%d\"\n" % pros.s2s_port
+
+        def civitas(domain, dialback, ca=None):
+            extra = ("federation:\n  mode: open\n  dialback: %s\n  partners:\n" % dialback) + route
+            if ca:
+                extra += "      ca: \"%s\"\n" % ca
+            listen = {"client": ["127.0.0.1:0"], "client_tls": ["127.0.0.1:0"],
+                      "server": ["127.0.0.1:%d" % ports[domain]]}
+            if domain == "civ.example":
+                listen["server_tls"] = ["127.0.0.1:%d" % civ_tls_port]
+            return Server(t, hosts=[domain], certs=trusted_certs if ca else certs, extra_yaml=extra, listen=listen)
+        os.environ["CIVITAS_DNS_SERVER"] = "127.0.0.1@%d" % dns.port   # for the SRV test; others have routes
+        env["civ"] = civitas("civ.example", "true")
+        env["strict"] = civitas("strict.example", "false")
+        env["trusted"] = civitas("trusted.example", "false", ca=pros.cert)
+        env["civ"].adduser("alice@civ.example", PW)
+        env["strict"].adduser("sam@strict.example", PW)
+        env["trusted"].adduser("tia@trusted.example", PW)
+        for u, h in (("pat", "pros.example"), ("pia", "pros2.example")):
+            pros.register(u, h, PW)
+        pros.start()
+        t.run(dialback_both_ways, t, env)
+        t.run(srv_lookup, t, env)
+        t.run(dns_failures, t, env)
+        t.run(refused_without_dialback, t, env)
+        t.run(external_both_ways, t, env)
+        for name in ("civ", "strict", "trusted"):
+            s = env[name]
+            rc = s.stop()
+            t.ok(rc == 0, "civitasd (%s) exits 0 after SIGTERM with streams to Prosody open" % s.hosts[0],
+                 lambda: s.log_tail(30))
+            reports = s.sanitizer_reports()
+            t.ok(not reports, "no sanitizer report (%s)" % s.hosts[0], lambda: "\n".join(reports))
+        keep = t.failed > 0
+    finally:
+        if t.failed and pros is not None:
+            t.diag("--- tail of prosody log ---", pros.log_text()[-6000:])
+        if pros is not None:
+            pros.cleanup(keep or t.failed > 0)
+        dns.stop()
+
+
+Tap(timeout=120).main(main)
