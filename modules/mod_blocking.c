@@ -356,6 +356,11 @@ static int on_set(hook_event_t *ev, void *ud)
         push(owner, change);
         xnode_free(change);
         for (int i = 0; add && i < n; i++) send_unavailable(owner, items[i]);
+        /* §3.4: an unblocked contact that is subscribed learns the user's current presence */
+        for (int i = 0; !add && i < n; i++) {
+            hook_event_t re = {.name = "presence/resend", .host = ev->host, .from = owner, .to = items[i]};
+            hook_fire(&re);
+        }
     }
     for (int i = 0; i < n; i++) jid_free(items[i]);
     free(items);

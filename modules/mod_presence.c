@@ -587,6 +587,21 @@ static int on_user_deleted(hook_event_t *ev, void *ud)
     return HOOK_PASS;
 }
 
+/* "presence/resend" (fired by mod_blocking on unblock, XEP-0191 §3.4): a contact subscribed to
+ * ev->from's presence gets the current presence of each of ev->from's available resources. */
+static int on_resend(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (!ev->from || !ev->to || !ev->to->node) return HOOK_PASS;
+    roster_t *r = roster_load(ev->from);
+    jid_t *contact = jid_bare_of(ev->to);
+    roster_item_t *it = r ? roster_find(r, contact->bare) : NULL;
+    if (it && (it->sub & ROSTER_SUB_FROM)) send_resources_presence(ev->from, ev->to->full, 0);
+    jid_free(contact);
+    roster_free(r);
+    return HOOK_HANDLED;
+}
+
 static int on_features(hook_event_t *ev, void *ud)
 {
     (void)ud;
@@ -606,6 +621,7 @@ static int load(module_ctx_t *m)
     module_hook(m, "presence/full", 0, on_presence_full, NULL);
     module_hook(m, "session-closed", 0, on_closed, NULL);
     module_hook(m, "user-deleted", 0, on_user_deleted, NULL);
+    module_hook(m, "presence/resend", 0, on_resend, NULL);
     return 0;
 }
 

@@ -49,6 +49,8 @@ typedef int (*hook_fn)(hook_event_t *ev, void *ud);
  *   session-bound, session-closed        a client's resource came and went (origin set)
  *   stream-features                      c2s features after authentication (features set)
  *   user-deleted                         an account was removed (to = its bare JID)
+ *   presence/resend                      send from's current presence to the contact 'to' if it is
+ *                                        subscribed (fired by blocking on unblock; presence answers)
  * Handlers of one name run by descending priority (0 is the usual one). */
 void module_hook(module_ctx_t *m, const char *name, int priority, hook_fn fn, void *ud);
 /* Run the handlers of ev->name; returns HOOK_HANDLED when one took it. Used by the core and

@@ -202,6 +202,13 @@ def filtering(t, srv):
     t.ok(not got, "XEP-0191 §3.3: the blocked contact gets none of alice's later presence broadcasts",
          lambda: repr([el_str(x) for x in got]))
     cz.end()
+    b.inbox = []
+    r = unblock(a, "bob@localhost")
+    p = b.expect(lambda el: el.tag == q(NS_CLIENT, "presence") and el.get("type") is None
+                 and el.get("from") == a.jid)
+    t.ok(p is not None and p.findtext(q(NS_CLIENT, "status")) == "still here",
+         "XEP-0191 §3.4: an unblocked contact with a subscription receives the user's current presence", b.dump)
+    b.end()
 
     # unblock (§3.4)
     a2 = connect_login(srv, "alice", PW, resource="watcher")
