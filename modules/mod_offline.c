@@ -88,7 +88,7 @@ static int on_message(hook_event_t *ev, void *ud)
     int n = storage_list_count(store, LIST, to->node, to->domain);
     if (n < 0) {
         log_warn("offline", "counting offline messages failed: %s", storage_last_error(store));
-        return HOOK_PASS;
+        return hook_error(ev, "wait", "internal-server-error");
     }
     if (n >= conf.max_messages) {
         log_info("offline", "offline storage of %s is full (%d messages)", log_jid(to->bare), n);
@@ -100,8 +100,10 @@ static int on_message(hook_event_t *ev, void *ud)
     int64_t id = storage_list_append(store, LIST, to->node, to->domain, now_unix(), xml, len);
     free(xml);
     if (id < 0) {
+        /* disk full, read-only database: not kept, and the sender is told to try later (issue 5);
+         * the storage recovers by itself when the condition ends */
         log_warn("offline", "storing an offline message failed: %s", storage_last_error(store));
-        return HOOK_PASS;   /* not kept: the sender gets the core's <service-unavailable/> */
+        return hook_error(ev, "wait", "resource-constraint");
     }
     log_debug("offline", "stored message %lld for %s", (long long)id, log_jid(to->bare));
     return HOOK_HANDLED;
