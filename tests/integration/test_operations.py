@@ -1,0 +1,69 @@
+#!/usr/bin/python3
+# tests/integration/test_operations.py: operating safely (issue 5): root is dropped after binding
+# (user:), and no log level ever records message content; JIDs only when log.jids is on.
+import os
+import pwd
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Tap, Server, connect_login  # noqa: E402
+
+PW = "pw-ops"
+SECRET = "the-secret-body-7f3a"
+
+
+def uid_of(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return [int(x) for x in line.split()[1:]]
+    return None
+
+
+def exchange(srv):
+    a = connect_login(srv, "alice", PW, resource="a")
+    b = connect_login(srv, "bob", PW, resource="b")
+    a.message("bob@localhost/b", SECRET)
+    got = b.expect_message(SECRET) is not None
+    a.message("nobody@localhost", SECRET + "-bounced")      # errors and bounces are logged paths too
+    a.ping_server()
+    a.end()
+    b.end()
+    return got
+
+
+def main(t):
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        with Server(t, start=False, extra_yaml="user: nobody\n") as srv:
+            os.chmod(srv.dir, 0o755)
+            srv.start()
+            t.ok(uid_of(srv.proc.pid) == [nobody.pw_uid] * 4,
+                 "user: after binding its ports civitasd runs as the configured user (all four uids)",
+                 repr(uid_of(srv.proc.pid)))
+            srv.adduser("alice@localhost", PW)
+            srv.adduser("bob@localhost", PW)
+            t.ok(exchange(srv), "after dropping root the server still stores and delivers")
+    else:
+        t.skip("dropping root", "the test does not run as root")
+
+    with Server(t, extra_yaml="log:\n  level: debug\n") as srv:
+        srv.adduser("alice@localhost", PW)
+        srv.adduser("bob@localhost", PW)
+        t.ok(exchange(srv), "a message is delivered with logging at debug level")
+        log = srv.log()
+        t.ok(SECRET not in log, "no message body in the log, even at debug level")
+        t.ok("alice@localhost" not in log and "bob@localhost" not in log,
+             "by default the log holds no JIDs of users (pseudonyms instead)")
+
+    with Server(t, extra_yaml="log:\n  level: debug\n  jids: true\n") as srv:
+        srv.adduser("alice@localhost", PW)
+        srv.adduser("bob@localhost", PW)
+        exchange(srv)
+        log = srv.log()
+        t.ok("alice@localhost" in log, "log.jids: true shows JIDs in the log")
+        t.ok(SECRET not in log, "... but still no message body")
+
+
+if __name__ == "__main__":
+    Tap().main(main)
