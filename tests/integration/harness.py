@@ -977,3 +977,26 @@ class StropheProc:
         self._t.join(5)
         err = self.proc.stderr.read()
         return rc, [l for l in self.lines if l is not None], err
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers shared by the test files
+
+def error_condition(el):
+    """The defined condition of a stanza error (RFC 6120 §8.3.3), e.g. 'service-unavailable', or None."""
+    e = el.find(q(NS_CLIENT, "error")) if el is not None else None
+    if e is None:
+        return None
+    for ch in e:
+        if ch.tag.startswith("{%s}" % NS_STANZAS) and local_name(ch.tag) != "text":
+            return local_name(ch.tag)
+    return None
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago (for configs that must name the port)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p

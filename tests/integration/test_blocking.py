@@ -5,24 +5,13 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Tap, Server, connect_login, q, el_str, local_name,  # noqa: E402
+from harness import (Tap, Server, connect_login, q, el_str,  # noqa: E402
                      NS_CLIENT, NS_STANZAS, NS_DISCO_INFO)
+from harness import error_condition  # noqa: E402
 
 PW = "pw-for-blocking"
 NS_B = "urn:xmpp:blocking"
 NS_BE = "urn:xmpp:blocking:errors"
-
-
-def error_condition(el):
-    if el is None:
-        return None
-    e = el.find(q(NS_CLIENT, "error"))
-    if e is None:
-        return None
-    for ch in e:
-        if ch.tag.startswith("{%s}" % NS_STANZAS) and local_name(ch.tag) != "text":
-            return local_name(ch.tag)
-    return None
 
 
 def blocklist(c):

@@ -8,20 +8,10 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Tap, Server, connect_login, q, local_name, NS_CLIENT  # noqa: E402
+from harness import Tap, Server, connect_login, q, NS_CLIENT  # noqa: E402
+from harness import error_condition  # noqa: E402
 
 PW = "pw-full"
-NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
-
-
-def condition(el):
-    e = el.find(q(NS_CLIENT, "error")) if el is not None else None
-    if e is None:
-        return None
-    for ch in e:
-        if ch.tag.startswith("{%s}" % NS_STANZAS) and local_name(ch.tag) != "text":
-            return local_name(ch.tag)
-    return None
 
 
 def send_and_wait(c, to, body, id_):
@@ -63,7 +53,7 @@ def main(t):
             for i in range(40):
                 e = send_and_wait(a, "bob@localhost", big + str(i), "full-%d" % i)
                 if e is not None:
-                    conds.append(condition(e))
+                    conds.append(error_condition(e))
                     refused = big + str(i)
                     break
             t.ok(conds == ["resource-constraint"],
@@ -74,7 +64,7 @@ def main(t):
             t.ok(c.ping_server(), "the server keeps accepting logins with the disk full")
             os.unlink(filler)
             err = send_and_wait(a, "bob@localhost", "after space returned", "ok-2")
-            t.ok(err is None, "once space returns, storing works again without a restart", repr(condition(err)))
+            t.ok(err is None, "once space returns, storing works again without a restart", repr(error_condition(err)))
             b = connect_login(srv, "bob", PW, resource="b")
             b.presence()
             b.ping_server()

@@ -10,8 +10,9 @@ import time
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Tap, Server, connect_login, q, el_str, local_name, run_strophe,  # noqa: E402
-                     NS_CLIENT, NS_STANZAS, NS_DISCO_INFO)
+from harness import (Tap, Server, connect_login, q, el_str, run_strophe,  # noqa: E402
+                     NS_CLIENT, NS_DISCO_INFO)
+from harness import error_condition  # noqa: E402
 
 PW = "pw-for-offline"
 NS_DELAY = "urn:xmpp:delay"
@@ -33,18 +34,6 @@ OMEMO = ("<encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='27183'>
 OMEMO2 = ("<encrypted xmlns='urn:xmpp:omemo:2'><header sid='9'><keys jid='bob@localhost'>"
           "<key rid='7' kex='true'>a2V5IG1hdGVyaWFs</key></keys></header>"
           "<payload>ZW5jcnlwdGVk &amp; &lt;escaped&gt;</payload></encrypted>")
-
-
-def error_condition(el):
-    if el is None:
-        return None
-    e = el.find(q(NS_CLIENT, "error"))
-    if e is None:
-        return None
-    for ch in e:
-        if ch.tag.startswith("{%s}" % NS_STANZAS) and local_name(ch.tag) != "text":
-            return local_name(ch.tag)
-    return None
 
 
 def canon(el, drop_delay=False):

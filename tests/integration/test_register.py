@@ -5,20 +5,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Tap, Server, RawClient, HarnessError, connect_login, q, el_str, local_name, NS_CLIENT  # noqa: E402
+from harness import Tap, Server, RawClient, HarnessError, connect_login, q, el_str  # noqa: E402
+from harness import error_condition  # noqa: E402
 
 NS_REG = "jabber:iq:register"
-NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
-
-
-def condition(el):
-    e = el.find(q(NS_CLIENT, "error")) if el is not None else None
-    if e is None:
-        return None
-    for ch in e:
-        if ch.tag.startswith("{%s}" % NS_STANZAS):
-            return local_name(ch.tag)
-    return None
 
 
 def can_login(srv, user, pw):
@@ -36,9 +26,9 @@ def logged_in(t, srv):
          is not None, "XEP-0077 §3.2: a registered user's get is answered with <registered/>", el_str(r))
     r = c.iq("set", "<query xmlns='%s'><username>bob</username><password>x</password></query>" % NS_REG,
              to="localhost")
-    t.is_(condition(r), "not-authorized", "XEP-0077 §3.3: changing another user's password -> <not-authorized/>")
+    t.is_(error_condition(r), "not-authorized", "XEP-0077 §3.3: changing another user's password -> <not-authorized/>")
     r = c.iq("set", "<query xmlns='%s'><password>x</password></query>" % NS_REG, to="localhost")
-    t.is_(condition(r), "bad-request", "XEP-0077 §3.3: a change without <username/> -> <bad-request/>")
+    t.is_(error_condition(r), "bad-request", "XEP-0077 §3.3: a change without <username/> -> <bad-request/>")
     r = c.iq("set", "<query xmlns='%s'><username>alice</username><password>new-pw</password></query>" % NS_REG,
              to="localhost")
     t.ok(r is not None and r.get("type") == "result", "XEP-0077 §3.3: the user changes the password", el_str(r))
@@ -68,7 +58,7 @@ def preauth_refused(t, srv):
     t.ok(f is not None and f.find(q("http://jabber.org/features/iq-register", "register")) is None,
          "registration is off by default: no register stream feature", el_str(f))
     r = c.iq("get", "<query xmlns='%s'/>" % NS_REG)
-    t.is_(condition(r), "service-unavailable", "XEP-0077 §3.1: registration off -> <service-unavailable/>")
+    t.is_(error_condition(r), "service-unavailable", "XEP-0077 §3.1: registration off -> <service-unavailable/>")
     c.close()
 
 
@@ -86,11 +76,11 @@ def preauth_allowed(t):
         t.ok(qq is not None and qq.find(q(NS_REG, "username")) is not None and qq.find(q(NS_REG, "password"))
              is not None, "XEP-0077 §3.1: the form asks for username and password", el_str(r))
         r = c.iq("set", "<query xmlns='%s'><username>taken</username><password>x</password></query>" % NS_REG)
-        t.is_(condition(r), "conflict", "XEP-0077 §3.1: a taken username -> <conflict/>")
+        t.is_(error_condition(r), "conflict", "XEP-0077 §3.1: a taken username -> <conflict/>")
         r = c.iq("set", "<query xmlns='%s'><username>new</username></query>" % NS_REG)
-        t.is_(condition(r), "bad-request", "XEP-0077 §3.1: a missing password -> <bad-request/>")
+        t.is_(error_condition(r), "bad-request", "XEP-0077 §3.1: a missing password -> <bad-request/>")
         r = c.iq("set", "<query xmlns='%s'><username>bad@name</username><password>x</password></query>" % NS_REG)
-        t.is_(condition(r), "not-acceptable", "XEP-0077 §3.1: an invalid username -> <not-acceptable/>")
+        t.is_(error_condition(r), "not-acceptable", "XEP-0077 §3.1: an invalid username -> <not-acceptable/>")
         r = c.iq("set", "<query xmlns='%s'><username>newbie</username><password>fresh</password></query>" % NS_REG)
         t.ok(r is not None and r.get("type") == "result", "XEP-0077 §3.1: registration succeeds", el_str(r))
         ok, cond = c.auth("newbie", "fresh")

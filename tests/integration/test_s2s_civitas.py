@@ -7,33 +7,14 @@ import ssl
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Tap, Server, Certs, RawClient, connect_login, q, el_str, local_name,  # noqa: E402
+from harness import (Tap, Server, Certs, RawClient, connect_login, q, el_str,  # noqa: E402
                      NS_CLIENT, NS_STANZAS, NS_STREAM, NS_TLS, NS_SASL, NS_PING)
+from harness import error_condition, free_port  # noqa: E402
 
 PW = "pw-for-s2s"
 NS_SERVER = "jabber:server"
 NS_DB = "jabber:server:dialback"
 NS_DB_FEATURE = "urn:xmpp:features:dialback"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def error_condition(el):
-    if el is None:
-        return None
-    e = el.find(q(NS_CLIENT, "error"))
-    if e is None:
-        return None
-    for ch in e:
-        if ch.tag.startswith("{%s}" % NS_STANZAS) and local_name(ch.tag) != "text":
-            return local_name(ch.tag)
-    return None
 
 
 def partner(domain, port, ca=None):

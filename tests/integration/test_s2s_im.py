@@ -3,23 +3,15 @@
 # servers (issue 3's remote contacts, issue 4's civitas <-> civitas tests): presence subscriptions
 # in both directions, presence coming and going, and offline storage of a remote message.
 import os
-import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Tap, Server, Certs, connect_login, q, el_str, NS_CLIENT  # noqa: E402
+from harness import free_port  # noqa: E402
 
 PW = "pw-s2s-im"
 NS_ROSTER = "jabber:iq:roster"
 NS_DELAY = "urn:xmpp:delay"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def roster_push_for(c, jid, subscription=None, timeout=15):

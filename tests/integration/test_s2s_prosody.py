@@ -15,7 +15,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Tap, Server, Certs, RawClient, HarnessError, connect_login, q, el_str,  # noqa: E402
-                     local_name, NS_CLIENT, NS_STANZAS, NS_PING)
+                     NS_CLIENT, NS_PING)
+from harness import error_condition  # noqa: E402
 
 PW = "pw-for-prosody"
 PROSODY = shutil.which("prosody") or "/usr/bin/prosody"
@@ -28,16 +29,6 @@ def free_port(kind=socket.SOCK_STREAM):
     p = s.getsockname()[1]
     s.close()
     return p
-
-
-def error_condition(el):
-    e = el.find(q(NS_CLIENT, "error")) if el is not None else None
-    if e is None:
-        return None
-    for ch in e:
-        if ch.tag.startswith("{%s}" % NS_STANZAS) and local_name(ch.tag) != "text":
-            return local_name(ch.tag)
-    return None
 
 
 # --------------------------------------------------------------------------------------------
