@@ -584,6 +584,7 @@ static int on_user_deleted(hook_event_t *ev, void *ud)
 {
     (void)ud;
     if (ev->to) xnode_free(strmap_del(last_unavailable, ev->to->bare));
+    roster_forget(ev->to);
     return HOOK_PASS;
 }
 

@@ -224,6 +224,7 @@ int main(int argc, char **argv)
     for (session_t *s = srv->sessions; s; s = s->next) s->bound = 0;
     s2s_stop();
     modules_unload();
+    roster_cache_shutdown();
     event_free(ev_term);
     event_free(ev_int);
     event_free(ev_hup);

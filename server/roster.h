@@ -34,6 +34,11 @@ typedef struct roster roster_t;   /* one account's roster, loaded in memory */
  * roster gets an empty one. Changes are written by roster_save, record by record. */
 roster_t *roster_load(const jid_t *owner);
 void roster_free(roster_t *r);                      /* NULL is a no-op */
+/* Rosters are cached in memory (see roster.c): every roster_load of one account returns the same
+ * object while it is cached, so a change saved by one holder is seen by all. Drop an account's
+ * roster from the cache (account deleted); roster_cache_shutdown empties it at exit. */
+void roster_forget(const jid_t *owner);
+void roster_cache_shutdown(void);
 
 /* The record of contact jid (a prepared JID string, as in roster_item_t.jid), listed or hidden,
  * or NULL. The pointer stays valid until roster_free. */

@@ -119,6 +119,10 @@ int storage_rollback(storage_t *s);
 /* Human text of the last failure, for logs (never message content; may name users). Owned by s,
  * valid until the next storage call. NULL s gives a fixed text. */
 const char *storage_last_error(storage_t *s);
+/* A number that changes when another connection (civitasctl, another process) has committed
+ * since the last call (SQLite's data_version); caches in the server compare it to know when
+ * to drop what they hold. -1 on error. */
+int64_t storage_data_version(storage_t *s);
 
 /* ---- Module-owned tables. A module that needs more than kv and lists creates its own tables with
  * storage_module_migrate and uses them through storage_query. SQL is SQLite's dialect restricted to

@@ -57,11 +57,12 @@ enum {
     ST_ACC_CREATE, ST_ACC_GET, ST_ACC_EXISTS, ST_ACC_SET, ST_ACC_DEL, ST_ACC_LIST,
     ST_KV_SET, ST_KV_GET, ST_KV_DEL, ST_KV_EACH, ST_KV_DEL_USER,
     ST_LIST_APPEND, ST_LIST_EACH, ST_LIST_COUNT, ST_LIST_DEL_UPTO, ST_LIST_DEL_ONE, ST_LIST_EXPIRE,
-    ST_LIST_DEL_USER, ST_UT_ALL, ST_UT_GET, ST_UT_PUT, ST_UT_DEL,
+    ST_LIST_DEL_USER, ST_UT_ALL, ST_UT_GET, ST_UT_PUT, ST_UT_DEL, ST_DATA_VERSION,
     ST_COUNT
 };
 
 static const char *const stmt_sql[ST_COUNT] = {
+    [ST_DATA_VERSION] = "PRAGMA data_version",
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
@@ -725,6 +726,16 @@ int storage_account_exists(storage_t *s, const char *user, const char *domain)
     int r = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : db_fail(s, rc, "account exists");
     done(st);
     return r;
+}
+
+int64_t storage_data_version(storage_t *s)
+{
+    sqlite3_stmt *st = keyed(s, ST_DATA_VERSION, NULL, 0);
+    if (!st) return -1;
+    int rc = sqlite3_step(st);
+    int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : db_fail(s, rc, "data version");
+    done(st);
+    return v;
 }
 
 typedef struct user_table {
