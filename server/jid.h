@@ -74,7 +74,8 @@ char *jid_prep_node(const char *in);
  * back to transitional only for characters non-transitional processing disallows), every label
  * 1..63 octets in A-label form and letters, digits and hyphens only (STD3). The result is the
  * lowercase U-label (Unicode) form, so "MÜNCHEN.de." and "xn--mnchen-3ya.de" both give
- * "münchen.de". */
+ * "münchen.de". An "xn--" label must be the A-label of a valid U-label (RFC 5891 §5.4), so the
+ * result always prepares to itself again. */
 char *jid_prep_domain(const char *in);
 
 /* jid_prep_resource: RFC 6122 Resourceprep (NFKC, no case folding; ASCII space allowed,

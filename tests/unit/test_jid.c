@@ -235,6 +235,11 @@ static void test_idn(void)
     ok(prep_is(jid_prep_domain, "fa\xC3\x9F.de", "fa\xC3\x9F.de"), "IDNA2008 non-transitional: ß kept, not mapped to ss");
     ok(prep_is(jid_prep_domain, "\xE2\x98\x83.net", "\xE2\x98\x83.net"),
        "symbol disallowed by IDNA2008 accepted through the transitional fallback, stable");
+    /* found by tests/fuzz/fuzz_jid: the label decodes to "1mnche-mnch6an-y\u00AFen-y6an" (U+00AF MACRON,
+     * DISALLOWED); accepting it gave a JID whose own text jid_new() then refused */
+    ok(jid_prep_domain("xn--1mnche-mnch6an-yen-y6an-y6a.de") == NULL &&
+           jid_new("u@xn--1mnche-mnch6an-yen-y6an-y6a.de/r") == NULL,
+       "RFC 5891 §5.4: an A-label whose U-label is not valid IDNA2008 is rejected");
 }
 
 static void test_ip_literals(void)
