@@ -1,14 +1,18 @@
 /* modules/mod_vcard.c: XEP-0054 vcard-temp: each account's vCard, set by its owner, read by anyone
- * through the account's bare JID; stored as serialised XML, bounded in size. */
+ * through the account's bare JID; stored as serialised XML, bounded in size. XEP-0153: the SHA-1
+ * of the vCard's photo is added to the owner's available presence when the client left it out. */
 #include "module.h"
 #include <stddef.h>
 #include "log.h"
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define NS_VCARD "vcard-temp"
 #define KV_STORE "vcard"
 #define KV_KEY "vcard"
+#define KV_PHOTO "photo"          /* hex SHA-1 of the photo's binary value (XEP-0153 §3.1) */
+#define NS_VCARD_UPDATE "vcard-temp:x:update"
 
 static struct vcard_conf {
     long max_size;
@@ -55,6 +59,44 @@ static int on_get(hook_event_t *ev, void *ud)
     return hook_reply(ev, reply);
 }
 
+/* XEP-0153 §3.1: the hash is the hex SHA-1 of the image data (PHOTO/BINVAL, base64). 0 with
+ * hex filled, -1 when the card has no photo (or an undecodable one). */
+static int photo_hash(const xnode_t *card, char *hex)
+{
+    xnode_t *photo = xnode_child(card, "PHOTO", NS_VCARD);
+    xnode_t *bin = photo ? xnode_child(photo, "BINVAL", NS_VCARD) : NULL;
+    if (!bin) return -1;
+    char *b64 = xnode_text(bin), *w = b64;
+    for (const char *p = b64; *p; p++)          /* base64 in vCards is often folded */
+        if (*p != ' ' && *p != '\n' && *p != '\r' && *p != '\t') *w++ = *p;
+    *w = '\0';
+    unsigned char *data = NULL, md[20];
+    size_t len = 0;
+    int r = (*b64 && base64_decode(b64, strlen(b64), &data, &len) == 0 &&
+             scram_digest(SCRAM_SHA1, data, len, md) == 0) ? 0 : -1;
+    for (int i = 0; r == 0 && i < 20; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    free(data);
+    free(b64);
+    return r;
+}
+
+/* "presence/self": an available presence without a vcard-temp:x:update element gets the photo
+ * hash, so contacts' clients learn of the avatar (XEP-0153 §3.2, §4.1). */
+static int on_presence(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    xnode_t *p = ev->stanza;
+    if (!p || xnode_attr(p, "type") || xnode_child(p, "x", NS_VCARD_UPDATE) || !ev->from || !ev->from->node)
+        return HOOK_PASS;
+    void *val;
+    size_t len;
+    if (storage_kv_get(store, KV_STORE, ev->from->node, ev->from->domain, KV_PHOTO, &val, &len) != 0)
+        return HOOK_PASS;
+    xnode_add_text(xnode_add_elem(xnode_add_elem(p, "x", NS_VCARD_UPDATE), "photo", NULL), val);
+    free(val);
+    return HOOK_PASS;
+}
+
 /* XEP-0054 §3.2: only the owner sets it (<forbidden/> otherwise); the whole card is replaced;
  * an empty <vCard/> is stored as such. Larger than vcard.max_size bytes: <not-acceptable/>. */
 static int on_set(hook_event_t *ev, void *ud)
@@ -72,6 +114,13 @@ static int on_set(hook_event_t *ev, void *ud)
     }
     int r = storage_kv_set(store, KV_STORE, ev->to->node, ev->to->domain, KV_KEY, xml, len);
     free(xml);
+    char hash[2 * 20 + 1];
+    if (r == 0) {
+        if (photo_hash(child, hash) == 0)
+            r = storage_kv_set(store, KV_STORE, ev->to->node, ev->to->domain, KV_PHOTO, hash, strlen(hash));
+        else
+            r = storage_kv_del(store, KV_STORE, ev->to->node, ev->to->domain, KV_PHOTO);
+    }
     if (r < 0) {
         log_warn("vcard", "storing a vCard failed: %s", storage_last_error(store));
         return hook_error(ev, "wait", "internal-server-error");
@@ -85,6 +134,7 @@ static int load(module_ctx_t *m)
     module_add_feature(m, NS_VCARD);
     module_hook(m, "iq-get/bare/" NS_VCARD, 0, on_get, NULL);
     module_hook(m, "iq-set/bare/" NS_VCARD, 0, on_set, NULL);
+    module_hook(m, "presence/self", 20, on_presence, NULL);   /* before the presence broadcast */
     return 0;
 }
 

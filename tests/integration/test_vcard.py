@@ -1,6 +1,8 @@
 #!/usr/bin/python3
 # tests/integration/test_vcard.py: XEP-0054 vcard-temp: one's own vCard (get, set, replace), other
 # users' vCards, errors (none, no such account, someone else's card), the size limit.
+import base64
+import hashlib
 import os
 import sys
 import xml.etree.ElementTree as ET
@@ -101,11 +103,43 @@ def scenario(t, srv):
     a.end()
 
 
+def avatar_hash(t, srv):
+    image = b"\x89PNG not really, but bytes of an avatar"
+    b64 = base64.b64encode(image).decode()
+    want = hashlib.sha1(image).hexdigest()
+    a1 = connect_login(srv, "alice", PW, resource="one")
+    a2 = connect_login(srv, "alice", PW, resource="two")
+    a2.presence()
+    a2.ping_server()
+    folded = b64[:10] + "\n " + b64[10:]          # vCard base64 is often folded
+    r = a1.iq("set", "<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>%s</BINVAL></PHOTO>"
+              "</vCard>" % folded)
+    t.ok(r is not None and r.get("type") == "result", "a vCard with a photo is stored", el_str(r))
+    a1.presence()
+
+    def photo_of(el):
+        x = el.find(q("vcard-temp:x:update", "x"))
+        return x.findtext(q("vcard-temp:x:update", "photo")) if x is not None else None
+    p = a2.expect(lambda el: el.tag == q(NS_CLIENT, "presence") and el.get("from") == a1.jid and el.get("type") is None)
+    t.is_(photo_of(p) if p is not None else None, want,
+          "XEP-0153 §3.2: the server adds the SHA-1 of the vCard photo to the owner's presence")
+    a1.presence(extra="<x xmlns='vcard-temp:x:update'><photo>0123</photo></x>")
+    p = a2.expect(lambda el: el.tag == q(NS_CLIENT, "presence") and el.get("from") == a1.jid and photo_of(el) == "0123")
+    t.ok(p is not None, "XEP-0153: a hash the client sent itself is left as it is")
+    r = a1.iq("set", "<vCard xmlns='vcard-temp'><FN>No photo</FN></vCard>")
+    a1.presence(extra="<status>plain</status>")
+    p = a2.expect(lambda el: el.tag == q(NS_CLIENT, "presence") and el.findtext(q(NS_CLIENT, "status")) == "plain")
+    t.ok(p is not None and photo_of(p) is None, "without a photo in the vCard no hash is added", el_str(p))
+    a1.end()
+    a2.end()
+
+
 def main(t):
     with Server(t, extra_yaml="vcard:\n  max_size: %d\n" % MAX_SIZE) as srv:
         for u in ("alice", "bob"):
             srv.adduser("%s@localhost" % u, PW)
         t.run(scenario, t, srv)
+        t.run(avatar_hash, t, srv)
 
 
 Tap().main(main)
