@@ -26,8 +26,12 @@ static void send_raw(session_t *s, const char *data, size_t len)
     bufferevent_write(s->bev, data, len);
     /* A client that never reads must not make the server buffer without bound
      * (Openfire GHSA-x337-43mr-gg3h): past the cap the stream is dropped. */
-    struct evbuffer *out = bufferevent_get_output(s->bev);
-    if (evbuffer_get_length(out) > (size_t)srv->cfg->max_output_buffer) {
+    size_t queued = evbuffer_get_length(bufferevent_get_output(s->bev));
+    /* After STARTTLS the TLS filter encrypts its output into the socket's buffer at once, so that
+     * is where a non-reading client's backlog grows: count both. */
+    struct bufferevent *under = bufferevent_get_underlying(s->bev);
+    if (under) queued += evbuffer_get_length(bufferevent_get_output(under));
+    if (queued > (size_t)srv->cfg->max_output_buffer) {
         log_info("c2s", "%s: output queue over %ld bytes, dropping the stream", s->ip, srv->cfg->max_output_buffer);
         session_free_later(s);
     }
@@ -400,6 +404,110 @@ static void start_tls_filter(session_t *s)
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 }
 
+/* ---- XEP-0205 rate limits ---- */
+
+/* Bytes: libevent's token bucket on the socket-level bufferevent (reading pauses past the rate,
+ * nothing is dropped). Stanzas: a bucket of max_stanzas_per_second tokens, refilled continuously,
+ * one second's worth of burst; when it is empty reading pauses until a token is back. XEP-0205 asks
+ * for such limits but defines no error for the rate itself (only for distinct recipients, §4.6);
+ * delaying is the "karma" behaviour of §4.7 and keeps a legitimate burst (a reconnecting client's
+ * roster, presence and queries) from costing the user the stream and the stanzas in flight.
+ * The state lives in the session's data list so that session.h stays as it is. */
+#define RATE_KEY "c2s.rate"
+#define RATE_TICK_MS 250
+#define MIN_ELEMENT_BYTES 4       /* "<a/>": n bytes complete at most n / 4 depth-1 elements */
+
+typedef struct c2s_rate {
+    session_t *s;
+    struct ev_token_bucket_cfg *bytes;   /* set on the socket-level bufferevent */
+    int64_t tokens_m;                    /* stanza tokens in thousandths */
+    int64_t last_ms;
+    struct event *resume;                /* ends a stanza-rate pause */
+} c2s_rate_t;
+
+static void rate_free(void *p)
+{
+    c2s_rate_t *r = p;
+    if (r->resume) event_free(r->resume);
+    if (r->bytes) ev_token_bucket_cfg_free(r->bytes);   /* the bufferevent is gone by now (on_free) */
+    free(r);
+}
+
+static c2s_rate_t *rate_of(session_t *s) { return session_get_data(s, RATE_KEY); }
+
+/* Set the read rate of the connection (before authentication and after). */
+static void rate_set_bytes(session_t *s, long per_second)
+{
+    c2s_rate_t *r = rate_of(s);
+    struct bufferevent *sock = bufferevent_get_underlying(s->bev);
+    if (!r) return;
+    if (!sock) sock = s->bev;          /* plain TCP, or direct TLS reading the socket itself */
+    struct timeval tick = {0, RATE_TICK_MS * 1000};
+    size_t per_tick = (size_t)per_second * RATE_TICK_MS / 1000;
+    struct ev_token_bucket_cfg *cfg =
+        ev_token_bucket_cfg_new(per_tick, (size_t)per_second, EV_RATE_LIMIT_MAX, EV_RATE_LIMIT_MAX, &tick);
+    if (!cfg || bufferevent_set_rate_limit(sock, cfg) < 0) {
+        log_warn("c2s", "%s: cannot set the read rate limit", s->ip);
+        if (cfg) ev_token_bucket_cfg_free(cfg);
+        return;
+    }
+    if (r->bytes) ev_token_bucket_cfg_free(r->bytes);
+    r->bytes = cfg;
+}
+
+/* How many bytes may be parsed now without completing more stanzas than there are tokens. */
+static size_t rate_room(session_t *s)
+{
+    c2s_rate_t *r = rate_of(s);
+    if (!r) return READ_CHUNK;
+    long rate = srv->cfg->max_stanzas_per_second;
+    int64_t now = now_ms();
+    r->tokens_m += (now - r->last_ms) * rate;
+    if (r->tokens_m > (int64_t)rate * 1000) r->tokens_m = (int64_t)rate * 1000;
+    r->last_ms = now;
+    int64_t whole = r->tokens_m / 1000;
+    return whole >= READ_CHUNK / MIN_ELEMENT_BYTES ? READ_CHUNK : (size_t)whole * MIN_ELEMENT_BYTES;
+}
+
+static void rate_take(session_t *s)
+{
+    c2s_rate_t *r = rate_of(s);
+    if (r) r->tokens_m -= 1000;
+}
+
+static void on_rate_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    session_t *s = ((c2s_rate_t *)arg)->s;
+    /* a SASL back-off that also holds reading resumes it itself (on_delay_done) */
+    if (s->state == C2S_CLOSING || s->freeing || s->delayed) return;
+    bufferevent_enable(s->bev, EV_READ);
+    on_read(s->bev, s);                 /* bytes read before the pause wait in the input buffer */
+}
+
+/* No token left: stop reading until the next one is due. */
+static void rate_pause(session_t *s)
+{
+    c2s_rate_t *r = rate_of(s);
+    long rate = srv->cfg->max_stanzas_per_second;
+    int64_t ms = (1000 - r->tokens_m + rate - 1) / rate;
+    if (ms < 1) ms = 1;
+    bufferevent_disable(s->bev, EV_READ);
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(r->resume, &tv);
+}
+
+static void rate_init(session_t *s)
+{
+    c2s_rate_t *r = xcalloc(1, sizeof *r);
+    r->s = s;
+    r->tokens_m = (int64_t)srv->cfg->max_stanzas_per_second * 1000;
+    r->last_ms = now_ms();
+    r->resume = evtimer_new(srv->base, on_rate_resume, r);
+    session_set_data(s, RATE_KEY, r, rate_free);
+    rate_set_bytes(s, srv->cfg->max_bytes_per_second_preauth);
+}
+
 /* ---- SASL ---- */
 
 static int get_creds(void *ud, const char *username, scram_hash_t h, scram_creds_t *out)
@@ -446,7 +554,10 @@ static void on_delay_done(evutil_socket_t fd, short what, void *arg)
     if (s->delayed) session_send(s, s->delayed);
     xnode_free(s->delayed);
     s->delayed = NULL;
-    if (s->state != C2S_CLOSING) bufferevent_enable(s->bev, EV_READ);
+    if (s->state != C2S_CLOSING && !s->freeing) {
+        bufferevent_enable(s->bev, EV_READ);
+        on_read(s->bev, s);     /* what the client sent meanwhile waits in the input buffer */
+    }
 }
 
 static void sasl_fail(session_t *s, const char *condition)
@@ -518,6 +629,7 @@ static void sasl_success(session_t *s, const char *user, const char *authzid, co
     xstream_limits_t lim = {(size_t)srv->cfg->max_stanza_size, (size_t)srv->cfg->max_depth,
                             (size_t)srv->cfg->max_attributes, 0};
     xstream_set_limits(s->xs, &lim);
+    rate_set_bytes(s, srv->cfg->max_bytes_per_second);
     s->reset_pending = 1;
 }
 
@@ -722,6 +834,7 @@ static void handle_established(session_t *s, xnode_t *st)
         jid_free(fj);
         if (!good) {
             session_close(s, "invalid-from", NULL);
+            xnode_free(st);     /* we own it (found leaking by the sanitizer suite) */
             return;
         }
     }
@@ -746,6 +859,7 @@ static void handle_established(session_t *s, xnode_t *st)
 static int on_stanza(void *ud, xnode_t *el)
 {
     session_t *s = ud;
+    rate_take(s);
     if (s->state != C2S_OPEN) {
         xnode_free(el);
         return 1;
@@ -790,7 +904,13 @@ static void on_read(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
     char buf[READ_CHUNK];
     int n;
-    while (s->state != C2S_CLOSING && !s->freeing && (n = evbuffer_remove(in, buf, sizeof buf)) > 0) {
+    while (s->state != C2S_CLOSING && !s->freeing && evbuffer_get_length(in) > 0) {
+        size_t room = rate_room(s);
+        if (!room) {
+            rate_pause(s);
+            return;
+        }
+        if ((n = evbuffer_remove(in, buf, room < sizeof buf ? room : sizeof buf)) <= 0) break;
         xstream_feed(s->xs, buf, (size_t)n);
         if (s->reset_pending) {
             s->reset_pending = 0;
@@ -847,9 +967,18 @@ void c2s_accept(int fd, const char *peer_ip, c2s_kind_t kind)
         s->ssl = tls_new_ssl(srv->tls);
         s->tls = srv->tls;
         tls_ref(s->tls);
-        s->bev = s->ssl ? bufferevent_openssl_socket_new(srv->base, fd, s->ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                                         BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS)
-                        : NULL;
+        /* TLS as a filter over a socket bufferevent, as after STARTTLS: the read rate limit then
+         * applies to the socket. An openssl socket bufferevent paused by a rate limit keeps the
+         * rest of a TLS record decrypted inside SSL, and nothing wakes it up again. */
+        struct bufferevent *sock =
+            s->ssl ? bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS) : NULL;
+        s->bev = sock ? bufferevent_openssl_filter_new(srv->base, sock, s->ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                       BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS)
+                      : NULL;
+        if (sock && !s->bev) {
+            bufferevent_free(sock);     /* closes fd */
+            fd = -1;
+        }
         if (s->bev) bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
         s->tls_active = 1;
     } else {
@@ -863,12 +992,13 @@ void c2s_accept(int fd, const char *peer_ip, c2s_kind_t kind)
     srv->unauthenticated++;
     if (!s->bev) {
         log_warn("c2s", "%s: cannot set up the connection", peer_ip);
-        close(fd);
+        if (fd >= 0) close(fd);
         session_free_later(s);
         return;
     }
     xstream_limits_t lim = {(size_t)c->max_stanza_size_preauth, 32, 32, 0};
     s->xs = xstream_new(&stream_cb, s, &lim);
+    rate_init(s);
     bufferevent_setcb(s->bev, on_read, on_write, on_event, s);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
     arm_timer(s, c->stream_header_timeout);

@@ -816,6 +816,9 @@ static const opt_t limits_opts[] = {
     LIMIT(max_unauthenticated, 1024, 1, 10000000),
     LIMIT(sasl_failures_per_ip, 5, 1, 1000),
     LIMIT(max_output_buffer, 1048576, 65536, 1073741824),
+    LIMIT(max_bytes_per_second, 100000, 1024, 1073741824),
+    LIMIT(max_bytes_per_second_preauth, 10000, 1024, 1073741824),
+    LIMIT(max_stanzas_per_second, 100, 1, 1000000),
     {0}};
 static const opt_t top_opts[] = {
     {.name = "hosts", .type = T_ARRAY, .off = C(hosts), .count_off = C(nhosts), .sub = host_opts,

@@ -71,6 +71,11 @@ typedef struct config {
     long max_unauthenticated;          /* limits.max_unauthenticated [1024] 1..10000000 */
     long sasl_failures_per_ip;         /* limits.sasl_failures_per_ip [5] 1..1000 (before back-off) */
     long max_output_buffer;            /* limits.max_output_buffer bytes [1048576] 65536..1073741824 */
+    long max_bytes_per_second;         /* limits.max_bytes_per_second read per session once authenticated
+                                        * [100000] 1024..1073741824; reading pauses, nothing is dropped */
+    long max_bytes_per_second_preauth; /* limits.max_bytes_per_second_preauth [10000] 1024..1073741824 */
+    long max_stanzas_per_second;       /* limits.max_stanzas_per_second per session [100] 1..1000000;
+                                        * excess stanzas wait (reading pauses), XEP-0205 "karma" style */
     long scram_iterations;             /* sasl.iterations [4096] 4096..1000000 */
     cfg_node_t *module_sections;       /* top-level mappings named after a known module, in order, linked by
                                         * .next; each is a CFG_MAP whose .key is the module name */

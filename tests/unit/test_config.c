@@ -234,6 +234,33 @@ static void test_unknown_keys(void)
        "a key given twice in one mapping is an error");
 }
 
+/* The XEP-0205 rate limits (issue 5): defaults, bounds and values, one check per key. */
+static void test_rate_limits(void)
+{
+    config_t *c = load(HOST);
+    ok(c && c->max_bytes_per_second == 100000, "limits.max_bytes_per_second defaults to 100000");
+    ok(c && c->max_bytes_per_second_preauth == 10000, "limits.max_bytes_per_second_preauth defaults to 10000");
+    ok(c && c->max_stanzas_per_second == 100, "limits.max_stanzas_per_second defaults to 100");
+    config_free(c);
+    c = load(HOST "limits:\n  max_bytes_per_second: 1024\n  max_bytes_per_second_preauth: 1073741824\n"
+                  "  max_stanzas_per_second: 1\n");
+    ok(c && c->max_bytes_per_second == 1024 && c->max_bytes_per_second_preauth == 1073741824 &&
+           c->max_stanzas_per_second == 1,
+       "the rate limits accept values at their bounds");
+    config_free(c);
+    ok(fails_with(HOST "limits:\n  max_bytes_per_second: 1023\n", 4,
+                  "limits.max_bytes_per_second: 1023 is below the minimum 1024"),
+       "limits.max_bytes_per_second below 1024 is refused");
+    ok(fails_with(HOST "limits:\n  max_bytes_per_second_preauth: 1073741825\n", 4,
+                  "limits.max_bytes_per_second_preauth: 1073741825 is above the maximum 1073741824"),
+       "limits.max_bytes_per_second_preauth above 1073741824 is refused");
+    ok(fails_with(HOST "limits:\n  max_stanzas_per_second: 0\n", 4,
+                  "limits.max_stanzas_per_second: 0 is below the minimum 1") &&
+           fails_with(HOST "limits:\n  max_stanzas_per_second: 1000001\n", 4,
+                      "limits.max_stanzas_per_second: 1000001 is above the maximum 1000000"),
+       "limits.max_stanzas_per_second must be 1..1000000");
+}
+
 static void test_types_and_bounds(void)
 {
     ok(fails_with(HOST "limits:\n  max_stanza_size: 5\n", 4, "limits.max_stanza_size: 5 is below the minimum 10000"),
@@ -473,6 +500,8 @@ static void test_example(const char *path)
            c->listen_server.n == 1 && strcmp(c->listen_server.v[0], "127.0.0.1:5269") == 0,
        "the example listens on 127.0.0.1 ports 5222, 5223 and 5269");
     ok(c && c->max_stanza_size == 262144 && c->max_output_buffer == 1048576 && c->scram_iterations == 4096 &&
+           c->max_bytes_per_second == 100000 && c->max_bytes_per_second_preauth == 10000 &&
+           c->max_stanzas_per_second == 100 &&
            c->fed_mode == FED_OPEN && c->fed_dialback && !c->log_jids && !c->modules_set,
        "the example's values are the defaults it documents");
     config_free(c);
@@ -497,6 +526,7 @@ int main(int argc, char **argv)
     test_full();
     test_unknown_keys();
     test_types_and_bounds();
+    test_rate_limits();
     test_hosts();
     test_listen();
     test_syntax();
