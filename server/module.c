@@ -179,6 +179,8 @@ int modules_check(const config_t *c, strlist_t *errors)
     return bad ? -1 : 0;
 }
 
+static int module_attach(const module_t *desc, void *dl);
+
 static int module_load_one(const char *name)
 {
     void *dl;
@@ -193,6 +195,12 @@ static int module_load_one(const char *name)
         strlist_free(&errors);
         return -1;
     }
+    return module_attach(desc, dl);
+}
+
+/* Register a module whose options are already stored, and call its load. */
+static int module_attach(const module_t *desc, void *dl)
+{
     module_ctx_t *m = xcalloc(1, sizeof *m);
     m->desc = desc;
     m->dl = dl;
@@ -200,11 +208,22 @@ static int module_load_one(const char *name)
     loaded = m;
     if (desc->load(m) < 0) {
         for (size_t i = 0; i < m->errors.n; i++) log_error("config", "%s", m->errors.v[i]);
-        log_error("modules", "module '%s' failed to load", name);
+        log_error("modules", "module '%s' failed to load", desc->name);
         return -1;
     }
-    log_debug("modules", "loaded %s", name);
+    log_debug("modules", "loaded %s", desc->name);
     return 0;
+}
+
+int module_load_static(const module_t *desc)
+{
+    strlist_t errors = {0};
+    if (desc->abi != CIVITAS_MODULE_ABI || module_options(desc, srv->cfg, &errors, 1) < 0) {
+        for (size_t i = 0; i < errors.n; i++) log_error("modules", "%s", errors.v[i]);
+        strlist_free(&errors);
+        return -1;
+    }
+    return module_attach(desc, NULL);
 }
 
 int modules_load(void)
@@ -258,7 +277,7 @@ void modules_unload(void)
         if (m->desc->unload) m->desc->unload(m);
         module_forget(m);
         strlist_free(&m->errors);
-        dlclose(m->dl);
+        if (m->dl) dlclose(m->dl);
         free(m);
     }
     size_t pos = 0;

@@ -66,6 +66,8 @@ void router_from_client(session_t *s, xnode_t *st);
 
 /* module.c */
 int modules_load(void);               /* config's modules: list, or every standard module */
+/* A module linked into the program instead of loaded from a file (the module fuzz target). */
+int module_load_static(const module_t *desc);
 /* --check: every module to be loaded exists and its config section is valid. 0/-1 (errors filled) */
 int modules_check(const config_t *c, strlist_t *errors);
 void modules_unload(void);

@@ -8,7 +8,7 @@
 #                                            goes to BUILDDIR/tests/fuzz/out/corpus/TARGET)
 #
 # Environment: FUZZ_CC (default clang), FUZZ_CPPFLAGS / FUZZ_LIBS (the libraries' flags; default from
-# pkg-config), FUZZ_TARGETS (default: all five). `run` prints "PASS: fuzz_x" or "FAIL: fuzz_x" per target
+# pkg-config), FUZZ_TARGETS (default: all six). `run` prints "PASS: fuzz_x" or "FAIL: fuzz_x" per target
 # and exits 1 when any target crashed, leaked, timed out or broke an invariant; the crashing input is
 # kept as BUILDDIR/tests/fuzz/out/crash-fuzz_x-* and the log as BUILDDIR/tests/fuzz/out/fuzz_x.log.
 # Reproduce a crash with: BUILDDIR/tests/fuzz/out/fuzz_x BUILDDIR/tests/fuzz/out/crash-fuzz_x-<hash>
@@ -18,9 +18,12 @@ cmd=$1 src=$2 build=$3
 src=$(cd "$src" && pwd)
 mkdir -p "$build/tests/fuzz/out"
 out=$(cd "$build/tests/fuzz/out" && pwd)
-targets=${FUZZ_TARGETS:-"fuzz_xmlstream fuzz_jid fuzz_scram fuzz_config fuzz_stanza"}
+targets=${FUZZ_TARGETS:-"fuzz_xmlstream fuzz_jid fuzz_scram fuzz_config fuzz_stanza fuzz_modules"}
 cc=${FUZZ_CC:-clang}
 core="util log jid xml scram config"
+# fuzz_modules links the whole server but main.c, and every standard module
+server="storage_sqlite standard_modules module stanza router roster c2s tls listen s2s s2s_in s2s_out dialback dns certcheck"
+modules="disco ping version time roster presence register offline blocking vcard private last"
 
 build() {
     command -v "$cc" >/dev/null 2>&1 || { echo "fuzz.sh: $cc not found (scripts/install-deps --tests installs clang)" >&2; exit 2; }
@@ -44,8 +47,34 @@ build() {
     done
     for t in $targets; do
         echo "  FUZZLD   tests/fuzz/$t"
-        $cc $cflags -fsanitize=fuzzer "$src/tests/fuzz/$t.c" $objs $libs -o "$out/$t"
+        if [ "$t" = fuzz_modules ]; then
+            build_modules_target
+        else
+            $cc $cflags -fsanitize=fuzzer "$src/tests/fuzz/$t.c" $objs $libs -o "$out/$t"
+        fi
     done
+}
+
+# fuzz_modules: the core objects above, the rest of the server, and each module with its
+# descriptor renamed so that all of them link into one program.
+build_modules_target() {
+    xcpp=$(pkg-config --cflags libevent libevent_openssl sqlite3 libunbound)
+    xlibs=$(pkg-config --libs libevent libevent_openssl sqlite3 libunbound)
+    defs="-DPACKAGE_VERSION=\"fuzz\" -DMODULEDIR=\"/nonexistent\""
+    mobjs=""
+    for m in $server; do
+        o="$out/obj/$m.o"
+        echo "  FUZZCC   server/$m.c"
+        $cc $cflags $xcpp $defs -fsanitize=fuzzer-no-link -c "$src/server/$m.c" -o "$o"
+        mobjs="$mobjs $o"
+    done
+    for m in $modules; do
+        o="$out/obj/mod_$m.o"
+        echo "  FUZZCC   modules/mod_$m.c"
+        $cc $cflags $defs -Dcivitas_module=civitas_module_$m -fsanitize=fuzzer-no-link -c "$src/modules/mod_$m.c" -o "$o"
+        mobjs="$mobjs $o"
+    done
+    $cc $cflags $xcpp -fsanitize=fuzzer "$src/tests/fuzz/fuzz_modules.c" $objs $mobjs $libs $xlibs -ldl -o "$out/fuzz_modules"
 }
 
 run() {
@@ -56,7 +85,7 @@ run() {
         work="$out/corpus/$t"           # new inputs found go here, never into the source tree
         mkdir -p "$work"
         dict=""
-        case $t in fuzz_xmlstream|fuzz_stanza) dict="-dict=$src/tests/fuzz/xml.dict" ;; esac
+        case $t in fuzz_xmlstream|fuzz_stanza|fuzz_modules) dict="-dict=$src/tests/fuzz/xml.dict" ;; esac
         case $t in fuzz_xmlstream|fuzz_jid) maxlen=16384 ;; *) maxlen=8192 ;; esac
         rm -f "$out/crash-$t-"*
         # -timeout: one input taking 10 s is a bug (quadratic parsing); -rss_limit_mb: so is 2 GB
