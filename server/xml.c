@@ -482,9 +482,10 @@ static int ns_ok(const char *s, size_t n)
 
 /* ---- serialiser ---- */
 
-/* Escape s[0..n) for an attribute value in ' quotes. TAB, LF and CR become character references
- * because attribute-value normalisation would turn them into spaces. 0 if s is not XML text. */
-static int put_attr_value(sbuf_t *b, const char *s, size_t n)
+/* Escape s[0..n): & < > always (">" for "]]>"), CR always (line-end normalisation would eat it);
+ * in an attribute value in ' quotes also ' " and TAB, LF (attribute-value normalisation would
+ * turn them into spaces). 0 if s is not XML text. */
+static int put_escaped(sbuf_t *b, const char *s, size_t n, int attr)
 {
     if (!text_ok(s, n)) return 0;
     size_t run = 0;
@@ -494,13 +495,14 @@ static int put_attr_value(sbuf_t *b, const char *s, size_t n)
         case '&': e = "&amp;"; break;
         case '<': e = "&lt;"; break;
         case '>': e = "&gt;"; break;
-        case '\'': e = "&apos;"; break;
-        case '"': e = "&quot;"; break;
-        case '\t': e = "&#9;"; break;
-        case '\n': e = "&#10;"; break;
         case '\r': e = "&#13;"; break;
-        default: continue;
+        case '\'': e = attr ? "&apos;" : NULL; break;
+        case '"': e = attr ? "&quot;" : NULL; break;
+        case '\t': e = attr ? "&#9;" : NULL; break;
+        case '\n': e = attr ? "&#10;" : NULL; break;
+        default: e = NULL; break;
         }
+        if (!e) continue;
         sb_put(b, s + run, i - run);
         sb_puts(b, e);
         run = i + 1;
@@ -509,27 +511,8 @@ static int put_attr_value(sbuf_t *b, const char *s, size_t n)
     return 1;
 }
 
-/* Escape text content: & < > (for "]]>"), and CR (line-end normalisation would eat it). */
-static int put_text(sbuf_t *b, const char *s, size_t n)
-{
-    if (!text_ok(s, n)) return 0;
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        const char *e;
-        switch (s[i]) {
-        case '&': e = "&amp;"; break;
-        case '<': e = "&lt;"; break;
-        case '>': e = "&gt;"; break;
-        case '\r': e = "&#13;"; break;
-        default: continue;
-        }
-        sb_put(b, s + run, i - run);
-        sb_puts(b, e);
-        run = i + 1;
-    }
-    sb_put(b, s + run, n - run);
-    return 1;
-}
+static int put_attr_value(sbuf_t *b, const char *s, size_t n) { return put_escaped(b, s, n, 1); }
+static int put_text(sbuf_t *b, const char *s, size_t n) { return put_escaped(b, s, n, 0); }
 
 /* Split a stored attribute name "URI local" at its last space. Returns the URI length, or -1 when
  * the name has no namespace. */
