@@ -23,7 +23,7 @@ cc=${FUZZ_CC:-clang}
 core="util log jid xml scram config"
 # fuzz_modules links the whole server but main.c, and every standard module
 server="storage_sqlite standard_modules module stanza router roster c2s tls listen s2s s2s_in s2s_out dialback dns certcheck"
-modules="disco ping version time roster presence register offline blocking vcard private last"
+modules="disco ping version time roster presence register offline blocking vcard private last carbons"
 
 build() {
     command -v "$cc" >/dev/null 2>&1 || { echo "fuzz.sh: $cc not found (scripts/install-deps --tests installs clang)" >&2; exit 2; }

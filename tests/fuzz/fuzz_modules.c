@@ -20,12 +20,12 @@ server_t *srv;
 /* The modules, compiled into this program with civitas_module renamed (see fuzz.sh). */
 #define MOD(n) extern const module_t civitas_module_##n;
 MOD(disco) MOD(ping) MOD(version) MOD(time) MOD(roster) MOD(presence) MOD(register) MOD(offline)
-MOD(blocking) MOD(vcard) MOD(private) MOD(last)
+MOD(blocking) MOD(vcard) MOD(private) MOD(last) MOD(carbons)
 #undef MOD
 static const module_t *const mods[] = {&civitas_module_disco, &civitas_module_ping, &civitas_module_version,
     &civitas_module_time, &civitas_module_roster, &civitas_module_presence, &civitas_module_register,
     &civitas_module_offline, &civitas_module_blocking, &civitas_module_vcard, &civitas_module_private,
-    &civitas_module_last, NULL};
+    &civitas_module_last, &civitas_module_carbons, NULL};
 
 static session_t *sess[2];       /* alice's and bob's bound sessions */
 static int peer_fd[2] = {-1, -1};  /* the client ends of their socket pairs */

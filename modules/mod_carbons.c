@@ -1,0 +1,110 @@
+/* modules/mod_carbons.c: XEP-0280 Message Carbons: a user's other resources that enabled carbons
+ * get a copy of each chat message the user sends or receives, so every device shows the same
+ * conversation. Encrypted (OMEMO) payloads are copied byte for byte like the rest. */
+#include "module.h"
+#include <string.h>
+
+#define NS_CARBONS "urn:xmpp:carbons:2"
+#define NS_FORWARD "urn:xmpp:forward:0"
+#define NS_HINTS "urn:xmpp:hints"
+#define DATA_ENABLED "carbons.enabled"
+
+static int enabled(const session_t *s) { return session_get_data(s, DATA_ENABLED) != NULL; }
+
+static int on_toggle(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (!ev->origin || !ev->from || !ev->to || !jid_bare_equal(ev->from, ev->to))
+        return hook_error(ev, "cancel", "not-allowed");
+    xnode_t *child = xnode_first_elem(ev->stanza);
+    /* any non-NULL pointer marks "enabled"; session data needs no free function for it */
+    session_set_data(ev->origin, DATA_ENABLED, strcmp(child->name, "enable") == 0 ? (void *)1 : NULL, NULL);
+    return hook_reply(ev, stanza_reply(ev->stanza));
+}
+
+/* XEP-0280 §6: which messages are carbon-copied: type chat, or normal with a body (a common
+ * client habit), not ones marked <private/> (§7: kept in the message, so that the recipient's
+ * server does not copy it either) or no-copy, not carbons themselves, not errors. */
+static int eligible(const xnode_t *st)
+{
+    const char *type = xnode_attr(st, "type");
+    if (type && strcmp(type, "chat") != 0 && strcmp(type, "normal") != 0) return 0;
+    if ((!type || strcmp(type, "normal") == 0) && !xnode_child(st, "body", NULL)) return 0;
+    if (xnode_child(st, "private", NS_CARBONS) || xnode_child(st, "no-copy", NS_HINTS)) return 0;
+    if (xnode_child(st, "sent", NS_CARBONS) || xnode_child(st, "received", NS_CARBONS)) return 0;
+    return 1;
+}
+
+/* A <message> from the user's bare JID to one resource, holding <sent|received><forwarded>. */
+static void copy_to(session_t *s, const jid_t *user, const xnode_t *st, const char *kind)
+{
+    xnode_t *m = xnode_new("message", NS_CLIENT);
+    xnode_set_attr(m, "from", user->bare);
+    xnode_set_attr(m, "to", session_jid(s)->full);
+    xnode_set_attr(m, "type", xnode_attr(st, "type") ? xnode_attr(st, "type") : "normal");
+    xnode_t *fw = xnode_add_elem(xnode_add_elem(m, kind, NS_CARBONS), "forwarded", NS_FORWARD);
+    xnode_add_child(fw, xnode_copy(st));
+    session_send(s, m);
+    xnode_free(m);
+}
+
+/* §7: a message the user sends goes, as <sent/>, to the user's other enabled resources. */
+static int on_outbound(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    xnode_t *st = ev->stanza;
+    if (strcmp(st->name, "message") != 0 || !ev->origin || !eligible(st)) return HOOK_PASS;
+    jid_t *bare = jid_bare_of(ev->from);
+    for (session_t *s = user_sessions(bare); s; s = session_next_in_user(s))
+        if (s != ev->origin && enabled(s)) copy_to(s, bare, st, "sent");
+    jid_free(bare);
+    return HOOK_PASS;
+}
+
+/* §6: a message to the user reaches the addressed (or best) resources itself; the other enabled
+ * resources get it as <received/>. best: the priority the core delivers to for a bare JID. */
+static void received(const jid_t *to, const xnode_t *st, const session_t *direct)
+{
+    jid_t *bare = jid_bare_of(to);
+    int best = -1;
+    if (!direct)
+        for (session_t *s = user_sessions(bare); s; s = session_next_in_user(s))
+            if (session_priority(s) > best) best = session_priority(s);
+    for (session_t *s = user_sessions(bare); s; s = session_next_in_user(s)) {
+        int gets_original = direct ? s == direct : (best >= 0 && session_priority(s) == best);
+        if (!gets_original && enabled(s) && session_available(s)) copy_to(s, bare, st, "received");
+    }
+    jid_free(bare);
+}
+
+static int on_message_bare(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (ev->to && ev->to->node && eligible(ev->stanza)) received(ev->to, ev->stanza, NULL);
+    return HOOK_PASS;
+}
+
+static int on_message_full(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (!ev->to || !ev->to->node || !eligible(ev->stanza)) return HOOK_PASS;
+    session_t *direct = NULL;
+    jid_t *bare = jid_bare_of(ev->to);
+    for (session_t *s = user_sessions(bare); s; s = session_next_in_user(s))
+        if (jid_equal(session_jid(s), ev->to)) direct = s;
+    jid_free(bare);
+    if (direct) received(ev->to, ev->stanza, direct);    /* else the core re-routes to the bare JID */
+    return HOOK_PASS;
+}
+
+static int load(module_ctx_t *m)
+{
+    module_add_feature(m, NS_CARBONS);
+    module_hook(m, "iq-set/bare/" NS_CARBONS, 0, on_toggle, NULL);
+    module_hook(m, "pre-stanza/out", 5, on_outbound, NULL);     /* after blocking (100) */
+    module_hook(m, "message/bare", 5, on_message_bare, NULL);   /* after blocking, before offline (0) */
+    module_hook(m, "message/full", 5, on_message_full, NULL);
+    return 0;
+}
+
+const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "carbons", .load = load };
