@@ -1000,3 +1000,19 @@ def free_port():
     p = s.getsockname()[1]
     s.close()
     return p
+
+
+def run_async(coro, timeout):
+    """Run an asyncio test scenario (slixmpp) to completion on a fresh loop, at most timeout
+    seconds, then cancel whatever it left running."""
+    import asyncio
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(asyncio.wait_for(coro, timeout))
+    finally:
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.close()

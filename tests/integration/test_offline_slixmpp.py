@@ -9,6 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Tap, Server  # noqa: E402
+from harness import run_async  # noqa: E402
 
 import slixmpp  # noqa: E402  (Debian: python3-slixmpp)
 
@@ -110,14 +111,7 @@ def main(t):
     with Server(t) as srv:
         srv.adduser("alice@localhost", PW_A)
         srv.adduser("bob@localhost", PW_B)
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(asyncio.wait_for(scenario(t, srv), 90))
-        pending = asyncio.all_tasks(loop)
-        for task in pending:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.close()
+        run_async(scenario(t, srv), 90)
 
 
 if __name__ == "__main__":
