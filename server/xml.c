@@ -1304,6 +1304,13 @@ int xstream_feed(xstream_t *x, const char *buf, size_t len)
         buf += n;
         len -= n;
     }
+    /* Nothing held back: give the buffer back. An idle session then keeps no input buffer at
+     * all (4 KiB and more each, measured with massif), at the price of one allocation per read. */
+    if (x->pend && x->total == x->fed) {
+        free(x->pend);
+        x->pend = NULL;
+        x->pend_cap = 0;
+    }
     return (x->state == XS_RUNNING || x->state == XS_CLOSED) ? 0 : -1;
 }
 
