@@ -2,6 +2,7 @@
  * TLS, hosts, modules, listeners, privileges), signals, and shutdown in reverse. */
 #include "session.h"
 #include "s2s.h"
+#include <dirent.h>
 #include <getopt.h>
 #include <grp.h>
 #include <pwd.h>
@@ -135,12 +136,36 @@ static void check_done(evutil_socket_t fd, short what, void *arg)
     evtimer_add(done_poll, &tv);
 }
 
+/* chown the data_dir and the files directly in it (the database, its -wal and -shm). 0/-1 */
+static int chown_data_dir(const char *dir, uid_t uid, gid_t gid)
+{
+    if (chown(dir, uid, gid) < 0) return -1;
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        char *p = xasprintf("%s/%s", dir, e->d_name);
+        if (lchown(p, uid, gid) < 0) rc = -1;
+        free(p);
+    }
+    closedir(d);
+    return rc;
+}
+
 static int drop_privileges(const char *user)
 {
     if (!user || geteuid() != 0) return 0;
     struct passwd *pw = getpwnam(user);
     if (!pw) {
         log_error("main", "user '%s' does not exist", user);
+        return -1;
+    }
+    /* The data_dir and the database files must stay usable after the switch, also when
+     * civitasctl (run as root) created them: they are given to the user at every start. */
+    if (chown_data_dir(srv->cfg->data_dir, pw->pw_uid, pw->pw_gid) < 0) {
+        log_error("main", "cannot give %s to user '%s'", srv->cfg->data_dir, user);
         return -1;
     }
     if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {

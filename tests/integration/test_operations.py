@@ -44,6 +44,10 @@ def main(t):
             srv.adduser("alice@localhost", PW)
             srv.adduser("bob@localhost", PW)
             t.ok(exchange(srv), "after dropping root the server still stores and delivers")
+            owners = {os.stat(os.path.join(srv.data_dir, f)).st_uid for f in os.listdir(srv.data_dir)}
+            owners.add(os.stat(srv.data_dir).st_uid)
+            t.ok(owners == {nobody.pw_uid}, "user: the data_dir and the database files belong to that user",
+                 repr(owners))
     else:
         t.skip("dropping root", "the test does not run as root")
 
