@@ -238,11 +238,22 @@ static int presence_allowed(const jid_t *owner, const jid_t *contact)
 /* §3.3: the newly blocked entity sees the user go offline: unavailable presence from each of
  * the user's available resources, delivered straight to the entity's sessions (its available
  * ones, or the one a full-JID item names), since routed presence from the user to a JID it blocks
- * is filtered. Only when the entity may see the user's presence (RFC 3921 rules). Remote
- * entities are not reachable yet (no federation). */
+ * is filtered. Only when the entity may see the user's presence (RFC 3921 rules). A remote
+ * entity gets it routed over federation (its server delivers it). */
 static void send_unavailable(const jid_t *owner, const jid_t *blocked)
 {
-    if (!blocked->node || !host_find(blocked->domain) || !presence_allowed(owner, blocked)) return;
+    if (!blocked->node || !presence_allowed(owner, blocked)) return;
+    if (!host_find(blocked->domain)) {
+        for (session_t *s = user_sessions(owner); s; s = session_next_in_user(s)) {
+            if (!session_available(s)) continue;
+            xnode_t *p = xnode_new("presence", NS_CLIENT);
+            xnode_set_attr(p, "type", "unavailable");
+            xnode_set_attr(p, "from", session_jid(s)->full);
+            xnode_set_attr(p, "to", blocked->full);
+            route_stanza(p);
+        }
+        return;
+    }
     jid_t *bare = jid_bare_of(blocked);
     for (session_t *c = user_sessions(bare); c; c = session_next_in_user(c)) {
         const jid_t *cj = session_jid(c);

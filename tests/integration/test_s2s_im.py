@@ -84,6 +84,11 @@ def subscriptions(t, a, b):
     p = presence_from(bob, "alice@a.example")
     t.ok(p is not None, "RFC 6121 §4.3: the probe to the remote server is answered with the user's presence",
          bob.dump)
+    r = alice.iq("set", "<block xmlns='urn:xmpp:blocking'><item jid='bob@b.example'/></block>")
+    t.ok(r is not None and r.get("type") == "result", "alice blocks her remote contact", el_str(r))
+    p = presence_from(bob, "alice@a.example", "unavailable")
+    t.ok(p is not None, "XEP-0191 §3.3: a blocked remote contact with a subscription gets unavailable presence "
+         "over federation", bob.dump)
     alice.end()
     bob.end()
 
