@@ -1016,3 +1016,16 @@ def run_async(coro, timeout):
             task.cancel()
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.close()
+
+
+def error_type_condition(el):
+    """(type attribute of the stanza's <error/>, its defined condition), or (None, None)."""
+    e = el.find(q(NS_CLIENT, "error")) if el is not None else None
+    if e is None:
+        return None, None
+    return e.get("type"), error_condition(el)
+
+
+def canon(el):
+    """A comparable form of an ElementTree element: equal for equal XML infosets."""
+    return (el.tag, tuple(sorted(el.attrib.items())), el.text or "", tuple(canon(c) for c in el), el.tail or "")

@@ -8,23 +8,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Tap, Server, connect_login, q, el_str, local_name,  # noqa: E402
+from harness import (Tap, Server, connect_login, q, el_str,  # noqa: E402
                      NS_CLIENT, NS_STANZAS, NS_DISCO_INFO, NS_VERSION, NS_TIME)
+from harness import error_type_condition  # noqa: E402
 
 PW = "pw-for-stanzas"
-
-
-def error_condition(el):
-    """(type attribute of <error/>, its defined condition) of an IQ/message error, else (None, None)."""
-    if el is None:
-        return None, None
-    e = el.find(q(NS_CLIENT, "error"))
-    if e is None:
-        return None, None
-    for ch in e:
-        if ch.tag.startswith("{%s}" % NS_STANZAS) and local_name(ch.tag) != "text":
-            return e.get("type"), local_name(ch.tag)
-    return e.get("type"), None
 
 
 def full_jid_delivery(t, srv):
@@ -89,7 +77,7 @@ def spoofed_from(t, srv):
 def iq_semantics(t, srv):
     a = connect_login(srv, "alice", PW, resource="iq")
     r = a.iq("get", "<query xmlns='urn:example:unknown-namespace'/>", to="localhost", id="unk-1")
-    et, cond = error_condition(r)
+    et, cond = error_type_condition(r)
     t.ok(r is not None and r.get("type") == "error" and r.get("id") == "unk-1" and cond == "service-unavailable",
          "RFC 6120 §8.4: an IQ get with an unknown namespace -> type='error' <service-unavailable/>, same id",
          el_str(r))
@@ -98,14 +86,14 @@ def iq_semantics(t, srv):
 
     a.send("<iq type='get' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
     r = a.expect(lambda el: el.tag == q(NS_CLIENT, "iq") and el.get("type") == "error" and el.get("id") is None)
-    t.is_(error_condition(r)[1], "bad-request", "RFC 6120 §8.2.3: an IQ without 'id' -> <bad-request/>")
+    t.is_(error_type_condition(r)[1], "bad-request", "RFC 6120 §8.2.3: an IQ without 'id' -> <bad-request/>")
 
     r = a.iq("get", "<ping xmlns='urn:xmpp:ping'/><query xmlns='jabber:iq:version'/>", to="localhost",
              id="two-children")
-    t.is_(error_condition(r)[1], "bad-request", "RFC 6120 §8.2.3: an IQ get with two children -> <bad-request/>")
+    t.is_(error_type_condition(r)[1], "bad-request", "RFC 6120 §8.2.3: an IQ get with two children -> <bad-request/>")
 
     r = a.iq("get", "", to="localhost", id="no-child")
-    t.is_(error_condition(r)[1], "bad-request", "RFC 6120 §8.2.3: an IQ get without a child -> <bad-request/>")
+    t.is_(error_type_condition(r)[1], "bad-request", "RFC 6120 §8.2.3: an IQ get without a child -> <bad-request/>")
 
     # Errors and results addressed to the server are never answered (RFC 6120 §8.2.3 / §8.3.1).
     a.send("<iq type='error' id='e-1' to='localhost'><error type='cancel'>"
@@ -116,7 +104,7 @@ def iq_semantics(t, srv):
     t.ok(not stray, "RFC 6120 §8.3.1: an IQ of type error or result is never answered",
          lambda: repr([el_str(x) for x in stray]))
     r = a.iq("fetch", "<ping xmlns='urn:xmpp:ping'/>", to="localhost", id="bad-type")
-    t.is_(error_condition(r)[1], "bad-request", "RFC 6120 §8.2.3: an IQ with type='fetch' -> <bad-request/>")
+    t.is_(error_type_condition(r)[1], "bad-request", "RFC 6120 §8.2.3: an IQ with type='fetch' -> <bad-request/>")
 
     a.end()
 

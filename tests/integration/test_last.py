@@ -7,22 +7,13 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Tap, Server, connect_login, q, el_str, local_name,  # noqa: E402
-                     NS_STANZAS, NS_CLIENT, NS_DISCO_INFO)
+from harness import (Tap, Server, connect_login, q, el_str,  # noqa: E402
+                     NS_CLIENT, NS_DISCO_INFO)
+from harness import error_type_condition  # noqa: E402
 
 PW = "pw-for-last"
 NS_L = "jabber:iq:last"
 NS_ROSTER = "jabber:iq:roster"
-
-
-def error_of(el):
-    e = el.find(q(NS_CLIENT, "error")) if el is not None else None
-    if e is None:
-        return None, None
-    for ch in e:
-        if ch.tag.startswith("{%s}" % NS_STANZAS) and local_name(ch.tag) != "text":
-            return e.get("type"), local_name(ch.tag)
-    return e.get("type"), None
 
 
 def last(c, to=None):
@@ -95,12 +86,12 @@ def user_activity(t, srv):
 
     # authorisation (§3, §7)
     r, secs, text = last(b, "alice@localhost")
-    t.is_(error_of(r), ("auth", "forbidden"),
+    t.is_(error_type_condition(r), ("auth", "forbidden"),
           "XEP-0012 §3: a requester without a presence subscription gets <forbidden/>")
     r, secs, text = last(b, "nobody@localhost")
-    t.is_(error_of(r)[1], "service-unavailable", "XEP-0012: an account that does not exist -> <service-unavailable/>")
+    t.is_(error_type_condition(r)[1], "service-unavailable", "XEP-0012: an account that does not exist -> <service-unavailable/>")
     r, secs, text = last(b)
-    t.is_(error_of(r)[1], "service-unavailable",
+    t.is_(error_type_condition(r)[1], "service-unavailable",
           "XEP-0012: an account that never logged out has nothing recorded -> <service-unavailable/>")
 
     # bob subscribes to alice's presence (RFC 6121 §3.1); alice approves: bob has 'to', alice 'from'

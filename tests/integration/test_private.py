@@ -6,8 +6,7 @@ import sys
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Tap, Server, connect_login, q, el_str, local_name,  # noqa: E402
-                     NS_STANZAS, NS_CLIENT)
+from harness import Tap, Server, connect_login, q, el_str, error_type_condition, canon  # noqa: E402
 
 PW = "pw-for-private"
 NS_P = "jabber:iq:private"
@@ -16,20 +15,6 @@ BOOKMARKS = ("<storage xmlns='storage:bookmarks'><conference jid='tea@conference
              "name='Mad &amp; Tea'><nick>Alice</nick></conference><url name='x' url='https://example.org/?a=1&amp;b=2'/>"
              "</storage>")
 PREFS = "<exodus xmlns='exodus:prefs'><defaultnick>Hamlet</defaultnick></exodus>"
-
-
-def error_of(el):
-    e = el.find(q(NS_CLIENT, "error")) if el is not None else None
-    if e is None:
-        return None, None
-    for ch in e:
-        if ch.tag.startswith("{%s}" % NS_STANZAS) and local_name(ch.tag) != "text":
-            return e.get("type"), local_name(ch.tag)
-    return e.get("type"), None
-
-
-def canon(el):
-    return (el.tag, tuple(sorted(el.attrib.items())), el.text or "", tuple(canon(c) for c in el), el.tail or "")
 
 
 def query(*frags):
@@ -75,26 +60,26 @@ def scenario(t, srv):
     # errors
     for ns in ("jabber:iq:roster", "http://jabber.org/protocol/disco#info", "vcard-temp"):
         r = a.iq("set", query("<x xmlns='%s'/>" % ns))
-        t.is_(error_of(r)[1], "not-acceptable", "XEP-0049 §2.3: set in the reserved namespace %s -> <not-acceptable/>"
+        t.is_(error_type_condition(r)[1], "not-acceptable", "XEP-0049 §2.3: set in the reserved namespace %s -> <not-acceptable/>"
               % ns)
     r = a.iq("get", query("<vCard xmlns='vcard-temp'/>"))
-    t.is_(error_of(r)[1], "not-acceptable", "XEP-0049 §2.3: get in a reserved namespace -> <not-acceptable/>")
+    t.is_(error_type_condition(r)[1], "not-acceptable", "XEP-0049 §2.3: get in a reserved namespace -> <not-acceptable/>")
     r = a.iq("set", query("<inherits/>"))
-    t.is_(error_of(r)[1], "not-acceptable",
+    t.is_(error_type_condition(r)[1], "not-acceptable",
           "XEP-0049 §2.3: a fragment without a namespace of its own (jabber:iq:private) -> <not-acceptable/>")
     r = a.iq("set", query())
-    t.is_(error_of(r)[1], "not-acceptable", "XEP-0049 §2.3: a set without a child element -> <not-acceptable/>")
+    t.is_(error_type_condition(r)[1], "not-acceptable", "XEP-0049 §2.3: a set without a child element -> <not-acceptable/>")
     r = a.iq("get", query())
-    t.is_(error_of(r)[1], "bad-request", "XEP-0049 §3: a get without a child element -> 'Bad Format' (<bad-request/>)")
+    t.is_(error_type_condition(r)[1], "bad-request", "XEP-0049 §3: a get without a child element -> 'Bad Format' (<bad-request/>)")
     r = a.iq("get", query("<a xmlns='urn:one'/>", "<b xmlns='urn:two'/>"))
-    t.is_(error_of(r)[1], "bad-request", "XEP-0049 §2.3: a get for more than one namespace -> <bad-request/>")
+    t.is_(error_type_condition(r)[1], "bad-request", "XEP-0049 §2.3: a get for more than one namespace -> <bad-request/>")
 
     b = connect_login(srv, "bob", PW, resource="p")
     r = b.iq("get", query("<exodus xmlns='exodus:prefs'/>"), to="alice@localhost")
-    t.is_(error_of(r), ("auth", "forbidden"), "XEP-0049 §2.3: getting another user's private data -> <forbidden/>")
+    t.is_(error_type_condition(r), ("auth", "forbidden"), "XEP-0049 §2.3: getting another user's private data -> <forbidden/>")
     r = b.iq("set", query("<exodus xmlns='exodus:prefs'><defaultnick>Macbeth</defaultnick></exodus>"),
              to="alice@localhost")
-    t.is_(error_of(r), ("auth", "forbidden"), "XEP-0049 §2.3: setting another user's private data -> <forbidden/>")
+    t.is_(error_type_condition(r), ("auth", "forbidden"), "XEP-0049 §2.3: setting another user's private data -> <forbidden/>")
     r = a.iq("get", query("<exodus xmlns='exodus:prefs'/>"))
     f = fragments(r)
     t.ok(f is not None and canon(f[0]) == canon(ET.fromstring(PREFS)), "XEP-0049 §5: the refused set changed nothing",
@@ -108,7 +93,7 @@ def scenario(t, srv):
     t.ok(r is not None and r.get("type") == "result",
          "XEP-0049 §2.3: a set may hold several elements of one namespace", el_str(r))
     r = a.iq("set", query("<c xmlns='urn:x:1'/>"))
-    t.is_(error_of(r)[1], "resource-constraint",
+    t.is_(error_type_condition(r)[1], "resource-constraint",
           "private.max_items (%d): one fragment more -> <resource-constraint/>" % MAX_ITEMS)
     r = a.iq("set", query("<a xmlns='urn:x:1'>replaced</a>"))
     t.ok(r is not None and r.get("type") == "result", "replacing an existing fragment at the limit still works",

@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Tap, Server, connect_login, q, el_str, local_name, find_program,  # noqa: E402
-                     NS_CLIENT, NS_STANZAS)
+from harness import (Tap, Server, connect_login, q, el_str, find_program,  # noqa: E402
+                     NS_CLIENT)
+from harness import error_type_condition  # noqa: E402
 
 PW = "pw-for-roster"
 NS_ROSTER = "jabber:iq:roster"
@@ -16,17 +17,6 @@ NS_ROSTERVER = "urn:xmpp:features:rosterver"
 MAX_ITEMS = 6
 MAX_NAME = 40
 D = "@localhost"
-
-
-def cond(el):
-    """(error type, defined condition) of an IQ error, else (None, None)."""
-    e = el.find(q(NS_CLIENT, "error")) if el is not None else None
-    if e is None:
-        return None, None
-    for ch in e:
-        if ch.tag.startswith("{%s}" % NS_STANZAS) and local_name(ch.tag) != "text":
-            return e.get("type"), local_name(ch.tag)
-    return e.get("type"), None
 
 
 def get(c, ver=None, to=None):
@@ -133,7 +123,7 @@ def basics(t, srv):
         t.ok(item is not None and item.get("subscription") == "remove",
              "RFC 6121 §2.5.2: the removal is pushed with subscription='remove' to %s" % c.jid, el_str(push))
     t.ok("carol" + D not in (items_of(get(a1)) or {"carol" + D: 1}), "RFC 6121 §2.5.2: the removed item is gone")
-    t.is_(cond(remove(a1, "nobody" + D)), ("cancel", "item-not-found"),
+    t.is_(error_type_condition(remove(a1, "nobody" + D)), ("cancel", "item-not-found"),
           "RFC 6121 §2.5.3: removing an item that is not in the roster gives <item-not-found/>")
     for c in (a1, a2, a3):
         c.end()
@@ -143,26 +133,26 @@ def errors(t, srv):
     a = connect_login(srv, "alice", PW, resource="err")
     get(a)
     two = ("<query xmlns='%s'><item jid='x%s'/><item jid='y%s'/></query>" % (NS_ROSTER, D, D))
-    t.is_(cond(a.iq("set", two)), ("modify", "bad-request"),
+    t.is_(error_type_condition(a.iq("set", two)), ("modify", "bad-request"),
           "RFC 6121 §2.3.3: a roster set with more than one item gives <bad-request/>")
-    t.is_(cond(a.iq("set", "<query xmlns='%s'/>" % NS_ROSTER)), ("modify", "bad-request"),
+    t.is_(error_type_condition(a.iq("set", "<query xmlns='%s'/>" % NS_ROSTER)), ("modify", "bad-request"),
           "RFC 6121 §2.1.5: a roster set without an item gives <bad-request/>")
-    t.is_(cond(set_item(a, "dup" + D, groups=("G", "G"))), ("modify", "bad-request"),
+    t.is_(error_type_condition(set_item(a, "dup" + D, groups=("G", "G"))), ("modify", "bad-request"),
           "RFC 6121 §2.3.3: duplicate groups give <bad-request/>")
-    t.is_(cond(set_item(a, "empty" + D, groups=("",))), ("modify", "not-acceptable"),
+    t.is_(error_type_condition(set_item(a, "empty" + D, groups=("",))), ("modify", "not-acceptable"),
           "RFC 6121 §2.3.3: an empty <group/> gives <not-acceptable/>")
-    t.is_(cond(set_item(a, "long" + D, name="n" * (MAX_NAME + 1))), ("modify", "not-acceptable"),
+    t.is_(error_type_condition(set_item(a, "long" + D, name="n" * (MAX_NAME + 1))), ("modify", "not-acceptable"),
           "RFC 6121 §2.3.3: a name over the configured limit (roster.max_name_length) gives <not-acceptable/>")
     t.ok(ok_result(set_item(a, "long" + D, name="n" * MAX_NAME)), "a name of exactly the limit is accepted")
-    t.is_(cond(set_item(a, "longgroup" + D, groups=("g" * (MAX_NAME + 1),))), ("modify", "not-acceptable"),
+    t.is_(error_type_condition(set_item(a, "longgroup" + D, groups=("g" * (MAX_NAME + 1),))), ("modify", "not-acceptable"),
           "RFC 6121 §2.3.3: a group name over the configured limit gives <not-acceptable/>")
-    t.is_(cond(set_item(a, "bad@@jid" + D)), ("modify", "not-acceptable"),
+    t.is_(error_type_condition(set_item(a, "bad@@jid" + D)), ("modify", "not-acceptable"),
           "RFC 6121 §2.3.3: an item whose JID is invalid gives <not-acceptable/>")
-    t.is_(cond(a.iq("set", "<query xmlns='%s'><item name='x'/></query>" % NS_ROSTER)), ("modify", "bad-request"),
+    t.is_(error_type_condition(a.iq("set", "<query xmlns='%s'><item name='x'/></query>" % NS_ROSTER)), ("modify", "bad-request"),
           "RFC 6121 §2.1.2.1: an item without the required 'jid' gives <bad-request/>")
-    t.is_(cond(get(a, to="bob" + D)), ("auth", "forbidden"),
+    t.is_(error_type_condition(get(a, to="bob" + D)), ("auth", "forbidden"),
           "RFC 6121 §2.3.3: a roster get addressed to another account is refused with <forbidden/>")
-    t.is_(cond(set_item(a, "x" + D, to="bob" + D)), ("auth", "forbidden"),
+    t.is_(error_type_condition(set_item(a, "x" + D, to="bob" + D)), ("auth", "forbidden"),
           "RFC 6121 §2.3.3: a roster set by another account is refused with <forbidden/>")
     t.ok(ok_result(get(a, to="alice" + D)), "RFC 6121 §2.1.3: a roster get to the user's own bare JID is fine")
     remove(a, "long" + D)
@@ -175,7 +165,7 @@ def limits(t, srv):
     for i in range(MAX_ITEMS):
         set_item(d, "c%d%s" % (i, D))
     t.is_(len(items_of(get(d)) or {}), MAX_ITEMS, "roster.max_items items can be added")
-    t.is_(cond(set_item(d, "one-more" + D)), ("wait", "resource-constraint"),
+    t.is_(error_type_condition(set_item(d, "one-more" + D)), ("wait", "resource-constraint"),
           "RFC 6120 §8.3.3.18: an item beyond roster.max_items gives <resource-constraint/>")
     t.ok(ok_result(set_item(d, "c0" + D, name="renamed")), "an existing item can still be updated at the limit")
     remove(d, "c1" + D)

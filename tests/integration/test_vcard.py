@@ -8,8 +8,9 @@ import sys
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Tap, Server, connect_login, q, el_str, local_name,  # noqa: E402
-                     NS_STANZAS, NS_CLIENT, NS_DISCO_INFO)
+from harness import (Tap, Server, connect_login, q, el_str,  # noqa: E402
+                     NS_CLIENT, NS_DISCO_INFO)
+from harness import error_type_condition, canon  # noqa: E402
 
 PW = "pw-for-vcard"
 NS_V = "vcard-temp"
@@ -19,21 +20,6 @@ CARD = ("<vCard xmlns='vcard-temp'><FN>Alice Liddell</FN><N><FAMILY>Liddell</FAM
         "<TEL><HOME/><VOICE/><NUMBER>+44 1865 000000</NUMBER></TEL>"
         "<DESC>  line one\nline two  </DESC><PHOTO><TYPE>image/png</TYPE><BINVAL>iVBORw0KGgo=</BINVAL></PHOTO>"
         "</vCard>")
-
-
-def error_of(el):
-    """(error type, condition) of an IQ error, else (None, None)."""
-    e = el.find(q(NS_CLIENT, "error")) if el is not None else None
-    if e is None:
-        return None, None
-    for ch in e:
-        if ch.tag.startswith("{%s}" % NS_STANZAS) and local_name(ch.tag) != "text":
-            return e.get("type"), local_name(ch.tag)
-    return e.get("type"), None
-
-
-def canon(el):
-    return (el.tag, tuple(sorted(el.attrib.items())), el.text or "", tuple(canon(c) for c in el), el.tail or "")
 
 
 def card_of(r):
@@ -66,14 +52,14 @@ def scenario(t, srv):
          "XEP-0054 §3.3: another user reads alice's vCard at her bare JID; the server answers for her", el_str(r))
 
     r = a.iq("get", "<vCard xmlns='vcard-temp'/>", to="bob@localhost")
-    t.is_(error_of(r), ("cancel", "service-unavailable"),
+    t.is_(error_type_condition(r), ("cancel", "service-unavailable"),
           "XEP-0054 §3.3: a user without a vCard -> <service-unavailable/>")
     r = a.iq("get", "<vCard xmlns='vcard-temp'/>", to="nobody@localhost")
-    t.is_(error_of(r), ("cancel", "service-unavailable"),
+    t.is_(error_type_condition(r), ("cancel", "service-unavailable"),
           "XEP-0054 §3.3: an account that does not exist -> <service-unavailable/> (same answer as no vCard)")
 
     r = b.iq("set", "<vCard xmlns='vcard-temp'><FN>Mallory</FN></vCard>", to="alice@localhost")
-    t.is_(error_of(r), ("auth", "forbidden"), "XEP-0054 §3.2: setting another user's vCard -> <forbidden/>")
+    t.is_(error_type_condition(r), ("auth", "forbidden"), "XEP-0054 §3.2: setting another user's vCard -> <forbidden/>")
 
     new = "<vCard xmlns='vcard-temp'><FN>Alice L.</FN></vCard>"
     r = a.iq("set", new, to="alice@localhost")
@@ -85,7 +71,7 @@ def scenario(t, srv):
 
     big = "<vCard xmlns='vcard-temp'><DESC>%s</DESC></vCard>" % ("x" * (MAX_SIZE + 1))
     r = a.iq("set", big)
-    t.is_(error_of(r), ("modify", "not-acceptable"),
+    t.is_(error_type_condition(r), ("modify", "not-acceptable"),
           "XEP-0054 / vcard.max_size (%d bytes): a larger vCard -> <not-acceptable/>" % MAX_SIZE)
     r = a.iq("get", "<vCard xmlns='vcard-temp'/>")
     t.ok(card_of(r) is not None and canon(card_of(r)) == canon(ET.fromstring(new)),
