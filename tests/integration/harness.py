@@ -993,13 +993,22 @@ def error_condition(el):
     return None
 
 
-def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago (for configs that must name the port)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+def free_port(kind=socket.SOCK_STREAM):
+    """A port on 127.0.0.1 that was free a moment ago (for configs that must name the port).
+    Chosen at random below the kernel's ephemeral range (32768 and up), where every port-0 bind
+    of the tests running in parallel lands, so that one of those cannot take it meanwhile."""
+    import random
+    for _ in range(200):
+        p = random.randint(20000, 32000)
+        s = socket.socket(socket.AF_INET, kind)
+        try:
+            s.bind(("127.0.0.1", p))
+            return p
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise HarnessError("no free port found between 20000 and 32000")
 
 
 def run_async(coro, timeout):

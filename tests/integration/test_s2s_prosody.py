@@ -16,19 +16,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Tap, Server, Certs, RawClient, HarnessError, connect_login, q, el_str,  # noqa: E402
                      NS_CLIENT, NS_PING)
-from harness import error_condition  # noqa: E402
+from harness import error_condition, free_port  # noqa: E402
 
 PW = "pw-for-prosody"
 PROSODY = shutil.which("prosody") or "/usr/bin/prosody"
 PROSODYCTL = shutil.which("prosodyctl") or "/usr/bin/prosodyctl"
 
-
-def free_port(kind=socket.SOCK_STREAM):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 # --------------------------------------------------------------------------------------------
