@@ -1,10 +1,13 @@
 /* server/c2s.c: client-to-server streams (RFC 6120): the state machine from the stream
  * header through STARTTLS, SASL and resource binding to established, and every stream error. */
+#define _GNU_SOURCE   /* POLLRDHUP */
 #include "session.h"
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/socket.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -64,6 +67,85 @@ static void send_header(session_t *s, const char *to_attr)
     s->header_sent = 1;
 }
 
+/* ---- per-address accounting (limits.max_connections_per_ip, limits.max_sessions_per_ip) ---- */
+
+enum { IP_UNCOUNTED, IP_UNAUTH, IP_SESSION };     /* session.ip_counted */
+
+static void ip_count_unauth(session_t *s, ip_state_t *ip)
+{
+    s->ip_counted = IP_UNAUTH;
+    ip->connections++;
+    s->ip_prev = NULL;
+    s->ip_next = ip->unauth;
+    if (ip->unauth) ip->unauth->ip_prev = s;
+    ip->unauth = s;
+}
+
+/* Take s out of the counts of its address (ip: its ip_state); a no-op when not counted. */
+static void ip_uncount(session_t *s, ip_state_t *ip)
+{
+    if (s->ip_counted == IP_UNAUTH) {
+        ip->connections--;
+        if (s->ip_next) s->ip_next->ip_prev = s->ip_prev;
+        if (s->ip_prev) s->ip_prev->ip_next = s->ip_next;
+        else ip->unauth = s->ip_next;
+        s->ip_next = s->ip_prev = NULL;
+    } else if (s->ip_counted == IP_SESSION) {
+        ip->sessions--;
+    }
+    s->ip_counted = IP_UNCOUNTED;
+}
+
+/* Authenticated: from the tight count to the generous one. -1 (s unchanged) when its address
+ * has limits.max_sessions_per_ip sessions already. */
+static int ip_count_session(session_t *s)
+{
+    ip_state_t *ip = ip_state_get(s->ip);
+    if (srv->cfg->max_sessions_per_ip && ip->sessions >= srv->cfg->max_sessions_per_ip) return -1;
+    ip_uncount(s, ip);
+    s->ip_counted = IP_SESSION;
+    ip->sessions++;
+    return 0;
+}
+
+/* The peer has closed its end or reset the connection: nothing it could still send will arrive,
+ * so the stream can never authenticate. */
+static int peer_gone(session_t *s)
+{
+    struct bufferevent *under = s->bev ? bufferevent_get_underlying(s->bev) : NULL;
+    evutil_socket_t fd = s->bev ? bufferevent_getfd(under ? under : s->bev) : -1;
+    if (fd < 0) return 0;
+#ifdef POLLRDHUP
+    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+    if (poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) return 1;
+#else
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) return 1;
+    char c;
+    if ((p.revents & POLLIN) && recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0) return 1;
+#endif
+    return 0;
+}
+
+/* An address at its limit: its connections whose peer has already gone stop counting (and are
+ * freed). A server that was busy for a moment accepts a whole backlog in one go, before it has
+ * read the EOFs of the closed connections in it; counting those, it refused the live connection
+ * queued behind them (issue 9: after 500 quick connect/close cycles a login was refused). */
+static void ip_reap(ip_state_t *ip)
+{
+    session_t *next;
+    for (session_t *s = ip->unauth; s; s = next) {
+        next = s->ip_next;
+        if (!s->freeing && !peer_gone(s)) continue;
+        ip_uncount(s, ip);
+        if (s->counted_unauth) {
+            s->counted_unauth = 0;
+            srv->unauthenticated--;
+        }
+        session_free_later(s);
+    }
+}
+
 /* ---- closing and freeing ---- */
 
 static void iq_error(session_t *s, xnode_t *iq, const char *type, const char *cond);
@@ -78,8 +160,7 @@ static void on_free(evutil_socket_t fd, short what, void *arg)
     else srv->sessions = s->next;
     srv->nsessions--;
     if (s->counted_unauth) srv->unauthenticated--;
-    ip_state_t *ip = ip_state_get(s->ip);
-    ip->connections--;
+    ip_uncount(s, ip_state_get(s->ip));
     ip_state_release(s->ip);
     if (s->bev) bufferevent_free(s->bev);    /* closes the socket and frees the SSL */
     tls_unref(s->tls);
@@ -612,6 +693,12 @@ static void sasl_success(session_t *s, const char *user, const char *authzid, co
         }
     }
     sasl_reset(s);
+    if (ip_count_session(s) < 0) {
+        free(node);
+        log_info("c2s", "%s: authenticated, but limits.max_sessions_per_ip is reached", s->ip);
+        session_close(s, "policy-violation", "too many sessions from this address");
+        return;
+    }
     s->user = node;
     s->authenticated = 1;
     if (s->counted_unauth) {
@@ -950,6 +1037,7 @@ void c2s_accept(int fd, const char *peer_ip, c2s_kind_t kind)
 {
     const config_t *c = srv->cfg;
     ip_state_t *ip = ip_state_get(peer_ip);
+    if (ip->connections >= c->max_connections_per_ip) ip_reap(ip);
     if (srv->shutting_down || ip->connections >= c->max_connections_per_ip ||
         srv->unauthenticated >= (size_t)c->max_unauthenticated) {
         log_info("c2s", "%s: connection refused (limits)", peer_ip);
@@ -958,7 +1046,7 @@ void c2s_accept(int fd, const char *peer_ip, c2s_kind_t kind)
         return;
     }
     session_t *s = xcalloc(1, sizeof *s);
-    ip->connections++;
+    ip_count_unauth(s, ip);
     snprintf(s->ip, sizeof s->ip, "%s", peer_ip);
     s->kind = kind;
     s->priority = -129;

@@ -813,6 +813,7 @@ static const opt_t limits_opts[] = {
     LIMIT(stream_header_timeout, 30, 1, 3600),
     LIMIT(auth_timeout, 60, 1, 3600),
     LIMIT(max_connections_per_ip, 64, 1, 1000000),
+    LIMIT(max_sessions_per_ip, 0, 0, 10000000),
     LIMIT(max_unauthenticated, 1024, 1, 10000000),
     LIMIT(sasl_failures_per_ip, 5, 1, 1000),
     LIMIT(max_output_buffer, 1048576, 65536, 1073741824),

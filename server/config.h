@@ -67,7 +67,8 @@ typedef struct config {
     long max_attributes;               /* limits.max_attributes [64] 8..1024 */
     long stream_header_timeout;        /* limits.stream_header_timeout seconds [30] 1..3600 */
     long auth_timeout;                 /* limits.auth_timeout seconds [60] 1..3600 */
-    long max_connections_per_ip;       /* limits.max_connections_per_ip [64] 1..1000000 */
+    long max_connections_per_ip;       /* limits.max_connections_per_ip [64] 1..1000000, not yet authenticated */
+    long max_sessions_per_ip;          /* limits.max_sessions_per_ip [0: unlimited] 0..10000000, authenticated */
     long max_unauthenticated;          /* limits.max_unauthenticated [1024] 1..10000000 */
     long sasl_failures_per_ip;         /* limits.sasl_failures_per_ip [5] 1..1000 (before back-off) */
     long max_output_buffer;            /* limits.max_output_buffer bytes [1048576] 65536..1073741824 */

@@ -29,19 +29,23 @@ typedef struct server {
     session_t *sessions;        /* every client stream, for shutdown */
     size_t nsessions;
     size_t unauthenticated;     /* streams not yet authenticated (limits) */
-    strmap_t *ip_state;         /* peer address -> ip_state_t (connections, SASL failures) */
+    strmap_t *ip_state;         /* ip_limit_key of a peer -> ip_state_t (connections, SASL failures) */
     int shutting_down;
 } server_t;
 
 extern server_t *srv;
 
-/* The per-address accounting for abuse limits. */
+/* The per-address accounting for abuse limits, keyed by ip_limit_key (an IPv6 /64 is one
+ * address). Only connections that have not authenticated are limited tightly: behind one
+ * address (a NAT) there may be hundreds of accounts, and accounts are accountable. */
 typedef struct ip_state {
-    int connections;
+    int connections;            /* c2s streams not yet authenticated, and inbound s2s streams */
+    int sessions;               /* authenticated c2s streams */
+    session_t *unauth;          /* the c2s streams counted in connections (session.ip_next) */
     int sasl_failures;
     int64_t last_failure_ms;
 } ip_state_t;
-ip_state_t *ip_state_get(const char *ip);    /* created on demand */
+ip_state_t *ip_state_get(const char *ip);    /* created on demand; ip is a peer address */
 void ip_state_release(const char *ip);       /* drop when unused */
 
 /* listen.c: open every listener of the config; logs "listening <kind> <addr>:<port>". */

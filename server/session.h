@@ -35,6 +35,7 @@ struct session {
     unsigned starttls_pending : 1;  /* switch to TLS after the current feed */
     unsigned available : 1;         /* sent available presence */
     unsigned counted_unauth : 1;    /* counted in srv->unauthenticated */
+    unsigned ip_counted : 2;        /* in its ip_state: IP_UNCOUNTED, IP_UNAUTH or IP_SESSION (c2s.c) */
     unsigned freeing : 1;
     int priority;                   /* from the last available presence */
     int sasl_failures;              /* on this stream */
@@ -45,6 +46,7 @@ struct session {
     scram_server_t *scram;
     char id[33];                    /* stream id */
     char ip[64];                    /* peer address, for limits and logs */
+    session_t *ip_next, *ip_prev;   /* ip_state.unauth, while ip_counted is IP_UNAUTH */
     struct event *timer;            /* header / auth time-out, close flush limit */
     struct event *free_ev;          /* frees the session at a safe point */
     struct event *delay_ev;         /* SASL failure back-off */

@@ -57,10 +57,12 @@ const char *host_name(const host_t *h) { return h->name; }
 
 ip_state_t *ip_state_get(const char *ip)
 {
-    ip_state_t *st = strmap_get(srv->ip_state, ip);
+    char key[IP_LIMIT_KEY_LEN];
+    ip_limit_key(ip, key, sizeof key);
+    ip_state_t *st = strmap_get(srv->ip_state, key);
     if (!st) {
         st = xcalloc(1, sizeof *st);
-        strmap_put(srv->ip_state, ip, st);
+        strmap_put(srv->ip_state, key, st);
     }
     return st;
 }
@@ -68,7 +70,10 @@ ip_state_t *ip_state_get(const char *ip)
 /* Forget an address once it has no connections and its failures are old (10 minutes). */
 void ip_state_release(const char *ip)
 {
-    ip_state_t *st = strmap_get(srv->ip_state, ip);
-    if (st && st->connections <= 0 && (st->sasl_failures == 0 || now_ms() - st->last_failure_ms > 600000))
-        free(strmap_del(srv->ip_state, ip));
+    char key[IP_LIMIT_KEY_LEN];
+    ip_limit_key(ip, key, sizeof key);
+    ip_state_t *st = strmap_get(srv->ip_state, key);
+    if (st && st->connections <= 0 && st->sessions <= 0 &&
+        (st->sasl_failures == 0 || now_ms() - st->last_failure_ms > 600000))
+        free(strmap_del(srv->ip_state, key));
 }

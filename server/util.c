@@ -2,6 +2,7 @@
  * declared in util.h. */
 #define _GNU_SOURCE   /* vasprintf */
 #include "util.h"
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,4 +206,24 @@ int strmap_next(const strmap_t *m, size_t *pos, const char **key, void **value)
         }
     }
     return 0;
+}
+
+/* One subscriber holds a whole IPv6 /64 (RFC 6177, and SLAAC needs it), so counting single IPv6
+ * addresses would let one host open 2^64 times the limit. */
+void ip_limit_key(const char *ip, char *key, size_t keylen)
+{
+    struct in6_addr a;
+    if (inet_pton(AF_INET6, ip, &a) != 1) {
+        snprintf(key, keylen, "%s", ip);
+        return;
+    }
+    char buf[INET6_ADDRSTRLEN];
+    if (IN6_IS_ADDR_V4MAPPED(&a)) {
+        inet_ntop(AF_INET, &a.s6_addr[12], buf, sizeof buf);
+        snprintf(key, keylen, "%s", buf);
+        return;
+    }
+    memset(&a.s6_addr[8], 0, 8);
+    inet_ntop(AF_INET6, &a, buf, sizeof buf);
+    snprintf(key, keylen, "%s/64", buf);
 }

@@ -116,7 +116,7 @@ static void test_defaults(void)
        "modules/sasl unset, log info to stderr without JIDs, no user switch");
     ok(c->max_stanza_size == 262144 && c->max_stanza_size_preauth == 8192 && c->max_depth == 64 &&
            c->max_attributes == 64 && c->stream_header_timeout == 30 && c->auth_timeout == 60 &&
-           c->max_connections_per_ip == 64 && c->max_unauthenticated == 1024 && c->sasl_failures_per_ip == 5 &&
+           c->max_connections_per_ip == 64 && c->max_sessions_per_ip == 0 && c->max_unauthenticated == 1024 && c->sasl_failures_per_ip == 5 &&
            c->max_output_buffer == 1048576 && c->scram_iterations == 4096,
        "every limit has its documented default");
     ok(c->listen_client.n == 0 && c->listen_http.n == 0 && !c->module_sections, "no listeners, no module sections");
