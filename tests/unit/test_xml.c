@@ -446,6 +446,14 @@ static void test_smuggling(void)
     ok(!strcmp(body_error("<message><body><x:features xmlns:x='http://etherx.jabber.org/streams'/></body></message>"),
                "bad-format"), "streams namespace under any prefix, deeper inside: bad-format");
     ok(!strcmp(body_error("<stream:stream>"), "bad-format"), "a nested stream header: bad-format");
+    /* expat >= 2.4.5 (CVE-2022-25236, configure checks it): a namespace URI holding the namespace
+     * separator (a space) is a syntax error, so no parsed name is ever split wrongly or unserialisable. */
+    ok(!strcmp(body_error("<message><x xmlns='urn:a b'/></message>"), "not-well-formed"),
+       "a space inside a default namespace URI: not-well-formed, not a silently dropped stanza");
+    ok(!strcmp(body_error("<message xmlns:p='urn:a b'><p:x/></message>"), "not-well-formed"),
+       "a space inside a prefixed namespace URI: not-well-formed");
+    ok(!strcmp(body_error("<message><x xmlns:p='urn:a b c' p:y='1'/></message>"), "not-well-formed"),
+       "a space inside the namespace URI of an attribute: not-well-formed");
     rec_t r;
     runs(&r, HDR "<stream:error><host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>");
     ok(r.nerr == 0 && r.nst == 1 && !strcmp(r.st[0]->name, "error") && !strcmp(r.st[0]->ns, XML_NS_STREAMS),
