@@ -2,7 +2,8 @@
  * TLS, hosts, modules, listeners, privileges), signals, and shutdown in reverse. */
 #include "session.h"
 #include "s2s.h"
-#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
 #include <pwd.h>
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <openssl/ssl.h>
 
 server_t *srv;
@@ -136,21 +138,38 @@ static void check_done(evutil_socket_t fd, short what, void *arg)
     evtimer_add(done_poll, &tv);
 }
 
-/* chown the data_dir and the files directly in it (the database, its -wal and -shm). 0/-1 */
+/* Give the data_dir and the storage's files in it (storage_files) to uid:gid. We are root, and the
+ * directory's contents are the unprivileged user's: it may have put links there. So nothing else in
+ * the directory is touched, no symbolic link is followed (O_NOFOLLOW), each file is changed through
+ * the descriptor that was checked (no race with a rename), and a file with more than one link is
+ * left alone with a warning: a hard link may be any file of the file system (/etc/shadow). The
+ * data_dir itself is the path the administrator configured and may be a symbolic link. 0/-1 */
 static int chown_data_dir(const char *dir, uid_t uid, gid_t gid)
 {
-    if (chown(dir, uid, gid) < 0) return -1;
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    struct dirent *e;
-    int rc = 0;
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        char *p = xasprintf("%s/%s", dir, e->d_name);
-        if (lchown(p, uid, gid) < 0) rc = -1;
-        free(p);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fchown(dfd, uid, gid) < 0) {
+        if (dfd >= 0) close(dfd);
+        return -1;
     }
-    closedir(d);
+    int rc = 0;
+    for (size_t i = 0; storage_files[i] && rc == 0; i++) {
+        const char *name = storage_files[i];
+        int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+        if (fd < 0) {
+            if (errno == ELOOP) log_warn("main", "%s/%s is a symbolic link: not followed, owner unchanged", dir, name);
+            else if (errno != ENOENT) rc = -1;
+            continue;
+        }
+        struct stat st;
+        if (fstat(fd, &st) < 0) rc = -1;
+        else if (!S_ISREG(st.st_mode)) log_warn("main", "%s/%s is not a regular file: owner unchanged", dir, name);
+        else if (st.st_nlink > 1)
+            log_warn("main", "%s/%s has %ju links: owner unchanged (a hard link may be any file)", dir, name,
+                     (uintmax_t)st.st_nlink);
+        else if ((st.st_uid != uid || st.st_gid != gid) && fchown(fd, uid, gid) < 0) rc = -1;
+        close(fd);
+    }
+    close(dfd);
     return rc;
 }
 

@@ -36,6 +36,9 @@ typedef struct storage storage_t;
  * return -1) as long as no migration is needed.
  * Returns the storage, or NULL and *err set to a malloc'd message the caller frees (err may be NULL). */
 storage_t *storage_open(const char *data_dir, char **err);
+/* The names of the files the storage keeps directly in data_dir (NULL-terminated): what civitasd,
+ * started as root, gives to its unprivileged user. */
+extern const char *const storage_files[];
 /* Roll back an open storage_begin() batch, finalise statements, checkpoint the WAL into the
  * database file and close. NULL is a no-op. */
 void storage_close(storage_t *s);

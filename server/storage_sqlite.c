@@ -17,6 +17,7 @@
 #include <sqlite3.h>
 
 #define DB_NAME "civitas.db"
+const char *const storage_files[] = {DB_NAME, DB_NAME "-wal", DB_NAME "-shm", DB_NAME "-journal", NULL};
 #define BUSY_TIMEOUT_MS 5000
 #define QUERY_CACHE_MAX 64   /* storage_query statements kept prepared; more are prepared per call */
 

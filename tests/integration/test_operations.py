@@ -32,6 +32,36 @@ def exchange(srv):
     return got
 
 
+def links_in_data_dir(t, srv, nobody):
+    """The unprivileged user controls the data_dir's contents: the ownership fix at start (as root)
+    follows no link, changes only the database files, and leaves a file with several links alone (a
+    hard link can point at any file of the file system, /etc/shadow included)."""
+    srv.stop()
+    outside = {}
+    for name in ("hard", "sym"):
+        path = os.path.join(srv.dir, "root-owned-" + name)
+        with open(path, "w") as f:
+            f.write("root's\n")
+        os.chmod(path, 0o644)
+        outside[name] = path
+    os.link(outside["hard"], os.path.join(srv.data_dir, "stray"))            # not a file of ours
+    os.symlink(outside["sym"], os.path.join(srv.data_dir, "stray-symlink"))
+    db = os.path.join(srv.data_dir, "civitas.db")
+    outside["db"] = os.path.join(srv.dir, "root-owned-db")                  # our file, with a second link
+    os.link(db, outside["db"])
+    os.lchown(db, 0, 0)
+    mark = srv.log_mark()
+    srv.start()
+    got = {name: os.stat(path).st_uid for name, path in outside.items()}
+    t.is_(got, {"hard": 0, "sym": 0, "db": 0},
+          "user: files linked into the data_dir keep their owner (a hard link with an unknown name, a "
+          "symbolic link, the database file with a second link)")
+    t.ok(srv.wait_log(r"civitas\.db.* links", 5, start=mark) is not None,
+         "the database file with more than one link is reported in the log", lambda: "\n".join(srv.log_tail(10)))
+    wal = os.path.join(srv.data_dir, "civitas.db-wal")
+    t.is_(os.stat(wal).st_uid, nobody.pw_uid, "user: the database's -wal file is given to the user at start")
+
+
 def main(t):
     if os.geteuid() == 0:
         nobody = pwd.getpwnam("nobody")
@@ -48,6 +78,7 @@ def main(t):
             owners.add(os.stat(srv.data_dir).st_uid)
             t.ok(owners == {nobody.pw_uid}, "user: the data_dir and the database files belong to that user",
                  repr(owners))
+            t.run(links_in_data_dir, t, srv, nobody)
     else:
         t.skip("dropping root", "the test does not run as root")
 
