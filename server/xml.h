@@ -25,7 +25,16 @@ struct xnode {
                               "URI localname" (space separated, as expat reports it), e.g. XML_ATTR_LANG */
     char *text; size_t text_len;  /* text nodes only (unescaped UTF-8, NUL-terminated as well) */
     xnode_t *parent, *children, *last_child, *next;
+    /* 1: name and attribute names are known NCNames of at most XML_MAX_NAME_LEN bytes (the parser
+     * built the element; copies keep it; xnode_set_attr clears it when it adds a name it cannot
+     * vouch for cheaply), so the serialiser does not check them again. Code changing name or attrs
+     * directly must clear it. */
+    unsigned names_valid : 1;
 };
+
+/* The longest element or attribute local name, in bytes: the parser refuses a longer one
+ * (<policy-violation/>), the serialiser refuses to write one. */
+#define XML_MAX_NAME_LEN 1024
 
 /* A new unlinked element. name must not be NULL; ns NULL is taken as "" (no namespace). */
 xnode_t *xnode_new(const char *name, const char *ns);

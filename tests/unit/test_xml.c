@@ -645,6 +645,95 @@ static void test_bytewise_cost(void)
     free(s);
 }
 
+/* A string of n bytes: "\xc3\xa9" (é) repeated, then 'a' if n is odd. The caller frees it. */
+static char *long_name(size_t n)
+{
+    char *s = malloc(n + 1);
+    size_t i = 0;
+    for (; i + 2 <= n; i += 2) memcpy(s + i, "\xc3\xa9", 2);
+    if (i < n) s[i++] = 'a';
+    s[i] = '\0';
+    return s;
+}
+
+/* The stream HDR + "<message><" name " " attr "='v'/></message>": the stanza delivered (caller frees)
+ * or NULL, the error condition in cond. */
+static xnode_t *parse_named(const char *name, const char *attr, char *cond, size_t condlen)
+{
+    size_t n = strlen(HDR) + strlen(name) + strlen(attr) + 64;
+    char *s = malloc(n);
+    snprintf(s, n, "%s<message><%s %s='v'/></message>", HDR, name, attr);
+    rec_t r;
+    xstream_limits_t lim = {1 << 20, 0, 0, 0};
+    run(&r, s, strlen(s), 0, &lim);
+    free(s);
+    snprintf(cond, condlen, "%s", r.nerr ? r.err : "");
+    xnode_t *st = r.nst == 1 ? r.st[0] : NULL;
+    if (st) r.nst = 0;
+    rec_free(&r);
+    return st;
+}
+
+static void test_names(void)
+{
+    char cond[64];
+    /* Names are validated once, by the parser: every stanza it delivers can be written. */
+    char *n1024 = long_name(XML_MAX_NAME_LEN), *n1025 = long_name(XML_MAX_NAME_LEN + 1);
+    xnode_t *st = parse_named(n1024, n1024, cond, sizeof cond);
+    char *out = st ? ser(st, NS_C) : NULL;
+    ok(st && out, "element and attribute names of XML_MAX_NAME_LEN (1024) bytes parse and are written");
+    free(out);
+    xnode_free(st);
+    st = parse_named(n1025, "a", cond, sizeof cond);
+    ok(!st && !strcmp(cond, "policy-violation"),
+       "an element name of 1025 bytes: policy-violation at parse time, not a stanza that cannot be written");
+    xnode_free(st);
+    st = parse_named("x", n1025, cond, sizeof cond);
+    ok(!st && !strcmp(cond, "policy-violation"), "an attribute name of 1025 bytes: policy-violation");
+    xnode_free(st);
+    size_t pl = strlen(n1025) + 64;
+    char *prefixed = malloc(pl);
+    snprintf(prefixed, pl, "xmlns:p='urn:p' p:%s", n1025);
+    st = parse_named("x", prefixed, cond, sizeof cond);
+    ok(!st && !strcmp(cond, "policy-violation"), "a namespaced attribute's local name of 1025 bytes: policy-violation");
+    xnode_free(st);
+    free(prefixed);
+    char *doc = malloc(strlen(n1025) + 8);
+    sprintf(doc, "<%s/>", n1025);
+    st = xnode_parse_one(doc, strlen(doc), NS_C);
+    ok(!st, "xnode_parse_one refuses a name of 1025 bytes too");
+    xnode_free(st);
+    free(doc);
+
+    /* Names made by code are still checked: too long, or not a name (U+00D7 cannot start one). */
+    xnode_t *c = xnode_new(n1025, "");
+    out = ser(c, NULL);
+    ok(!out, "the serialiser refuses an element name over XML_MAX_NAME_LEN made by code");
+    free(out);
+    xnode_free(c);
+    st = parse_named("\xc3\xa9l", "\xc3\xa4t", cond, sizeof cond);
+    out = st ? ser(st, NS_C) : NULL;
+    ok(out && strstr(out, "<\xc3\xa9l \xc3\xa4t='v'/>"), "parsed non-ASCII names are written");
+    free(out);
+    if (st) {
+        xnode_t *child = xnode_first_elem(st);
+        xnode_set_attr(child, "\xc3\x97" "bad", "v");
+        out = ser(st, NS_C);
+        ok(!out, "an invalid non-ASCII attribute name added by code to a parsed element is refused");
+        free(out);
+        xnode_set_attr(child, "\xc3\x97" "bad", NULL);
+        xnode_set_attr(child, "\xc3\xa4t", "w");
+        xnode_t *cp = xnode_copy(st);
+        out = ser(cp, NS_C);
+        ok(out && strstr(out, "<\xc3\xa9l \xc3\xa4t='w'/>"), "after removing it, the element (and a copy) is written");
+        free(out);
+        xnode_free(cp);
+    }
+    xnode_free(st);
+    free(n1024);
+    free(n1025);
+}
+
 int main(void)
 {
     test_tree();
@@ -658,5 +747,6 @@ int main(void)
     test_limits();
     test_control();
     test_bytewise_cost();
+    test_names();
     return done_testing();
 }
