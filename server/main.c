@@ -183,6 +183,12 @@ static int drop_privileges(const char *user)
     }
     /* The data_dir and the database files must stay usable after the switch, also when
      * civitasctl (run as root) created them: they are given to the user at every start. */
+    char *err = NULL;
+    if (storage_make_dir(srv->cfg->data_dir, &err) < 0) {
+        log_error("main", "storage: %s", err ? err : "cannot create the data_dir");
+        free(err);
+        return -1;
+    }
     if (chown_data_dir(srv->cfg->data_dir, pw->pw_uid, pw->pw_gid) < 0) {
         log_error("main", "cannot give %s to user '%s'", srv->cfg->data_dir, user);
         return -1;
@@ -240,6 +246,14 @@ int main(int argc, char **argv)
     }
     apply_logging(srv->cfg);
 
+    /* Only binding the ports needs root: the storage is opened after the switch to user:, so
+     * that nothing in the user's data_dir is ever opened with privileges. */
+    srv->base = event_base_new();
+    srv->ip_state = strmap_new();
+    if (listen_start() < 0 || drop_privileges(srv->cfg->user) < 0) {
+        log_error("main", "start-up failed");
+        return 1;
+    }
     char *err = NULL;
     srv->store = storage_open(srv->cfg->data_dir, &err);
     if (!srv->store) {
@@ -247,10 +261,7 @@ int main(int argc, char **argv)
         free(err);
         return 1;
     }
-    srv->base = event_base_new();
-    srv->ip_state = strmap_new();
-    if (setup_hosts() < 0 || modules_load() < 0 || s2s_start() < 0 || listen_start() < 0 ||
-        drop_privileges(srv->cfg->user) < 0) {
+    if (setup_hosts() < 0 || modules_load() < 0 || s2s_start() < 0) {
         log_error("main", "start-up failed");
         return 1;
     }

@@ -39,6 +39,11 @@ storage_t *storage_open(const char *data_dir, char **err);
 /* The names of the files the storage keeps directly in data_dir (NULL-terminated): what civitasd,
  * started as root, gives to its unprivileged user. */
 extern const char *const storage_files[];
+/* Create data_dir (and missing parents) with mode 0700, as storage_open does. civitasd started as
+ * root calls it before it gives the directory to its user and switches to that user, so that the
+ * database is opened (and SQLite creates its -wal/-shm files) only without privileges: as root,
+ * SQLite would follow a link the user put in data_dir. 0, or -1 and *err as for storage_open. */
+int storage_make_dir(const char *data_dir, char **err);
 /* Roll back an open storage_begin() batch, finalise statements, checkpoint the WAL into the
  * database file and close. NULL is a no-op. */
 void storage_close(storage_t *s);

@@ -444,6 +444,16 @@ static int mkdir_p(const char *dir, char *errbuf, size_t errlen)
     return 0;
 }
 
+int storage_make_dir(const char *data_dir, char **err)
+{
+    char msg[512];
+    if (err) *err = NULL;
+    if (!data_dir || !*data_dir) snprintf(msg, sizeof msg, "no data_dir given");
+    else if (mkdir_p(data_dir, msg, sizeof msg) == 0) return 0;
+    if (err) *err = strdup(msg);
+    return -1;
+}
+
 /* Create the database file ourselves so it is born 0600 whatever the umask; tighten an existing
  * one that group or others could read. SQLite gives the -wal and -shm files the same mode. */
 static int prepare_file(const char *path, char *errbuf, size_t errlen)

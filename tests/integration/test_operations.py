@@ -6,7 +6,7 @@ import pwd
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Tap, Server, connect_login  # noqa: E402
+from harness import Tap, Server, HarnessError, connect_login  # noqa: E402
 
 PW = "pw-ops"
 SECRET = "the-secret-body-7f3a"
@@ -46,20 +46,65 @@ def links_in_data_dir(t, srv, nobody):
         outside[name] = path
     os.link(outside["hard"], os.path.join(srv.data_dir, "stray"))            # not a file of ours
     os.symlink(outside["sym"], os.path.join(srv.data_dir, "stray-symlink"))
-    db = os.path.join(srv.data_dir, "civitas.db")
-    outside["db"] = os.path.join(srv.dir, "root-owned-db")                  # our file, with a second link
-    os.link(db, outside["db"])
-    os.lchown(db, 0, 0)
-    mark = srv.log_mark()
     srv.start()
     got = {name: os.stat(path).st_uid for name, path in outside.items()}
-    t.is_(got, {"hard": 0, "sym": 0, "db": 0},
+    t.is_(got, {"hard": 0, "sym": 0},
           "user: files linked into the data_dir keep their owner (a hard link with an unknown name, a "
-          "symbolic link, the database file with a second link)")
-    t.ok(srv.wait_log(r"civitas\.db.* links", 5, start=mark) is not None,
-         "the database file with more than one link is reported in the log", lambda: "\n".join(srv.log_tail(10)))
+          "symbolic link)")
     wal = os.path.join(srv.data_dir, "civitas.db-wal")
     t.is_(os.stat(wal).st_uid, nobody.pw_uid, "user: the database's -wal file is given to the user at start")
+
+    srv.stop()
+    db = os.path.join(srv.data_dir, "civitas.db")
+    second = os.path.join(srv.dir, "root-owned-db")                         # our file, with a second link
+    os.link(db, second)
+    os.lchown(db, 0, 0)
+    mark = srv.log_mark()
+    try:
+        srv.start()
+        started = True
+    except HarnessError:
+        started = False
+    t.is_(os.stat(second).st_uid, 0, "user: the database file with a second link keeps its owner")
+    t.ok(srv.wait_log(r"civitas\.db.* links", 5, start=mark) is not None,
+         "the database file with more than one link is reported in the log", lambda: "\n".join(srv.log_tail(10)))
+    t.ok(not started and srv.wait_log(r"storage: cannot open", 1, start=mark) is not None,
+         "... and the server, which opens its storage only as the user, refuses to start and says why",
+         lambda: "\n".join(srv.log_tail(10)))
+    os.unlink(second)
+    os.chown(db, nobody.pw_uid, nobody.pw_gid)
+
+
+def sqlite_files_as_user(t, srv):
+    """The storage is opened only after the switch to user:, so SQLite never writes, as root, through
+    a hard link that the user put in place of its -shm or -wal file (SQLite refuses symbolic links
+    there itself, but writes its WAL and index through a hard link into whatever file it is)."""
+    srv.stop()
+    victims = {}
+    for suffix in ("-shm", "-wal"):
+        path = os.path.join(srv.dir, "root-owned" + suffix)
+        with open(path, "w") as f:
+            f.write("root's file, not a database\n")
+        os.chmod(path, 0o644)
+        link = os.path.join(srv.data_dir, "civitas.db" + suffix)
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.link(path, link)
+        victims[suffix] = (path, open(path, "rb").read())
+    mark = srv.log_mark()
+    try:
+        srv.start()
+        started = True
+    except HarnessError:
+        started = False
+    changed = [s for s, (path, data) in victims.items() if open(path, "rb").read() != data]
+    t.ok(not changed, "user: hard links in place of SQLite's -shm/-wal files are not written through as root",
+         "changed: %r; log:\n%s" % (changed, "\n".join(srv.log_tail(10))))
+    if not started:
+        t.ok(srv.wait_log(r"storage: ", 1, start=mark) is not None,
+             "... and when the storage cannot open without privileges, the log says so")
+    for suffix in victims:
+        os.unlink(os.path.join(srv.data_dir, "civitas.db" + suffix))
 
 
 def main(t):
@@ -79,6 +124,7 @@ def main(t):
             t.ok(owners == {nobody.pw_uid}, "user: the data_dir and the database files belong to that user",
                  repr(owners))
             t.run(links_in_data_dir, t, srv, nobody)
+            t.run(sqlite_files_as_user, t, srv)
     else:
         t.skip("dropping root", "the test does not run as root")
 
