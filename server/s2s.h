@@ -73,6 +73,7 @@ struct s2s_conn {
     struct ssl_st *ssl;             /* owned by bev once TLS started */
     tls_t *tls;                     /* reference held while ssl exists */
     xstream_t *xs;
+    struct flow *flow;              /* XEP-0205 input limits (limits.*), as for client streams */
     unsigned outgoing : 1;
     unsigned tls_active : 1;        /* TLS established or under way */
     unsigned tls_handshaking : 1;   /* outgoing: waiting for the handshake's end */
@@ -104,7 +105,7 @@ void s2s_conn_start_tls_client(s2s_conn_t *c, struct ssl_st *ssl);
 void s2s_conn_close(s2s_conn_t *c, const char *condition, const char *text, const char *why);
 /* Drop the connection without a word (connect failures, TLS failures). */
 void s2s_conn_abort(s2s_conn_t *c, const char *why);
-/* Raise the parser's limits to the configured post-authentication ones. */
+/* Raise the parser's limits and the read rate to the configured post-authentication ones. */
 void s2s_conn_authenticated_limits(s2s_conn_t *c);
 
 /* Is federation with domain allowed by federation.mode? 1 yes; 0 no with *why set. */
