@@ -33,7 +33,8 @@ void s2s_accept(int fd, const char *peer_ip, int direct_tls);
  * one stream for (sender's domain, recipient's domain), queued while that stream is being set up;
  * when it cannot be delivered it is bounced to the sender (never for errors): policy-violation
  * (federation.mode), remote-server-not-found (DNS, connection, TLS or authentication failure),
- * remote-server-timeout (the stream was not up within the time limit). Stanzas whose 'from' is
+ * remote-server-timeout (the stream was not up within the time limit), resource-constraint (the
+ * queue of the stream being set up is full: limits.max_s2s_queue_bytes or 1000 stanzas). Stanzas whose 'from' is
  * not one of our domains are dropped. */
 void s2s_route(xnode_t *st);
 
