@@ -201,7 +201,7 @@ static void key_usage(void)
     char ca_path[] = "/tmp/civitas-test-ca-XXXXXX";
     int fd = mkstemp(ca_path);
     FILE *fp = fd >= 0 ? fdopen(fd, "w") : NULL;
-    make_leaf("x.example", NULL);       /* makes the CA */
+    X509_free(make_leaf("x.example", NULL));     /* makes the CA */
     ok(fp && PEM_write_X509(fp, ca_cert) == 1, "test CA written");
     if (fp) fclose(fp);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
