@@ -2,6 +2,7 @@
  * header through STARTTLS, SASL and resource binding to established, and every stream error. */
 #define _GNU_SOURCE   /* POLLRDHUP */
 #include "session.h"
+#include "flow.h"
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -28,13 +29,9 @@ static void send_raw(session_t *s, const char *data, size_t len)
     if (s->state == C2S_CLOSING || s->freeing) return;
     bufferevent_write(s->bev, data, len);
     /* A client that never reads must not make the server buffer without bound
-     * (Openfire GHSA-x337-43mr-gg3h): past the cap the stream is dropped. */
-    size_t queued = evbuffer_get_length(bufferevent_get_output(s->bev));
-    /* After STARTTLS the TLS filter encrypts its output into the socket's buffer at once, so that
-     * is where a non-reading client's backlog grows: count both. */
-    struct bufferevent *under = bufferevent_get_underlying(s->bev);
-    if (under) queued += evbuffer_get_length(bufferevent_get_output(under));
-    if (queued > (size_t)srv->cfg->max_output_buffer) {
+     * (Openfire GHSA-x337-43mr-gg3h): past the cap the stream is dropped. flow_output_queued
+     * counts the TLS filter's output and the socket's under it. */
+    if (flow_output_queued(s->bev) > (size_t)srv->cfg->max_output_buffer) {
         log_info("c2s", "%s: output queue over %ld bytes, dropping the stream", s->ip, srv->cfg->max_output_buffer);
         session_free_later(s);
     }
@@ -200,12 +197,7 @@ static void on_close_timeout(evutil_socket_t fd, short what, void *arg)
     session_free_later(arg);
 }
 
-static int output_drained(session_t *s)
-{
-    if (evbuffer_get_length(bufferevent_get_output(s->bev))) return 0;
-    struct bufferevent *under = bufferevent_get_underlying(s->bev);
-    return !under || evbuffer_get_length(bufferevent_get_output(under)) == 0;
-}
+static int output_drained(session_t *s) { return flow_output_queued(s->bev) == 0; }
 
 static void on_under_drained(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
@@ -487,105 +479,49 @@ static void start_tls_filter(session_t *s)
 
 /* ---- XEP-0205 rate limits ---- */
 
-/* Bytes: libevent's token bucket on the socket-level bufferevent (reading pauses past the rate,
- * nothing is dropped). Stanzas: a bucket of max_stanzas_per_second tokens, refilled continuously,
- * one second's worth of burst; when it is empty reading pauses until a token is back. XEP-0205 asks
- * for such limits but defines no error for the rate itself (only for distinct recipients, §4.6);
- * delaying is the "karma" behaviour of §4.7 and keeps a legitimate burst (a reconnecting client's
- * roster, presence and queries) from costing the user the stream and the stanzas in flight.
- * The state lives in the session's data list so that session.h stays as it is. */
+/* The stream's flow control (flow.h: bytes per second on the socket, stanzas per second; reading
+ * pauses, nothing is dropped). A legitimate burst (a reconnecting client's roster, presence and
+ * queries) only waits instead of costing the user the stream and the stanzas in flight. The state
+ * lives in the session's data list so that session.h stays as it is. */
 #define RATE_KEY "c2s.rate"
-#define RATE_TICK_MS 250
-#define MIN_ELEMENT_BYTES 4       /* "<a/>": n bytes complete at most n / 4 depth-1 elements */
 
-typedef struct c2s_rate {
-    session_t *s;
-    struct ev_token_bucket_cfg *bytes;   /* set on the socket-level bufferevent */
-    int64_t tokens_m;                    /* stanza tokens in thousandths */
-    int64_t last_ms;
-    struct event *resume;                /* ends a stanza-rate pause */
-} c2s_rate_t;
+static void rate_free(void *p) { flow_free(p); }   /* the bufferevent is gone by now (on_free) */
 
-static void rate_free(void *p)
-{
-    c2s_rate_t *r = p;
-    if (r->resume) event_free(r->resume);
-    if (r->bytes) ev_token_bucket_cfg_free(r->bytes);   /* the bufferevent is gone by now (on_free) */
-    free(r);
-}
-
-static c2s_rate_t *rate_of(session_t *s) { return session_get_data(s, RATE_KEY); }
+static flow_t *rate_of(session_t *s) { return session_get_data(s, RATE_KEY); }
 
 /* Set the read rate of the connection (before authentication and after). */
 static void rate_set_bytes(session_t *s, long per_second)
 {
-    c2s_rate_t *r = rate_of(s);
-    struct bufferevent *sock = bufferevent_get_underlying(s->bev);
-    if (!r) return;
-    if (!sock) sock = s->bev;          /* plain TCP, or direct TLS reading the socket itself */
-    struct timeval tick = {0, RATE_TICK_MS * 1000};
-    size_t per_tick = (size_t)per_second * RATE_TICK_MS / 1000;
-    struct ev_token_bucket_cfg *cfg =
-        ev_token_bucket_cfg_new(per_tick, (size_t)per_second, EV_RATE_LIMIT_MAX, EV_RATE_LIMIT_MAX, &tick);
-    if (!cfg || bufferevent_set_rate_limit(sock, cfg) < 0) {
-        log_warn("c2s", "%s: cannot set the read rate limit", s->ip);
-        if (cfg) ev_token_bucket_cfg_free(cfg);
-        return;
-    }
-    if (r->bytes) ev_token_bucket_cfg_free(r->bytes);
-    r->bytes = cfg;
+    flow_t *r = rate_of(s);
+    if (r && flow_set_bytes(r, s->bev, per_second) < 0) log_warn("c2s", "%s: cannot set the read rate limit", s->ip);
 }
 
-/* How many bytes may be parsed now without completing more stanzas than there are tokens. */
 static size_t rate_room(session_t *s)
 {
-    c2s_rate_t *r = rate_of(s);
-    if (!r) return READ_CHUNK;
-    long rate = srv->cfg->max_stanzas_per_second;
-    int64_t now = now_ms();
-    r->tokens_m += (now - r->last_ms) * rate;
-    if (r->tokens_m > (int64_t)rate * 1000) r->tokens_m = (int64_t)rate * 1000;
-    r->last_ms = now;
-    int64_t whole = r->tokens_m / 1000;
-    return whole >= READ_CHUNK / MIN_ELEMENT_BYTES ? READ_CHUNK : (size_t)whole * MIN_ELEMENT_BYTES;
+    flow_t *r = rate_of(s);
+    return r ? flow_room(r, READ_CHUNK) : READ_CHUNK;
 }
 
 static void rate_take(session_t *s)
 {
-    c2s_rate_t *r = rate_of(s);
-    if (r) r->tokens_m -= 1000;
+    flow_t *r = rate_of(s);
+    if (r) flow_take(r);
 }
 
-static void on_rate_resume(evutil_socket_t fd, short what, void *arg)
+static void on_rate_resume(void *arg)
 {
-    (void)fd; (void)what;
-    session_t *s = ((c2s_rate_t *)arg)->s;
+    session_t *s = arg;
     /* a SASL back-off that also holds reading resumes it itself (on_delay_done) */
     if (s->state == C2S_CLOSING || s->freeing || s->delayed) return;
     bufferevent_enable(s->bev, EV_READ);
     on_read(s->bev, s);                 /* bytes read before the pause wait in the input buffer */
 }
 
-/* No token left: stop reading until the next one is due. */
-static void rate_pause(session_t *s)
-{
-    c2s_rate_t *r = rate_of(s);
-    long rate = srv->cfg->max_stanzas_per_second;
-    int64_t ms = (1000 - r->tokens_m + rate - 1) / rate;
-    if (ms < 1) ms = 1;
-    bufferevent_disable(s->bev, EV_READ);
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    evtimer_add(r->resume, &tv);
-}
+static void rate_pause(session_t *s) { flow_pause(rate_of(s), s->bev); }
 
 static void rate_init(session_t *s)
 {
-    c2s_rate_t *r = xcalloc(1, sizeof *r);
-    r->s = s;
-    r->tokens_m = (int64_t)srv->cfg->max_stanzas_per_second * 1000;
-    r->last_ms = now_ms();
-    r->resume = evtimer_new(srv->base, on_rate_resume, r);
-    session_set_data(s, RATE_KEY, r, rate_free);
+    session_set_data(s, RATE_KEY, flow_new(srv->base, on_rate_resume, s), rate_free);
     rate_set_bytes(s, srv->cfg->max_bytes_per_second_preauth);
 }
 

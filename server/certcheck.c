@@ -2,6 +2,7 @@
  * store or a partner's CA, and RFC 6125/9525 matching of DNS-IDs, SRV-IDs and XmppAddr identities. */
 #include "certcheck.h"
 #include "jid.h"
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -126,14 +127,21 @@ static int chain_ok(X509_STORE *store, X509 *leaf, STACK_OF(X509) *chain, const 
     return ok;
 }
 
-int certcheck_peer(struct ssl_st *ssl, const char *domain, const char *ca_file, const char **reason)
+int certcheck_eku(struct x509_st *cert, int incoming)
+{
+    /* UINT32_MAX: no extension; 0 also when the certificate's extensions cannot be parsed */
+    uint32_t xku = X509_get_extended_key_usage(cert);
+    if (xku == UINT32_MAX) return 1;
+    return (xku & XKU_SSL_SERVER) || (incoming && (xku & XKU_SSL_CLIENT));
+}
+
+int certcheck_cert(struct x509_st *leaf, struct stack_st_X509 *chain, const char *domain, const char *ca_file,
+                   int incoming, const char **reason)
 {
     const char *dummy;
     if (!reason) reason = &dummy;
     *reason = "no certificate";
-    X509 *leaf = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
     if (!leaf) return 0;
-    STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
     int ok = 0;
     if (ca_file) {
         X509_STORE *st = X509_STORE_new();
@@ -151,12 +159,24 @@ int certcheck_peer(struct ssl_st *ssl, const char *domain, const char *ca_file, 
         if (!ok && !ca_file && r2) *reason = r2;     /* with a partner CA, its verdict is the useful one */
     }
     if (!ok) return 0;
+    if (!certcheck_eku(leaf, incoming)) {
+        *reason = incoming ? "the certificate's extendedKeyUsage allows neither serverAuth nor clientAuth"
+                           : "the certificate's extendedKeyUsage does not allow serverAuth";
+        return 0;
+    }
     if (!certcheck_name(leaf, domain)) {
         *reason = "certificate does not name the domain";
         return 0;
     }
     *reason = NULL;
     return 1;
+}
+
+int certcheck_peer(struct ssl_st *ssl, const char *domain, const char *ca_file, const char **reason)
+{
+    X509 *leaf = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
+    STACK_OF(X509) *chain = ssl ? SSL_get_peer_cert_chain(ssl) : NULL;
+    return certcheck_cert(leaf, chain, domain, ca_file, ssl && SSL_is_server(ssl), reason);
 }
 
 void certcheck_cleanup(void)

@@ -820,6 +820,7 @@ static const opt_t limits_opts[] = {
     LIMIT(max_bytes_per_second, 100000, 1024, 1073741824),
     LIMIT(max_bytes_per_second_preauth, 10000, 1024, 1073741824),
     LIMIT(max_stanzas_per_second, 100, 1, 1000000),
+    LIMIT(max_s2s_queue_bytes, 1048576, 65536, 1073741824),
     {0}};
 static const opt_t top_opts[] = {
     {.name = "hosts", .type = T_ARRAY, .off = C(hosts), .count_off = C(nhosts), .sub = host_opts,

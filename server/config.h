@@ -77,6 +77,8 @@ typedef struct config {
     long max_bytes_per_second_preauth; /* limits.max_bytes_per_second_preauth [10000] 1024..1073741824 */
     long max_stanzas_per_second;       /* limits.max_stanzas_per_second per session [100] 1..1000000;
                                         * excess stanzas wait (reading pauses), XEP-0205 "karma" style */
+    long max_s2s_queue_bytes;          /* limits.max_s2s_queue_bytes [1048576] 65536..1073741824: stanzas
+                                        * waiting for one s2s stream being set up (serialised size) */
     long scram_iterations;             /* sasl.iterations [4096] 4096..1000000 */
     cfg_node_t *module_sections;       /* top-level mappings named after a known module, in order, linked by
                                         * .next; each is a CFG_MAP whose .key is the module name */

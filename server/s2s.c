@@ -3,6 +3,7 @@
 #include "s2s.h"
 #include "dns.h"
 #include "certcheck.h"
+#include "flow.h"
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -82,10 +83,12 @@ void s2s_conn_send_str(s2s_conn_t *c, const char *s)
 {
     if (c->closing || c->freeing || !c->bev) return;
     bufferevent_write(c->bev, s, strlen(s));
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    if (evbuffer_get_length(out) > (size_t)srv->cfg->max_output_buffer) {
-        log_info("s2s", "%s: output queue over %ld bytes, dropping the connection", c->ip, srv->cfg->max_output_buffer);
-        s2s_conn_abort(c, "peer does not read");
+    /* A peer that stops reading must not make us buffer without bound. With TLS the filter
+     * encrypts into the socket's buffer at once: flow_output_queued counts both. */
+    if (flow_output_queued(c->bev) > (size_t)srv->cfg->max_output_buffer) {
+        log_info("s2s", "%s: output queue over %ld bytes (limits.max_output_buffer): the peer does not read, "
+                 "dropping the connection", c->ip, srv->cfg->max_output_buffer);
+        s2s_conn_abort(c, "the peer does not read (output queue over limits.max_output_buffer)");
     }
 }
 
@@ -130,6 +133,7 @@ static void on_free(evutil_socket_t fd, short what, void *arg)
     if (!c->ssl_in_bev) tls_free_ssl(c->ssl);  /* made for STARTTLS that never started */
     tls_unref(c->tls);
     xstream_free(c->xs);
+    flow_free(c->flow);                        /* after the bufferevent it limited */
     if (c->flush_timer) event_free(c->flush_timer);
     if (c->drain_ev) event_free(c->drain_ev);
     event_free(c->free_ev);
@@ -158,12 +162,7 @@ static void on_flush_timeout(evutil_socket_t fd, short what, void *arg)
     free_later(arg);
 }
 
-static int output_drained(s2s_conn_t *c)
-{
-    if (evbuffer_get_length(bufferevent_get_output(c->bev))) return 0;
-    struct bufferevent *under = bufferevent_get_underlying(c->bev);
-    return !under || evbuffer_get_length(bufferevent_get_output(under)) == 0;
-}
+static int output_drained(s2s_conn_t *c) { return flow_output_queued(c->bev) == 0; }
 
 void s2s_conn_close(s2s_conn_t *c, const char *condition, const char *text, const char *why)
 {
@@ -210,6 +209,7 @@ static int x_stanza(void *ud, xnode_t *el)
         xnode_free(el);
         return 1;
     }
+    flow_take(c->flow);
     if (strcmp(el->ns, NS_STREAMS) == 0 && strcmp(el->name, "error") == 0) {
         xnode_t *cond = NULL;
         for (xnode_t *e = xnode_first_elem(el); e; e = xnode_next_elem(e))
@@ -271,7 +271,13 @@ static void on_read(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
     char buf[READ_CHUNK];
     int n;
-    while (!c->closing && !c->freeing && (n = evbuffer_remove(in, buf, sizeof buf)) > 0) {
+    while (!c->closing && !c->freeing && evbuffer_get_length(in) > 0) {
+        size_t room = flow_room(c->flow, sizeof buf);
+        if (!room) {                    /* out of stanza tokens: on_flow_resume goes on */
+            flow_pause(c->flow, c->bev);
+            return;
+        }
+        if ((n = evbuffer_remove(in, buf, room)) <= 0) break;
         xstream_feed(c->xs, buf, (size_t)n);
         if (c->reset_pending) {
             c->reset_pending = 0;
@@ -288,6 +294,14 @@ static void on_read(struct bufferevent *bev, void *arg)
             return;
         }
     }
+}
+
+static void on_flow_resume(void *arg)
+{
+    s2s_conn_t *c = arg;
+    if (c->closing || c->freeing) return;
+    bufferevent_enable(c->bev, EV_READ);
+    on_read(c->bev, c);                 /* bytes read before the pause wait in the input buffer */
 }
 
 static void on_drain_poll(evutil_socket_t fd, short what, void *arg);
@@ -354,6 +368,7 @@ static s2s_conn_t *conn_new(const char *ip, const s2s_conn_cb_t *cb, void *owner
     c->free_ev = event_new(srv->base, -1, 0, on_free, c);
     xstream_limits_t lim = {(size_t)srv->cfg->max_stanza_size_preauth, 32, 32, 0};
     c->xs = xstream_new(&xml_cb, c, &lim);
+    c->flow = flow_new(srv->base, on_flow_resume, c);
     c->next = conns;
     if (conns) conns->prev = c;
     conns = c;
@@ -361,11 +376,19 @@ static s2s_conn_t *conn_new(const char *ip, const s2s_conn_cb_t *cb, void *owner
     return c;
 }
 
+/* XEP-0205 bytes per second, on the socket (before authentication: the _preauth rate). */
+static void set_read_rate(s2s_conn_t *c, long per_second)
+{
+    if (c->bev && flow_set_bytes(c->flow, c->bev, per_second) < 0)
+        log_warn("s2s", "%s: cannot set the read rate limit", c->ip);
+}
+
 void s2s_conn_authenticated_limits(s2s_conn_t *c)
 {
     xstream_limits_t lim = {(size_t)srv->cfg->max_stanza_size, (size_t)srv->cfg->max_depth,
                             (size_t)srv->cfg->max_attributes, 0};
     xstream_set_limits(c->xs, &lim);
+    set_read_rate(c, srv->cfg->max_bytes_per_second);
 }
 
 s2s_conn_t *s2s_conn_accept(int fd, const char *ip, struct ssl_st *ssl, const s2s_conn_cb_t *cb, void *owner)
@@ -375,8 +398,17 @@ s2s_conn_t *s2s_conn_accept(int fd, const char *ip, struct ssl_st *ssl, const s2
         c->ssl = ssl;
         c->tls = srv->tls;
         tls_ref(c->tls);
-        c->bev = bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                                BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+        /* TLS as a filter over a socket bufferevent, as after STARTTLS and in c2s.c: the read rate
+         * limit then applies to the socket (an openssl socket bufferevent paused by a rate limit
+         * keeps the rest of a record inside SSL, and nothing wakes it up again) */
+        struct bufferevent *sock = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+        c->bev = sock ? bufferevent_openssl_filter_new(srv->base, sock, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                       BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS)
+                      : NULL;
+        if (sock && !c->bev) {
+            bufferevent_free(sock);     /* closes fd */
+            fd = -1;
+        }
         if (c->bev) {
             bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
             c->ssl_in_bev = 1;
@@ -386,10 +418,11 @@ s2s_conn_t *s2s_conn_accept(int fd, const char *ip, struct ssl_st *ssl, const s2
         c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
     }
     if (!c->bev) {
-        close(fd);
+        if (fd >= 0) close(fd);
         s2s_conn_abort(c, "cannot set up the connection");
         return c;
     }
+    set_read_rate(c, srv->cfg->max_bytes_per_second_preauth);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     return c;
@@ -410,6 +443,7 @@ s2s_conn_t *s2s_conn_connect(const struct sockaddr *addr, int addrlen, const s2s
     if (!bev) return NULL;
     s2s_conn_t *c = conn_new(ip, cb, owner, 1);
     c->bev = bev;
+    set_read_rate(c, srv->cfg->max_bytes_per_second_preauth);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     if (bufferevent_socket_connect(c->bev, (struct sockaddr *)addr, addrlen) < 0)

@@ -33,7 +33,8 @@ void s2s_accept(int fd, const char *peer_ip, int direct_tls);
  * one stream for (sender's domain, recipient's domain), queued while that stream is being set up;
  * when it cannot be delivered it is bounced to the sender (never for errors): policy-violation
  * (federation.mode), remote-server-not-found (DNS, connection, TLS or authentication failure),
- * remote-server-timeout (the stream was not up within the time limit). Stanzas whose 'from' is
+ * remote-server-timeout (the stream was not up within the time limit), resource-constraint (the
+ * queue of the stream being set up is full: limits.max_s2s_queue_bytes or 1000 stanzas). Stanzas whose 'from' is
  * not one of our domains are dropped. */
 void s2s_route(xnode_t *st);
 
@@ -73,6 +74,7 @@ struct s2s_conn {
     struct ssl_st *ssl;             /* owned by bev once TLS started */
     tls_t *tls;                     /* reference held while ssl exists */
     xstream_t *xs;
+    struct flow *flow;              /* XEP-0205 input limits (limits.*), as for client streams */
     unsigned outgoing : 1;
     unsigned tls_active : 1;        /* TLS established or under way */
     unsigned tls_handshaking : 1;   /* outgoing: waiting for the handshake's end */
@@ -104,7 +106,7 @@ void s2s_conn_start_tls_client(s2s_conn_t *c, struct ssl_st *ssl);
 void s2s_conn_close(s2s_conn_t *c, const char *condition, const char *text, const char *why);
 /* Drop the connection without a word (connect failures, TLS failures). */
 void s2s_conn_abort(s2s_conn_t *c, const char *why);
-/* Raise the parser's limits to the configured post-authentication ones. */
+/* Raise the parser's limits and the read rate to the configured post-authentication ones. */
 void s2s_conn_authenticated_limits(s2s_conn_t *c);
 
 /* Is federation with domain allowed by federation.mode? 1 yes; 0 no with *why set. */

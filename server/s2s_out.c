@@ -17,7 +17,7 @@
 #define BACKOFF_MAX_MS 60000        /* ... at most a minute, before connecting again */
 #define DEFAULT_PORT 5269
 
-typedef struct qitem { xnode_t *st; struct qitem *next; } qitem_t;
+typedef struct qitem { xnode_t *st; size_t bytes; struct qitem *next; } qitem_t;
 
 typedef struct vreq {               /* a db:verify we send for an incoming stream */
     char *id, *key;
@@ -35,7 +35,8 @@ typedef struct s2s_out {
     char *local, *remote, *mapkey;
     out_state_t state;
     qitem_t *q, **qtail;
-    size_t qlen;
+    size_t qlen, qbytes;            /* stanzas queued, their serialised size (limits.max_s2s_queue_bytes) */
+    int qfull_logged;               /* the queue overflowed since it was last empty */
     vreq_t *vq;
     s2s_conn_t *conn;
     dns_query_t *srvq[2];           /* _xmpps-server, _xmpp-server */
@@ -229,7 +230,8 @@ static void out_fail(s2s_out_t *o, const char *cond, const char *why)
     qitem_t *q = o->q;
     o->q = NULL;
     o->qtail = &o->q;
-    o->qlen = 0;
+    o->qlen = o->qbytes = 0;
+    o->qfull_logged = 0;
     fail_verifies(o, 0);
     /* bounce last: the errors go through the router and hooks, which may route to o again */
     while (q) {
@@ -263,7 +265,8 @@ static void out_established(s2s_out_t *o, const char *how)
     }
     o->q = NULL;
     o->qtail = &o->q;
-    o->qlen = 0;
+    o->qlen = o->qbytes = 0;
+    o->qfull_logged = 0;
     if (o->conn) flush_verifies(o);
 }
 
@@ -681,10 +684,22 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- entry points ---- */
 
+/* Does st fit into o's queue (at most MAX_QUEUE stanzas and limits.max_s2s_queue_bytes bytes as
+ * they will be sent)? *bytes: its size. */
+static int queue_room(s2s_out_t *o, const xnode_t *st, size_t *bytes)
+{
+    if (o->qlen >= MAX_QUEUE) return 0;
+    char *buf = xnode_serialize(st, NS_SERVER, bytes);
+    free(buf);
+    if (!buf) *bytes = 0;           /* cannot be sent anyway: s2s_conn_send drops it */
+    return o->qbytes + *bytes <= (size_t)srv->cfg->max_s2s_queue_bytes;
+}
+
 void s2s_route(xnode_t *st)
 {
     jid_t *from = jid_new(xnode_attr(st, "from")), *to = jid_new(xnode_attr(st, "to"));
     const char *why = NULL;
+    size_t bytes = 0;
     if (!from || !to || !host_find(from->domain)) {
         log_debug("s2s", "dropped a stanza to a remote domain without a local sender");
         xnode_free(st);
@@ -704,11 +719,19 @@ void s2s_route(xnode_t *st)
             s2s_conn_send(o->conn, st);
             o->last_used = now_ms();
             xnode_free(st);
-        } else if (o->qlen >= MAX_QUEUE) {
+        } else if (!queue_room(o, st, &bytes)) {
+            /* RFC 6120 §8.3.3.18; bounce() never answers an error with an error (§8.3.1) */
+            if (!o->qfull_logged)
+                log_info("s2s", "outgoing %s -> %s: queue over %zu stanzas or %ld bytes (limits.max_s2s_queue_bytes) "
+                         "while the stream is set up: bouncing with <resource-constraint/>", o->local, o->remote,
+                         (size_t)MAX_QUEUE, srv->cfg->max_s2s_queue_bytes);
+            o->qfull_logged = 1;
             bounce(st, "wait", "resource-constraint", NULL);
         } else {
             qitem_t *i = xcalloc(1, sizeof *i);
             i->st = st;
+            i->bytes = bytes;
+            o->qbytes += bytes;
             *o->qtail = i;
             o->qtail = &i->next;
             o->qlen++;

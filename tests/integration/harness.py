@@ -521,11 +521,13 @@ class RawClient:
     asserts on the result; the convenience methods login()/bind() raise HarnessError when a step fails."""
 
     def __init__(self, port, tls=False, cafile=None, host="127.0.0.1", server_hostname="localhost",
-                 context=None, timeout=DEFAULT_TIMEOUT):
+                 context=None, timeout=DEFAULT_TIMEOUT, sock=None):
+        """sock: an accepted connection to use instead of connecting to port (a test that plays
+        a server, e.g. S2SPeer)."""
         self.timeout = timeout
         self.cafile = cafile
         self.server_hostname = server_hostname
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = sock if sock is not None else socket.create_connection((host, port), timeout=timeout)
         self.received = b""        # everything read, decrypted, for diagnostics
         self.eof = False
         self.reset = False
@@ -547,6 +549,12 @@ class RawClient:
         ctx = context or self.tls_context()
         self.sock.settimeout(self.timeout)
         self.sock = ctx.wrap_socket(self.sock, server_hostname=self.server_hostname)
+        self.tls = True
+
+    def accept_tls(self, context):
+        """The server side of a TLS handshake (after we sent <proceed/>)."""
+        self.sock.settimeout(self.timeout)
+        self.sock = context.wrap_socket(self.sock, server_side=True)
         self.tls = True
 
     def peer_cert_der(self):
@@ -898,6 +906,143 @@ def connect_login(srv, user, password, resource=None, mech=None, direct_tls=Fals
                   server_hostname=domain)
     c.login(user, password, resource=resource, mech=mech, domain=domain)
     return c
+
+
+# --------------------------------------------------------------------------------------------
+# A scripted remote server for federation tests
+
+NS_SERVER = "jabber:server"
+NS_DB = "jabber:server:dialback"
+NS_DB_FEATURE = "urn:xmpp:features:dialback"
+
+
+def s2s_header(from_, to, id_=None):
+    """An s2s stream header (jabber:server, the dialback prefix declared)."""
+    f = " from='%s'" % from_ if from_ else ""
+    i = " id='%s'" % id_ if id_ else ""
+    return ("<?xml version='1.0'?><stream:stream xmlns='%s' xmlns:stream='%s' xmlns:db='%s'%s to='%s'%s "
+            "version='1.0'>" % (NS_SERVER, NS_STREAM, NS_DB, f, to, i))
+
+
+class S2SPeer:
+    """A hand-made XMPP server for `domain` that authenticates with Server Dialback (XEP-0220) and a
+    certificate of its own CA that civitas does not trust. It listens on 127.0.0.1 for civitas's
+    connections (name `route` in the partner entry of civitas's config) and opens streams to it:
+
+      peer = S2SPeer("peer.example")
+      ... Server(..., extra_yaml="federation:\n  dialback: true\n  partners:\n" + peer.partner_yaml())
+      c = peer.connect(srv.port("server"), "localhost")    # TLS, features; then dialback:
+      peer.request_dialback(c, "localhost")                # db:result (civitas asks us back)
+      out = peer.accept()                                  # civitas's stream to us, up to features
+      peer.answer_dialback(out)                            # db:verify valid, db:result valid
+      peer.dialback_result(c)                              # civitas's verdict on our stream
+
+    rcvbuf: SO_RCVBUF of the connections civitas makes to us (a small one lets a test that stops
+    reading fill civitas's buffers quickly)."""
+
+    def __init__(self, domain, certs=None, rcvbuf=None):
+        self.domain = domain
+        self.certs = certs or Certs()
+        self.leaf = self.certs.leaf([domain])
+        self.listener = socket.socket()
+        if rcvbuf:
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+
+    def partner_yaml(self):
+        return "    - domain: %s\n      route: \"127.0.0.1:%d\"\n" % (self.domain, self.port)
+
+    def client_context(self):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE          # dialback: certificates are not what we rely on
+        ctx.load_cert_chain(self.leaf.cert, self.leaf.key)
+        return ctx
+
+    def server_context(self):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.leaf.cert, self.leaf.key)
+        return ctx
+
+    def connect(self, port, to):
+        """A stream from us to civitas (`to` one of its domains) over STARTTLS; returns the
+        RawClient with .features set to the features after TLS (None when a step failed)."""
+        c = RawClient(port, server_hostname=to)
+        f = c.open_stream(header=s2s_header(self.domain, to))
+        if f is None or f.find(q(NS_TLS, "starttls")) is None or not c.starttls(context=self.client_context()):
+            c.features = None
+            return c
+        c.open_stream(header=s2s_header(self.domain, to))
+        return c
+
+    def request_dialback(self, c, to, key="00" * 32):
+        c.send("<db:result from='%s' to='%s'>%s</db:result>" % (self.domain, to, key))
+
+    @staticmethod
+    def dialback_result(c, timeout=None):
+        """civitas's answer to our db:result (the element), or None."""
+        return c.expect(lambda el: el.tag == q(NS_DB, "result"), timeout)
+
+    def accept(self, timeout=DEFAULT_TIMEOUT):
+        """Take civitas's next connection to us and negotiate as a receiving server up to the
+        features after TLS (dialback offered). The RawClient, or None."""
+        self.listener.settimeout(timeout)
+        try:
+            sock, _ = self.listener.accept()
+        except socket.timeout:
+            return None
+        c = RawClient(None, sock=sock, timeout=timeout)
+        if c.read_until(lambda: c.parser.root_attrs is not None) is None:
+            return None
+        to = c.parser.root_attrs.get("from", "")
+        c.send(s2s_header(self.domain, to, secrets.token_hex(8)) +
+               "<stream:features><starttls xmlns='%s'><required/></starttls></stream:features>" % NS_TLS)
+        if c.expect(q(NS_TLS, "starttls")) is None:
+            return None
+        c.send("<proceed xmlns='%s'/>" % NS_TLS)
+        c.accept_tls(self.server_context())
+        c.parser = StreamParser()
+        c.inbox = []
+        if c.read_until(lambda: c.parser.root_attrs is not None) is None:
+            return None
+        c.send(s2s_header(self.domain, to, secrets.token_hex(8)) +
+               "<stream:features><dialback xmlns='%s'><errors/></dialback></stream:features>" % NS_DB_FEATURE)
+        return c
+
+    def answer_dialback(self, out, verify="valid", result="valid", timeout=None):
+        """On civitas's stream to us: answer its db:verify (the key we gave it is whatever we say)
+        and, unless result is None, its own db:result. True when both arrived."""
+        v = out.expect(lambda el: el.tag == q(NS_DB, "verify"), timeout)
+        if v is None:
+            return False
+        out.send("<db:verify from='%s' to='%s' id='%s' type='%s'/>" % (v.get("to"), v.get("from"), v.get("id"), verify))
+        r = out.expect(lambda el: el.tag == q(NS_DB, "result"), timeout)
+        if r is None:
+            return False
+        if result is not None:
+            out.send("<db:result from='%s' to='%s' type='%s'/>" % (r.get("to"), r.get("from"), result))
+        return True
+
+    def authenticated_stream(self, srv, to, result="valid"):
+        """Both directions up by dialback: (our stream to civitas, civitas's stream to us), either
+        None on failure. result=None leaves civitas's own dialback request unanswered, so its stream
+        to us stays in negotiation (stanzas for us wait in its queue)."""
+        c = self.connect(srv.port("server"), to)
+        if c.features is None:
+            return None, None
+        self.request_dialback(c, to)
+        out = self.accept()
+        if out is None or not self.answer_dialback(out, result=result):
+            return None, out
+        r = self.dialback_result(c)
+        if r is None or r.get("type") != "valid":
+            return None, out
+        return c, out
+
+    def close(self):
+        self.listener.close()
 
 
 # --------------------------------------------------------------------------------------------

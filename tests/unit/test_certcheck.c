@@ -1,10 +1,14 @@
 /* tests/unit/test_certcheck.c: RFC 6125/9525 name matching for XMPP server certificates (DNS-ID with
- * wildcards, SRV-ID, XmppAddr, no CN-ID) and XEP-0185 dialback keys. */
+ * wildcards, SRV-ID, XmppAddr, no CN-ID), the extended key usage of peer certificates (RFC 5280
+ * §4.2.1.12) and XEP-0185 dialback keys. */
 #include "tap.h"
 #include "certcheck.h"
 #include "s2s.h"
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
@@ -123,6 +127,108 @@ static void cert_names(void)
     X509_free(c);
 }
 
+/* ---- extended key usage ---- */
+
+static EVP_PKEY *ca_key;
+static X509 *ca_cert;
+
+static void add_ext(X509 *x, X509 *issuer, int nid, const char *value)
+{
+    X509V3_CTX ctx;
+    X509V3_set_ctx(&ctx, issuer, x, NULL, NULL, 0);
+    X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+    if (!e) {
+        fprintf(stderr, "bad extension '%s'\n", value);
+        exit(2);
+    }
+    X509_add_ext(x, e, -1);
+    X509_EXTENSION_free(e);
+}
+
+/* A test CA (made once) and leaf certificates it signs for DNS:domain, with extendedKeyUsage eku
+ * in OpenSSL's config syntax (NULL: no such extension). */
+static X509 *make_leaf(const char *domain, const char *eku)
+{
+    if (!ca_cert) {
+        ca_key = EVP_EC_gen("P-256");
+        ca_cert = X509_new();
+        X509_set_version(ca_cert, 2);
+        ASN1_INTEGER_set(X509_get_serialNumber(ca_cert), 1);
+        X509_gmtime_adj(X509_getm_notBefore(ca_cert), -60);
+        X509_gmtime_adj(X509_getm_notAfter(ca_cert), 3600);
+        X509_set_pubkey(ca_cert, ca_key);
+        X509_NAME_add_entry_by_txt(X509_get_subject_name(ca_cert), "CN", MBSTRING_ASC,
+                                   (const unsigned char *)"eku test CA", -1, -1, 0);
+        X509_set_issuer_name(ca_cert, X509_get_subject_name(ca_cert));
+        add_ext(ca_cert, ca_cert, NID_basic_constraints, "critical,CA:TRUE");
+        add_ext(ca_cert, ca_cert, NID_key_usage, "critical,keyCertSign,cRLSign");
+        X509_sign(ca_cert, ca_key, EVP_sha256());
+    }
+    static long serial = 2;
+    X509 *x = X509_new();
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
+    X509_gmtime_adj(X509_getm_notBefore(x), -60);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, k);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC, (const unsigned char *)domain, -1, -1, 0);
+    X509_set_issuer_name(x, X509_get_subject_name(ca_cert));
+    char san[300];
+    snprintf(san, sizeof san, "DNS:%s", domain);
+    add_ext(x, ca_cert, NID_subject_alt_name, san);
+    if (eku) add_ext(x, ca_cert, NID_ext_key_usage, eku);
+    X509_sign(x, ca_key, EVP_sha256());
+    EVP_PKEY_free(k);
+    return x;
+}
+
+static void key_usage(void)
+{
+    static const struct {
+        const char *eku;            /* NULL: no extendedKeyUsage extension */
+        int outgoing, incoming;     /* accepted for a server we connect to / a peer connecting to us */
+        const char *what;
+    } cases[] = {
+        {NULL, 1, 1, "no extendedKeyUsage extension: no restriction (RFC 5280 §4.2.1.12)"},
+        {"serverAuth", 1, 1, "serverAuth"},
+        {"serverAuth,clientAuth", 1, 1, "serverAuth and clientAuth"},
+        {"clientAuth", 0, 1, "clientAuth only: good for a peer connecting to us, not for a server we connect to"},
+        {"codeSigning", 0, 0, "codeSigning only"},
+        {"codeSigning,emailProtection", 0, 0, "codeSigning and emailProtection"},
+        {"anyExtendedKeyUsage", 0, 0, "anyExtendedKeyUsage without serverAuth (RFC 5280 lets us refuse it)"},
+    };
+    char ca_path[] = "/tmp/civitas-test-ca-XXXXXX";
+    int fd = mkstemp(ca_path);
+    FILE *fp = fd >= 0 ? fdopen(fd, "w") : NULL;
+    X509_free(make_leaf("x.example", NULL));     /* makes the CA */
+    ok(fp && PEM_write_X509(fp, ca_cert) == 1, "test CA written");
+    if (fp) fclose(fp);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        X509 *leaf = make_leaf("peer.example", cases[i].eku);
+        ok(certcheck_eku(leaf, 0) == cases[i].outgoing && certcheck_eku(leaf, 1) == cases[i].incoming,
+           "extendedKeyUsage %s: outgoing %s, incoming %s", cases[i].what, cases[i].outgoing ? "accepted" : "refused",
+           cases[i].incoming ? "accepted" : "refused");
+        const char *r_out = NULL, *r_in = NULL;
+        int v_out = certcheck_cert(leaf, NULL, "peer.example", ca_path, 0, &r_out);
+        int v_in = certcheck_cert(leaf, NULL, "peer.example", ca_path, 1, &r_in);
+        ok(v_out == cases[i].outgoing && v_in == cases[i].incoming &&
+               (v_out || (r_out && strstr(r_out, "extendedKeyUsage"))) &&
+               (v_in || (r_in && strstr(r_in, "extendedKeyUsage"))),
+           "the full check (chain to the partner's CA, name, key usage) gives the same verdict, with the reason (%s)",
+           r_out ? r_out : r_in ? r_in : "verified");
+        X509_free(leaf);
+    }
+    X509 *leaf = make_leaf("peer.example", "clientAuth");
+    const char *r = NULL;
+    ok(certcheck_cert(leaf, NULL, "other.example", ca_path, 1, &r) == 0 && r && strstr(r, "name"),
+       "an incoming clientAuth certificate still has to name the domain (%s)", r ? r : "accepted");
+    X509_free(leaf);
+    unlink(ca_path);
+    X509_free(ca_cert);
+    EVP_PKEY_free(ca_key);
+}
+
 static void dialback_keys(void)
 {
     dialback_init();
@@ -154,6 +260,7 @@ int main(void)
 {
     dns_ids();
     cert_names();
+    key_usage();
     dialback_keys();
     return done_testing();
 }

@@ -241,6 +241,7 @@ static void test_rate_limits(void)
     ok(c && c->max_bytes_per_second == 100000, "limits.max_bytes_per_second defaults to 100000");
     ok(c && c->max_bytes_per_second_preauth == 10000, "limits.max_bytes_per_second_preauth defaults to 10000");
     ok(c && c->max_stanzas_per_second == 100, "limits.max_stanzas_per_second defaults to 100");
+    ok(c && c->max_s2s_queue_bytes == 1048576, "limits.max_s2s_queue_bytes defaults to 1048576");
     config_free(c);
     c = load(HOST "limits:\n  max_bytes_per_second: 1024\n  max_bytes_per_second_preauth: 1073741824\n"
                   "  max_stanzas_per_second: 1\n");
@@ -501,7 +502,7 @@ static void test_example(const char *path)
        "the example listens on 127.0.0.1 ports 5222, 5223 and 5269");
     ok(c && c->max_stanza_size == 262144 && c->max_output_buffer == 1048576 && c->scram_iterations == 4096 &&
            c->max_bytes_per_second == 100000 && c->max_bytes_per_second_preauth == 10000 &&
-           c->max_stanzas_per_second == 100 &&
+           c->max_stanzas_per_second == 100 && c->max_s2s_queue_bytes == 1048576 &&
            c->fed_mode == FED_OPEN && c->fed_dialback && !c->log_jids && !c->modules_set,
        "the example's values are the defaults it documents");
     config_free(c);
