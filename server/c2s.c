@@ -12,11 +12,14 @@
 #define READ_CHUNK 16384
 #define CLOSE_FLUSH_SECONDS 5     /* a closing stream that does not drain is dropped after this */
 #define MAX_SASL_RETRIES 5        /* RFC 6120 §6.4.5: "at least 2 and no more than 5" */
+#define SASL_FORGET_MS 600000     /* an address's failures are forgotten 10 minutes after the last */
 
 static void session_free_later(session_t *s);
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
+static int dispatch(session_t *s, xnode_t *el);
+static void after_feed(session_t *s);
 
 /* ---- output ---- */
 
@@ -547,6 +550,23 @@ static void sasl_reset(session_t *s)
     FREE_AND_NULL(s->mech);
 }
 
+/* While a failure's answer is held back (s->delayed), nothing else the client sent is acted on:
+ * reading stops, and what was already parsed from the same read (pipelined <auth/> elements, say)
+ * waits here, in order, as children of a container node, until on_delay_done. */
+#define HELD_KEY "c2s.held"
+
+static void held_free(void *p) { xnode_free(p); }
+
+static void hold(session_t *s, xnode_t *el)
+{
+    xnode_t *held = session_get_data(s, HELD_KEY);
+    if (!held) {
+        held = xnode_new("held", NULL);
+        session_set_data(s, HELD_KEY, held, held_free);
+    }
+    xnode_add_child(held, el);
+}
+
 static void on_delay_done(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd; (void)what;
@@ -554,19 +574,88 @@ static void on_delay_done(evutil_socket_t fd, short what, void *arg)
     if (s->delayed) session_send(s, s->delayed);
     xnode_free(s->delayed);
     s->delayed = NULL;
-    if (s->state != C2S_CLOSING && !s->freeing) {
-        bufferevent_enable(s->bev, EV_READ);
-        on_read(s->bev, s);     /* what the client sent meanwhile waits in the input buffer */
+    /* what was held, in order, until one of them is held back again or ends this stream */
+    xnode_t *held = session_get_data(s, HELD_KEY);
+    int stop = 0;
+    while (held && held->children && !stop && !s->delayed && s->state == C2S_OPEN && !s->freeing) {
+        xnode_t *el = held->children;
+        xnode_unlink(el);
+        stop = dispatch(s, el);
+    }
+    if (stop || s->state != C2S_OPEN) session_set_data(s, HELD_KEY, NULL, NULL);  /* the rest is void */
+    if (s->state == C2S_CLOSING || s->freeing || s->delayed) return;
+    if (s->reset_pending || s->starttls_pending) {
+        /* the parser has read past the element that restarts the stream: start afresh, as
+         * on_read does after a feed */
+        after_feed(s);
+        if (s->state == C2S_CLOSING || s->freeing || !s->bev) return;
+    }
+    bufferevent_enable(s->bev, EV_READ);
+    on_read(s->bev, s);     /* what the client sent meanwhile waits in the input buffer */
+}
+
+/* The per-address slot of an account's failures: a hash of its bare JID (0: no account named). */
+static uint64_t account_key(session_t *s, const char *user)
+{
+    char *node = user ? jid_prep_node(user) : NULL;
+    char *bare = node ? xasprintf("%s@%s", node, s->host->name) : NULL;
+    unsigned char d[SCRAM_MAX_KEY];
+    uint64_t k = 0;
+    if (bare && scram_digest(SCRAM_SHA256, bare, strlen(bare), d) == 0) {
+        memcpy(&k, d, sizeof k);
+        if (!k) k = 1;
+    }
+    free(bare);
+    free(node);
+    return k;
+}
+
+/* Count a failure for the address, and for the account the client named when there is a slot for
+ * it. Failures of unnamed or untracked accounts are forgiven only by time. */
+static void count_failure(session_t *s, ip_state_t *ip, const char *user)
+{
+    int64_t now = now_ms();
+    if (ip->sasl_failures && now - ip->last_failure_ms > SASL_FORGET_MS) {
+        ip->sasl_failures = 0;
+        memset(ip->sasl_account, 0, sizeof ip->sasl_account);
+    }
+    ip->sasl_failures++;
+    ip->last_failure_ms = now;
+    uint64_t k = account_key(s, user);
+    int slot = -1;
+    for (int i = 0; k && i < IP_SASL_ACCOUNTS; i++) {
+        if (ip->sasl_account[i].account == k) {
+            slot = i;
+            break;
+        }
+        if (slot < 0 && !ip->sasl_account[i].account) slot = i;
+    }
+    if (slot < 0) return;
+    ip->sasl_account[slot].account = k;
+    ip->sasl_account[slot].failures++;
+}
+
+/* A success forgives the failures of that account only: another account's success (the attacker's
+ * own, say) leaves the address's back-off in place. */
+static void forgive_failures(session_t *s, ip_state_t *ip, const char *user)
+{
+    uint64_t k = account_key(s, user);
+    for (int i = 0; k && i < IP_SASL_ACCOUNTS; i++) {
+        if (ip->sasl_account[i].account != k) continue;
+        ip->sasl_failures -= ip->sasl_account[i].failures;
+        if (ip->sasl_failures < 0) ip->sasl_failures = 0;
+        ip->sasl_account[i].account = 0;
+        ip->sasl_account[i].failures = 0;
     }
 }
 
-static void sasl_fail(session_t *s, const char *condition)
+/* user: the account the client tried (NULL when it named none). */
+static void sasl_fail_as(session_t *s, const char *user, const char *condition)
 {
+    ip_state_t *ip = ip_state_get(s->ip);
+    count_failure(s, ip, user);
     sasl_reset(s);
     s->sasl_failures++;
-    ip_state_t *ip = ip_state_get(s->ip);
-    ip->sasl_failures++;
-    ip->last_failure_ms = now_ms();
     log_info("c2s", "%s: authentication failed (%s)", s->ip, condition);
     xnode_t *f = xnode_new("failure", NS_SASL);
     xnode_add_elem(f, condition, NULL);
@@ -593,11 +682,16 @@ static void sasl_fail(session_t *s, const char *condition)
     xnode_free(f);
 }
 
+static void sasl_fail(session_t *s, const char *condition)
+{
+    sasl_fail_as(s, s->scram ? scram_server_claimed_username(s->scram) : NULL, condition);
+}
+
 static void sasl_success(session_t *s, const char *user, const char *authzid, const char *extra, size_t extra_len)
 {
     char *node = jid_prep_node(user);
     if (!node) {
-        sasl_fail(s, "not-authorized");
+        sasl_fail_as(s, user, "not-authorized");
         return;
     }
     if (authzid && *authzid) {   /* we authorise only as oneself */
@@ -607,7 +701,7 @@ static void sasl_success(session_t *s, const char *user, const char *authzid, co
         jid_free(az);
         if (!okz) {
             free(node);
-            sasl_fail(s, "invalid-authzid");
+            sasl_fail_as(s, user, "invalid-authzid");
             return;
         }
     }
@@ -618,7 +712,7 @@ static void sasl_success(session_t *s, const char *user, const char *authzid, co
         s->counted_unauth = 0;
         srv->unauthenticated--;
     }
-    ip_state_get(s->ip)->sasl_failures = 0;
+    forgive_failures(s, ip_state_get(s->ip), node);
     if (s->timer) {
         event_free(s->timer);
         s->timer = NULL;
@@ -676,8 +770,12 @@ static void handle_plain(session_t *s, const unsigned char *in, size_t len)
     }
     char *node = jid_prep_node(authcid);
     int found = node && storage_account_get(srv->store, node, s->host->name, SCRAM_SHA256, &creds) == 0;
-    if (found && scram_check_password(&creds, pw) == 1) sasl_success(s, authcid, authzid, NULL, 0);
-    else sasl_fail(s, "not-authorized");
+    /* an unknown user costs the same PBKDF2 run as a wrong password (issue 9 item 8) */
+    if (!found) scram_fake_creds(SCRAM_SHA256, node ? node : authcid, (unsigned)srv->cfg->scram_iterations, &creds);
+    int match = scram_check_password(&creds, pw) == 1;
+    if (found && match) sasl_success(s, authcid, authzid, NULL, 0);
+    else sasl_fail_as(s, authcid, "not-authorized");
+    explicit_bzero(&creds, sizeof creds);
     explicit_bzero(pw, strlen(pw));
     free(node);
     free(authzid);
@@ -716,6 +814,7 @@ static void handle_auth(session_t *s, xnode_t *el)
         int sha256 = strncmp(mech, "SCRAM-SHA-256", 13) == 0;
         int plus = strstr(mech, "-PLUS") != NULL;
         s->scram = scram_server_new(sha256 ? SCRAM_SHA256 : SCRAM_SHA1, plus, plus_offered(s), &scram_cb, s);
+        scram_server_set_iterations(s->scram, (unsigned)srv->cfg->scram_iterations);  /* unknown users */
         if (len == 0) send_sasl(s, "challenge", "", 0);   /* no initial response: ask for it */
         else sasl_step(s, in, len);
     }
@@ -864,6 +963,17 @@ static int on_stanza(void *ud, xnode_t *el)
         xnode_free(el);
         return 1;
     }
+    if (s->delayed) {           /* a SASL failure is held back: act on nothing before it is out */
+        hold(s, el);
+        return 0;
+    }
+    return dispatch(s, el);
+}
+
+/* Act on one element of the stream; takes ownership. 1 when the rest of the input must not be
+ * acted on (closing, stream restart, STARTTLS), else 0. */
+static int dispatch(session_t *s, xnode_t *el)
+{
     if (!s->tls_active) {
         if (strcmp(el->name, "starttls") == 0 && strcmp(el->ns, NS_TLS) == 0) {
             int r = handle_starttls(s, el);
@@ -896,6 +1006,22 @@ static int on_stanza(void *ud, xnode_t *el)
 
 static const xstream_cb_t stream_cb = {on_stream_open, on_stanza, on_stream_close, on_stream_error};
 
+/* A stream restart or STARTTLS asked for by the elements just acted on. */
+static void after_feed(session_t *s)
+{
+    if (s->reset_pending) {
+        s->reset_pending = 0;
+        xstream_reset(s->xs);
+        s->state = C2S_WAIT_HEADER;
+    }
+    if (s->starttls_pending) {
+        s->starttls_pending = 0;
+        xstream_reset(s->xs);
+        s->state = C2S_WAIT_HEADER;
+        start_tls_filter(s);    /* bytes still queued belong to the TLS handshake */
+    }
+}
+
 /* ---- libevent callbacks ---- */
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -912,18 +1038,11 @@ static void on_read(struct bufferevent *bev, void *arg)
         }
         if ((n = evbuffer_remove(in, buf, room < sizeof buf ? room : sizeof buf)) <= 0) break;
         xstream_feed(s->xs, buf, (size_t)n);
-        if (s->reset_pending) {
-            s->reset_pending = 0;
-            xstream_reset(s->xs);
-            s->state = C2S_WAIT_HEADER;
-        }
         if (s->starttls_pending) {
-            s->starttls_pending = 0;
-            xstream_reset(s->xs);
-            s->state = C2S_WAIT_HEADER;
-            start_tls_filter(s);    /* bytes still queued belong to the TLS handshake */
+            after_feed(s);
             return;
         }
+        after_feed(s);
         /* a SASL back-off disabled reading: keep the rest for later */
         if (!(bufferevent_get_enabled(s->bev) & EV_READ)) return;
     }

@@ -36,10 +36,16 @@ typedef struct server {
 extern server_t *srv;
 
 /* The per-address accounting for abuse limits. */
+#define IP_SASL_ACCOUNTS 8      /* accounts whose failures an address keeps apart (c2s.c) */
 typedef struct ip_state {
     int connections;
-    int sasl_failures;
+    int sasl_failures;          /* failures not yet forgiven (by a success of their account or by
+                                   10 minutes without a failure); the SASL back-off counts these */
     int64_t last_failure_ms;
+    struct {
+        uint64_t account;       /* hash of the account's bare JID; 0: slot free */
+        int failures;           /* its share of sasl_failures */
+    } sasl_account[IP_SASL_ACCOUNTS];
 } ip_state_t;
 ip_state_t *ip_state_get(const char *ip);    /* created on demand */
 void ip_state_release(const char *ip);       /* drop when unused */
