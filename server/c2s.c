@@ -213,67 +213,21 @@ static int plus_offered(session_t *s)
     return mech_offered(s, "SCRAM-SHA-256-PLUS") || mech_offered(s, "SCRAM-SHA-1-PLUS");
 }
 
-/* XEP-0077 account creation before authentication: only when the admin turned it on
- * (register: {allow_registration: true}) and only inside TLS. */
-static int registration_allowed(void)
-{
-    const cfg_node_t *sec = config_module_section(srv->cfg, "register");
-    int allow = 0;
-    if (sec) cfg_get_bool(sec, "allow_registration", 0, &allow, NULL);
-    return allow;
-}
-
-static void handle_register(session_t *s, xnode_t *iq)
+/* XEP-0077 §3.1 account creation before authentication is mod_register's: the core hands such
+ * IQs to the "iq-<type>/preauth/<ns>" hooks and answers <service-unavailable/> when no module
+ * takes them. Returns 1 when a handler took ownership of iq. */
+static int handle_preauth_iq(session_t *s, xnode_t *iq)
 {
     const char *type = xnode_attr(iq, "type");
     xnode_t *q = xnode_first_elem(iq);
-    if (!registration_allowed() || !type) {
-        iq_error(s, iq, "cancel", "service-unavailable");
-        return;
-    }
-    if (strcmp(type, "get") == 0) {
-        xnode_t *r = stanza_reply(iq);
-        xnode_set_attr(r, "to", NULL);
-        xnode_set_attr(r, "from", NULL);
-        xnode_t *rq = xnode_add_elem(r, "query", "jabber:iq:register");
-        xnode_add_text(xnode_add_elem(rq, "instructions", NULL), "Choose a username and password.");
-        xnode_add_elem(rq, "username", NULL);
-        xnode_add_elem(rq, "password", NULL);
-        session_send(s, r);
-        xnode_free(r);
-        return;
-    }
-    xnode_t *un = xnode_child(q, "username", NULL), *pw = xnode_child(q, "password", NULL);
-    if (strcmp(type, "set") != 0 || !un || !pw) {
-        iq_error(s, iq, "modify", "bad-request");     /* XEP-0077 §3.1: required fields missing */
-        return;
-    }
-    char *user = xnode_text(un), *pass = xnode_text(pw);
-    char *node = jid_prep_node(user);
-    scram_creds_t sha1, sha256;
-    unsigned it = (unsigned)srv->cfg->scram_iterations;
-    int r = -2;
-    if (node && *pass && scram_creds_from_password(SCRAM_SHA1, pass, it, &sha1) == 0 &&
-        scram_creds_from_password(SCRAM_SHA256, pass, it, &sha256) == 0)
-        r = storage_account_create(srv->store, node, s->host->name, &sha1, &sha256);
-    if (r == 0) {
-        xnode_t *ok = stanza_reply(iq);
-        xnode_set_attr(ok, "to", NULL);
-        xnode_set_attr(ok, "from", NULL);
-        session_send(s, ok);
-        xnode_free(ok);
-        log_info("c2s", "%s: registered %s@%s", s->ip, log_jid(node), s->host->name);
-    } else if (r == 1) {
-        iq_error(s, iq, "cancel", "conflict");        /* §3.1: the username is taken */
-    } else if (r == -2) {
-        iq_error(s, iq, "modify", "not-acceptable");  /* invalid username or password */
-    } else {
-        iq_error(s, iq, "wait", "internal-server-error");
-    }
-    explicit_bzero(pass, strlen(pass));
-    free(pass);
-    free(user);
-    free(node);
+    if (!type || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0)) return 0;  /* never answered */
+    char *name = xasprintf("iq-%s/preauth/%s", type, q->ns);
+    hook_event_t ev = {.name = name, .stanza = iq, .origin = s, .host = s->host};
+    int r = hook_fire(&ev);
+    free(name);
+    if (!ev.stanza) return 1;
+    if (r != HOOK_HANDLED) iq_error(s, iq, "cancel", "service-unavailable");
+    return 0;
 }
 
 static void send_features(session_t *s)
@@ -286,7 +240,8 @@ static void send_features(session_t *s)
         xnode_t *m = xnode_add_elem(f, "mechanisms", NS_SASL);
         for (size_t i = 0; all_mechs[i]; i++)
             if (mech_offered(s, all_mechs[i])) xnode_add_text(xnode_add_elem(m, "mechanism", NULL), all_mechs[i]);
-        if (registration_allowed()) xnode_add_elem(f, "register", "http://jabber.org/features/iq-register");
+        hook_event_t ev = {.name = "stream-features/preauth", .origin = s, .host = s->host, .features = f};
+        hook_fire(&ev);     /* mod_register's <register/> (XEP-0077 §8) */
         if (plus_offered(s)) {   /* XEP-0440: which channel-binding types work here */
             xnode_t *cb = xnode_add_elem(f, "sasl-channel-binding", "urn:xmpp:sasl-cb:0");
             xnode_set_attr(xnode_add_elem(cb, "channel-binding", NULL), "type", "tls-server-end-point");
@@ -987,8 +942,9 @@ static int dispatch(session_t *s, xnode_t *el)
         xnode_t *child = xnode_first_elem(el);
         if (strcmp(el->ns, NS_SASL) == 0) handle_sasl(s, el);
         else if (strcmp(el->name, "iq") == 0 && strcmp(el->ns, NS_CLIENT) == 0 && child &&
-                 strcmp(child->ns, "jabber:iq:register") == 0 && xnode_attr(el, "id"))
-            handle_register(s, el);
+                 strcmp(child->ns, "jabber:iq:register") == 0 && xnode_attr(el, "id")) {
+            if (handle_preauth_iq(s, el)) el = NULL;
+        }
         else if (strcmp(el->ns, NS_TLS) == 0) session_close(s, "policy-violation", "TLS is already established");
         else if (is_stanza(el)) session_close(s, "not-authorized", NULL);
         else session_close(s, "unsupported-stanza-type", NULL);
@@ -1159,3 +1115,4 @@ void session_set_data(session_t *s, const char *key, void *data, void (*free_fn)
 session_t *session_next_in_user(const session_t *s) { return s->next_in_user; }
 const jid_t *session_jid(const session_t *s) { return s->bound ? s->jid : NULL; }
 host_t *session_host(const session_t *s) { return s->host; }
+const char *session_ip(const session_t *s) { return s->ip; }
