@@ -49,16 +49,17 @@ static int authorized(const jid_t *requester, const jid_t *user)
 }
 
 /* §3: to a bare JID: seconds since the last logout and its status text; 0 while a resource is
- * available. Unknown account or nothing recorded: <service-unavailable/>; unauthorised
- * requester: <forbidden/>. */
+ * available. Unauthorised requester: <forbidden/>, and so for an account that does not exist (it
+ * allows nobody), so that the answer does not tell whether it exists (as Prosody answers);
+ * nothing recorded: <service-unavailable/>. */
 static int on_bare(hook_event_t *ev, void *ud)
 {
     (void)ud;
     const jid_t *to = ev->to;
+    if (!authorized(ev->from, to)) return hook_error(ev, "auth", "forbidden");
     int ex = storage_account_exists(store, to->node, to->domain);
     if (ex < 0) return hook_error(ev, "wait", "internal-server-error");
     if (ex == 0) return hook_error(ev, "cancel", "service-unavailable");
-    if (!authorized(ev->from, to)) return hook_error(ev, "auth", "forbidden");
     for (session_t *s = user_sessions(to); s; s = session_next_in_user(s))
         if (session_available(s)) return reply_seconds(ev, 0, NULL);
     void *val;

@@ -102,11 +102,6 @@ static void send_resources_presence(const jid_t *user, const char *to, int unava
     }
 }
 
-static int user_exists(const jid_t *j)
-{
-    return j->node && storage_account_exists(store, j->node, j->domain) == 1;
-}
-
 static int is_subscription_type(const char *t)
 {
     return t && (strcmp(t, "subscribe") == 0 || strcmp(t, "subscribed") == 0 || strcmp(t, "unsubscribe") == 0 ||
@@ -234,8 +229,15 @@ static void inbound_special(hook_event_t *ev, const char *type)
     jid_t *user = jid_bare_of(ev->to);
     const char *from_s = xnode_attr(ev->stanza, "from");
     jid_t *from = from_s ? jid_new(from_s) : NULL;
-    /* §8.5.1: for an account that does not exist, these stanzas are silently ignored */
-    if (from && user_exists(user)) {
+    int exists = from && user->node ? storage_account_exists(store, user->node, user->domain) : -1;
+    /* §4.3.2 ¶1: a probe to an account that does not exist is answered unsubscribed, as one from a
+     * prober without a subscription is (answer_probe), so probes do not reveal which accounts
+     * exist. §8.5.1: the other stanzas to a missing account are silently ignored. */
+    if (exists == 0 && strcmp(type, "probe") == 0) {
+        jid_t *contact = jid_bare_of(from);
+        route_stanza(presence_new("unsubscribed", user->bare, contact->bare));
+        jid_free(contact);
+    } else if (exists == 1) {
         jid_t *contact = jid_bare_of(from);
         if (strcmp(type, "probe") == 0) {
             answer_probe(user, contact->bare, from->full);

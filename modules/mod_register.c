@@ -1,17 +1,29 @@
-/* modules/mod_register.c: XEP-0077 In-Band Registration for logged-in users: password change
- * and account removal (with every stored piece of data). Account creation over XMPP is done
- * before authentication by the core when register.allow_registration is on. */
+/* modules/mod_register.c: XEP-0077 In-Band Registration: account creation before authentication
+ * (when register.allow_registration is on, at most max_per_address_per_hour accounts per client
+ * address), and for logged-in users password change and account removal (with all their data). */
 #include "module.h"
+#include "log.h"
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define NS_REGISTER "jabber:iq:register"
+#define HOUR_MS 3600000
 
 static storage_t *store;
 static struct register_conf {
-    int allow_registration;     /* read by the core's c2s before authentication (XEP-0077 §3.1) */
+    int allow_registration;     /* XEP-0077 §3.1 account creation before authentication */
+    long max_per_address;       /* accounts created from one address in any hour */
 } conf;
+
+/* client address -> the times of its registrations in the last hour (a sliding window) */
+typedef struct recent {
+    size_t n;
+    int64_t at[];               /* conf.max_per_address slots, oldest first */
+} recent_t;
+static strmap_t *recent;
+static long recent_cap;         /* the slot count the entries were made with */
 
 /* The account the request is about: only the requester's own, addressed to the server or to
  * the requester's bare JID (the core turns a missing 'to' into the latter). */
@@ -84,6 +96,105 @@ static int remove_account(hook_event_t *ev)
     return HOOK_HANDLED;
 }
 
+/* ---- account creation before authentication (XEP-0077 §3.1) ---- */
+
+/* The registrations of addr still inside the hour, pruned; created on demand. */
+static recent_t *recent_of(const char *addr)
+{
+    recent_t *r = strmap_get(recent, addr);
+    if (!r) {
+        r = xcalloc(1, sizeof *r + (size_t)recent_cap * sizeof r->at[0]);
+        strmap_put(recent, addr, r);
+    }
+    int64_t now = now_ms();
+    size_t keep = 0;
+    while (keep < r->n && now - r->at[keep] >= HOUR_MS) keep++;
+    memmove(r->at, r->at + keep, (r->n - keep) * sizeof r->at[0]);
+    r->n -= keep;
+    return r;
+}
+
+/* Forget addresses whose last registration is more than an hour old. */
+static void recent_prune(void)
+{
+    size_t pos = 0;
+    const char *key;
+    void *v;
+    int64_t now = now_ms();
+    while (strmap_next(recent, &pos, &key, &v)) {
+        recent_t *r = v;
+        if (!r->n || now - r->at[r->n - 1] >= HOUR_MS) free(strmap_del(recent, key));
+    }
+}
+
+static int on_preauth_features(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (conf.allow_registration) xnode_add_elem(ev->features, "register", "http://jabber.org/features/iq-register");
+    return HOOK_PASS;
+}
+
+static int on_preauth_get(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (!conf.allow_registration) return HOOK_PASS;     /* the core answers <service-unavailable/> */
+    xnode_t *r = stanza_reply(ev->stanza);
+    xnode_t *q = xnode_add_elem(r, "query", NS_REGISTER);
+    xnode_add_text(xnode_add_elem(q, "instructions", NULL), "Choose a username and password.");
+    xnode_add_elem(q, "username", NULL);
+    xnode_add_elem(q, "password", NULL);
+    return hook_reply(ev, r);
+}
+
+static int on_preauth_set(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (!conf.allow_registration) return HOOK_PASS;
+    xnode_t *q = xnode_first_elem(ev->stanza);
+    xnode_t *un = xnode_child(q, "username", NULL), *pw = xnode_child(q, "password", NULL);
+    if (!un || !pw) return hook_error(ev, "modify", "bad-request");      /* §3.1: a required field missing */
+    const char *addr = session_ip(ev->origin);
+    recent_t *seen = recent_of(addr);
+    if ((long)seen->n >= recent_cap) {
+        /* as Prosody's mod_register_limits answers: wait, policy-violation */
+        log_info("register", "%s: registration refused, %zu accounts from this address in the last hour", addr,
+                 seen->n);
+        return hook_reply(ev, stanza_error(ev->stanza, "wait", "policy-violation",
+                                           "Too many registrations from this address recently"));
+    }
+    char *user = xnode_text(un), *pass = xnode_text(pw);
+    char *node = jid_prep_node(user);
+    const char *domain = host_name(ev->host);
+    scram_creds_t sha1, sha256;
+    unsigned it = (unsigned)server_config()->scram_iterations;
+    int r = -2;
+    if (node && *pass && scram_creds_from_password(SCRAM_SHA1, pass, it, &sha1) == 0 &&
+        scram_creds_from_password(SCRAM_SHA256, pass, it, &sha256) == 0)
+        r = storage_account_create(store, node, domain, &sha1, &sha256);
+    if (r == 0) {
+        seen->at[seen->n++] = now_ms();
+        log_info("register", "%s: registered %s@%s", addr, log_jid(node), domain);
+        hook_reply(ev, stanza_reply(ev->stanza));
+    } else if (r == 1) {
+        hook_error(ev, "cancel", "conflict");                    /* §3.1: the username is taken */
+    } else if (r == -2) {
+        hook_error(ev, "modify", "not-acceptable");              /* invalid username or password */
+    } else {
+        hook_error(ev, "wait", "internal-server-error");
+    }
+    if (!seen->n) free(strmap_del(recent, addr));
+    recent_prune();
+    explicit_bzero(&sha1, sizeof sha1);
+    explicit_bzero(&sha256, sizeof sha256);
+    explicit_bzero(pass, strlen(pass));
+    free(pass);
+    free(user);
+    free(node);
+    return HOOK_HANDLED;
+}
+
+/* ---- the logged-in user's own account (XEP-0077 §3.2, §3.3) ---- */
+
 static int on_set(hook_event_t *ev, void *ud)
 {
     (void)ud;
@@ -96,6 +207,11 @@ static int on_set(hook_event_t *ev, void *ud)
 static int load(module_ctx_t *m)
 {
     store = module_storage(m);
+    recent = strmap_new();
+    recent_cap = conf.max_per_address;
+    module_hook(m, "stream-features/preauth", 0, on_preauth_features, NULL);
+    module_hook(m, "iq-get/preauth/" NS_REGISTER, 0, on_preauth_get, NULL);
+    module_hook(m, "iq-set/preauth/" NS_REGISTER, 0, on_preauth_set, NULL);
     module_add_feature(m, NS_REGISTER);
     module_hook(m, "iq-get/host/" NS_REGISTER, 0, on_get, NULL);
     module_hook(m, "iq-set/host/" NS_REGISTER, 0, on_set, NULL);
@@ -106,7 +222,18 @@ static int load(module_ctx_t *m)
 
 static const module_option_t options[] = {
     {"allow_registration", MOPT_BOOL, offsetof(struct register_conf, allow_registration), 0, 0, 1},
+    {"max_per_address_per_hour", MOPT_INT, offsetof(struct register_conf, max_per_address), 5, 1, 10000},
     {0}};
 
+static void unload(module_ctx_t *m)
+{
+    (void)m;
+    size_t pos = 0;
+    void *v;
+    while (strmap_next(recent, &pos, NULL, &v)) free(v);
+    strmap_free(recent);
+    recent = NULL;
+}
+
 const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "register", .load = load,
-                                  .options = options, .conf = &conf };
+                                  .unload = unload, .options = options, .conf = &conf };

@@ -16,11 +16,14 @@
 #define READ_CHUNK 16384
 #define CLOSE_FLUSH_SECONDS 5     /* a closing stream that does not drain is dropped after this */
 #define MAX_SASL_RETRIES 5        /* RFC 6120 §6.4.5: "at least 2 and no more than 5" */
+#define SASL_FORGET_MS 600000     /* an address's failures are forgotten 10 minutes after the last */
 
 static void session_free_later(session_t *s);
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
+static int dispatch(session_t *s, xnode_t *el);
+static void after_feed(session_t *s);
 
 /* ---- output ---- */
 
@@ -283,67 +286,21 @@ static int plus_offered(session_t *s)
     return mech_offered(s, "SCRAM-SHA-256-PLUS") || mech_offered(s, "SCRAM-SHA-1-PLUS");
 }
 
-/* XEP-0077 account creation before authentication: only when the admin turned it on
- * (register: {allow_registration: true}) and only inside TLS. */
-static int registration_allowed(void)
-{
-    const cfg_node_t *sec = config_module_section(srv->cfg, "register");
-    int allow = 0;
-    if (sec) cfg_get_bool(sec, "allow_registration", 0, &allow, NULL);
-    return allow;
-}
-
-static void handle_register(session_t *s, xnode_t *iq)
+/* XEP-0077 §3.1 account creation before authentication is mod_register's: the core hands such
+ * IQs to the "iq-<type>/preauth/<ns>" hooks and answers <service-unavailable/> when no module
+ * takes them. Returns 1 when a handler took ownership of iq. */
+static int handle_preauth_iq(session_t *s, xnode_t *iq)
 {
     const char *type = xnode_attr(iq, "type");
     xnode_t *q = xnode_first_elem(iq);
-    if (!registration_allowed() || !type) {
-        iq_error(s, iq, "cancel", "service-unavailable");
-        return;
-    }
-    if (strcmp(type, "get") == 0) {
-        xnode_t *r = stanza_reply(iq);
-        xnode_set_attr(r, "to", NULL);
-        xnode_set_attr(r, "from", NULL);
-        xnode_t *rq = xnode_add_elem(r, "query", "jabber:iq:register");
-        xnode_add_text(xnode_add_elem(rq, "instructions", NULL), "Choose a username and password.");
-        xnode_add_elem(rq, "username", NULL);
-        xnode_add_elem(rq, "password", NULL);
-        session_send(s, r);
-        xnode_free(r);
-        return;
-    }
-    xnode_t *un = xnode_child(q, "username", NULL), *pw = xnode_child(q, "password", NULL);
-    if (strcmp(type, "set") != 0 || !un || !pw) {
-        iq_error(s, iq, "modify", "bad-request");     /* XEP-0077 §3.1: required fields missing */
-        return;
-    }
-    char *user = xnode_text(un), *pass = xnode_text(pw);
-    char *node = jid_prep_node(user);
-    scram_creds_t sha1, sha256;
-    unsigned it = (unsigned)srv->cfg->scram_iterations;
-    int r = -2;
-    if (node && *pass && scram_creds_from_password(SCRAM_SHA1, pass, it, &sha1) == 0 &&
-        scram_creds_from_password(SCRAM_SHA256, pass, it, &sha256) == 0)
-        r = storage_account_create(srv->store, node, s->host->name, &sha1, &sha256);
-    if (r == 0) {
-        xnode_t *ok = stanza_reply(iq);
-        xnode_set_attr(ok, "to", NULL);
-        xnode_set_attr(ok, "from", NULL);
-        session_send(s, ok);
-        xnode_free(ok);
-        log_info("c2s", "%s: registered %s@%s", s->ip, log_jid(node), s->host->name);
-    } else if (r == 1) {
-        iq_error(s, iq, "cancel", "conflict");        /* §3.1: the username is taken */
-    } else if (r == -2) {
-        iq_error(s, iq, "modify", "not-acceptable");  /* invalid username or password */
-    } else {
-        iq_error(s, iq, "wait", "internal-server-error");
-    }
-    explicit_bzero(pass, strlen(pass));
-    free(pass);
-    free(user);
-    free(node);
+    if (!type || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0)) return 0;  /* never answered */
+    char *name = xasprintf("iq-%s/preauth/%s", type, q->ns);
+    hook_event_t ev = {.name = name, .stanza = iq, .origin = s, .host = s->host};
+    int r = hook_fire(&ev);
+    free(name);
+    if (!ev.stanza) return 1;
+    if (r != HOOK_HANDLED) iq_error(s, iq, "cancel", "service-unavailable");
+    return 0;
 }
 
 static void send_features(session_t *s)
@@ -356,7 +313,8 @@ static void send_features(session_t *s)
         xnode_t *m = xnode_add_elem(f, "mechanisms", NS_SASL);
         for (size_t i = 0; all_mechs[i]; i++)
             if (mech_offered(s, all_mechs[i])) xnode_add_text(xnode_add_elem(m, "mechanism", NULL), all_mechs[i]);
-        if (registration_allowed()) xnode_add_elem(f, "register", "http://jabber.org/features/iq-register");
+        hook_event_t ev = {.name = "stream-features/preauth", .origin = s, .host = s->host, .features = f};
+        hook_fire(&ev);     /* mod_register's <register/> (XEP-0077 §8) */
         if (plus_offered(s)) {   /* XEP-0440: which channel-binding types work here */
             xnode_t *cb = xnode_add_elem(f, "sasl-channel-binding", "urn:xmpp:sasl-cb:0");
             xnode_set_attr(xnode_add_elem(cb, "channel-binding", NULL), "type", "tls-server-end-point");
@@ -564,6 +522,23 @@ static void sasl_reset(session_t *s)
     FREE_AND_NULL(s->mech);
 }
 
+/* While a failure's answer is held back (s->delayed), nothing else the client sent is acted on:
+ * reading stops, and what was already parsed from the same read (pipelined <auth/> elements, say)
+ * waits here, in order, as children of a container node, until on_delay_done. */
+#define HELD_KEY "c2s.held"
+
+static void held_free(void *p) { xnode_free(p); }
+
+static void hold(session_t *s, xnode_t *el)
+{
+    xnode_t *held = session_get_data(s, HELD_KEY);
+    if (!held) {
+        held = xnode_new("held", NULL);
+        session_set_data(s, HELD_KEY, held, held_free);
+    }
+    xnode_add_child(held, el);
+}
+
 static void on_delay_done(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd; (void)what;
@@ -571,19 +546,88 @@ static void on_delay_done(evutil_socket_t fd, short what, void *arg)
     if (s->delayed) session_send(s, s->delayed);
     xnode_free(s->delayed);
     s->delayed = NULL;
-    if (s->state != C2S_CLOSING && !s->freeing) {
-        bufferevent_enable(s->bev, EV_READ);
-        on_read(s->bev, s);     /* what the client sent meanwhile waits in the input buffer */
+    /* what was held, in order, until one of them is held back again or ends this stream */
+    xnode_t *held = session_get_data(s, HELD_KEY);
+    int stop = 0;
+    while (held && held->children && !stop && !s->delayed && s->state == C2S_OPEN && !s->freeing) {
+        xnode_t *el = held->children;
+        xnode_unlink(el);
+        stop = dispatch(s, el);
+    }
+    if (stop || s->state != C2S_OPEN) session_set_data(s, HELD_KEY, NULL, NULL);  /* the rest is void */
+    if (s->state == C2S_CLOSING || s->freeing || s->delayed) return;
+    if (s->reset_pending || s->starttls_pending) {
+        /* the parser has read past the element that restarts the stream: start afresh, as
+         * on_read does after a feed */
+        after_feed(s);
+        if (s->state == C2S_CLOSING || s->freeing || !s->bev) return;
+    }
+    bufferevent_enable(s->bev, EV_READ);
+    on_read(s->bev, s);     /* what the client sent meanwhile waits in the input buffer */
+}
+
+/* The per-address slot of an account's failures: a hash of its bare JID (0: no account named). */
+static uint64_t account_key(session_t *s, const char *user)
+{
+    char *node = user ? jid_prep_node(user) : NULL;
+    char *bare = node ? xasprintf("%s@%s", node, s->host->name) : NULL;
+    unsigned char d[SCRAM_MAX_KEY];
+    uint64_t k = 0;
+    if (bare && scram_digest(SCRAM_SHA256, bare, strlen(bare), d) == 0) {
+        memcpy(&k, d, sizeof k);
+        if (!k) k = 1;
+    }
+    free(bare);
+    free(node);
+    return k;
+}
+
+/* Count a failure for the address, and for the account the client named when there is a slot for
+ * it. Failures of unnamed or untracked accounts are forgiven only by time. */
+static void count_failure(session_t *s, ip_state_t *ip, const char *user)
+{
+    int64_t now = now_ms();
+    if (ip->sasl_failures && now - ip->last_failure_ms > SASL_FORGET_MS) {
+        ip->sasl_failures = 0;
+        memset(ip->sasl_account, 0, sizeof ip->sasl_account);
+    }
+    ip->sasl_failures++;
+    ip->last_failure_ms = now;
+    uint64_t k = account_key(s, user);
+    int slot = -1;
+    for (int i = 0; k && i < IP_SASL_ACCOUNTS; i++) {
+        if (ip->sasl_account[i].account == k) {
+            slot = i;
+            break;
+        }
+        if (slot < 0 && !ip->sasl_account[i].account) slot = i;
+    }
+    if (slot < 0) return;
+    ip->sasl_account[slot].account = k;
+    ip->sasl_account[slot].failures++;
+}
+
+/* A success forgives the failures of that account only: another account's success (the attacker's
+ * own, say) leaves the address's back-off in place. */
+static void forgive_failures(session_t *s, ip_state_t *ip, const char *user)
+{
+    uint64_t k = account_key(s, user);
+    for (int i = 0; k && i < IP_SASL_ACCOUNTS; i++) {
+        if (ip->sasl_account[i].account != k) continue;
+        ip->sasl_failures -= ip->sasl_account[i].failures;
+        if (ip->sasl_failures < 0) ip->sasl_failures = 0;
+        ip->sasl_account[i].account = 0;
+        ip->sasl_account[i].failures = 0;
     }
 }
 
-static void sasl_fail(session_t *s, const char *condition)
+/* user: the account the client tried (NULL when it named none). */
+static void sasl_fail_as(session_t *s, const char *user, const char *condition)
 {
+    ip_state_t *ip = ip_state_get(s->ip);
+    count_failure(s, ip, user);
     sasl_reset(s);
     s->sasl_failures++;
-    ip_state_t *ip = ip_state_get(s->ip);
-    ip->sasl_failures++;
-    ip->last_failure_ms = now_ms();
     log_info("c2s", "%s: authentication failed (%s)", s->ip, condition);
     xnode_t *f = xnode_new("failure", NS_SASL);
     xnode_add_elem(f, condition, NULL);
@@ -610,11 +654,16 @@ static void sasl_fail(session_t *s, const char *condition)
     xnode_free(f);
 }
 
+static void sasl_fail(session_t *s, const char *condition)
+{
+    sasl_fail_as(s, s->scram ? scram_server_claimed_username(s->scram) : NULL, condition);
+}
+
 static void sasl_success(session_t *s, const char *user, const char *authzid, const char *extra, size_t extra_len)
 {
     char *node = jid_prep_node(user);
     if (!node) {
-        sasl_fail(s, "not-authorized");
+        sasl_fail_as(s, user, "not-authorized");
         return;
     }
     if (authzid && *authzid) {   /* we authorise only as oneself */
@@ -624,7 +673,7 @@ static void sasl_success(session_t *s, const char *user, const char *authzid, co
         jid_free(az);
         if (!okz) {
             free(node);
-            sasl_fail(s, "invalid-authzid");
+            sasl_fail_as(s, user, "invalid-authzid");
             return;
         }
     }
@@ -641,7 +690,7 @@ static void sasl_success(session_t *s, const char *user, const char *authzid, co
         s->counted_unauth = 0;
         srv->unauthenticated--;
     }
-    ip_state_get(s->ip)->sasl_failures = 0;
+    forgive_failures(s, ip_state_get(s->ip), node);
     if (s->timer) {
         event_free(s->timer);
         s->timer = NULL;
@@ -699,8 +748,12 @@ static void handle_plain(session_t *s, const unsigned char *in, size_t len)
     }
     char *node = jid_prep_node(authcid);
     int found = node && storage_account_get(srv->store, node, s->host->name, SCRAM_SHA256, &creds) == 0;
-    if (found && scram_check_password(&creds, pw) == 1) sasl_success(s, authcid, authzid, NULL, 0);
-    else sasl_fail(s, "not-authorized");
+    /* an unknown user costs the same PBKDF2 run as a wrong password (issue 9 item 8) */
+    if (!found) scram_fake_creds(SCRAM_SHA256, node ? node : authcid, (unsigned)srv->cfg->scram_iterations, &creds);
+    int match = scram_check_password(&creds, pw) == 1;
+    if (found && match) sasl_success(s, authcid, authzid, NULL, 0);
+    else sasl_fail_as(s, authcid, "not-authorized");
+    explicit_bzero(&creds, sizeof creds);
     explicit_bzero(pw, strlen(pw));
     free(node);
     free(authzid);
@@ -739,6 +792,7 @@ static void handle_auth(session_t *s, xnode_t *el)
         int sha256 = strncmp(mech, "SCRAM-SHA-256", 13) == 0;
         int plus = strstr(mech, "-PLUS") != NULL;
         s->scram = scram_server_new(sha256 ? SCRAM_SHA256 : SCRAM_SHA1, plus, plus_offered(s), &scram_cb, s);
+        scram_server_set_iterations(s->scram, (unsigned)srv->cfg->scram_iterations);  /* unknown users */
         if (len == 0) send_sasl(s, "challenge", "", 0);   /* no initial response: ask for it */
         else sasl_step(s, in, len);
     }
@@ -887,6 +941,17 @@ static int on_stanza(void *ud, xnode_t *el)
         xnode_free(el);
         return 1;
     }
+    if (s->delayed) {           /* a SASL failure is held back: act on nothing before it is out */
+        hold(s, el);
+        return 0;
+    }
+    return dispatch(s, el);
+}
+
+/* Act on one element of the stream; takes ownership. 1 when the rest of the input must not be
+ * acted on (closing, stream restart, STARTTLS), else 0. */
+static int dispatch(session_t *s, xnode_t *el)
+{
     if (!s->tls_active) {
         if (strcmp(el->name, "starttls") == 0 && strcmp(el->ns, NS_TLS) == 0) {
             int r = handle_starttls(s, el);
@@ -900,8 +965,9 @@ static int on_stanza(void *ud, xnode_t *el)
         xnode_t *child = xnode_first_elem(el);
         if (strcmp(el->ns, NS_SASL) == 0) handle_sasl(s, el);
         else if (strcmp(el->name, "iq") == 0 && strcmp(el->ns, NS_CLIENT) == 0 && child &&
-                 strcmp(child->ns, "jabber:iq:register") == 0 && xnode_attr(el, "id"))
-            handle_register(s, el);
+                 strcmp(child->ns, "jabber:iq:register") == 0 && xnode_attr(el, "id")) {
+            if (handle_preauth_iq(s, el)) el = NULL;
+        }
         else if (strcmp(el->ns, NS_TLS) == 0) session_close(s, "policy-violation", "TLS is already established");
         else if (is_stanza(el)) session_close(s, "not-authorized", NULL);
         else session_close(s, "unsupported-stanza-type", NULL);
@@ -919,6 +985,22 @@ static int on_stanza(void *ud, xnode_t *el)
 
 static const xstream_cb_t stream_cb = {on_stream_open, on_stanza, on_stream_close, on_stream_error};
 
+/* A stream restart or STARTTLS asked for by the elements just acted on. */
+static void after_feed(session_t *s)
+{
+    if (s->reset_pending) {
+        s->reset_pending = 0;
+        xstream_reset(s->xs);
+        s->state = C2S_WAIT_HEADER;
+    }
+    if (s->starttls_pending) {
+        s->starttls_pending = 0;
+        xstream_reset(s->xs);
+        s->state = C2S_WAIT_HEADER;
+        start_tls_filter(s);    /* bytes still queued belong to the TLS handshake */
+    }
+}
+
 /* ---- libevent callbacks ---- */
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -935,18 +1017,11 @@ static void on_read(struct bufferevent *bev, void *arg)
         }
         if ((n = evbuffer_remove(in, buf, room < sizeof buf ? room : sizeof buf)) <= 0) break;
         xstream_feed(s->xs, buf, (size_t)n);
-        if (s->reset_pending) {
-            s->reset_pending = 0;
-            xstream_reset(s->xs);
-            s->state = C2S_WAIT_HEADER;
-        }
         if (s->starttls_pending) {
-            s->starttls_pending = 0;
-            xstream_reset(s->xs);
-            s->state = C2S_WAIT_HEADER;
-            start_tls_filter(s);    /* bytes still queued belong to the TLS handshake */
+            after_feed(s);
             return;
         }
+        after_feed(s);
         /* a SASL back-off disabled reading: keep the rest for later */
         if (!(bufferevent_get_enabled(s->bev) & EV_READ)) return;
     }
@@ -1064,3 +1139,4 @@ void session_set_data(session_t *s, const char *key, void *data, void (*free_fn)
 session_t *session_next_in_user(const session_t *s) { return s->next_in_user; }
 const jid_t *session_jid(const session_t *s) { return s->bound ? s->jid : NULL; }
 host_t *session_host(const session_t *s) { return s->host; }
+const char *session_ip(const session_t *s) { return s->ip; }

@@ -48,6 +48,13 @@ typedef int (*hook_fn)(hook_event_t *ev, void *ud);
  *                                        available presence (offline delivery, probes)
  *   session-bound, session-closed        a client's resource came and went (origin set)
  *   stream-features                      c2s features after authentication (features set)
+ *   stream-features/preauth              c2s features before authentication, inside TLS (features set)
+ *   iq-get/preauth/<ns>, iq-set/preauth/<ns>
+ *                                        an IQ on a stream that has not authenticated yet; the core
+ *                                        passes only jabber:iq:register (XEP-0077 §3.1, mod_register).
+ *                                        origin is that session, from and to are NULL, host is the
+ *                                        stream's; hook_reply/hook_error answer on that stream.
+ *                                        Not handled: <service-unavailable/>
  *   user-deleted                         an account was removed (to = its bare JID)
  *   presence/resend                      send from's current presence to the contact 'to' if it is
  *                                        subscribed (fired by blocking on unblock; presence answers)
@@ -94,6 +101,7 @@ void route_stanza(xnode_t *stanza);
 void session_send(session_t *s, const xnode_t *n);
 const jid_t *session_jid(const session_t *s);   /* full JID once bound, else NULL */
 host_t *session_host(const session_t *s);
+const char *session_ip(const session_t *s);     /* the client's address, for per-address limits */
 const char *host_name(const host_t *h);
 host_t *host_find(const char *domain);          /* a served domain, or NULL */
 
@@ -103,7 +111,8 @@ host_t *host_find(const char *domain);          /* a served domain, or NULL */
  * when st is itself an error (errors are never answered with errors). */
 xnode_t *stanza_reply(const xnode_t *st);
 xnode_t *stanza_error(const xnode_t *st, const char *type, const char *condition, const char *text);
-/* Route a reply or error built from ev->stanza back to its sender; returns HOOK_HANDLED. */
+/* Route a reply or error built from ev->stanza back to its sender; returns HOOK_HANDLED. For an
+ * origin without a bound JID (the preauth hooks) the reply goes straight back on its stream. */
 int hook_reply(hook_event_t *ev, xnode_t *reply);
 /* Answer ev->stanza with an error; returns HOOK_HANDLED. */
 int hook_error(hook_event_t *ev, const char *type, const char *condition);

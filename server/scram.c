@@ -316,6 +316,7 @@ struct scram_server {
     char *client_first_bare, *server_first, *nonce;
     scram_creds_t creds;
     int user_known;
+    unsigned fake_iterations;    /* what an unknown user's server-first shows */
 };
 
 scram_server_t *scram_server_new(scram_hash_t h, int plus, int server_supports_plus, const scram_server_cb_t *cb, void *ud)
@@ -329,7 +330,18 @@ scram_server_t *scram_server_new(scram_hash_t h, int plus, int server_supports_p
     s->cb = *cb;
     s->ud = ud;
     s->state = ST_FIRST;
+    s->fake_iterations = SCRAM_DEFAULT_ITERATIONS;
     return s;
+}
+
+void scram_server_set_iterations(scram_server_t *s, unsigned iterations)
+{
+    if (s && iterations >= 1 && iterations <= INT_MAX) s->fake_iterations = iterations;
+}
+
+const char *scram_server_claimed_username(const scram_server_t *s)
+{
+    return s ? s->username : NULL;
 }
 
 void scram_server_free(scram_server_t *s)
@@ -530,32 +542,36 @@ static void fake_secret_init(void)
     fake_secret_ok = RAND_bytes(fake_secret, sizeof fake_secret) == 1;
 }
 
-/* Creds for a user that does not exist: a salt that is stable for this name during the process
- * life (asking twice must not reveal the user as fake), the default iteration count, and random
- * keys no proof can match. */
-static int fake_creds(scram_server_t *s)
+int scram_fake_creds(scram_hash_t h, const char *username, unsigned iterations, scram_creds_t *out)
 {
     unsigned char mac[32];
-    scram_creds_t *c = &s->creds;
+    memset(out, 0, sizeof *out);
     pthread_once(&fake_once, fake_secret_init);
-    if (!fake_secret_ok) return -1;
-    size_t ulen = strlen(s->username);
+    if (!fake_secret_ok || !username || !scram_hash_len(h) || iterations == 0 || iterations > INT_MAX) return -1;
+    size_t ulen = strlen(username);
     unsigned char *msg = malloc(ulen + 1);
     if (!msg) return -1;
-    msg[0] = (unsigned char)s->hash;
-    memcpy(msg + 1, s->username, ulen);
+    msg[0] = (unsigned char)h;
+    memcpy(msg + 1, username, ulen);
     int r = scram_hmac(SCRAM_SHA256, fake_secret, sizeof fake_secret, msg, ulen + 1, mac);
     free(msg);
     if (r < 0) return -1;
-    memset(c, 0, sizeof *c);
-    c->hash = s->hash;
-    memcpy(c->salt, mac, SCRAM_SALT_LEN);
-    c->salt_len = SCRAM_SALT_LEN;
-    c->iterations = SCRAM_DEFAULT_ITERATIONS;
-    if (RAND_bytes(c->stored_key, sizeof c->stored_key) != 1 ||
-        RAND_bytes(c->server_key, sizeof c->server_key) != 1)
+    out->hash = h;
+    memcpy(out->salt, mac, SCRAM_SALT_LEN);
+    out->salt_len = SCRAM_SALT_LEN;
+    out->iterations = iterations;
+    if (RAND_bytes(out->stored_key, sizeof out->stored_key) != 1 ||
+        RAND_bytes(out->server_key, sizeof out->server_key) != 1) {
+        OPENSSL_cleanse(out, sizeof *out);
         return -1;
+    }
     return 0;
+}
+
+/* Creds for a user that does not exist (see scram_fake_creds). */
+static int fake_creds(scram_server_t *s)
+{
+    return scram_fake_creds(s->hash, s->username, s->fake_iterations, &s->creds);
 }
 
 static char *concat3(const char *a, const char *b, const char *c)

@@ -48,6 +48,13 @@ int scram_creds_derive(scram_hash_t h, const char *password, const unsigned char
  * constant time. 1 match, 0 not (also when SASLprep rejects the password), -1 error (bad creds,
  * crypto failure). */
 int scram_check_password(const scram_creds_t *c, const char *password);
+/* Creds for an account that does not exist, so that asking about it looks like asking about one
+ * that does: a salt of SCRAM_SALT_LEN bytes that is the same for (h, username) during the process
+ * life (a keyed hash under a random process secret), the given iteration count (the server's
+ * configured one, as new accounts get), and random keys that no proof or password matches.
+ * PLAIN checks a password against them so that an unknown user costs the same PBKDF2 time.
+ * 0, or -1 (bad arguments, crypto failure; *out zeroed). */
+int scram_fake_creds(scram_hash_t h, const char *username, unsigned iterations, scram_creds_t *out);
 
 /* SCRAM building blocks, exposed so tests and tools can act as a SCRAM client without using
  * the crypto library directly. out receives scram_hash_len(h) bytes. All return 0/-1.
@@ -88,7 +95,8 @@ typedef enum { SCRAM_CONTINUE, SCRAM_OK, SCRAM_FAIL } scram_step_t;
  * - On OK *out is the server-final "v=<ServerSignature>" to send in <success/>.
  * - On FAIL *out is NULL and *failure names the RFC 6120 §6.5 condition:
  *     "not-authorized": bad proof, unknown user (indistinguishable from a wrong password: an
- *        unknown user still gets a server-first with a stable fake salt and 4096 iterations),
+ *        unknown user still gets a server-first with a stable fake salt and the iteration count
+ *        of scram_server_set_iterations, 4096 by default),
  *        channel-binding data mismatch, nonce mismatch, unsupported channel-binding type, gs2
  *        flag 'y' while the server offers -PLUS (downgrade), username rejected by SASLprep;
  *     "malformed-request": syntax errors, bad base64, "m=" extension, a -PLUS mechanism
@@ -100,6 +108,13 @@ typedef enum { SCRAM_CONTINUE, SCRAM_OK, SCRAM_FAIL } scram_step_t;
 scram_step_t scram_server_step(scram_server_t *s, const unsigned char *in, size_t len, char **out, size_t *outlen, const char **failure);
 /* After OK: the authenticated (decoded, SASLprepped) username; NULL before OK. Owned by s. */
 const char *scram_server_username(const scram_server_t *s);
+/* The iteration count shown to a user that does not exist: the server's configured count for new
+ * accounts (default SCRAM_DEFAULT_ITERATIONS). Call before the first step; 0 or above INT_MAX is
+ * ignored. */
+void scram_server_set_iterations(scram_server_t *s, unsigned iterations);
+/* The (decoded, SASLprepped) username the client named in its first message, whether or not it
+ * exists or authenticated; NULL before that. For accounting failures only. Owned by s. */
+const char *scram_server_claimed_username(const scram_server_t *s);
 /* After OK: the decoded authzid from the gs2 header, or NULL (also before OK). Owned by s. */
 const char *scram_server_authzid(const scram_server_t *s);
 /* Test hook: use `snonce` as the server part of the nonce instead of random bytes, so the

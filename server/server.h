@@ -38,12 +38,18 @@ extern server_t *srv;
 /* The per-address accounting for abuse limits, keyed by ip_limit_key (an IPv6 /64 is one
  * address). Only connections that have not authenticated are limited tightly: behind one
  * address (a NAT) there may be hundreds of accounts, and accounts are accountable. */
+#define IP_SASL_ACCOUNTS 8      /* accounts whose failures an address keeps apart (c2s.c) */
 typedef struct ip_state {
     int connections;            /* c2s streams not yet authenticated, and inbound s2s streams */
     int sessions;               /* authenticated c2s streams */
     session_t *unauth;          /* the c2s streams counted in connections (session.ip_next) */
-    int sasl_failures;
+    int sasl_failures;          /* failures not yet forgiven (by a success of their account or by
+                                   10 minutes without a failure); the SASL back-off counts these */
     int64_t last_failure_ms;
+    struct {
+        uint64_t account;       /* hash of the account's bare JID; 0: slot free */
+        int failures;           /* its share of sasl_failures */
+    } sasl_account[IP_SASL_ACCOUNTS];
 } ip_state_t;
 ip_state_t *ip_state_get(const char *ip);    /* created on demand; ip is a peer address */
 void ip_state_release(const char *ip);       /* drop when unused */

@@ -37,7 +37,16 @@ xnode_t *stanza_error(const xnode_t *st, const char *type, const char *condition
 
 int hook_reply(hook_event_t *ev, xnode_t *reply)
 {
-    if (reply) route_stanza(reply);
+    if (reply && ev->origin && !session_jid(ev->origin)) {
+        /* before authentication there is no address to route to: the answer goes back on the
+         * stream, without 'to' and 'from' (RFC 6120 §8.1.2.1, §8.1.1.1) */
+        xnode_set_attr(reply, "to", NULL);
+        xnode_set_attr(reply, "from", NULL);
+        session_send(ev->origin, reply);
+        xnode_free(reply);
+    } else if (reply) {
+        route_stanza(reply);
+    }
     return HOOK_HANDLED;
 }
 

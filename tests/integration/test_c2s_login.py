@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 # tests/integration/test_c2s_login.py: client login: STARTTLS and direct TLS, every SASL mechanism
 # (raw SCRAM with tls-server-end-point and libstrophe), SASL failures, resource binding, TLS versions.
+import base64
 import os
 import socket
 import ssl
@@ -12,7 +13,7 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Tap, Server, Certs, RawClient, HarnessError, StropheProc, run_strophe, connect_login,  # noqa: E402
-                     q, el_str, NS_TLS, NS_SASL, NS_BIND, NS_SESSION)
+                     q, el_str, local_name, NS_TLS, NS_SASL, NS_BIND, NS_SESSION)
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -166,7 +167,7 @@ def conflict(t, srv):
 
 def failure_throttle(t, certs):
     """civitas policy (limits.sasl_failures_per_ip): past the limit, failures from one address are
-    answered late (2^n s), so password guessing is slow; a success resets the count."""
+    answered late (2^n s), so password guessing is slow."""
     with Server(t, certs=certs, extra_yaml="limits:\n  sasl_failures_per_ip: 2\n") as srv:
         srv.adduser("alice@localhost", PW)
         took = []
@@ -181,6 +182,80 @@ def failure_throttle(t, certs):
              "limits.sasl_failures_per_ip: 2: the first two failures are answered at once", repr(took))
         t.ok(took[2][0] >= 1.5 and took[2][1] == "not-authorized",
              "limits.sasl_failures_per_ip: 2: the third failure from the address is answered late", repr(took))
+
+
+def plain_auth(user, password):
+    msg = ("\0%s\0%s" % (user, password)).encode("utf-8")
+    return "<auth xmlns='%s' mechanism='PLAIN'>%s</auth>" % (NS_SASL, base64.b64encode(msg).decode())
+
+
+def sasl_answer(c, timeout=15):
+    return c.expect(lambda el: el.tag in (q(NS_SASL, "success"), q(NS_SASL, "failure")), timeout)
+
+
+def throttle_pipelined(t, certs):
+    """civitas policy, issue 9 item 7: while a failure's answer is held back, nothing else the client
+    sent is acted on: <auth/> elements pipelined in the same write wait for the delay to pass, so
+    they can neither overtake the delayed failure nor replace it."""
+    with Server(t, certs=certs, extra_yaml="limits:\n  sasl_failures_per_ip: 1\n") as srv:
+        srv.adduser("alice@localhost", PW)
+        c = RawClient(srv.port("client_tls"), tls=True, cafile=srv.ca, timeout=20)
+        c.open_stream()
+        t0 = time.monotonic()
+        c.send(plain_auth(USER, "guess-1") + plain_auth(USER, "guess-2") + plain_auth(USER, PW))
+        got = []
+        for _ in range(3):
+            a = sasl_answer(c)
+            got.append((local_name(a.tag) if a is not None else None, round(time.monotonic() - t0, 2)))
+        t.ok(got[0][0] == "failure" and got[0][1] < 1.0,
+             "limits.sasl_failures_per_ip: 1: the first failure is answered at once", repr(got))
+        t.ok(got[1][0] == "failure" and got[1][1] >= 1.5,
+             "the second failure is answered only after its delay (2 s), before anything sent after it",
+             repr(got))
+        t.ok(got[2][0] == "success" and got[2][1] >= 1.5,
+             "the pipelined third <auth/> is processed only after the delay has passed", repr(got))
+        f = c.open_stream() if got[2][0] == "success" else None
+        t.ok(f is not None and c.bind("piped") == "alice@localhost/piped",
+             "after the held-back success the stream restarts and binds", c.dump)
+        c.close()
+
+
+def throttle_per_account(t, certs):
+    """civitas policy, issue 9 item 7: a successful login forgives only the failures of the account
+    that logged in; another account's success from the same address leaves the back-off in place."""
+    with Server(t, certs=certs, extra_yaml="limits:\n  sasl_failures_per_ip: 2\n") as srv:
+        srv.adduser("alice@localhost", PW)
+        srv.adduser("bob@localhost", "bobpw")
+
+        def fail(user):
+            c = RawClient(srv.port("client_tls"), tls=True, cafile=srv.ca, timeout=20)
+            c.open_stream()
+            t0 = time.monotonic()
+            ok, cond = c.auth(user, "wrong guess")
+            c.close()
+            return cond, time.monotonic() - t0
+
+        first = [fail(USER), fail(USER)]
+        t.ok(all(d < 1.0 for _, d in first), "two failures for alice are answered at once", repr(first))
+        ok = can_login(srv, "bob", "bobpw")
+        t.ok(ok, "bob logs in from the same address")
+        cond, took = fail(USER)
+        t.ok(cond == "not-authorized" and took >= 1.5,
+             "bob's success does not reset the back-off: alice's third failure is answered late", repr((cond, took)))
+        t.ok(can_login(srv, USER, PW), "alice logs in with her password")
+        cond, took = fail("bob")
+        t.ok(cond == "not-authorized" and took < 1.0,
+             "alice's success forgives her own failures: the next failure (bob's) is answered at once",
+             repr((cond, took)))
+
+
+def can_login(srv, user, pw):
+    try:
+        c = connect_login(srv, user, pw, direct_tls=True)
+        c.end()
+        return True
+    except HarnessError:
+        return False
 
 
 def strophe_args(srv, jid, pw, direct):
@@ -348,6 +423,8 @@ def main(t):
         t.run(strophe_failures, t, srv)
         t.run(tls_versions, t, srv, certs)
     t.run(failure_throttle, t, certs)
+    t.run(throttle_pipelined, t, certs)
+    t.run(throttle_per_account, t, certs)
     for mech in ALL_MECHS:
         t.run(restricted_mechanism, t, certs, mech)
 

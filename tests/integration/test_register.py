@@ -1,12 +1,13 @@
 #!/usr/bin/python3
 # tests/integration/test_register.py: XEP-0077 In-Band Registration: password change and account
-# removal for logged-in users, and account creation before authentication when the admin allows it.
+# removal for logged-in users, and account creation before authentication when the admin allows it
+# (through mod_register only, at most register.max_per_address_per_hour accounts per address).
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Tap, Server, RawClient, HarnessError, connect_login, q, el_str  # noqa: E402
-from harness import error_condition  # noqa: E402
+from harness import error_condition, error_type_condition  # noqa: E402
 
 NS_REG = "jabber:iq:register"
 
@@ -88,6 +89,57 @@ def preauth_allowed(t):
         c.close()
 
 
+def preauth_stream(srv):
+    """A client on a TLS stream, before authentication; returns (client, features)."""
+    c = RawClient(srv.port("client"), cafile=srv.ca)
+    c.open_stream()
+    c.starttls()
+    return c, c.open_stream()
+
+
+def register(c, user, pw):
+    return c.iq("set", "<query xmlns='%s'><username>%s</username><password>%s</password></query>"
+                % (NS_REG, user, pw))
+
+
+def preauth_throttled(t):
+    """register.max_per_address_per_hour (issue 9 item 9): at most that many accounts are created from
+    one address in any hour; past it, <policy-violation/> of type wait (as Prosody's
+    mod_register_limits answers), and no account is created."""
+    with Server(t, extra_yaml="register:\n  allow_registration: true\n  max_per_address_per_hour: 2\n") as srv:
+        srv.adduser("taken@localhost", "pw")
+        c, _ = preauth_stream(srv)
+        r = register(c, "taken", "x")
+        t.is_(error_condition(r), "conflict", "a refused registration (taken name)...")
+        got = [register(c, "first", "pw1"), register(c, "second", "pw2")]
+        t.ok(all(r is not None and r.get("type") == "result" for r in got),
+             "...does not count: two registrations from the address succeed", " ".join(el_str(r) for r in got))
+        c.close()
+        c, _ = preauth_stream(srv)      # a new stream from the same address does not start afresh
+        r = register(c, "third", "pw3")
+        t.is_(error_type_condition(r), ("wait", "policy-violation"),
+              "register.max_per_address_per_hour: 2: the third in the hour -> <policy-violation/> (type wait)")
+        c.close()
+        t.ok(can_login(srv, "second", "pw2") and not can_login(srv, "third", "pw3"),
+             "the accounts within the limit exist, the refused one does not")
+
+
+def preauth_needs_module(t):
+    """Account creation before authentication is mod_register's (issue 9 item 9): with the module not
+    loaded, its section has no effect: no stream feature, <service-unavailable/>, no account."""
+    mods = ["disco", "ping", "roster", "presence", "offline"]
+    with Server(t, modules=mods, extra_yaml="register:\n  allow_registration: true\n") as srv:
+        c, f = preauth_stream(srv)
+        t.ok(f is not None and f.find(q("http://jabber.org/features/iq-register", "register")) is None,
+             "register not loaded: no register stream feature", el_str(f))
+        r = c.iq("get", "<query xmlns='%s'/>" % NS_REG)
+        t.is_(error_condition(r), "service-unavailable", "register not loaded: the form -> <service-unavailable/>")
+        r = register(c, "sneaky", "pw")
+        t.is_(error_condition(r), "service-unavailable", "register not loaded: creation -> <service-unavailable/>")
+        c.close()
+        t.ok("sneaky@localhost" not in srv.ctl("user", "list", "localhost").stdout, "and no account was created")
+
+
 def main(t):
     with Server(t) as srv:
         srv.adduser("alice@localhost", "old-pw")
@@ -95,6 +147,8 @@ def main(t):
         t.run(logged_in, t, srv)
         t.run(preauth_refused, t, srv)
     t.run(preauth_allowed, t)
+    t.run(preauth_throttled, t)
+    t.run(preauth_needs_module, t)
 
 
 if __name__ == "__main__":

@@ -168,11 +168,14 @@ done:
     return st;
 }
 
+static unsigned fx_iterations;      /* when set: scram_server_set_iterations for the next run */
+
 /* One exchange on a fresh server; returns the step result and copies the failure. */
 static scram_step_t run(fixture_t *f, scram_hash_t h, int plus, int supports_plus, client_run_t *r,
                         const char **failure, char *user_out, char *authzid_out)
 {
     scram_server_t *s = scram_server_new(h, plus, supports_plus, &fx_cb, f);
+    if (fx_iterations) scram_server_set_iterations(s, fx_iterations);
     scram_step_t st = client_exchange(s, h, r, failure);
     if (user_out) snprintf(user_out, 128, "%s", scram_server_username(s) ? scram_server_username(s) : "(null)");
     if (authzid_out) snprintf(authzid_out, 128, "%s", scram_server_authzid(s) ? scram_server_authzid(s) : "(null)");
@@ -565,6 +568,29 @@ static void test_malformed(void)
     scram_server_free(NULL);
 }
 
+/* what an unknown user is shown and checked against: scram_fake_creds, scram_server_set_iterations */
+static void test_fake(void)
+{
+    scram_creds_t a, b, c;
+    ok(scram_fake_creds(SCRAM_SHA256, "romeo", 10000, &a) == 0 && a.iterations == 10000 && a.salt_len == 16 &&
+       a.hash == SCRAM_SHA256, "fake creds carry the given iteration count and a 16-byte salt");
+    scram_fake_creds(SCRAM_SHA256, "romeo", 10000, &b);
+    scram_fake_creds(SCRAM_SHA1, "romeo", 10000, &c);
+    ok(memcmp(a.salt, b.salt, 16) == 0 && memcmp(a.salt, c.salt, 16) != 0,
+       "fake salt: stable per (hash, name), different across hashes");
+    ok(scram_check_password(&a, "anything") == 0, "no password matches fake creds (PLAIN still runs PBKDF2)");
+    ok(scram_fake_creds(SCRAM_SHA256, "romeo", 0, &a) < 0, "fake creds refuse 0 iterations");
+
+    fixture_t f;
+    const char *fail = NULL;
+    fx_init(&f, SCRAM_SHA256, "juliet", "r0m30myr0m30");
+    client_run_t rk = { .gs2 = "n,,", .user_field = "romeo", .password = "x" };
+    fx_iterations = 12345;
+    run(&f, SCRAM_SHA256, 0, 0, &rk, &fail, NULL, NULL);
+    fx_iterations = 0;
+    ok(rk.first_ok && rk.iterations == 12345, "scram_server_set_iterations: an unknown user is shown that count");
+}
+
 int main(void)
 {
     test_base64();
@@ -577,6 +603,7 @@ int main(void)
                      "RFC 7677 §3 SCRAM-SHA-256");
     test_exchanges();
     test_users();
+    test_fake();
     test_malformed();
     return done_testing();
 }
