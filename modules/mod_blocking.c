@@ -227,12 +227,7 @@ static void push(const jid_t *bare, const xnode_t *change)
 /* 1 when contact may receive owner's presence (subscription 'from' or 'both' in owner's roster). */
 static int presence_allowed(const jid_t *owner, const jid_t *contact)
 {
-    roster_t *r = roster_load(owner);
-    if (!r) return 0;
-    roster_item_t *it = roster_find(r, contact->bare);
-    int ok = it && it->listed && (it->sub & ROSTER_SUB_FROM);
-    roster_free(r);
-    return ok;
+    return roster_is_subscribed(owner, contact, ROSTER_SUB_FROM);
 }
 
 /* §3.3: the newly blocked entity sees the user go offline: unavailable presence from each of

@@ -196,11 +196,9 @@ static void inbound_subscription(const char *type, const jid_t *user, xnode_t *s
 static void answer_probe(const jid_t *user, const char *prober_bare, const char *reply_to)
 {
     if (strcmp(prober_bare, user->bare) != 0) {
-        roster_t *r = roster_load(user);
-        if (!r) return;
-        roster_item_t *it = roster_find(r, prober_bare);
-        int subscribed = it && (it->sub & ROSTER_SUB_FROM);
-        roster_free(r);
+        jid_t *prober = jid_new(prober_bare);
+        int subscribed = roster_is_subscribed(user, prober, ROSTER_SUB_FROM);
+        jid_free(prober);
         if (!subscribed) {      /* no presence is revealed; the prober's server learns it has no subscription */
             route_stanza(presence_new("unsubscribed", user->bare, prober_bare));
             return;
@@ -408,10 +406,7 @@ static void directed_presence(session_t *origin, xnode_t *st, const char *type)
         int via_roster = 0;
         if (session_available(origin)) {
             jid_t *user = jid_bare_of(me);
-            roster_t *r = roster_load(user);
-            roster_item_t *it = r ? roster_find(r, to->bare) : NULL;
-            via_roster = it && (it->sub & ROSTER_SUB_FROM);
-            roster_free(r);
+            via_roster = roster_is_subscribed(user, to, ROSTER_SUB_FROM);
             jid_free(user);
         }
         if (!via_roster) state_add(origin, "d", to->full);
@@ -596,12 +591,7 @@ static int on_resend(hook_event_t *ev, void *ud)
 {
     (void)ud;
     if (!ev->from || !ev->to || !ev->to->node) return HOOK_PASS;
-    roster_t *r = roster_load(ev->from);
-    jid_t *contact = jid_bare_of(ev->to);
-    roster_item_t *it = r ? roster_find(r, contact->bare) : NULL;
-    if (it && (it->sub & ROSTER_SUB_FROM)) send_resources_presence(ev->from, ev->to->full, 0);
-    jid_free(contact);
-    roster_free(r);
+    if (roster_is_subscribed(ev->from, ev->to, ROSTER_SUB_FROM)) send_resources_presence(ev->from, ev->to->full, 0);
     return HOOK_HANDLED;
 }
 

@@ -224,6 +224,19 @@ roster_item_t *roster_find(roster_t *r, const char *jid)
     return NULL;
 }
 
+int roster_is_subscribed(const jid_t *owner, const jid_t *contact, int direction)
+{
+    if (!owner || !contact || !owner->node || !(direction & (ROSTER_SUB_TO | ROSTER_SUB_FROM))) return 0;
+    roster_t *r = roster_load(owner);
+    if (!r) return 0;
+    jid_t *cb = jid_bare_of(contact);
+    roster_item_t *it = roster_find(r, cb->bare);
+    int ok = it && it->listed && (it->sub & direction) == direction;
+    jid_free(cb);
+    roster_free(r);
+    return ok;
+}
+
 roster_item_t *roster_add(roster_t *r, const char *jid)
 {
     roster_item_t *it = roster_find(r, jid);
