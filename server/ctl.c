@@ -11,6 +11,7 @@
 #include <string.h>
 
 extern const char *const standard_modules[];   /* standard_modules.c */
+const char *const *modules_known(void);
 
 static void usage(FILE *fp)
 {
@@ -144,7 +145,7 @@ int main(int argc, char **argv)
         return 2;
     }
     strlist_t errors = {0};
-    config_t *c = config_load(config_path, standard_modules, &errors);
+    config_t *c = config_load(config_path, modules_known(), &errors);
     if (!c) {
         for (size_t i = 0; i < errors.n; i++) fprintf(stderr, "%s\n", errors.v[i]);
         strlist_free(&errors);

@@ -34,7 +34,7 @@ static void print_errors(const strlist_t *errors)
 /* Module names in the config must name modules that exist (checked again when loading). */
 static config_t *load_config(const char *path, strlist_t *errors)
 {
-    return config_load(path, standard_modules, errors);
+    return config_load(path, modules_known(), errors);
 }
 
 static int setup_hosts(void)
@@ -261,7 +261,7 @@ int main(int argc, char **argv)
         free(err);
         return 1;
     }
-    if (setup_hosts() < 0 || modules_load() < 0 || s2s_start() < 0) {
+    if (setup_hosts() < 0 || modules_load() < 0 || caps_start() < 0 || s2s_start() < 0) {
         log_error("main", "start-up failed");
         return 1;
     }
@@ -278,7 +278,10 @@ int main(int argc, char **argv)
     /* Shutdown in reverse order of start-up. */
     for (session_t *s = srv->sessions; s; s = s->next) s->bound = 0;
     s2s_stop();
+    caps_stop();
     modules_unload();
+    iq_requests_shutdown();
+    timers_shutdown();
     roster_cache_shutdown();
     event_free(ev_term);
     event_free(ev_int);

@@ -11,6 +11,7 @@ struct module_ctx {
     const module_t *desc;
     void *dl;                   /* dlopen handle */
     strlist_t errors;
+    int unloading;              /* its unload began: no new timers or IQ requests */
     module_ctx_t *next;
 };
 
@@ -85,27 +86,9 @@ strlist_t *module_errors(module_ctx_t *m) { return &m->errors; }
 storage_t *module_storage(module_ctx_t *m) { (void)m; return srv->store; }
 const config_t *server_config(void) { return srv->cfg; }
 const char *module_name(const module_ctx_t *m) { return m->desc->name; }
+int module_unloading(const module_ctx_t *m) { return m->unloading; }
 
-/* Where modules live: $CIVITAS_MODULE_DIR, else next to a civitasd run from the build tree
- * (libtool puts the objects in modules/.libs), else the installed module directory. */
-static char *module_path(const char *name)
-{
-    const char *env = getenv("CIVITAS_MODULE_DIR");
-    if (env && *env) return xasprintf("%s/mod_%s.so", env, name);
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = '\0';
-            char *p = xasprintf("%s/modules/.libs/mod_%s.so", exe, name);
-            if (access(p, R_OK) == 0) return p;
-            free(p);
-        }
-    }
-    return xasprintf("%s/mod_%s.so", MODULEDIR, name);
-}
+static char *module_path(const char *name) { return module_file(name); }
 
 /* Check the module's section against its option rows; with store, put every value (or its
  * default) into desc->conf. Errors ("FILE:LINE: ...") go to errors. 0/-1 */
@@ -239,9 +222,10 @@ int modules_load(void)
     return 0;
 }
 
-/* Remove everything m registered (hooks, features, identities). */
+/* Remove everything m registered (hooks, features, identities, timers). */
 static void module_forget(module_ctx_t *m)
 {
+    timers_forget(m);
     size_t pos = 0;
     const char *key;
     void *val;
@@ -274,6 +258,9 @@ void modules_unload(void)
     while (loaded) {
         module_ctx_t *m = loaded;
         loaded = m->next;
+        /* its requests end first, while it is whole: the callbacks free what they hold */
+        m->unloading = 1;
+        iq_requests_forget(m);
         if (m->desc->unload) m->desc->unload(m);
         module_forget(m);
         strlist_free(&m->errors);

@@ -153,6 +153,113 @@ typedef struct module {
 #define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
 #define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
 
+/* ---- Hook names as constants -------------------------------------------------------------
+ * Use these instead of string literals: a misspelt constant does not compile, a misspelt string
+ * silently never fires. The stanza hooks built from a namespace ("iq-get/host/<ns>") stay strings. */
+#define HOOK_IQ_HOST "iq/host"
+#define HOOK_IQ_BARE "iq/bare"
+#define HOOK_IQ_FULL "iq/full"
+#define HOOK_MESSAGE_BARE "message/bare"
+#define HOOK_MESSAGE_FULL "message/full"
+#define HOOK_MESSAGE_HOST "message/host"
+#define HOOK_PRESENCE_BARE "presence/bare"
+#define HOOK_PRESENCE_FULL "presence/full"
+#define HOOK_PRESENCE_HOST "presence/host"
+#define HOOK_PRE_STANZA_OUT "pre-stanza/out"
+#define HOOK_PRESENCE_SELF "presence/self"
+#define HOOK_PRESENCE_INITIAL "presence/initial"
+#define HOOK_PRESENCE_RESEND "presence/resend"
+#define HOOK_SESSION_BOUND "session-bound"
+#define HOOK_SESSION_CLOSED "session-closed"
+#define HOOK_STREAM_FEATURES "stream-features"
+#define HOOK_STREAM_FEATURES_PREAUTH "stream-features/preauth"
+#define HOOK_USER_DELETED "user-deleted"
+/* Events of presence and capabilities (informational: handlers return HOOK_PASS; ev->stanza is
+ * read-only here and must not be taken). Fired by the core, whatever modules are loaded.
+ *   resource-available     a bound resource went from unavailable to available (its first available
+ *                          presence, or the first after an unavailable one). origin = the session,
+ *                          from = its full JID, to = its bare JID, stanza = that presence.
+ *   resource-unavailable   the same resource stopped being available: unavailable (or error)
+ *                          presence (stanza set), or the stream ended while it was available
+ *                          (stanza NULL). Exactly once per resource-available.
+ *   contact-presence       presence without type or of type unavailable from another account's JID
+ *                          arrived for a local account (bare or full JID; from a local or a remote
+ *                          contact), before the delivery hooks (blocking may still drop it).
+ *                          from = the contact (full JID as sent), to = the addressee, host = its
+ *                          host, origin = the sending local session or NULL, stanza = the presence.
+ *   caps-known             XEP-0115: the capabilities of a full JID became known (verified, from the
+ *                          cache or a disco#info answer) after it sent presence with caps. from =
+ *                          that full JID, host = the local host that learnt it, origin = its session
+ *                          when local, stanza = the verified disco#info <query/>. Query them with
+ *                          caps_features/caps_has_feature below. */
+#define HOOK_RESOURCE_AVAILABLE "resource-available"
+#define HOOK_RESOURCE_UNAVAILABLE "resource-unavailable"
+#define HOOK_CONTACT_PRESENCE "contact-presence"
+#define HOOK_CAPS_KNOWN "caps-known"
+
+/* ---- Timers ------------------------------------------------------------------------------
+ * A timer owned by a module (Prosody's module:add_timer) on the server's event loop. fn runs
+ * after ms milliseconds (0 allowed: at the next turn of the loop), and with repeat every ms
+ * milliseconds until cancelled. A one-shot timer's handle is freed after fn returns; a repeating
+ * one's stays valid until module_timer_cancel (allowed from inside its own fn). Every timer of a
+ * module is cancelled when the module unloads: fn never runs after that. m NULL: a core timer
+ * (cancelled at shutdown). Never NULL. */
+typedef struct module_timer module_timer_t;
+typedef void (*module_timer_fn)(module_timer_t *t, void *ud);
+module_timer_t *module_add_timer(module_ctx_t *m, long ms, int repeat, module_timer_fn fn, void *ud);
+/* Stop and free a timer (NULL is a no-op). Do not use the handle after: a one-shot timer whose fn
+ * already ran is gone, so cancel only timers that are still pending or repeating. */
+void module_timer_cancel(module_timer_t *t);
+
+/* ---- IQ requests with a result callback -----------------------------------------------------
+ * Like libstrophe's xmpp_id_handler_add and Prosody's module:send_iq. module_send_iq takes an
+ * <iq type='get|set'> with 'to' and 'from' set ('from': this server's domain or a local account's
+ * JID: where the answer is addressed) and takes ownership of it. Without an 'id' it gets a random
+ * one (128 bits from the CSPRNG, so a third party can neither guess nor predict it); an 'id' the
+ * caller set must not be pending already. The IQ is routed (local session, local account, or
+ * over federation) and the callback runs exactly once, with one outcome:
+ *   IQ_RESULT, IQ_ERROR  the answer: an <iq type='result|error'> with that id, addressed to the
+ *                        request's 'from', sent by expected_from (NULL: the request's 'to'). When
+ *                        expected_from is a bare JID or a domain (the request went to an account or
+ *                        a server), an answer from that JID or without 'from' counts (RFC 6120
+ *                        §8.1.2.1). An answer from anyone else is not consumed: it is routed on as
+ *                        if no request were pending (to an account or the server it ends there).
+ *   IQ_TIMEOUT           nothing within timeout_ms (<= 0: 30 s; at most one hour). reply is a
+ *                        synthesized <iq type='error' from=expected_from to=request's from> with
+ *                        <error type='wait'><remote-server-timeout/></error>.
+ *   IQ_CANCELLED         the owning module unloads (before its unload function runs) or the
+ *                        server stops, or iq_request_cancel; reply is NULL. Only to free ud.
+ * reply belongs to the core and is valid during the callback only (copy what you keep). The
+ * callback may send new requests. Returns a handle valid until the callback has run, or NULL when
+ * the IQ is unusable (not get/set, no valid 'to' or 'from', id pending, module unloading): then
+ * the IQ is freed and the callback is never called. */
+typedef enum { IQ_RESULT, IQ_ERROR, IQ_TIMEOUT, IQ_CANCELLED } iq_outcome_t;
+typedef void (*iq_result_fn)(iq_outcome_t outcome, const xnode_t *reply, void *ud);
+typedef struct iq_request iq_request_t;
+iq_request_t *module_send_iq(module_ctx_t *m, xnode_t *iq, const char *expected_from, long timeout_ms,
+                             iq_result_fn cb, void *ud);
+const char *iq_request_id(const iq_request_t *r);
+/* Cancel a pending request: the callback runs with IQ_CANCELLED now, a late answer is not
+ * consumed. NULL is a no-op. */
+void iq_request_cancel(iq_request_t *r);
+
+/* ---- Presence and capabilities -----------------------------------------------------------
+ * A session's current presence: its last available presence without 'to' (as the client sent
+ * it, 'from' stamped), or NULL when it is not available. Read-only; valid until the session's
+ * next presence. Priority: session_priority above. */
+const xnode_t *session_presence(const session_t *s);
+
+/* XEP-0115 entity capabilities of a full JID (a local session's or a remote contact's whose
+ * presence reached a local account), once verified: the disco#info <query/> (identities, features,
+ * forms) or NULL while unknown. Valid until the JID's next presence. */
+const xnode_t *caps_info(const jid_t *full);
+/* The features of caps_info as a list (NULL while unknown); caps_has_feature: 1 when known and
+ * listed, e.g. caps_has_feature(j, "urn:xmpp:avatar:metadata+notify"). */
+const strlist_t *caps_features(const jid_t *full);
+int caps_has_feature(const jid_t *full, const char *var);
+/* The same for a local session. */
+int session_has_feature(const session_t *s, const char *var);
+
 /* ---- Roster service ----------------------------------------------------------------------
  * Rosters (RFC 6121 §2, XEP-0237), shared by mod_roster, mod_presence and any module that needs a
  * user's contacts: roster_load, roster_find, roster_save (versions and roster pushes), interested

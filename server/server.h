@@ -81,6 +81,32 @@ int module_load_static(const module_t *desc);
 /* --check: every module to be loaded exists and its config section is valid. 0/-1 (errors filled) */
 int modules_check(const config_t *c, strlist_t *errors);
 void modules_unload(void);
+int module_unloading(const module_ctx_t *m);    /* 1 once its unloading began: it may add nothing */
+
+/* timer.c: every timer of m is cancelled (module unload); every timer freed (shutdown). */
+void timers_forget(module_ctx_t *m);
+void timers_shutdown(void);
+
+/* caps.c: the XEP-0115 cache (module.h has its queries). caps_presence: presence from the full
+ * JID from (a local session's own, or a contact's arriving for a local account of host) may
+ * announce caps; caps_forget: from is gone. */
+int caps_start(void);
+void caps_stop(void);
+void caps_presence(host_t *host, const jid_t *from, const xnode_t *st, session_t *origin);
+void caps_forget(const jid_t *full);
+
+/* iq_request.c. iq_request_deliver: st (an IQ to a local JID, routed by router.c) is the answer
+ * to a pending request: its callback ran (or will, from the loop) and the caller frees st; 0 when
+ * it is not one (route it on). iq_requests_forget: cancel m's pending requests (callbacks with
+ * IQ_CANCELLED); iq_requests_shutdown: every one, at exit. */
+int iq_request_deliver(const xnode_t *st, const jid_t *from, const jid_t *to);
+void iq_requests_forget(module_ctx_t *m);
+void iq_requests_shutdown(void);
+
 extern const char *const standard_modules[];
+/* standard_modules.c: the file of module name; the names a config may list (standard ones and
+ * every mod_<name>.so where modules are found, e.g. the test module in a build tree). */
+char *module_file(const char *name);
+const char *const *modules_known(void);
 
 #endif
