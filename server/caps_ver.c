@@ -107,7 +107,7 @@ static int form_string(const xnode_t *x, form_t *out)
     for (size_t i = 0; i < k; i++) {
         buf_add(&b, xnode_attr(fields[i], "var"));
         v = field_values(fields[i], &nv);
-        qsort(v, nv, sizeof *v, cmp_str);
+        if (nv > 1) qsort(v, nv, sizeof *v, cmp_str);
         for (size_t j = 0; j < nv; j++) buf_add(&b, v[j]);
         free_strs(v, nv);
     }
@@ -144,9 +144,10 @@ char *caps_ver_string(const xnode_t *query)
             }
         }
     }
-    qsort(ids, nids, sizeof *ids, cmp_ident);
-    qsort(feats, nfeat, sizeof *feats, cmp_str);
-    qsort(forms, nforms, sizeof *forms, cmp_form);
+    /* (qsort's base must not be NULL, even for no elements) */
+    if (nids > 1) qsort(ids, nids, sizeof *ids, cmp_ident);
+    if (nfeat > 1) qsort(feats, nfeat, sizeof *feats, cmp_str);
+    if (nforms > 1) qsort(forms, nforms, sizeof *forms, cmp_form);
     for (size_t i = 1; i < nids; i++) bad |= cmp_ident(&ids[i - 1], &ids[i]) == 0;
     for (size_t i = 1; i < nfeat; i++) bad |= strcmp(feats[i - 1], feats[i]) == 0;
     for (size_t i = 1; i < nforms; i++) bad |= strcmp(forms[i - 1].type, forms[i].type) == 0;
