@@ -42,6 +42,10 @@ typedef int (*hook_fn)(hook_event_t *ev, void *ud);
  *                                        routing (blocking, carbons, archive, e2e policy); a handler
  *                                        that returns HOOK_HANDLED has dealt with it (or dropped it);
  *                                        ev->to is NULL here ('to' may be absent or invalid)
+ *   route/remote                         every stanza to a domain this server does not serve, right
+ *                                        before federation sends it (also those a module routes on a
+ *                                        user's behalf: broadcasts, probes, answers); HOOK_HANDLED
+ *                                        drops it (or the handler dealt with it)
  *   presence/self                        presence without 'to' from a local client (broadcast); the
  *                                        session's availability and priority are already updated
  *   presence/initial                     fired right before presence/self for a session's first
