@@ -323,9 +323,8 @@ static int del_all_cb(void *ud, const char *key, const void *val, size_t len)
     return 0;
 }
 
-/* Apply a block (add 1) or unblock (add 0) of items; n == 0 with unblock: everything.
- * Returns NULL on success or the error condition. */
-static const char *apply(const jid_t *owner, jid_t **items, int n, int add)
+/* The writes of apply(), inside its transaction. */
+static const char *apply_items(const jid_t *owner, jid_t **items, int n, int add)
 {
     const char *u = owner->node, *d = owner->domain;
     if (add) {
@@ -348,6 +347,21 @@ static const char *apply(const jid_t *owner, jid_t **items, int n, int add)
         if (storage_kv_del(store, KV_STORE, u, d, all.v[i]) < 0) cond = "internal-server-error";
     strlist_free(&all);
     return cond;
+}
+
+/* Apply a block (add 1) or unblock (add 0) of items; n == 0 with unblock: everything. One
+ * transaction: a command whose items cannot all be written (disk full, I/O error) changes
+ * nothing, so the blocklist never holds part of a command the client was told failed.
+ * Returns NULL on success or the error condition. */
+static const char *apply(const jid_t *owner, jid_t **items, int n, int add)
+{
+    if (storage_begin(store) < 0) return "internal-server-error";
+    const char *cond = apply_items(owner, items, n, add);
+    if (cond) {
+        storage_rollback(store);
+        return cond;
+    }
+    return storage_commit(store) < 0 ? "internal-server-error" : NULL;
 }
 
 /* §3.3-§3.5: block, unblock, unblock all. */
