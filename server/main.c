@@ -265,6 +265,7 @@ int main(int argc, char **argv)
         log_error("main", "start-up failed");
         return 1;
     }
+    account_events_start();
     struct event *ev_term = evsignal_new(srv->base, SIGTERM, on_term, NULL);
     struct event *ev_int = evsignal_new(srv->base, SIGINT, on_term, NULL);
     struct event *ev_hup = evsignal_new(srv->base, SIGHUP, on_reload, NULL);
@@ -277,6 +278,7 @@ int main(int argc, char **argv)
 
     /* Shutdown in reverse order of start-up. */
     for (session_t *s = srv->sessions; s; s = s->next) s->bound = 0;
+    account_events_stop();
     s2s_stop();
     modules_unload();
     roster_cache_shutdown();

@@ -42,6 +42,10 @@ typedef int (*hook_fn)(hook_event_t *ev, void *ud);
  *                                        routing (blocking, carbons, archive, e2e policy); a handler
  *                                        that returns HOOK_HANDLED has dealt with it (or dropped it);
  *                                        ev->to is NULL here ('to' may be absent or invalid)
+ *   route/remote                         every stanza to a domain this server does not serve, right
+ *                                        before federation sends it (also those a module routes on a
+ *                                        user's behalf: broadcasts, probes, answers); HOOK_HANDLED
+ *                                        drops it (or the handler dealt with it)
  *   presence/self                        presence without 'to' from a local client (broadcast); the
  *                                        session's availability and priority are already updated
  *   presence/initial                     fired right before presence/self for a session's first
@@ -55,7 +59,16 @@ typedef int (*hook_fn)(hook_event_t *ev, void *ud);
  *                                        origin is that session, from and to are NULL, host is the
  *                                        stream's; hook_reply/hook_error answer on that stream.
  *                                        Not handled: <service-unavailable/>
- *   user-deleted                         an account was removed (to = its bare JID)
+ *   user-deleted                         an account was removed (to = from = its bare JID; host set):
+ *                                        fired once per deletion, whoever deleted (account_delete,
+ *                                        XEP-0077, civitasctl in another process, also while no server
+ *                                        ran: then at the next start), from the loop, never inside the
+ *                                        handler that asked for the deletion. When it fires the rows are
+ *                                        gone, the account's sessions are closed and unbound (their
+ *                                        session-closed ran) and the core's roster cache forgot it;
+ *                                        handlers drop whatever they hold for the account. Afterwards
+ *                                        the core tells the contacts (unavailable, unsubscribe,
+ *                                        unsubscribed). See account_delete below.
  *   presence/resend                      send from's current presence to the contact 'to' if it is
  *                                        subscribed (fired by blocking on unblock; presence answers)
  * Handlers of one name run by descending priority (0 is the usual one). */
@@ -93,6 +106,16 @@ void *session_get_data(const session_t *s, const char *key);
 void session_set_data(session_t *s, const char *key, void *data, void (*free_fn)(void *));
 /* Close a client's stream with a stream error (condition NULL: a plain close). */
 void session_close(session_t *s, const char *condition, const char *text);
+
+/* Delete a local account (bare: a JID with a localpart of a served host) and everything stored for
+ * it, in one transaction with its account event (storage.h, "Account events"). 0 deleted, 1 no such
+ * account, -1 storage error (logged; nothing deleted). The consequences follow at the next loop turn,
+ * after the caller returned (so an IQ result can still reach the session): the account's sessions
+ * end with <not-authorized/>, "user-deleted" fires, the contacts' subscriptions are cancelled. The
+ * same happens when civitasctl deletes: the server notices its account event within a second.
+ * Design note: deletions travel as stored events, not as calls, so that one path serves every process
+ * and survives a restart; a module API that replaces hooks keeps this as one "user-deleted" event. */
+int account_delete(const jid_t *bare);
 
 /* Routing. route_stanza takes ownership: it delivers to a local session, to a local account's
  * hooks, or bounces with the RFC's error. The stanza needs 'to' and 'from' set. */

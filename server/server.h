@@ -74,6 +74,11 @@ session_t *router_find_full(const jid_t *j);
 /* A stanza from a local client session (from already stamped). Takes ownership. */
 void router_from_client(session_t *s, xnode_t *st);
 
+/* account.c: account events (storage.h). account_events_start handles those left while no server
+ * ran, then looks every second whether another process (civitasctl) recorded new ones. */
+void account_events_start(void);
+void account_events_stop(void);
+
 /* module.c */
 int modules_load(void);               /* config's modules: list, or every standard module */
 /* A module linked into the program instead of loaded from a file (the module fuzz target). */

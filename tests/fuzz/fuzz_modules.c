@@ -28,6 +28,7 @@ static const module_t *const mods[] = {&civitas_module_disco, &civitas_module_pi
     &civitas_module_last, &civitas_module_carbons, NULL};
 
 static session_t *sess[2];       /* alice's and bob's bound sessions */
+static int unbound[2];           /* set by the harness's session-closed hook */
 static int peer_fd[2] = {-1, -1};  /* the client ends of their socket pairs */
 static const char *const names[2] = {"alice", "bob"};
 
@@ -71,23 +72,43 @@ static void ensure_account(const char *user)
         die("account");
 }
 
+/* A session of the harness was unbound: the core closes it (conflict, account removal, also
+ * from a deferred event inside the loop) and frees it soon; the harness must not use it again. */
+static int on_unbound(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    for (int i = 0; i < 2; i++)
+        if (ev->origin == sess[i]) unbound[i] = 1;
+    return HOOK_PASS;
+}
+
+static int harness_load(module_ctx_t *m)
+{
+    module_hook(m, "session-closed", -1000, on_unbound, NULL);
+    return 0;
+}
+
+static const module_t harness_module = {.abi = CIVITAS_MODULE_ABI, .name = "fuzz-harness", .load = harness_load};
+
 /* Let the loop run (deferred callbacks, frees), throw away what the server wrote to the
  * sessions, and make again what the input removed. */
 static void settle(void)
 {
     char buf[65536];
-    int gone[2];
-    for (int i = 0; i < 2; i++) gone[i] = sess[i]->state == C2S_CLOSING || sess[i]->freeing || !sess[i]->bound;
+    for (int i = 0; i < 2; i++)
+        if (sess[i]->state == C2S_CLOSING || sess[i]->freeing || !sess[i]->bound) unbound[i] = 1;
     event_base_loop(srv->base, EVLOOP_NONBLOCK);
     for (int i = 0; i < 2; i++) {
         while (recv(peer_fd[i], buf, sizeof buf, MSG_DONTWAIT) > 0) {
         }
-        if (gone[i]) {           /* freed by the loop above */
+        if (unbound[i]) {        /* freed by the loop above, or once its socket closes */
             close(peer_fd[i]);
             ensure_account(names[i]);
             sess[i] = make_session(names[i], "fuzz", &peer_fd[i]);
+            unbound[i] = 0;
         }
     }
+    event_base_loop(srv->base, EVLOOP_NONBLOCK);   /* frees what the closes above finished */
     ensure_account("carol");
 }
 
@@ -118,6 +139,7 @@ static void init(void)
     srv->hosts[0] = xcalloc(1, sizeof(host_t));
     srv->hosts[0]->name = xstrdup("localhost");
     srv->hosts[0]->users = strmap_new();
+    if (module_load_static(&harness_module) < 0) die("harness module");
     for (size_t i = 0; mods[i]; i++)
         if (module_load_static(mods[i]) < 0) die("module load");
     for (int i = 0; i < 2; i++) {

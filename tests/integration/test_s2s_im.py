@@ -7,7 +7,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Tap, Server, Certs, connect_login, q, el_str, NS_CLIENT  # noqa: E402
-from harness import free_port  # noqa: E402
+from harness import free_port, error_condition  # noqa: E402
 
 PW = "pw-s2s-im"
 NS_ROSTER = "jabber:iq:roster"
@@ -89,6 +89,18 @@ def subscriptions(t, a, b):
     p = presence_from(bob, "alice@a.example", "unavailable")
     t.ok(p is not None, "XEP-0191 §3.3: a blocked remote contact with a subscription gets unavailable presence "
          "over federation", bob.dump)
+    # §3.3: later broadcasts leave for the remote domain through the s2s path; none may reach bob
+    alice.presence(extra="<status>after the block</status>")
+    alice.ping_server("b.example", timeout=15)     # the presence went first on the same stream
+    bob.ping_server("b.example")
+    got = [el for el in bob.inbox if el.tag == q(NS_CLIENT, "presence")
+           and el.get("from", "").startswith("alice@a.example")]
+    t.ok(not got, "XEP-0191 §3.3: a blocked remote contact gets none of the user's later presence broadcasts",
+         lambda: repr([el_str(x) for x in got]))
+    r = bob.iq("get", "<query xmlns='jabber:iq:last'/>", to="alice@a.example", timeout=15)
+    t.is_(error_condition(r), "service-unavailable",
+          "XEP-0191 §3.3: an IQ from a blocked remote contact to the user's bare JID (jabber:iq:last) "
+          "-> <service-unavailable/> over federation")
     alice.end()
     bob.end()
 
