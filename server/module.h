@@ -47,6 +47,8 @@ typedef int (*hook_fn)(hook_event_t *ev, void *ud);
  *   presence/initial                     fired right before presence/self for a session's first
  *                                        available presence (offline delivery, probes)
  *   session-bound, session-closed        a client's resource came and went (origin set)
+ *   session-drained                      origin's output was all accepted by the TCP layer, after
+ *                                        session_want_drained(origin) (see there)
  *   stream-features                      c2s features after authentication (features set)
  *   user-deleted                         an account was removed (to = its bare JID)
  *   presence/resend                      send from's current presence to the contact 'to' if it is
@@ -86,6 +88,16 @@ void *session_get_data(const session_t *s, const char *key);
 void session_set_data(session_t *s, const char *key, void *data, void (*free_fn)(void *));
 /* Close a client's stream with a stream error (condition NULL: a plain close). */
 void session_close(session_t *s, const char *condition, const char *text);
+
+/* Output flow, for modules that send much at once (offline replay). session_output_queued: bytes
+ * written to s and not yet accepted by the TCP layer (plaintext and TLS records); past
+ * limits.max_output_buffer (server_config()->max_output_buffer) the session is dropped.
+ * session_want_drained: fire "session-drained" (origin s) once, from the event loop, as soon as
+ * that number is 0 (at the next loop turn when it is 0 already). Nothing fires for a session that
+ * closes first; "session-closed" comes instead. Until stream management exists, "accepted by the
+ * TCP layer" is the best a server knows of what the client got. */
+size_t session_output_queued(const session_t *s);
+void session_want_drained(session_t *s);
 
 /* Routing. route_stanza takes ownership: it delivers to a local session, to a local account's
  * hooks, or bounces with the RFC's error. The stanza needs 'to' and 'from' set. */
