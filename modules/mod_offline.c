@@ -169,11 +169,24 @@ static void replay_delete(const jid_t *bare, replay_t *r)
     r->deleted = r->drained;
 }
 
-static void replay_finish(replay_t *r)
+static void replay_start(session_t *s, replay_t *r);
+
+/* End r's replay; when it stopped early (session closed, priority gone negative) another receiver
+ * of the user, which did not start its own replay meanwhile, takes over the rest. */
+static void replay_finish(session_t *s, replay_t *r, int hand_over)
 {
     if (!r->active) return;
     r->active = 0;
     if (strmap_get(replaying, r->bare) == r) strmap_del(replaying, r->bare);
+    jid_t *bare = hand_over ? jid_new(r->bare) : NULL;
+    for (session_t *o = bare ? user_sessions(bare) : NULL; o; o = session_next_in_user(o)) {
+        replay_t *ro = replay_of(o);
+        if (o != s && ro && ro->receiver && session_priority(o) >= 0) {
+            replay_start(o, ro);
+            break;
+        }
+    }
+    jid_free(bare);
 }
 
 /* Write one stored message with a XEP-0203 <delay/> saying when the server received it. Returns
@@ -211,8 +224,8 @@ static void replay_step(session_t *s, replay_t *r)
     jid_t *bare = jid_bare_of(session_jid(s));
     r->drained = r->sent;
     replay_delete(bare, r);
-    if (!r->receiver) {                 /* priority went negative: the rest waits (§8.5.2.1) */
-        replay_finish(r);
+    if (!r->receiver) {                 /* priority went negative: not for this one (§8.5.2.1) */
+        replay_finish(s, r, 1);
         jid_free(bare);
         return;
     }
@@ -229,7 +242,7 @@ static void replay_step(session_t *s, replay_t *r)
         log_debug("offline", "replaying %zu offline message(s) to %s", c.n, log_jid(bare->bare));
         session_want_drained(s);
     } else {
-        replay_finish(r);
+        replay_finish(s, r, 0);
     }
     for (size_t i = 0; i < c.n; i++) free(c.v[i].xml);
     free(c.v);
@@ -281,7 +294,7 @@ static int on_drained(hook_event_t *ev, void *ud)
 }
 
 /* A session that ends: delete what reached the TCP layer; another receiver of the user (if any)
- * takes over the rest. */
+ * takes over the rest (replay_finish). */
 static int on_closed(hook_event_t *ev, void *ud)
 {
     (void)ud;
@@ -290,17 +303,9 @@ static int on_closed(hook_event_t *ev, void *ud)
     if (session_output_queued(ev->origin) == 0) r->drained = r->sent;
     jid_t *bare = jid_bare_of(ev->from);
     replay_delete(bare, r);
-    int was_active = r->active;
-    replay_finish(r);
-    r->receiver = 0;
-    for (session_t *o = was_active ? user_sessions(bare) : NULL; o; o = session_next_in_user(o)) {
-        replay_t *ro = replay_of(o);
-        if (o != ev->origin && ro && ro->receiver && session_priority(o) >= 0) {
-            replay_start(o, ro);
-            break;
-        }
-    }
     jid_free(bare);
+    r->receiver = 0;
+    replay_finish(ev->origin, r, 1);
     return HOOK_PASS;
 }
 

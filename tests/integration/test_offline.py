@@ -405,6 +405,37 @@ def replay_interrupted(t, srv):
     d.end()
 
 
+def replay_handed_over(t, srv):
+    """The replaying resource goes away while another resource of the user is available: that one
+    gets the rest (RFC 6121 §8.5.2.1: it is a receiver; nothing waits for a next login)."""
+    with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+        n = (int(f.read().split()[2]) + 2 * 1024 * 1024) // BIG + 5
+    a = connect_login(srv, "alice", PW, resource="flow3")
+    sent = [big_message(i, to="finn@localhost", id_prefix="ho") for i in range(n)]
+    flood_offline(t, a, sent, "%d x 200 KiB messages" % n)
+    a.end()
+    f1 = RawClient(srv.port("client"), cafile=srv.ca)
+    f1.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+    f1.login("finn", PW, resource="one")
+    f1.presence(priority=1)
+    first = read_messages(f1, 1)
+    received = [m.get("id") for m in first + [el for el in f1.inbox if el.tag == q(NS_CLIENT, "message")]]
+    f2 = connect_login(srv, "finn", PW, resource="two")
+    f2.presence()
+    ok, early = messages_after_barrier(f2)
+    t.ok(ok and not early, "one resource replays at a time: the second gets nothing while the first does",
+         lambda: repr([x.get("id") for x in early]))
+    f1.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    f1.close()
+    rest = early + read_messages(f2, n, last_id="ho-%d" % (n - 1))
+    ids = [m.get("id") for m in rest]
+    start = int(ids[0].split("-")[1]) if ids else n
+    t.ok(ids and ids == ["ho-%d" % i for i in range(start, n)] and start >= len(received),
+         "when the replaying resource goes away, the other available resource gets the rest, in order",
+         repr((received, ids[:3], ids[-2:])))
+    f2.end()
+
+
 def delivered_once(t, srv):
     """Issue 9 item 15: one first presence reads the store once; a delete that fails (the database
     locked by another process, as civitasctl may do) must not deliver the messages twice."""
@@ -439,10 +470,11 @@ def flow(t):
     yaml = ("offline:\n  max_messages: 5000\nlimits:\n  max_output_buffer: %d\n"
             "  max_bytes_per_second: 1000000000\n  max_stanzas_per_second: 1000000\n" % FLOW_OUTPUT_CAP)
     with Server(t, extra_yaml=yaml) as srv:
-        for u in ("alice", "bob", "carol", "dave", "erin"):
+        for u in ("alice", "bob", "carol", "dave", "erin", "finn"):
             srv.adduser("%s@localhost" % u, PW)
         t.run(replay_over_output_cap, t, srv)
         t.run(replay_interrupted, t, srv)
+        t.run(replay_handed_over, t, srv)
         t.run(delivered_once, t, srv)
 
 
