@@ -51,6 +51,8 @@ typedef int (*hook_fn)(hook_event_t *ev, void *ud);
  *   presence/initial                     fired right before presence/self for a session's first
  *                                        available presence (offline delivery, probes)
  *   session-bound, session-closed        a client's resource came and went (origin set)
+ *   session-drained                      origin's output was all accepted by the TCP layer, after
+ *                                        session_want_drained(origin) (see there)
  *   stream-features                      c2s features after authentication (features set)
  *   stream-features/preauth              c2s features before authentication, inside TLS (features set)
  *   iq-get/preauth/<ns>, iq-set/preauth/<ns>
@@ -116,6 +118,16 @@ void session_close(session_t *s, const char *condition, const char *text);
  * Design note: deletions travel as stored events, not as calls, so that one path serves every process
  * and survives a restart; a module API that replaces hooks keeps this as one "user-deleted" event. */
 int account_delete(const jid_t *bare);
+
+/* Output flow, for modules that send much at once (offline replay). session_output_queued: bytes
+ * written to s and not yet accepted by the TCP layer (plaintext and TLS records); past
+ * limits.max_output_buffer (server_config()->max_output_buffer) the session is dropped.
+ * session_want_drained: fire "session-drained" (origin s) once, from the event loop, as soon as
+ * that number is 0 (at the next loop turn when it is 0 already). Nothing fires for a session that
+ * closes first; "session-closed" comes instead. Until stream management exists, "accepted by the
+ * TCP layer" is the best a server knows of what the client got. */
+size_t session_output_queued(const session_t *s);
+void session_want_drained(session_t *s);
 
 /* Routing. route_stanza takes ownership: it delivers to a local session, to a local account's
  * hooks, or bounces with the RFC's error. The stanza needs 'to' and 'from' set. */
