@@ -35,7 +35,10 @@ static void print_errors(const strlist_t *errors)
 /* Module names in the config must name modules that exist (checked again when loading). */
 static config_t *load_config(const char *path, strlist_t *errors)
 {
-    return config_load(path, standard_modules, errors);
+    char **known = modules_known();
+    config_t *c = config_load(path, (const char *const *)known, errors);
+    modules_known_free(known);
+    return c;
 }
 
 static int setup_hosts(void)

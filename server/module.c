@@ -97,27 +97,6 @@ storage_t *module_storage(module_ctx_t *m) { (void)m; return srv->store; }
 const config_t *server_config(void) { return srv->cfg; }
 const char *module_name(const module_ctx_t *m) { return m->desc->name; }
 
-/* Where modules live: $CIVITAS_MODULE_DIR, else next to a civitasd run from the build tree
- * (libtool puts the objects in modules/.libs), else the installed module directory. */
-static char *module_path(const char *name)
-{
-    const char *env = getenv("CIVITAS_MODULE_DIR");
-    if (env && *env) return xasprintf("%s/mod_%s.so", env, name);
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = '\0';
-            char *p = xasprintf("%s/modules/.libs/mod_%s.so", exe, name);
-            if (access(p, R_OK) == 0) return p;
-            free(p);
-        }
-    }
-    return xasprintf("%s/mod_%s.so", MODULEDIR, name);
-}
-
 /* ---- options ------------------------------------------------------------------------------ */
 
 /* Text built piece by piece (--check's listing, messages): a memory stream. */
@@ -487,7 +466,7 @@ static const module_t *module_open(const char *name, void **dl, strlist_t *error
             strlist_add(errors, "invalid module name");
             return NULL;
         }
-    char *path = module_path(name);
+    char *path = module_file(name);
     *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!*dl) {
         char *e = xasprintf("cannot load module '%s': %s", name, dlerror());

@@ -4,6 +4,7 @@
 #define CIVITAS_SERVER_H
 #include <event2/event.h>
 #include "module.h"
+#include "standard_modules.h"
 #include "util.h"
 #include "log.h"
 #include "tls.h"
@@ -80,6 +81,5 @@ int modules_load_static(const module_t *const *descs);
 int modules_check(const config_t *c, strlist_t *errors);
 int modules_check_report(const config_t *c, strlist_t *errors, strlist_t *report);
 void modules_unload(void);
-extern const char *const standard_modules[];
 
 #endif
