@@ -600,21 +600,24 @@ int modules_check_report(const config_t *c, strlist_t *errors, strlist_t *report
 
 int modules_check(const config_t *c, strlist_t *errors) { return modules_check_report(c, errors, NULL); }
 
-/* Store a module's options, register it, and call its load. */
+/* Store a module's options, register it, and call its load. When the options are refused, the
+ * module is closed (its load and unload never run); when load fails, modules_unload removes it. */
 static int module_start(const module_t *desc, void *dl)
 {
     strlist_t errors = {0};
     module_ctx_t *m = xcalloc(1, sizeof *m);
     m->desc = desc;
     m->dl = dl;
-    m->next = loaded;
-    loaded = m;
     if (module_options(desc, srv->cfg, &errors, m, NULL) < 0) {
         for (size_t i = 0; i < errors.n; i++) log_error("modules", "%s", errors.v[i]);
         strlist_free(&errors);
         log_error("modules", "module '%s' failed to load", desc->name);
+        if (dl) dlclose(dl);
+        free(m);
         return -1;
     }
+    m->next = loaded;
+    loaded = m;
     if (desc->load(m) < 0) {
         for (size_t i = 0; i < m->errors.n; i++) log_error("config", "%s", m->errors.v[i]);
         log_error("modules", "module '%s' failed to load", desc->name);

@@ -110,6 +110,13 @@ def option_errors(t, srv):
         t.ok(rc == 1 and ("%s:%d: %s" % (p, line, msg)) in out.splitlines(),
              "--check: %s -> exit 1 with '%s:%d: %s'" % (section.strip().replace("\n", " "), "FILE", line, msg),
              out)
+    # the same checks at start: the server refuses to start, with the same line
+    p = write(srv, "bad-at-start.yml", base + "test_types:\n  hosts:\n    meerbusch.example: {retention: 1y}\n")
+    r = subprocess.run([find_program("civitasd"), "--config", p], capture_output=True, text=True, timeout=30,
+                       cwd=srv.dir)
+    msg = ("%s:%d: test_types.hosts.meerbusch.example.retention: expected a duration" % (p, base.count("\n") + 3))
+    t.ok(r.returncode == 1 and msg in r.stdout + r.stderr and "ready" not in r.stdout + r.stderr,
+         "start: a bad per-host value stops the start with its FILE:LINE: message", r.stdout + r.stderr)
     base = base.replace(srv.modules_yaml, "")      # the standard modules, offline among them
     text = base + "offline:\n  hosts:\n    kaarst.example: {max_messages: 5}\n"
     p = write(srv, "offline-per-host.yml", text)
