@@ -8,7 +8,7 @@
 #include "storage.h"
 #include "util.h"        /* xmalloc, xstrdup, xasprintf, strmap: modules use the core's helpers */
 
-#define CIVITAS_MODULE_ABI 1
+#define CIVITAS_MODULE_ABI 2     /* 2: module_t gained conf_size and depends */
 
 typedef struct session session_t;     /* a client's stream (opaque to modules) */
 typedef struct host host_t;           /* a domain this server serves */
@@ -153,20 +153,54 @@ int hook_reply(hook_event_t *ev, xnode_t *reply);
 int hook_error(hook_event_t *ev, const char *type, const char *condition);
 
 /* A module's options, declared as rows (nginx-style): the core checks the module's config
- * section against them at --check and at start (unknown keys, types, bounds: FILE:LINE errors)
- * and, before load, stores each value (or the default) at `offset` in the module's `conf`
- * struct. Modules never parse their options themselves. */
-typedef enum { MOPT_INT, MOPT_BOOL } module_opt_type_t;
+ * section against them at --check and at start (unknown keys, types, bounds: FILE:LINE errors
+ * naming module, key and what is allowed), and, before load, stores each value (or the default)
+ * at `offset` in the module's `conf` struct. Modules never parse their options themselves.
+ * `civitasd --check` prints every module's effective values, defaults included.
+ *
+ *   type           the field at offset   written in the config as
+ *   MOPT_INT       long                  a whole number in [min, max]
+ *   MOPT_BOOL      int (0/1)             true/false, yes/no, on/off
+ *   MOPT_STRING    char * (or NULL)      a non-empty string; default def_string (may be NULL);
+ *                                        if max > 0, its length in bytes is within [min, max]
+ *   MOPT_ENUM      int                   one of choices[] (NULL-terminated); stored as the index,
+ *                                        default: index def
+ *   MOPT_LIST      strlist_t             a list of non-empty strings ([a, b] or "- a" lines);
+ *                                        default: choices[] (NULL: empty); if max > 0, at most max
+ *                                        entries and at least min
+ *   MOPT_DURATION  long, seconds         seconds, or a whole number with s, m, h, d ("72h", "14d");
+ *                                        def/min/max in seconds
+ *   MOPT_SIZE      long, bytes           bytes, or a whole number with K, M, G, T (binary; also
+ *                                        KiB, MiB, GiB, TiB: "512K", "10MiB"); def/min/max in bytes
+ *
+ * Strings and lists are owned by the core: copies of the config's text, freed (and the fields
+ * cleared) after the module's unload, so they outlive a reload of the config (SIGHUP).
+ *
+ * Per host: a row with per_host = 1 may also be set for one of the server's hosts under the
+ * section's `hosts:` key, e.g. `offline: {max_messages: 1000, hosts: {kaarst.example:
+ * {max_messages: 50}}}`. A module with such rows sets conf_size in its descriptor and reads its
+ * options through module_host_conf(m, host), which returns the host's copy of the conf struct
+ * (the section's values with the host's overrides) or `conf` itself for hosts without any.
+ *
+ * Rows are written positionally ({"max_items", MOPT_INT, offsetof(...), 1000, 1, 100000}), the
+ * fields after max by name (.def_string, .choices, .per_host). */
+typedef enum { MOPT_INT, MOPT_BOOL, MOPT_STRING, MOPT_ENUM, MOPT_LIST, MOPT_DURATION, MOPT_SIZE } module_opt_type_t;
 typedef struct module_option {
     const char *name;                       /* key in the module's section; NULL ends the table */
-    module_opt_type_t type;                 /* MOPT_INT: a long at offset; MOPT_BOOL: an int */
+    module_opt_type_t type;                 /* see the table above */
     size_t offset;                          /* offsetof(the module's conf struct, field) */
-    long def, min, max;                     /* default and bounds (bounds: MOPT_INT only) */
+    long def, min, max;                     /* default and bounds, as the table above says per type */
+    const char *def_string;                 /* MOPT_STRING: the default, or NULL */
+    const char *const *choices;             /* MOPT_ENUM: the allowed names; MOPT_LIST: the default */
+    int per_host;                           /* 1: may differ per host (section's hosts: map) */
 } module_option_t;
 
 /* The descriptor a module exports as `const module_t civitas_module`. load returns 0, or -1
  * after logging why (the server then refuses to start). Everything registered through m is
- * removed automatically when the module is unloaded; unload (optional) frees the module's own data. */
+ * removed automatically when the module is unloaded; unload (optional) frees the module's own data.
+ * Modules are loaded after the modules they depend on (then in the order of the config's
+ * modules: list, or of the standard list) and unloaded in reverse; a module whose dependency is
+ * not loaded stops --check and the start with a message naming both. */
 typedef struct module {
     int abi;                                /* CIVITAS_MODULE_ABI */
     const char *name;                       /* as written in the config's modules: list */
@@ -174,7 +208,14 @@ typedef struct module {
     void (*unload)(module_ctx_t *m);
     const module_option_t *options;         /* optional: the section's keys, see above */
     void *conf;                             /* where the options' values are stored */
+    size_t conf_size;                       /* sizeof *conf; needed when a row has per_host */
+    const char *const *depends;             /* optional: names of modules that must be loaded
+                                               first, NULL-terminated ("pep" for "omemo") */
 } module_t;
+
+/* The module's conf struct as it applies to host h: a copy with h's `hosts:` overrides, or the
+ * descriptor's conf when h has none (or h is NULL). Valid until the module is unloaded. */
+const void *module_host_conf(const module_ctx_t *m, const host_t *h);
 
 #define NS_CLIENT "jabber:client"
 #define NS_SERVER "jabber:server"

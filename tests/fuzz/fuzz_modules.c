@@ -17,15 +17,16 @@
 
 server_t *srv;
 
-/* The modules, compiled into this program with civitas_module renamed (see fuzz.sh). */
-#define MOD(n) extern const module_t civitas_module_##n;
-MOD(disco) MOD(ping) MOD(version) MOD(time) MOD(roster) MOD(presence) MOD(register) MOD(offline)
-MOD(blocking) MOD(vcard) MOD(private) MOD(last) MOD(carbons)
-#undef MOD
-static const module_t *const mods[] = {&civitas_module_disco, &civitas_module_ping, &civitas_module_version,
-    &civitas_module_time, &civitas_module_roster, &civitas_module_presence, &civitas_module_register,
-    &civitas_module_offline, &civitas_module_blocking, &civitas_module_vcard, &civitas_module_private,
-    &civitas_module_last, &civitas_module_carbons, NULL};
+/* The standard modules (modules/standard.list, as server/standard_modules.def), compiled into this
+ * program with civitas_module renamed (see fuzz.sh), and started in dependency order. */
+#define CIV_MODULE(n) extern const module_t civitas_module_##n;
+#include "standard_modules.def"
+#undef CIV_MODULE
+static const module_t *const mods[] = {
+#define CIV_MODULE(n) &civitas_module_##n,
+#include "standard_modules.def"
+#undef CIV_MODULE
+    NULL};
 
 static session_t *sess[2];       /* alice's and bob's bound sessions */
 static int unbound[2];           /* set by the harness's session-closed hook */
@@ -140,8 +141,7 @@ static void init(void)
     srv->hosts[0]->name = xstrdup("localhost");
     srv->hosts[0]->users = strmap_new();
     if (module_load_static(&harness_module) < 0) die("harness module");
-    for (size_t i = 0; mods[i]; i++)
-        if (module_load_static(mods[i]) < 0) die("module load");
+    if (modules_load_static(mods) < 0) die("module load");
     for (int i = 0; i < 2; i++) {
         ensure_account(names[i]);
         sess[i] = make_session(names[i], "fuzz", &peer_fd[i]);
