@@ -454,7 +454,8 @@ static void unload(module_ctx_t *m)
 }
 
 static const module_option_t options[] = {
-    {"max_items", MOPT_INT, offsetof(struct blocking_conf, max_items), 1000, 1, 1000000},
+    {.name = "max_items", .type = MOPT_INT, .offset = offsetof(struct blocking_conf, max_items),
+     .def = 1000, .min = 1, .max = 1000000},
     {0}};
 
 const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "blocking", .load = load,

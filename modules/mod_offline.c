@@ -332,8 +332,10 @@ static void unload(module_ctx_t *m)
 }
 
 static const module_option_t options[] = {
-    {"max_messages", MOPT_INT, offsetof(struct offline_conf, max_messages), 1000, 1, 1000000},
-    {"max_age_days", MOPT_INT, offsetof(struct offline_conf, max_age_days), 30, 0, 36500},
+    {.name = "max_messages", .type = MOPT_INT, .offset = offsetof(struct offline_conf, max_messages),
+     .def = 1000, .min = 1, .max = 1000000},
+    {.name = "max_age_days", .type = MOPT_INT, .offset = offsetof(struct offline_conf, max_age_days),
+     .def = 30, .min = 0, .max = 36500},
     {0}};
 
 const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "offline", .load = load, .unload = unload,

@@ -751,8 +751,10 @@ static void unload(module_ctx_t *m)
 }
 
 static const module_option_t options[] = {
-    {"max_pending", MOPT_INT, offsetof(struct presence_conf, max_pending), 100, 1, 100000},
-    {"max_directed", MOPT_INT, offsetof(struct presence_conf, max_directed), 1000, 1, 100000},
+    {.name = "max_pending", .type = MOPT_INT, .offset = offsetof(struct presence_conf, max_pending),
+     .def = 100, .min = 1, .max = 100000},
+    {.name = "max_directed", .type = MOPT_INT, .offset = offsetof(struct presence_conf, max_directed),
+     .def = 1000, .min = 1, .max = 100000},
     {0}};
 
 const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "presence", .load = load, .unload = unload,

@@ -206,8 +206,10 @@ static int load(module_ctx_t *m)
 }
 
 static const module_option_t options[] = {
-    {"allow_registration", MOPT_BOOL, offsetof(struct register_conf, allow_registration), 0, 0, 1},
-    {"max_per_address_per_hour", MOPT_INT, offsetof(struct register_conf, max_per_address), 5, 1, 10000},
+    {.name = "allow_registration", .type = MOPT_BOOL, .offset = offsetof(struct register_conf, allow_registration),
+     .def = 0, .min = 0, .max = 1},
+    {.name = "max_per_address_per_hour", .type = MOPT_INT, .offset = offsetof(struct register_conf, max_per_address),
+     .def = 5, .min = 1, .max = 10000},
     {0}};
 
 static void unload(module_ctx_t *m)

@@ -32,7 +32,7 @@ build() {
     libs=${FUZZ_LIBS-$(pkg-config --libs expat openssl yaml-0.1 libidn libidn2)}
     san="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
     sh "$src/scripts/gen-modules" def "$src/modules/standard.list" >"$out/standard_modules.def"
-    cflags="-std=gnu11 -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers $san -I$src/server -I$out $cppflags"
+    cflags="-std=gnu11 -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter $san -I$src/server -I$out $cppflags"
     mkdir -p "$out/obj"
     objs=""
     for m in $core; do

@@ -23,14 +23,20 @@ static const char *const modes[] = {"off", "warn", "require", NULL};
 static const char *const default_peers[] = {"a.example", "b.example", NULL};
 
 static const module_option_t options[] = {
-    {"count", MOPT_INT, offsetof(struct types_conf, count), 5, 0, 100, .per_host = 1},
-    {"flag", MOPT_BOOL, offsetof(struct types_conf, flag), 0, 0, 1},
-    {"greeting", MOPT_STRING, offsetof(struct types_conf, greeting), 0, 1, 20, .def_string = "hello", .per_host = 1},
-    {"motd", MOPT_STRING, offsetof(struct types_conf, motd)},
-    {"mode", MOPT_ENUM, offsetof(struct types_conf, mode), 1, .choices = modes, .per_host = 1},
-    {"peers", MOPT_LIST, offsetof(struct types_conf, peers), 0, 0, 3, .choices = default_peers, .per_host = 1},
-    {"retention", MOPT_DURATION, offsetof(struct types_conf, retention), 14 * 86400, 60, 365 * 86400L, .per_host = 1},
-    {"quota", MOPT_SIZE, offsetof(struct types_conf, quota), 10L << 20, 1024, 1L << 40},
+    {.name = "count", .type = MOPT_INT, .offset = offsetof(struct types_conf, count), .def = 5, .min = 0, .max = 100,
+     .per_host = 1},
+    {.name = "flag", .type = MOPT_BOOL, .offset = offsetof(struct types_conf, flag), .def = 0, .min = 0, .max = 1},
+    {.name = "greeting", .type = MOPT_STRING, .offset = offsetof(struct types_conf, greeting), .min = 1, .max = 20,
+     .def_string = "hello", .per_host = 1},
+    {.name = "motd", .type = MOPT_STRING, .offset = offsetof(struct types_conf, motd)},
+    {.name = "mode", .type = MOPT_ENUM, .offset = offsetof(struct types_conf, mode), .def = 1, .choices = modes,
+     .per_host = 1},
+    {.name = "peers", .type = MOPT_LIST, .offset = offsetof(struct types_conf, peers), .min = 0, .max = 3,
+     .choices = default_peers, .per_host = 1},
+    {.name = "retention", .type = MOPT_DURATION, .offset = offsetof(struct types_conf, retention), .def = 14 * 86400,
+     .min = 60, .max = 365 * 86400L, .per_host = 1},
+    {.name = "quota", .type = MOPT_SIZE, .offset = offsetof(struct types_conf, quota), .def = 10L << 20, .min = 1024,
+     .max = 1L << 40},
     {0}};
 
 static module_ctx_t *self;
