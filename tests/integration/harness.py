@@ -28,6 +28,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -981,6 +982,107 @@ class StropheProc:
 
 # --------------------------------------------------------------------------------------------
 # Small helpers shared by the test files
+
+# --------------------------------------------------------------------------------------------
+# A DNS responder for a test's names only (RFC 1035 wire format, UDP), so that civitas and a peer
+# server (Prosody, ejabberd) find each other without touching the machine's resolver configuration.
+
+T_A, T_AAAA, T_SRV = 1, 28, 33
+
+
+class DnsResponder:
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.records = {}          # (name, type) -> [rdata bytes]
+        self.queries = []          # (name, type) asked, for diagnostics
+        self.lock = threading.Lock()
+        self._stop = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _name(name):
+        if name.rstrip(".") == "":
+            return b"\0"                       # the root: SRV target "." means "no service"
+        out = b""
+        for label in name.rstrip(".").split("."):
+            out += bytes([len(label)]) + label.encode("ascii")
+        return out + b"\0"
+
+    def add_a(self, name, ip="127.0.0.1"):
+        with self.lock:
+            self.records.setdefault((name.lower(), T_A), []).append(socket.inet_aton(ip))
+
+    def add_srv(self, name, target, port, prio=0, weight=5):
+        with self.lock:
+            self.records.setdefault((name.lower(), T_SRV), []).append(
+                struct.pack("!HHH", prio, weight, port) + self._name(target))
+
+    def known(self, name):
+        return any(n == name for n, _ in self.records)
+
+    def _answer(self, data):
+        if len(data) < 12:
+            return None
+        qid, flags, qd = struct.unpack("!HHH", data[:6])
+        if qd != 1:
+            return None
+        i, labels = 12, []
+        while i < len(data) and data[i]:
+            ln = data[i]
+            labels.append(data[i + 1:i + 1 + ln].decode("ascii", "replace"))
+            i += 1 + ln
+        qend = i + 5
+        if qend > len(data):
+            return None
+        qtype, qclass = struct.unpack("!HH", data[i + 1:qend])
+        name = ".".join(labels).lower()
+        with self.lock:
+            self.queries.append((name, qtype))
+            rrs = list(self.records.get((name, qtype), []))
+            exists = any(n == name for n, _ in self.records)
+        rcode = 0 if (rrs or exists) else 3          # NOERROR (maybe no data) or NXDOMAIN
+        hdr = struct.pack("!HHHHHH", qid, 0x8400 | (flags & 0x0100) | 0x0080 | rcode, 1, len(rrs), 0, 0)
+        out = hdr + data[12:qend]
+        for rd in rrs:
+            out += struct.pack("!HHHIH", 0xC00C, qtype, 1, 30, len(rd)) + rd
+        return out
+
+    def _serve(self):
+        self.sock.settimeout(0.2)
+        while not self._stop:
+            try:
+                data, addr = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            ans = self._answer(data)
+            if ans:
+                self.sock.sendto(ans, addr)
+
+    def stop(self):
+        self._stop = True
+        self.thread.join(2)
+        self.sock.close()
+
+
+def self_signed(dirpath, domains):
+    """A self-signed certificate (SAN DNS:...) and key made with openssl(1)."""
+    base = os.path.join(dirpath, domains[0])
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-keyout", base + ".key", "-out", base + ".crt", "-days", "30",
+                        "-subj", "/CN=" + domains[0],
+                        "-addext", "subjectAltName=" + ",".join("DNS:" + d for d in domains)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise HarnessError("openssl: " + r.stderr)
+    return base + ".crt", base + ".key"
+
+
+# --------------------------------------------------------------------------------------------
 
 def error_condition(el):
     """The defined condition of a stanza error (RFC 6120 §8.3.3), e.g. 'service-unavailable', or None."""
