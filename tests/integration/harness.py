@@ -51,6 +51,8 @@ NS_PING = "urn:xmpp:ping"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 NS_VERSION = "jabber:iq:version"
 NS_TIME = "urn:xmpp:time"
+NS_ROSTER = "jabber:iq:roster"
+NS_DELAY = "urn:xmpp:delay"
 
 DEFAULT_TIMEOUT = float(os.environ.get("CIVITAS_TEST_IO_TIMEOUT", "10"))
 # The mechanism login()/connect_login() use unless a test names one.
@@ -903,6 +905,38 @@ def connect_login(srv, user, password, resource=None, mech=None, direct_tls=Fals
 
 # --------------------------------------------------------------------------------------------
 # The libstrophe test client
+
+class PeerClient(RawClient):
+    """A RawClient for a peer server's c2s port (Prosody, ejabberd): its certificate is self-signed,
+    so no verification."""
+
+    def tls_context(self, cafile=None):
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+
+def roster_push_for(c, jid, subscription=None, timeout=15):
+    """The next roster push about jid (with that subscription, when given): its <item/>, answered
+    with a result as RFC 6121 §2.1.6 asks."""
+    def match(el):
+        if el.tag != q(NS_CLIENT, "iq") or el.get("type") != "set":
+            return False
+        it = el.find("%s/%s" % (q(NS_ROSTER, "query"), q(NS_ROSTER, "item")))
+        return it is not None and it.get("jid") == jid and subscription in (None, it.get("subscription"))
+    el = c.expect(match, timeout)
+    if el is None:
+        return None
+    c.send("<iq type='result' id='%s'/>" % el.get("id"))
+    return el.find("%s/%s" % (q(NS_ROSTER, "query"), q(NS_ROSTER, "item")))
+
+
+def presence_from(c, bare, type_=None, timeout=15):
+    """The next presence from bare JID bare (any resource) with that type (None: available)."""
+    return c.expect(lambda el: el.tag == q(NS_CLIENT, "presence") and el.get("from", "").split("/")[0] == bare
+                    and el.get("type") == type_, timeout)
+
 
 def strophe_client():
     """Path of tests/clients/xmpp_client (built by make check, or built here into a temp dir)."""

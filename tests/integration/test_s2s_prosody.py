@@ -5,14 +5,13 @@
 import os
 import shutil
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Tap, Server, Certs, RawClient, HarnessError, connect_login, q, el_str,  # noqa: E402
+from harness import (Tap, Server, Certs, PeerClient, HarnessError, connect_login, q, el_str,  # noqa: E402
                      NS_CLIENT, NS_PING)
 from harness import error_condition, free_port, DnsResponder, self_signed  # noqa: E402
 
@@ -130,18 +129,8 @@ class Prosody:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class ProsodyClient(RawClient):
-    """A RawClient for Prosody's c2s port; its certificate is self-signed, so no verification."""
-
-    def tls_context(self, cafile=None):
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-
-
 def prosody_login(pros, user, host, resource="p"):
-    c = ProsodyClient(pros.c2s_port, server_hostname=host)
+    c = PeerClient(pros.c2s_port, server_hostname=host)
     c.login(user, PW, resource=resource, mech="PLAIN", domain=host)
     c.presence()
     return c
