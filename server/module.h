@@ -8,7 +8,7 @@
 #include "storage.h"
 #include "util.h"        /* xmalloc, xstrdup, xasprintf, strmap: modules use the core's helpers */
 
-#define CIVITAS_MODULE_ABI 1
+#define CIVITAS_MODULE_ABI 2     /* 2: module_t gained conf_size and depends */
 
 typedef struct session session_t;     /* a client's stream (opaque to modules) */
 typedef struct host host_t;           /* a domain this server serves */
@@ -42,11 +42,17 @@ typedef int (*hook_fn)(hook_event_t *ev, void *ud);
  *                                        routing (blocking, carbons, archive, e2e policy); a handler
  *                                        that returns HOOK_HANDLED has dealt with it (or dropped it);
  *                                        ev->to is NULL here ('to' may be absent or invalid)
+ *   route/remote                         every stanza to a domain this server does not serve, right
+ *                                        before federation sends it (also those a module routes on a
+ *                                        user's behalf: broadcasts, probes, answers); HOOK_HANDLED
+ *                                        drops it (or the handler dealt with it)
  *   presence/self                        presence without 'to' from a local client (broadcast); the
  *                                        session's availability and priority are already updated
  *   presence/initial                     fired right before presence/self for a session's first
  *                                        available presence (offline delivery, probes)
  *   session-bound, session-closed        a client's resource came and went (origin set)
+ *   session-drained                      origin's output was all accepted by the TCP layer, after
+ *                                        session_want_drained(origin) (see there)
  *   stream-features                      c2s features after authentication (features set)
  *   stream-features/preauth              c2s features before authentication, inside TLS (features set)
  *   iq-get/preauth/<ns>, iq-set/preauth/<ns>
@@ -55,7 +61,16 @@ typedef int (*hook_fn)(hook_event_t *ev, void *ud);
  *                                        origin is that session, from and to are NULL, host is the
  *                                        stream's; hook_reply/hook_error answer on that stream.
  *                                        Not handled: <service-unavailable/>
- *   user-deleted                         an account was removed (to = its bare JID)
+ *   user-deleted                         an account was removed (to = from = its bare JID; host set):
+ *                                        fired once per deletion, whoever deleted (account_delete,
+ *                                        XEP-0077, civitasctl in another process, also while no server
+ *                                        ran: then at the next start), from the loop, never inside the
+ *                                        handler that asked for the deletion. When it fires the rows are
+ *                                        gone, the account's sessions are closed and unbound (their
+ *                                        session-closed ran) and the core's roster cache forgot it;
+ *                                        handlers drop whatever they hold for the account. Afterwards
+ *                                        the core tells the contacts (unavailable, unsubscribe,
+ *                                        unsubscribed). See account_delete below.
  *   presence/resend                      send from's current presence to the contact 'to' if it is
  *                                        subscribed (fired by blocking on unblock; presence answers)
  * Handlers of one name run by descending priority (0 is the usual one). */
@@ -94,6 +109,26 @@ void session_set_data(session_t *s, const char *key, void *data, void (*free_fn)
 /* Close a client's stream with a stream error (condition NULL: a plain close). */
 void session_close(session_t *s, const char *condition, const char *text);
 
+/* Delete a local account (bare: a JID with a localpart of a served host) and everything stored for
+ * it, in one transaction with its account event (storage.h, "Account events"). 0 deleted, 1 no such
+ * account, -1 storage error (logged; nothing deleted). The consequences follow at the next loop turn,
+ * after the caller returned (so an IQ result can still reach the session): the account's sessions
+ * end with <not-authorized/>, "user-deleted" fires, the contacts' subscriptions are cancelled. The
+ * same happens when civitasctl deletes: the server notices its account event within a second.
+ * Design note: deletions travel as stored events, not as calls, so that one path serves every process
+ * and survives a restart; a module API that replaces hooks keeps this as one "user-deleted" event. */
+int account_delete(const jid_t *bare);
+
+/* Output flow, for modules that send much at once (offline replay). session_output_queued: bytes
+ * written to s and not yet accepted by the TCP layer (plaintext and TLS records); past
+ * limits.max_output_buffer (server_config()->max_output_buffer) the session is dropped.
+ * session_want_drained: fire "session-drained" (origin s) once, from the event loop, as soon as
+ * that number is 0 (at the next loop turn when it is 0 already). Nothing fires for a session that
+ * closes first; "session-closed" comes instead. Until stream management exists, "accepted by the
+ * TCP layer" is the best a server knows of what the client got. */
+size_t session_output_queued(const session_t *s);
+void session_want_drained(session_t *s);
+
 /* Routing. route_stanza takes ownership: it delivers to a local session, to a local account's
  * hooks, or bounces with the RFC's error. The stanza needs 'to' and 'from' set. */
 void route_stanza(xnode_t *stanza);
@@ -118,20 +153,54 @@ int hook_reply(hook_event_t *ev, xnode_t *reply);
 int hook_error(hook_event_t *ev, const char *type, const char *condition);
 
 /* A module's options, declared as rows (nginx-style): the core checks the module's config
- * section against them at --check and at start (unknown keys, types, bounds: FILE:LINE errors)
- * and, before load, stores each value (or the default) at `offset` in the module's `conf`
- * struct. Modules never parse their options themselves. */
-typedef enum { MOPT_INT, MOPT_BOOL } module_opt_type_t;
+ * section against them at --check and at start (unknown keys, types, bounds: FILE:LINE errors
+ * naming module, key and what is allowed), and, before load, stores each value (or the default)
+ * at `offset` in the module's `conf` struct. Modules never parse their options themselves.
+ * `civitasd --check` prints every module's effective values, defaults included.
+ *
+ *   type           the field at offset   written in the config as
+ *   MOPT_INT       long                  a whole number in [min, max]
+ *   MOPT_BOOL      int (0/1)             true/false, yes/no, on/off
+ *   MOPT_STRING    char * (or NULL)      a non-empty string; default def_string (may be NULL);
+ *                                        if max > 0, its length in bytes is within [min, max]
+ *   MOPT_ENUM      int                   one of choices[] (NULL-terminated); stored as the index,
+ *                                        default: index def
+ *   MOPT_LIST      strlist_t             a list of non-empty strings ([a, b] or "- a" lines);
+ *                                        default: choices[] (NULL: empty); if max > 0, at most max
+ *                                        entries and at least min
+ *   MOPT_DURATION  long, seconds         seconds, or a whole number with s, m, h, d ("72h", "14d");
+ *                                        def/min/max in seconds
+ *   MOPT_SIZE      long, bytes           bytes, or a whole number with K, M, G, T (binary; also
+ *                                        KiB, MiB, GiB, TiB: "512K", "10MiB"); def/min/max in bytes
+ *
+ * Strings and lists are owned by the core: copies of the config's text, freed (and the fields
+ * cleared) after the module's unload, so they outlive a reload of the config (SIGHUP).
+ *
+ * Per host: a row with per_host = 1 may also be set for one of the server's hosts under the
+ * section's `hosts:` key, e.g. `offline: {max_messages: 1000, hosts: {kaarst.example:
+ * {max_messages: 50}}}`. A module with such rows sets conf_size in its descriptor and reads its
+ * options through module_host_conf(m, host), which returns the host's copy of the conf struct
+ * (the section's values with the host's overrides) or `conf` itself for hosts without any.
+ *
+ * Rows are written positionally ({"max_items", MOPT_INT, offsetof(...), 1000, 1, 100000}), the
+ * fields after max by name (.def_string, .choices, .per_host). */
+typedef enum { MOPT_INT, MOPT_BOOL, MOPT_STRING, MOPT_ENUM, MOPT_LIST, MOPT_DURATION, MOPT_SIZE } module_opt_type_t;
 typedef struct module_option {
     const char *name;                       /* key in the module's section; NULL ends the table */
-    module_opt_type_t type;                 /* MOPT_INT: a long at offset; MOPT_BOOL: an int */
+    module_opt_type_t type;                 /* see the table above */
     size_t offset;                          /* offsetof(the module's conf struct, field) */
-    long def, min, max;                     /* default and bounds (bounds: MOPT_INT only) */
+    long def, min, max;                     /* default and bounds, as the table above says per type */
+    const char *def_string;                 /* MOPT_STRING: the default, or NULL */
+    const char *const *choices;             /* MOPT_ENUM: the allowed names; MOPT_LIST: the default */
+    int per_host;                           /* 1: may differ per host (section's hosts: map) */
 } module_option_t;
 
 /* The descriptor a module exports as `const module_t civitas_module`. load returns 0, or -1
  * after logging why (the server then refuses to start). Everything registered through m is
- * removed automatically when the module is unloaded; unload (optional) frees the module's own data. */
+ * removed automatically when the module is unloaded; unload (optional) frees the module's own data.
+ * Modules are loaded after the modules they depend on (then in the order of the config's
+ * modules: list, or of the standard list) and unloaded in reverse; a module whose dependency is
+ * not loaded stops --check and the start with a message naming both. */
 typedef struct module {
     int abi;                                /* CIVITAS_MODULE_ABI */
     const char *name;                       /* as written in the config's modules: list */
@@ -139,7 +208,14 @@ typedef struct module {
     void (*unload)(module_ctx_t *m);
     const module_option_t *options;         /* optional: the section's keys, see above */
     void *conf;                             /* where the options' values are stored */
+    size_t conf_size;                       /* sizeof *conf; needed when a row has per_host */
+    const char *const *depends;             /* optional: names of modules that must be loaded
+                                               first, NULL-terminated ("pep" for "omemo") */
 } module_t;
+
+/* The module's conf struct as it applies to host h: a copy with h's `hosts:` overrides, or the
+ * descriptor's conf when h has none (or h is NULL). Valid until the module is unloaded. */
+const void *module_host_conf(const module_ctx_t *m, const host_t *h);
 
 #define NS_CLIENT "jabber:client"
 #define NS_SERVER "jabber:server"

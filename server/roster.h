@@ -39,6 +39,9 @@ void roster_free(roster_t *r);                      /* NULL is a no-op */
  * roster from the cache (account deleted); roster_cache_shutdown empties it at exit. */
 void roster_forget(const jid_t *owner);
 void roster_cache_shutdown(void);
+/* The roster of a deleted account as the account event `event` keeps it (see storage.h, "Account
+ * events"): not cached, nothing of it can be saved. NULL on a storage error. */
+roster_t *roster_load_deleted(const jid_t *owner, int64_t event);
 
 /* The record of contact jid (a prepared JID string, as in roster_item_t.jid), listed or hidden,
  * or NULL. The pointer stays valid until roster_free. */

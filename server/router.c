@@ -193,6 +193,10 @@ static void route(xnode_t *st, session_t *origin, const jid_t *from)
     hook_event_t ev = {.stanza = st, .origin = origin, .host = h, .from = from, .to = to};
     if (h && to->node && strcmp(st->name, "presence") == 0) contact_presence(&ev);
     if (!h) {                       /* a remote domain: federation queues, sends or bounces it */
+        /* the last look before it leaves: what a module sends on a local user's behalf passes
+         * here too (blocking filters it as the local hooks do for local recipients) */
+        ev.name = "route/remote";
+        if (hook_fire(&ev) == HOOK_HANDLED || !ev.stanza) goto out;
         ev.stanza = NULL;
         s2s_route(st);
         goto out;

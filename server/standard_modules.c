@@ -1,5 +1,6 @@
-/* server/standard_modules.c: the modules a server loads when its config has no modules: list, and
- * where module files are found, which decides the names a config may list (standard or present). */
+/* server/standard_modules.c: the modules a server loads when its config has no modules: list (which
+ * are also names accepted as module sections in the config), and where module files are found. */
+#include "standard_modules.h"
 #include "util.h"
 #include <dirent.h>
 #include <limits.h>
@@ -7,10 +8,14 @@
 #include <string.h>
 #include <unistd.h>
 
-const char *const standard_modules[] = {"disco", "ping", "version", "time", "roster", "presence", "register", "offline", "blocking", "vcard", "private", "last", "carbons", NULL};
+/* Generated from modules/standard.list by scripts/gen-modules (the one list of standard modules). */
+const char *const standard_modules[] = {
+#define CIV_MODULE(name) #name,
+#include "standard_modules.def"
+#undef CIV_MODULE
+    NULL};
 
-/* The build tree's module directory when the running program is in a build tree (libtool puts
- * the objects in modules/.libs next to it), else NULL. malloc'd. */
+/* The build tree's module directory when this program runs from a build tree, else NULL. */
 static char *build_tree_dir(void)
 {
     char exe[PATH_MAX];
@@ -21,63 +26,70 @@ static char *build_tree_dir(void)
     if (!slash) return NULL;
     *slash = '\0';
     char *d = xasprintf("%s/modules/.libs", exe);
-    if (access(d, R_OK) == 0) return d;
+    if (access(d, R_OK | X_OK) == 0) return d;
     free(d);
     return NULL;
 }
 
-/* Where modules live: $CIVITAS_MODULE_DIR, else next to a program run from the build tree, else
- * the installed module directory. */
 char *module_file(const char *name)
 {
     const char *env = getenv("CIVITAS_MODULE_DIR");
     if (env && *env) return xasprintf("%s/mod_%s.so", env, name);
-    char *dir = build_tree_dir();
-    if (dir) {
-        char *p = xasprintf("%s/mod_%s.so", dir, name);
-        free(dir);
+    char *d = build_tree_dir();
+    if (d) {
+        char *p = xasprintf("%s/mod_%s.so", d, name);
+        free(d);
         if (access(p, R_OK) == 0) return p;
         free(p);
     }
     return xasprintf("%s/mod_%s.so", MODULEDIR, name);
 }
 
-static void add_dir(const char ***v, size_t *n, const char *dir)
+static void add_name(char ***v, size_t *n, const char *name, size_t len)
 {
-    DIR *d = dir ? opendir(dir) : NULL;
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        size_t l = strlen(e->d_name);
-        if (l <= 7 || strncmp(e->d_name, "mod_", 4) != 0 || strcmp(e->d_name + l - 3, ".so") != 0) continue;
-        char *name = xstrndup(e->d_name + 4, l - 7);
-        int seen = 0;
-        for (size_t i = 0; i < *n && !seen; i++) seen = strcmp((*v)[i], name) == 0;
-        if (seen) {
-            free(name);
-            continue;
-        }
-        *v = xrealloc(*v, (*n + 2) * sizeof **v);
-        (*v)[(*n)++] = name;
-        (*v)[*n] = NULL;
-    }
-    if (d) closedir(d);
+    for (size_t i = 0; i < *n; i++)
+        if (strlen((*v)[i]) == len && strncmp((*v)[i], name, len) == 0) return;
+    *v = xrealloc(*v, (*n + 2) * sizeof **v);
+    (*v)[(*n)++] = xstrndup(name, len);
+    (*v)[*n] = NULL;
 }
 
-const char *const *modules_known(void)
+/* Add the NAME of every mod_NAME.so in dir. */
+static void scan_dir(const char *dir, char ***v, size_t *n)
 {
-    static const char **known;
-    if (known) return known;
-    size_t n = 0;
-    while (standard_modules[n]) n++;
-    known = xcalloc(n + 1, sizeof *known);
-    memcpy(known, standard_modules, n * sizeof *known);
-    const char *env = getenv("CIVITAS_MODULE_DIR");
-    if (env && *env) add_dir(&known, &n, env);
-    else {
-        char *dir = build_tree_dir();
-        add_dir(&known, &n, dir);
-        free(dir);
-        add_dir(&known, &n, MODULEDIR);
+    DIR *d = dir ? opendir(dir) : NULL;
+    if (!d) return;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t len = strlen(e->d_name);
+        if (len <= 7 || strncmp(e->d_name, "mod_", 4) != 0 || strcmp(e->d_name + len - 3, ".so") != 0) continue;
+        const char *name = e->d_name + 4;
+        size_t k = len - 7, ok = 1;
+        for (size_t i = 0; i < k; i++)
+            ok &= (name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || name[i] == '_';
+        if (ok) add_name(v, n, name, k);
     }
-    return known;
+    closedir(d);
+}
+
+char **modules_known(void)
+{
+    char **v = xcalloc(1, sizeof *v);
+    size_t n = 0;
+    for (size_t i = 0; standard_modules[i]; i++) add_name(&v, &n, standard_modules[i], strlen(standard_modules[i]));
+    const char *env = getenv("CIVITAS_MODULE_DIR");
+    if (env && *env) {
+        scan_dir(env, &v, &n);
+    } else {
+        char *d = build_tree_dir();
+        scan_dir(d, &v, &n);
+        free(d);
+        scan_dir(MODULEDIR, &v, &n);
+    }
+    return v;
+}
+
+void modules_known_free(char **names)
+{
+    for (size_t i = 0; names && names[i]; i++) free(names[i]);
+    free(names);
 }
