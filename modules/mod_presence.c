@@ -339,12 +339,9 @@ static void inbound_special(hook_event_t *ev, const char *type)
 static void note_error(const jid_t *user, session_t *only, const char *from)
 {
     jid_t *j = from ? jid_new(from) : NULL;
-    roster_t *r = j ? roster_load(user) : NULL;
-    roster_item_t *it = r ? roster_find(r, j->bare) : NULL;
-    if (it && (it->sub & ROSTER_SUB_FROM))
+    if (j && roster_is_subscribed(user, j, ROSTER_SUB_FROM))
         for (session_t *s = user_sessions(user); s; s = session_next_in_user(s))
             if (!only || s == only) state_add(s, 'e', j->bare);
-    roster_free(r);
     jid_free(j);
 }
 
