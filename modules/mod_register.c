@@ -55,8 +55,7 @@ static int change_password(hook_event_t *ev, xnode_t *q)
     scram_creds_t sha1, sha256;
     if (!node || strcmp(node, ev->from->node) != 0) {
         rc = hook_error(ev, "cancel", "not-authorized");      /* §3.3: only one's own password */
-    } else if (!*pass || scram_creds_from_password(SCRAM_SHA1, pass, (unsigned)server_config()->scram_iterations, &sha1) < 0 ||
-               scram_creds_from_password(SCRAM_SHA256, pass, (unsigned)server_config()->scram_iterations, &sha256) < 0) {
+    } else if (!*pass || scram_creds_pair_from_password(pass, (unsigned)server_config()->scram_iterations, &sha1, &sha256) < 0) {
         rc = hook_error(ev, "modify", "not-acceptable");
     } else if (storage_account_set_creds(store, node, ev->from->domain, &sha1, &sha256) != 0) {
         rc = hook_error(ev, "wait", "internal-server-error");
@@ -153,8 +152,7 @@ static int on_preauth_set(hook_event_t *ev, void *ud)
     scram_creds_t sha1, sha256;
     unsigned it = (unsigned)server_config()->scram_iterations;
     int r = -2;
-    if (node && *pass && scram_creds_from_password(SCRAM_SHA1, pass, it, &sha1) == 0 &&
-        scram_creds_from_password(SCRAM_SHA256, pass, it, &sha256) == 0)
+    if (node && *pass && scram_creds_pair_from_password(pass, it, &sha1, &sha256) == 0)
         r = storage_account_create(store, node, domain, &sha1, &sha256);
     if (r == 0) {
         seen->at[seen->n++] = now_ms();

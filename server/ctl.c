@@ -67,9 +67,7 @@ static jid_t *account_jid(const config_t *c, const char *arg)
 
 static int make_creds(const config_t *c, const char *pw, scram_creds_t *sha1, scram_creds_t *sha256)
 {
-    unsigned it = (unsigned)c->scram_iterations;
-    if (scram_creds_from_password(SCRAM_SHA1, pw, it, sha1) < 0 ||
-        scram_creds_from_password(SCRAM_SHA256, pw, it, sha256) < 0) {
+    if (scram_creds_pair_from_password(pw, (unsigned)c->scram_iterations, sha1, sha256) < 0) {
         fprintf(stderr, "civitasctl: the password is not valid (SASLprep refused it)\n");
         return -1;
     }
