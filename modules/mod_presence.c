@@ -338,6 +338,7 @@ static void inbound_special(hook_event_t *ev, const char *type)
  * of user (an error to the bare JID). */
 static void note_error(const jid_t *user, session_t *only, const char *from)
 {
+    if (!user_sessions(user)) return;   /* no session to keep it in: no roster read either */
     jid_t *j = from ? jid_new(from) : NULL;
     if (j && roster_is_subscribed(user, j, ROSTER_SUB_FROM))
         for (session_t *s = user_sessions(user); s; s = session_next_in_user(s))
