@@ -236,7 +236,7 @@ def find_program(name):
     raise HarnessError("%s not found in %s (set CIVITAS_BUILDDIR)" % (name, b))
 
 
-LISTEN_RE = re.compile(r"listening (client_tls|client|server_tls|server|http) \[?([0-9A-Za-z.:]+?)\]?:(\d+)\b")
+LISTEN_RE = re.compile(r"listening (client_tls|client|server_tls|server|https|http) (\[[0-9A-Fa-f:.]+\]|[0-9A-Za-z.-]+):(\d+)\b")
 READY_RE = re.compile(r"\bready\b")
 SANITIZER_RE = re.compile(r"(ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|ThreadSanitizer)")
 
