@@ -6,6 +6,7 @@
 #include "jid.h"
 #include "config.h"
 #include "storage.h"
+#include "store.h"        /* module-scoped tables: store_* */
 #include "util.h"        /* xmalloc, xstrdup, xasprintf, strmap: modules use the core's helpers */
 
 #define CIVITAS_MODULE_ABI 1
@@ -78,6 +79,10 @@ const disco_identity_t *module_identity(size_t i);
 const cfg_node_t *module_config(module_ctx_t *m);
 strlist_t *module_errors(module_ctx_t *m);      /* config errors go here; the core prints them */
 storage_t *module_storage(module_ctx_t *m);
+/* The module's own table `table`, declared in its descriptor's .store and brought to the declared
+ * version before load runs (store.h documents declarations and every store_* call); NULL when the
+ * module declared no such table. Valid until the module is unloaded. */
+store_t *module_store(module_ctx_t *m, const char *table);
 const config_t *server_config(void);            /* the running configuration (changes on SIGHUP) */
 const char *module_name(const module_ctx_t *m);
 
@@ -139,6 +144,7 @@ typedef struct module {
     void (*unload)(module_ctx_t *m);
     const module_option_t *options;         /* optional: the section's keys, see above */
     void *conf;                             /* where the options' values are stored */
+    const store_schema_t *store;            /* optional: the module's own tables (store.h) */
 } module_t;
 
 #define NS_CLIENT "jabber:client"
