@@ -177,7 +177,8 @@ static int check_table(store_t *t, const char *module)
     if (t->ncols == 0) return fail(t, "no columns");
     if (parse_columns(t, d->key, &t->key, "key") < 0) return -1;
     for (int i = 0; i < t->key.n; i++)
-        if (col_optional(&d->columns[t->key.col[i]])) return fail(t, "key column %s is optional", d->columns[t->key.col[i]].name);
+        if (col_optional(&d->columns[t->key.col[i]]))
+            return fail(t, "key column %s is optional", d->columns[t->key.col[i]].name);
     if (t->id_col >= 0 && (t->key.n != 1 || t->key.col[0] != t->id_col))
         return fail(t, "a STORE_ID column must be the whole key");
     t->account = d->account ? column_of(t, d->account, strlen(d->account)) : -1;
@@ -257,8 +258,9 @@ static void add_create(sbuf_t *b, const store_t *t)
     const store_column_t *c = t->decl->columns;
     sb_add(b, "CREATE TABLE \"%s\" (", t->tbl);
     for (int i = 0; i < t->ncols; i++) {
-        if (col_type(&c[i]) == STORE_ID) sb_add(b, "%s\"%s\" INTEGER PRIMARY KEY AUTOINCREMENT", i ? ", " : "", c[i].name);
-        else sb_add(b, "%s\"%s\" %s%s", i ? ", " : "", c[i].name, type_sql(col_type(&c[i])), col_optional(&c[i]) ? "" : " NOT NULL");
+        sb_add(b, "%s\"%s\" ", i ? ", " : "", c[i].name);
+        if (col_type(&c[i]) == STORE_ID) sb_add(b, "INTEGER PRIMARY KEY AUTOINCREMENT");
+        else sb_add(b, "%s%s", type_sql(col_type(&c[i])), col_optional(&c[i]) ? "" : " NOT NULL");
     }
     if (t->id_col < 0) {
         sb_add(b, ", PRIMARY KEY (");
@@ -333,7 +335,8 @@ static int verify(store_t *t)
                           colinfo_cb, &ci) < 0)
             return -1;
         int same = ci.n == t->idx[x].n;
-        for (int i = 0; same && i < ci.n; i++) same = strcmp(ci.v[i].name, t->decl->columns[t->idx[x].col[i]].name) == 0;
+        for (int i = 0; same && i < ci.n; i++)
+            same = strcmp(ci.v[i].name, t->decl->columns[t->idx[x].col[i]].name) == 0;
         if (!same) return fail(t, "index %s is missing or has other columns than declared", t->idx[x].name);
     }
     return 0;
@@ -412,7 +415,8 @@ store_module_t *store_module_open(storage_t *s, const char *module, const store_
         free(last);
     }
     for (int i = 0; i < sm->n && !msg; i++)
-        if (verify(sm->t[i]) < 0) msg = xasprintf("%s: table %s: %s", module, sm->t[i]->decl->name, store_error(sm->t[i]));
+        if (verify(sm->t[i]) < 0)
+            msg = xasprintf("%s: table %s: %s", module, sm->t[i]->decl->name, store_error(sm->t[i]));
     free(create.p);
     free(reg.p);
     if (!msg) return sm;
@@ -433,7 +437,8 @@ static int check_value(store_t *t, int col, const storage_value_t *v, int allow_
         if (col_optional(c) || allow_null) return 0;
         return fail(t, "column %s: NULL where a value is required", c->name);
     }
-    storage_type_t want = col_type(c) == STORE_TEXT ? STORAGE_TEXT : col_type(c) == STORE_BLOB ? STORAGE_BLOB : STORAGE_INT;
+    store_type_t ty = col_type(c);
+    storage_type_t want = ty == STORE_TEXT ? STORAGE_TEXT : ty == STORE_BLOB ? STORAGE_BLOB : STORAGE_INT;
     if (v->type != want) return fail(t, "column %s: value of the wrong type", c->name);
     if (v->type == STORAGE_BLOB && !v->p && v->len) return fail(t, "column %s: NULL blob with a length", c->name);
     return 0;
@@ -553,7 +558,8 @@ static int add_bound(store_t *t, sbuf_t *b, const sindex_t *x, int from, const s
                      storage_value_t *params, int *np)
 {
     if (!bd->v) return 0;
-    if (bd->n < 1 || from + bd->n > x->n) return fail(t, "range: a bound has %d values, 1 to %d allowed", bd->n, x->n - from);
+    if (bd->n < 1 || from + bd->n > x->n)
+        return fail(t, "range: a bound has %d values, 1 to %d allowed", bd->n, x->n - from);
     if (check_values(t, x->col + from, bd->n, bd->v) < 0) return -1;
     sb_add(b, " AND %s", bd->n > 1 ? "(" : "");
     add_names(b, t, x->col + from, bd->n, ", ");

@@ -19,12 +19,14 @@
  *
  * and in load: `fragments = module_store(m, "xml");`.
  *
- * - Names (module, table, column, index) are [a-z_][a-z0-9_]*. In the database a table is named
- *   <module>_<table> and an index <module>_<table>_<index>: modules cannot collide (a declaration
- *   whose name is taken by a core table or another module's table is refused).
+ * - Names of columns and indexes are [a-z_][a-z0-9_]*, of tables [a-z][a-z0-9]* (no '_'). In the
+ *   database a table is named <module>_<table> and an index <module>_<table>__<index>: the tables
+ *   of two modules never share a name (a module's name cannot hold its table's '_'), and a name
+ *   the core uses itself (module_schema, ...) is refused.
  * - Columns are typed: STORE_INT (int64), STORE_TEXT (UTF-8), STORE_BLOB (bytes), STORE_ID (an
  *   int64 that is the table's whole primary key, assigned by store_put: increasing, never reused).
- *   Every column is NOT NULL unless its type has | STORE_OPTIONAL (not for key columns). Values are checked against these types on every call.
+ *   Every column is NOT NULL unless its type has | STORE_OPTIONAL (not allowed for key columns).
+ *   Values are checked against these types on every call.
  * - .key names the primary key's columns ("owner, node, item"), in the order key values are given.
  * - .account names the column holding the bare JID ("user@domain") of the account that owns the
  *   row. When an account is deleted (civitasctl user del, XEP-0077 cancel) its rows go from every
@@ -38,13 +40,15 @@
  * declaration describes (>= 1). In a database without the module's tables the core creates them as
  * declared, then runs `import` (optional SQL: bring over data an older release kept elsewhere, e.g.
  * in the core's kv table), in one transaction. In a database at version v < version it runs
- * upgrade[v - 1] (SQL taking v to v + 1: ALTER TABLE, CREATE INDEX, UPDATE ...) for each v, each in
+ * upgrade[v - 1] (SQL taking v to v + 1: ALTER TABLE, CREATE TABLE or INDEX for what the new
+ * version adds, named as the core names them, UPDATE ...) for each v, each in
  * its own transaction together with the version bump (module_schema). A failed step leaves the
  * previous version and the module fails to load; a database newer than the declaration is refused.
- * Afterwards the core checks that the tables match the declaration (columns, types, key, indexes)
- * and refuses to start otherwise: a forgotten upgrade step is found at the first start, not by a
- * user. SQL fragments name tables by their full names (<module>_<table>); write SQL PostgreSQL
- * also accepts. Columns dropped from a declaration may stay in the database (NULL-able ones only).
+ * Before the last step (or the creation) commits, and at every start, the core checks that the
+ * tables match the declaration (columns, types, key, indexes); otherwise the step is rolled back and
+ * the module fails to load: a forgotten upgrade step is found at the first start, not by a user.
+ * SQL fragments name tables by their full names (<module>_<table>); write SQL PostgreSQL also
+ * accepts. Columns dropped from a declaration may stay in the database (NULL-able ones only).
  * Existing data_dirs are thus upgraded in place, as CONTRACT.md promises.
  *
  * ---- Using tables ------------------------------------------------------------------------------

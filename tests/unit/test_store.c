@@ -236,7 +236,8 @@ static void test_paging(storage_t *s, store_t *arch)
     }
     int all = n == 10;
     for (int i = 0; all && i < 10; i++) all = got[i] == ids[i];
-    ok(pages == 3 && order_ok && all, "paging oldest first, limit 4: pages of 4, 4, 2; more is 1, 1, 0; every row once in order");
+    ok(pages == 3 && order_ok && all,
+       "paging oldest first, limit 4: pages of 4, 4, 2; more is 1, 1, 0; every row once in order");
 
     /* newest first, before a position */
     r = (store_range_t){.index = "by_owner", .prefix = &owner, .nprefix = 1, .reverse = 1, .limit = 3};
@@ -413,7 +414,8 @@ static void test_account_delete(const char *dir, storage_t *s, store_t *arch, st
     /* like civitasctl: another process that has not opened the modules' tables */
     storage_t *ctl = storage_open(dir, NULL);
     int r = ctl ? storage_account_delete(ctl, "dave", "localhost") : -2;
-    ok(r == 1 && count_rows(s, "pep_items", "dave@localhost") == 0 && count_rows(s, "mam_archive", "dave@localhost") == 0,
+    ok(r == 1 && count_rows(s, "pep_items", "dave@localhost") == 0
+       && count_rows(s, "mam_archive", "dave@localhost") == 0,
        "storage_account_delete in a process that never opened the modules empties both modules' tables");
     ok(count_rows(s, "pep_items", "erin@localhost") == 1 && count_rows(s, "mam_archive", "erin@localhost") == 1,
        "other accounts' rows stay");
@@ -421,12 +423,14 @@ static void test_account_delete(const char *dir, storage_t *s, store_t *arch, st
     ok(store_delete_account(items, "erin@localhost") == 1 && count_rows(s, "pep_items", "erin@localhost") == 0,
        "store_delete_account: one table, rows deleted counted");
     char plan[1024];
-    ok(plan_uses_index(s, items, plan) == 0, "store_delete_account walks the index its account column leads (%s)", plan);
+    ok(plan_uses_index(s, items, plan) == 0, "store_delete_account walks the index its account column leads (%s)",
+       plan);
 }
 
 /* notes v1 -> v2: a column and an index added by an upgrade step. */
 static const store_column_t notes1_cols[] = {{"jid", STORE_TEXT}, {"k", STORE_TEXT}, {"v", STORE_TEXT}, {NULL}};
-static const store_table_t notes1[] = {{.name = "n", .columns = notes1_cols, .key = "jid, k", .account = "jid"}, {NULL}};
+static const store_table_t notes1[] = {
+    {.name = "n", .columns = notes1_cols, .key = "jid, k", .account = "jid"}, {NULL}};
 static const store_column_t notes2_cols[] = {
     {"jid", STORE_TEXT}, {"k", STORE_TEXT}, {"v", STORE_TEXT}, {"prio", STORE_INT}, {NULL}};
 static const store_index_t notes2_idx[] = {{"by_prio", "jid, prio"}, {NULL}};
@@ -439,7 +443,8 @@ static void test_migration(const char *dir, storage_t *s)
     storage_kv_set(s, "notes", "frank", "localhost", "a", "old-a", 5);
     storage_kv_set(s, "notes", "frank", "localhost", "b", "old-b", 5);
     store_schema_t v1 = {.version = 1, .tables = notes1,
-                         .import = "INSERT INTO notes_n (jid, k, v) SELECT user || '@' || domain, key, CAST(val AS TEXT)"
+                         .import = "INSERT INTO notes_n (jid, k, v)"
+                                   " SELECT user || '@' || domain, key, CAST(val AS TEXT)"
                                    " FROM kv WHERE store = 'notes'; DELETE FROM kv WHERE store = 'notes'"};
     char *err = NULL;
     store_module_t *sm = store_module_open(s, "notes", &v1, &err);
@@ -464,7 +469,8 @@ static void test_migration(const char *dir, storage_t *s)
     store_schema_t v2bad = {.version = 2, .tables = notes2, .upgrade = forgot};
     err = NULL;
     sm = store_module_open(s, "notes", &v2bad, &err);
-    ok(sm == NULL && err && strstr(err, "by_prio") && sql_int(s, "SELECT version FROM module_schema WHERE module = 'notes'") == 1
+    ok(sm == NULL && err && strstr(err, "by_prio")
+       && sql_int(s, "SELECT version FROM module_schema WHERE module = 'notes'") == 1
        && sql_int(s, "SELECT COUNT(*) FROM pragma_table_info('notes_n') WHERE name = 'prio'") == 0,
        "an upgrade that does not produce the declaration is refused and rolled back: still version 1 (%s)",
        err ? err : "");
@@ -492,7 +498,8 @@ static void test_migration(const char *dir, storage_t *s)
     free(err);
     storage_value_t jid = STORE_VAL_TEXT("frank@localhost");
     store_page_t pg;
-    ok(n && store_put(n, (storage_value_t[]){jid, STORE_VAL_TEXT("c"), STORE_VAL_TEXT("new"), STORE_VAL_INT(-1)}, NULL) == 0
+    storage_value_t prio_row[] = {jid, STORE_VAL_TEXT("c"), STORE_VAL_TEXT("new"), STORE_VAL_INT(-1)};
+    ok(n && store_put(n, prio_row, NULL) == 0
        && store_range(n, &(store_range_t){.index = "by_prio", .prefix = &jid, .nprefix = 1, .limit = 5}, &pg) == 0
        && pg.n == 3 && strcmp(pg.rows[0]->col[1].p, "c") == 0,
        "the new index pages by priority");
@@ -502,7 +509,8 @@ static void test_migration(const char *dir, storage_t *s)
     store_module_close(sm);
     err = NULL;
     sm = store_module_open(s, "notes", &v1, &err);
-    ok(sm == NULL && err && strstr(err, "newer"), "a database newer than the declaration is refused (%s)", err ? err : "");
+    ok(sm == NULL && err && strstr(err, "newer"), "a database newer than the declaration is refused (%s)",
+       err ? err : "");
     free(err);
     store_module_close(sm);
 }
