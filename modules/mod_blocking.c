@@ -119,7 +119,8 @@ static int refuse_inbound(hook_event_t *ev)
     return HOOK_HANDLED;
 }
 
-/* message/bare, message/full, presence/bare, presence/full, iq/full: stanzas to a local account. */
+/* message/bare, message/full, presence/bare, presence/full, iq/bare, iq/full: stanzas to a local
+ * account. */
 static int on_inbound(hook_event_t *ev, void *ud)
 {
     (void)ud;
@@ -139,6 +140,20 @@ static int on_inbound(hook_event_t *ev, void *ud)
         if (r > 0) return HOOK_HANDLED;
     }
     return HOOK_PASS;
+}
+
+/* route/remote: a stanza leaving for another server. What a local user's client sent passed
+ * pre-stanza/out already; this catches what modules send on the user's behalf (presence broadcasts,
+ * probes, answers), so that a blocked remote JID gets nothing, as a local one (on_inbound). */
+static int on_remote(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    const jid_t *from = ev->from;
+    if (emitting || !from || !from->node || !ev->to || !host_find(from->domain)) return HOOK_PASS;
+    jid_t *owner = jid_bare_of(from);
+    int r = is_blocked(owner, ev->to);
+    jid_free(owner);
+    return r > 0 ? HOOK_HANDLED : HOOK_PASS;
 }
 
 /* pre-stanza/out: §3.3, the user's own stanza to a blocked entity is not routed but answered
@@ -227,12 +242,7 @@ static void push(const jid_t *bare, const xnode_t *change)
 /* 1 when contact may receive owner's presence (subscription 'from' or 'both' in owner's roster). */
 static int presence_allowed(const jid_t *owner, const jid_t *contact)
 {
-    roster_t *r = roster_load(owner);
-    if (!r) return 0;
-    roster_item_t *it = roster_find(r, contact->bare);
-    int ok = it && it->listed && (it->sub & ROSTER_SUB_FROM);
-    roster_free(r);
-    return ok;
+    return roster_is_subscribed(owner, contact, ROSTER_SUB_FROM);
 }
 
 /* §3.3: the newly blocked entity sees the user go offline: unavailable presence from each of
@@ -250,7 +260,7 @@ static void send_unavailable(const jid_t *owner, const jid_t *blocked)
             xnode_set_attr(p, "type", "unavailable");
             xnode_set_attr(p, "from", session_jid(s)->full);
             xnode_set_attr(p, "to", blocked->full);
-            route_stanza(p);
+            route_own(p);
         }
         return;
     }
@@ -308,9 +318,8 @@ static int del_all_cb(void *ud, const char *key, const void *val, size_t len)
     return 0;
 }
 
-/* Apply a block (add 1) or unblock (add 0) of items; n == 0 with unblock: everything.
- * Returns NULL on success or the error condition. */
-static const char *apply(const jid_t *owner, jid_t **items, int n, int add)
+/* The writes of apply(), inside its transaction. */
+static const char *apply_items(const jid_t *owner, jid_t **items, int n, int add)
 {
     const char *u = owner->node, *d = owner->domain;
     if (add) {
@@ -333,6 +342,21 @@ static const char *apply(const jid_t *owner, jid_t **items, int n, int add)
         if (storage_kv_del(store, KV_STORE, u, d, all.v[i]) < 0) cond = "internal-server-error";
     strlist_free(&all);
     return cond;
+}
+
+/* Apply a block (add 1) or unblock (add 0) of items; n == 0 with unblock: everything. One
+ * transaction: a command whose items cannot all be written (disk full, I/O error) changes
+ * nothing, so the blocklist never holds part of a command the client was told failed.
+ * Returns NULL on success or the error condition. */
+static const char *apply(const jid_t *owner, jid_t **items, int n, int add)
+{
+    if (storage_begin(store) < 0) return "internal-server-error";
+    const char *cond = apply_items(owner, items, n, add);
+    if (cond) {
+        storage_rollback(store);
+        return cond;
+    }
+    return storage_commit(store) < 0 ? "internal-server-error" : NULL;
 }
 
 /* §3.3-§3.5: block, unblock, unblock all. */
@@ -405,8 +429,9 @@ static int load(module_ctx_t *m)
     module_hook(m, "iq-set/bare/" NS_BLOCKING, 0, on_set, NULL);
     /* before delivery, offline storage and presence handling */
     static const char *const inbound[] = {"message/bare", "message/full", "presence/bare", "presence/full",
-                                          "iq/full", NULL};
+                                          "iq/bare", "iq/full", NULL};
     for (size_t i = 0; inbound[i]; i++) module_hook(m, inbound[i], 100, on_inbound, NULL);
+    module_hook(m, "route/remote", 100, on_remote, NULL);
     module_hook(m, "pre-stanza/out", 100, on_outbound, NULL);
     module_hook(m, "session-closed", 0, on_session_closed, NULL);
     module_hook(m, "user-deleted", 0, on_user_deleted, NULL);
@@ -424,7 +449,8 @@ static void unload(module_ctx_t *m)
 }
 
 static const module_option_t options[] = {
-    {"max_items", MOPT_INT, offsetof(struct blocking_conf, max_items), 1000, 1, 1000000},
+    {.name = "max_items", .type = MOPT_INT, .offset = offsetof(struct blocking_conf, max_items),
+     .def = 1000, .min = 1, .max = 1000000},
     {0}};
 
 const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "blocking", .load = load,

@@ -57,12 +57,39 @@ static keep_t classify(const xnode_t *st)
     return KEEP_DROP;
 }
 
-/* 1 when one of the account's resources is available with a non-negative priority (the core
- * then delivers: RFC 6121 §8.5.2.1). */
+/* ---- replay state: one per session that became a receiver (session data, freed with free()) ----
+ * A replay writes the stored messages in batches of at most REPLAY_BYTES, each only once the
+ * previous one was accepted by the TCP layer ("session-drained"), and deletes a batch then: a
+ * client that reads slowly never pushes the session past limits.max_output_buffer, and a
+ * connection lost in the middle keeps what was not written for the next login. One session of a
+ * user replays at a time; while it does, it counts as no receiver, so that messages arriving
+ * meanwhile are stored behind the others and delivered in order. */
+
+#define REPLAY_KEY "offline.replay"
+#define REPLAY_BYTES 65536          /* a batch: at most this much (or one message) queued at once */
+#define REPLAY_MAX_MSGS 256         /* and at most this many messages */
+
+typedef struct replay {
+    int64_t sent;           /* the last id written to the session: nothing up to it is sent again */
+    int64_t drained;        /* the last id accepted by the TCP layer */
+    int64_t deleted;        /* the last id deleted from storage */
+    unsigned receiver : 1;  /* the session's priority is non-negative */
+    unsigned active : 1;    /* this session holds the user's replay (in `replaying`) */
+    char bare[];            /* the user's bare JID */
+} replay_t;
+
+static strmap_t *replaying;     /* bare JID -> the replay_t of the session replaying to it */
+
+static replay_t *replay_of(const session_t *s) { return s ? session_get_data(s, REPLAY_KEY) : NULL; }
+
+/* 1 when one of the account's resources is available with a non-negative priority and is not
+ * replaying (the core then delivers: RFC 6121 §8.5.2.1). */
 static int has_receiver(const jid_t *bare)
 {
-    for (session_t *s = user_sessions(bare); s; s = session_next_in_user(s))
-        if (session_priority(s) >= 0) return 1;
+    for (session_t *s = user_sessions(bare); s; s = session_next_in_user(s)) {
+        const replay_t *r = replay_of(s);
+        if (session_priority(s) >= 0 && !(r && r->active)) return 1;
+    }
     return 0;
 }
 
@@ -117,67 +144,168 @@ typedef struct stored {
 
 typedef struct collect {
     stored_t *v;
-    size_t n;
+    size_t n, bytes, budget;
 } collect_t;
 
+/* Collects up to c->budget bytes (at least one message). */
 static int collect_cb(void *ud, int64_t id, int64_t when, const void *val, size_t len)
 {
     collect_t *c = ud;
     c->v = xrealloc(c->v, (c->n + 1) * sizeof *c->v);
     c->v[c->n++] = (stored_t){id, when, xstrndup(val, len), len};
-    return 0;
+    c->bytes += len;
+    return c->bytes >= c->budget;
 }
 
-/* Send every stored message to s, oldest first, each with a XEP-0203 <delay/> saying when the
- * server received it; then delete them (only now: a failure before leaves them stored). */
-static void deliver(session_t *s, const jid_t *bare)
+/* Delete what the TCP layer accepted. A failure (database busy or full) is logged and tried
+ * again at the next drain or when the session ends; nothing is sent twice to this session meanwhile. */
+static void replay_delete(const jid_t *bare, replay_t *r)
 {
-    collect_t c = {0};
-    if (storage_list_each(store, LIST, bare->node, bare->domain, 0, 0, collect_cb, &c) < 0) {
-        log_warn("offline", "reading offline messages failed: %s", storage_last_error(store));
-        goto out;
+    if (r->drained <= r->deleted) return;
+    if (storage_list_delete_upto(store, LIST, bare->node, bare->domain, r->drained) < 0) {
+        log_warn("offline", "deleting delivered offline messages failed: %s", storage_last_error(store));
+        return;
     }
-    if (c.n == 0) goto out;
+    r->deleted = r->drained;
+}
+
+static void replay_start(session_t *s, replay_t *r);
+
+/* End r's replay; when it stopped early (session closed, priority gone negative) another receiver
+ * of the user, which did not start its own replay meanwhile, takes over the rest. */
+static void replay_finish(session_t *s, replay_t *r, int hand_over)
+{
+    if (!r->active) return;
+    r->active = 0;
+    if (strmap_get(replaying, r->bare) == r) strmap_del(replaying, r->bare);
+    jid_t *bare = hand_over ? jid_new(r->bare) : NULL;
+    for (session_t *o = bare ? user_sessions(bare) : NULL; o; o = session_next_in_user(o)) {
+        replay_t *ro = replay_of(o);
+        if (o != s && ro && ro->receiver && session_priority(o) >= 0) {
+            replay_start(o, ro);
+            break;
+        }
+    }
+    jid_free(bare);
+}
+
+/* Write one stored message with a XEP-0203 <delay/> saying when the server received it. Returns
+ * the bytes queued (0 when it was not sent). */
+static size_t send_stored(session_t *s, const jid_t *bare, const stored_t *m, int64_t cutoff)
+{
+    if (m->when < cutoff) return 0;     /* expired: deleted with its batch, never delivered */
+    size_t cap = (size_t)server_config()->max_output_buffer;
+    if (m->len + 512 > cap) {           /* would close the session at every login */
+        log_warn("offline", "dropping offline message %lld: larger than limits.max_output_buffer", (long long)m->id);
+        return 0;
+    }
+    xnode_t *st = xnode_parse_one(m->xml, m->len, NS_CLIENT);
+    if (!st) {
+        log_warn("offline", "dropping unreadable offline message %lld", (long long)m->id);
+        return 0;
+    }
+    char stamp[32];
+    time_t t = (time_t)m->when;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    xnode_t *d = xnode_add_elem(st, "delay", NS_DELAY);
+    xnode_set_attr(d, "from", bare->domain);
+    xnode_set_attr(d, "stamp", stamp);
+    session_send(s, st);
+    xnode_free(st);
+    return m->len;
+}
+
+/* One step of a replay: everything written so far was accepted by the TCP layer (at the start,
+ * nothing was written), so delete it; then write the next batch and wait for it to drain, or end. */
+static void replay_step(session_t *s, replay_t *r)
+{
+    jid_t *bare = jid_bare_of(session_jid(s));
+    r->drained = r->sent;
+    replay_delete(bare, r);
+    if (!r->receiver) {                 /* priority went negative: not for this one (§8.5.2.1) */
+        replay_finish(s, r, 1);
+        jid_free(bare);
+        return;
+    }
+    size_t budget = (size_t)server_config()->max_output_buffer / 2;
+    collect_t c = {.budget = budget < REPLAY_BYTES ? budget : REPLAY_BYTES};
+    if (storage_list_each(store, LIST, bare->node, bare->domain, r->sent, REPLAY_MAX_MSGS, collect_cb, &c) < 0)
+        log_warn("offline", "reading offline messages failed: %s", storage_last_error(store));
     int64_t cutoff = conf.max_age_days > 0 ? now_unix() - (int64_t)conf.max_age_days * 86400 : INT64_MIN;
     for (size_t i = 0; i < c.n; i++) {
-        if (c.v[i].when < cutoff) continue;     /* expired: deleted below, never delivered */
-        xnode_t *st = xnode_parse_one(c.v[i].xml, c.v[i].len, NS_CLIENT);
-        if (!st) {
-            log_warn("offline", "dropping unreadable offline message %lld", (long long)c.v[i].id);
-            continue;
-        }
-        char stamp[32];
-        time_t t = (time_t)c.v[i].when;
-        struct tm tm;
-        gmtime_r(&t, &tm);
-        strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
-        xnode_t *d = xnode_add_elem(st, "delay", NS_DELAY);
-        xnode_set_attr(d, "from", bare->domain);
-        xnode_set_attr(d, "stamp", stamp);
-        session_send(s, st);
-        xnode_free(st);
+        send_stored(s, bare, &c.v[i], cutoff);
+        r->sent = c.v[i].id;
     }
-    if (storage_list_delete_upto(store, LIST, bare->node, bare->domain, c.v[c.n - 1].id) < 0)
-        log_warn("offline", "deleting delivered offline messages failed: %s", storage_last_error(store));
-    else log_debug("offline", "delivered %zu offline message(s) to %s", c.n, log_jid(bare->bare));
-out:
+    if (c.n) {
+        log_debug("offline", "replaying %zu offline message(s) to %s", c.n, log_jid(bare->bare));
+        session_want_drained(s);
+    } else {
+        replay_finish(s, r, 0);
+    }
     for (size_t i = 0; i < c.n; i++) free(c.v[i].xml);
     free(c.v);
+    jid_free(bare);
 }
 
-/* "presence/initial" (a session's first available presence) and "presence/self" (a later one,
- * e.g. a priority raised from negative): a resource that now has a non-negative priority gets
- * what was stored meanwhile (XEP-0160 §3, RFC 6121 §8.5.2.1). */
+static void replay_start(session_t *s, replay_t *r)
+{
+    if (r->active || strmap_get(replaying, r->bare)) return;   /* running here, or in another session */
+    r->active = 1;
+    strmap_put(replaying, r->bare, r);
+    expire_old(0);
+    replay_step(s, r);
+}
+
+/* "presence/self" (after "presence/initial" for a first presence; the session's priority is
+ * already updated): a resource that becomes a receiver (non-negative priority, RFC 6121
+ * §8.5.2.1) gets what was stored meanwhile (XEP-0160 §3). Only that transition reads the store,
+ * so a first presence reads it once and status changes not at all. */
 static int on_presence(hook_event_t *ev, void *ud)
 {
     (void)ud;
     session_t *s = ev->origin;
     const jid_t *j = s ? session_jid(s) : NULL;
-    if (!j || !j->node || session_priority(s) < 0) return HOOK_PASS;
-    jid_t *bare = jid_bare_of(j);
-    expire_old(0);
-    deliver(s, bare);
+    if (!j || !j->node) return HOOK_PASS;
+    replay_t *r = replay_of(s);
+    int receiver = session_priority(s) >= 0;
+    if (!r) {
+        if (!receiver) return HOOK_PASS;
+        jid_t *bare = jid_bare_of(j);
+        size_t n = strlen(bare->bare) + 1;
+        r = xcalloc(1, sizeof *r + n);
+        memcpy(r->bare, bare->bare, n);
+        jid_free(bare);
+        session_set_data(s, REPLAY_KEY, r, free);
+    }
+    int was = r->receiver;
+    r->receiver = receiver;
+    if (receiver && !was) replay_start(s, r);
+    return HOOK_PASS;
+}
+
+static int on_drained(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    replay_t *r = replay_of(ev->origin);
+    if (r && r->active) replay_step(ev->origin, r);
+    return HOOK_PASS;
+}
+
+/* A session that ends: delete what reached the TCP layer; another receiver of the user (if any)
+ * takes over the rest (replay_finish). */
+static int on_closed(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    replay_t *r = replay_of(ev->origin);
+    if (!r || !ev->from) return HOOK_PASS;
+    if (session_output_queued(ev->origin) == 0) r->drained = r->sent;
+    jid_t *bare = jid_bare_of(ev->from);
+    replay_delete(bare, r);
     jid_free(bare);
+    r->receiver = 0;
+    replay_finish(ev->origin, r, 1);
     return HOOK_PASS;
 }
 
@@ -187,17 +315,28 @@ static int load(module_ctx_t *m)
     last_expire_ms = -EXPIRE_EVERY_MS;
     expire_old(1);
     module_add_feature(m, "msgoffline");
+    replaying = strmap_new();
     module_hook(m, "message/bare", 0, on_message, NULL);
     /* before a presence module's handlers, which may end the event */
-    module_hook(m, "presence/initial", 10, on_presence, NULL);
     module_hook(m, "presence/self", 10, on_presence, NULL);
+    module_hook(m, "session-drained", 0, on_drained, NULL);
+    module_hook(m, "session-closed", 0, on_closed, NULL);
     return 0;
 }
 
+static void unload(module_ctx_t *m)
+{
+    (void)m;
+    strmap_free(replaying);     /* the replay_t values belong to their sessions */
+    replaying = NULL;
+}
+
 static const module_option_t options[] = {
-    {"max_messages", MOPT_INT, offsetof(struct offline_conf, max_messages), 1000, 1, 1000000},
-    {"max_age_days", MOPT_INT, offsetof(struct offline_conf, max_age_days), 30, 0, 36500},
+    {.name = "max_messages", .type = MOPT_INT, .offset = offsetof(struct offline_conf, max_messages),
+     .def = 1000, .min = 1, .max = 1000000},
+    {.name = "max_age_days", .type = MOPT_INT, .offset = offsetof(struct offline_conf, max_age_days),
+     .def = 30, .min = 0, .max = 36500},
     {0}};
 
-const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "offline", .load = load,
+const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "offline", .load = load, .unload = unload,
                                     .options = options, .conf = &conf };

@@ -2,66 +2,107 @@
  * pre-approval, pending requests, broadcasts, probes, directed presence and unavailable on logout. */
 #include "module.h"
 #include "log.h"
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #define NS_PREAPPROVAL "urn:xmpp:features:pre-approval"
 #define NS_DELAY "urn:xmpp:delay"
-/* Hidden records holding an inbound request that a user may accumulate (subscription spam). */
-#define MAX_PENDING_IN 1000
+#define NS_NICK "http://jabber.org/protocol/nick"
+/* What a stored pending request keeps of its texts (bytes, cut at a character boundary). */
+#define PENDING_STATUS_MAX 1024
+#define PENDING_NICK_MAX 256
+#define PENDING_ID_MAX 128
+
+static struct presence_conf {
+    long max_pending;       /* pending requests from contacts outside the roster, per user */
+    long max_directed;      /* directed-presence recipients per session */
+} conf;
 
 static storage_t *store;
 /* bare JID -> the user's last unavailable presence (with a delay stamp), for probes (§4.3.2) */
 static strmap_t *last_unavailable;
 
-/* ---- per-session state: an element kept as session data, so the core frees it with xnode_free:
- *   <s><last><presence/></last>    the last available presence broadcast (absent when unavailable)
- *      <d jid='…'/>...             entities that got directed available presence (§4.6)
- *      <e jid='…'/>...             bare JIDs that answered with a presence error (§4.5.2) </s> */
+/* ---- per-session state (session data, freed with the session) ---- */
 
 #define STATE_KEY "presence.state"
 
-static xnode_t *state_of(session_t *s)
+typedef struct pstate {
+    xnode_t *last;          /* the last available presence broadcast (NULL when unavailable) */
+    strmap_t *directed;     /* full JIDs that got directed available presence (§4.6), at most
+                               conf.max_directed; NULL while empty */
+    strmap_t *errors;       /* bare JIDs of contacts subscribed to the user that answered with a
+                               presence error (§4.5.2); bounded by the roster; NULL while empty */
+} pstate_t;
+
+static void pstate_free(void *p)
 {
-    xnode_t *st = session_get_data(s, STATE_KEY);
+    pstate_t *st = p;
+    xnode_free(st->last);
+    strmap_free(st->directed);
+    strmap_free(st->errors);
+    free(st);
+}
+
+static pstate_t *state_of(session_t *s)
+{
+    pstate_t *st = session_get_data(s, STATE_KEY);
     if (!st) {
-        st = xnode_new("s", NULL);
-        session_set_data(s, STATE_KEY, st, (void (*)(void *))xnode_free);
+        st = xcalloc(1, sizeof *st);
+        session_set_data(s, STATE_KEY, st, pstate_free);
     }
     return st;
 }
 
 static const xnode_t *state_last(const session_t *s)
 {
-    const xnode_t *st = session_get_data(s, STATE_KEY);
-    return xnode_first_elem(xnode_child(st, "last", NULL));
+    const pstate_t *st = session_get_data(s, STATE_KEY);
+    return st ? st->last : NULL;
 }
 
 static void state_set_last(session_t *s, const xnode_t *pres)
 {
-    xnode_t *st = state_of(s);
-    xnode_free(xnode_child(st, "last", NULL));
+    pstate_t *st = state_of(s);
+    xnode_free(st->last);
+    st->last = NULL;
     if (!pres) return;
-    xnode_t *copy = xnode_copy(pres);
-    xnode_set_attr(copy, "to", NULL);
-    xnode_add_child(xnode_add_elem(st, "last", NULL), copy);
+    st->last = xnode_copy(pres);
+    xnode_set_attr(st->last, "to", NULL);
 }
 
-static xnode_t *state_find(const session_t *s, const char *kind, const char *jid)
+/* kind 'd': the directed-presence set, 'e': the presence-error set. */
+static strmap_t **state_set(const session_t *s, char kind)
 {
-    const xnode_t *st = session_get_data(s, STATE_KEY);
-    for (xnode_t *c = xnode_first_elem(st); c; c = xnode_next_elem(c))
-        if (strcmp(c->name, kind) == 0 && strcmp(xnode_attr(c, "jid"), jid) == 0) return c;
-    return NULL;
+    pstate_t *st = session_get_data(s, STATE_KEY);
+    return st ? (kind == 'd' ? &st->directed : &st->errors) : NULL;
 }
 
-static void state_add(session_t *s, const char *kind, const char *jid)
+static int state_find(const session_t *s, char kind, const char *jid)
 {
-    if (!state_find(s, kind, jid)) xnode_set_attr(xnode_add_elem(state_of(s), kind, NULL), "jid", jid);
+    strmap_t **set = state_set(s, kind);
+    return set && *set && strmap_get(*set, jid) != NULL;
 }
 
-static void state_del(session_t *s, const char *kind, const char *jid) { xnode_free(state_find(s, kind, jid)); }
+static void state_add(session_t *s, char kind, const char *jid)
+{
+    state_of(s);
+    strmap_t **set = state_set(s, kind);
+    if (!*set) *set = strmap_new();
+    strmap_put(*set, jid, (void *)1);
+}
+
+static void state_del(session_t *s, char kind, const char *jid)
+{
+    strmap_t **set = state_set(s, kind);
+    if (set && *set) strmap_del(*set, jid);
+}
+
+static size_t state_count(const session_t *s, char kind)
+{
+    strmap_t **set = state_set(s, kind);
+    return set && *set ? strmap_count(*set) : 0;
+}
 
 /* ---- helpers ---- */
 
@@ -108,6 +149,43 @@ static int is_subscription_type(const char *t)
                  strcmp(t, "unsubscribed") == 0);
 }
 
+/* ---- pending requests: what is kept of an inbound request until the user answers ---- */
+
+/* Append text to parent, cut to at most max bytes without splitting a UTF-8 character. */
+static void add_text_cut(xnode_t *parent, const xnode_t *from, size_t max)
+{
+    char *t = xnode_text(from);
+    size_t n = strlen(t);
+    if (n > max) {
+        n = max;
+        while (n > 0 && ((unsigned char)t[n] & 0xC0) == 0x80) n--;
+        t[n] = '\0';
+    }
+    xnode_add_text(parent, t);
+    free(t);
+}
+
+/* The stored form of an inbound subscribe stanza: what RFC 6121 §3.1.3 needs to present the
+ * request again (from, to, the first <status/> with its xml:lang, a XEP-0172 <nick/>, the id),
+ * each bounded; every other child is dropped. Also read back old records that kept the whole
+ * stanza. The caller owns the result. */
+static xnode_t *pending_compact(const xnode_t *st)
+{
+    xnode_t *p = presence_new("subscribe", xnode_attr(st, "from"), xnode_attr(st, "to"));
+    const char *id = xnode_attr(st, "id");
+    if (id && strlen(id) <= PENDING_ID_MAX) xnode_set_attr(p, "id", id);
+    const xnode_t *status = xnode_child(st, "status", NS_CLIENT);
+    if (status) {
+        xnode_t *c = xnode_add_elem(p, "status", NS_CLIENT);
+        const char *lang = xnode_attr(status, XML_ATTR_LANG);
+        if (lang && strlen(lang) <= 35) xnode_set_attr(c, XML_ATTR_LANG, lang);     /* RFC 5646 §4.4.1 */
+        add_text_cut(c, status, PENDING_STATUS_MAX);
+    }
+    const xnode_t *nick = xnode_child(st, "nick", NS_NICK);
+    if (nick) add_text_cut(xnode_add_elem(p, "nick", NS_NICK), nick, PENDING_NICK_MAX);
+    return p;
+}
+
 /* ---- inbound subscription stanzas (§3.1.3, §3.1.6, §3.2.3, §3.3.3; Appendix A.3) ---- */
 
 static void inbound_subscribe(const jid_t *user, roster_t *r, roster_item_t *it, xnode_t *st, const char *contact)
@@ -134,15 +212,19 @@ static void inbound_subscribe(const jid_t *user, roster_t *r, roster_item_t *it,
         send_resources_presence(user, contact, 0);
         return;
     }
-    if (!it && roster_pending_count(r) >= MAX_PENDING_IN) {
-        log_info("presence", "too many pending subscription requests for %s: dropped", log_jid(user->bare));
+    if (!(it && it->listed) && roster_pending_count(r) >= (size_t)conf.max_pending) {
+        /* subscription spam: refused, so that the requester learns it was not kept (the oldest
+         * requests stay; requests from contacts in the roster are bounded by the roster) */
+        log_info("presence", "too many pending subscription requests for %s: refused", log_jid(user->bare));
         roster_free(r);
+        xnode_t *e = stanza_error(st, "wait", "resource-constraint", NULL);
+        if (e) route_stanza(e);
         return;
     }
-    /* None / None + Pending Out / To -> + Pending In: keep the whole stanza (§3.1.3 ¶4), deliver it
+    /* None / None + Pending Out / To -> + Pending In: keep the request (§3.1.3 ¶4), deliver it
      * to the available resources now and to each resource that becomes available later */
     it = roster_add(r, contact);
-    it->pending_in = xnode_copy(st);
+    it->pending_in = pending_compact(st);
     roster_save(r, it, 0);
     roster_free(r);
     deliver_available(user, st);
@@ -196,11 +278,9 @@ static void inbound_subscription(const char *type, const jid_t *user, xnode_t *s
 static void answer_probe(const jid_t *user, const char *prober_bare, const char *reply_to)
 {
     if (strcmp(prober_bare, user->bare) != 0) {
-        roster_t *r = roster_load(user);
-        if (!r) return;
-        roster_item_t *it = roster_find(r, prober_bare);
-        int subscribed = it && (it->sub & ROSTER_SUB_FROM);
-        roster_free(r);
+        jid_t *prober = jid_new(prober_bare);
+        int subscribed = roster_is_subscribed(user, prober, ROSTER_SUB_FROM);
+        jid_free(prober);
         if (!subscribed) {      /* no presence is revealed; the prober's server learns it has no subscription */
             route_stanza(presence_new("unsubscribed", user->bare, prober_bare));
             return;
@@ -252,11 +332,16 @@ static void inbound_special(hook_event_t *ev, const char *type)
     jid_free(user);
 }
 
-/* A presence error from `from` means no more presence goes there this session (§4.5.2 ¶2). */
-static void note_error(session_t *s, const char *from)
+/* A presence error from `from` means no more presence goes there this session (§4.5.2 ¶2). Only
+ * the user's broadcasts consult it, so it is kept only for contacts subscribed to the user's
+ * presence: a peer sending errors from countless JIDs adds nothing. session NULL: every session
+ * of user (an error to the bare JID). */
+static void note_error(const jid_t *user, session_t *only, const char *from)
 {
     jid_t *j = from ? jid_new(from) : NULL;
-    if (j) state_add(s, "e", j->bare);
+    if (j && roster_is_subscribed(user, j, ROSTER_SUB_FROM))
+        for (session_t *s = user_sessions(user); s; s = session_next_in_user(s))
+            if (!only || s == only) state_add(s, 'e', j->bare);
     jid_free(j);
 }
 
@@ -269,9 +354,7 @@ static int on_presence_bare(hook_event_t *ev, void *ud)
         return HOOK_HANDLED;
     }
     if (type && strcmp(type, "unavailable") != 0 && strcmp(type, "error") != 0) return HOOK_HANDLED;
-    if (type && strcmp(type, "error") == 0)
-        for (session_t *s = user_sessions(ev->to); s; s = session_next_in_user(s))
-            note_error(s, xnode_attr(ev->stanza, "from"));
+    if (type && strcmp(type, "error") == 0) note_error(ev->to, NULL, xnode_attr(ev->stanza, "from"));
     /* §8.5.2.1.3: presence to the bare JID goes to every available resource (none: dropped) */
     deliver_available(ev->to, ev->stanza);
     return HOOK_HANDLED;
@@ -288,7 +371,7 @@ static int on_presence_full(hook_event_t *ev, void *ud)
     if (type && strcmp(type, "error") == 0) {
         jid_t *bare = jid_bare_of(ev->to);
         for (session_t *s = user_sessions(bare); s; s = session_next_in_user(s))
-            if (strcmp(session_jid(s)->full, ev->to->full) == 0) note_error(s, xnode_attr(ev->stanza, "from"));
+            if (strcmp(session_jid(s)->full, ev->to->full) == 0) note_error(bare, s, xnode_attr(ev->stanza, "from"));
         jid_free(bare);
     }
     return HOOK_PASS;      /* the core delivers it to that resource (§8.5.3) */
@@ -387,38 +470,48 @@ static void outbound_subscription(session_t *origin, xnode_t *st, const char *ty
             route_copy(st, user->bare, contact->bare);
             if (then_presence) send_resources_presence(user, contact->bare, then_presence == 2);
         }
-        for (session_t *s = user_sessions(user); s; s = session_next_in_user(s)) state_del(s, "e", contact->bare);
+        for (session_t *s = user_sessions(user); s; s = session_next_in_user(s)) state_del(s, 'e', contact->bare);
     }
     jid_free(contact);
     jid_free(user);
 }
 
 /* Directed presence (§4.6): remember who got available presence outside the roster, so that
- * they get unavailable presence when the resource goes away. */
-static void directed_presence(session_t *origin, xnode_t *st, const char *type)
+ * they get unavailable presence when the resource goes away. Past conf.max_directed recipients a
+ * new one is refused with <resource-constraint/> (returns HOOK_HANDLED): one that is not
+ * remembered would never learn that the resource went away. */
+static int directed_presence(session_t *origin, xnode_t *st, const char *type)
 {
     jid_t *to = jid_new(xnode_attr(st, "to"));
     const jid_t *me = session_jid(origin);
+    int rc = HOOK_PASS;
     if (!to || strcmp(to->bare, me->bare) == 0) {
         jid_free(to);
-        return;
+        return rc;
     }
-    state_del(origin, "e", to->bare);
+    state_del(origin, 'e', to->bare);
     if (!type) {
         int via_roster = 0;
         if (session_available(origin)) {
             jid_t *user = jid_bare_of(me);
-            roster_t *r = roster_load(user);
-            roster_item_t *it = r ? roster_find(r, to->bare) : NULL;
-            via_roster = it && (it->sub & ROSTER_SUB_FROM);
-            roster_free(r);
+            via_roster = roster_is_subscribed(user, to, ROSTER_SUB_FROM);
             jid_free(user);
         }
-        if (!via_roster) state_add(origin, "d", to->full);
+        if (via_roster || state_find(origin, 'd', to->full)) {
+            /* known already */
+        } else if (state_count(origin, 'd') >= (size_t)conf.max_directed) {
+            log_info("presence", "%s: directed presence to too many entities: refused", log_jid(me->full));
+            xnode_t *e = stanza_error(st, "wait", "resource-constraint", NULL);
+            if (e) route_stanza(e);
+            rc = HOOK_HANDLED;
+        } else {
+            state_add(origin, 'd', to->full);
+        }
     } else if (strcmp(type, "unavailable") == 0) {
-        state_del(origin, "d", to->full);
+        state_del(origin, 'd', to->full);
     }
     jid_free(to);
+    return rc;
 }
 
 static int on_outbound(hook_event_t *ev, void *ud)
@@ -431,7 +524,7 @@ static int on_outbound(hook_event_t *ev, void *ud)
         outbound_subscription(ev->origin, st, type);
         return HOOK_HANDLED;
     }
-    if (!type || strcmp(type, "unavailable") == 0) directed_presence(ev->origin, st, type);
+    if (!type || strcmp(type, "unavailable") == 0) return directed_presence(ev->origin, st, type);
     return HOOK_PASS;
 }
 
@@ -461,20 +554,23 @@ static void broadcast_to_contacts(session_t *s, const jid_t *user, const xnode_t
     strlist_t sent = {0};
     for (size_t i = 0; r && i < roster_count(r); i++) {
         roster_item_t *it = roster_at(r, i);
-        if (!(it->sub & ROSTER_SUB_FROM) || state_find(s, "e", it->jid)) continue;
+        if (!(it->sub & ROSTER_SUB_FROM) || state_find(s, 'e', it->jid)) continue;
         strlist_add(&sent, it->jid);
     }
     roster_free(r);
-    if (unavailable) {
-        const xnode_t *st = session_get_data(s, STATE_KEY);
-        for (xnode_t *c = xnode_first_elem(st), *next; c; c = next) {
-            next = xnode_next_elem(c);
-            if (strcmp(c->name, "d") != 0) continue;
-            int dup = 0;
-            for (size_t i = 0; i < sent.n && !dup; i++) dup = strcmp(sent.v[i], xnode_attr(c, "jid")) == 0;
-            if (!dup) strlist_add(&sent, xnode_attr(c, "jid"));
-            xnode_free(c);
-        }
+    strmap_t **directed = unavailable ? state_set(s, 'd') : NULL;
+    if (directed && *directed) {
+        /* the directed set is keyed by full JIDs and the roster by bare ones: a full JID that is
+         * also a roster JID got it above already */
+        strmap_t *seen = strmap_new();
+        for (size_t i = 0; i < sent.n; i++) strmap_put(seen, sent.v[i], (void *)1);
+        size_t pos = 0;
+        const char *jid;
+        while (strmap_next(*directed, &pos, &jid, NULL))
+            if (!strmap_get(seen, jid)) strlist_add(&sent, jid);
+        strmap_free(seen);
+        strmap_free(*directed);
+        *directed = NULL;
     }
     for (size_t i = 0; i < sent.n; i++) route_copy(p, NULL, sent.v[i]);
     strlist_free(&sent);
@@ -495,8 +591,18 @@ static int on_initial(hook_event_t *ev, void *ud)
     roster_t *r = roster_load(user);
     for (size_t i = 0; r && i < roster_count(r); i++) {
         roster_item_t *it = roster_at(r, i);
-        /* §3.1.3 ¶4: pending requests are delivered whenever the user becomes available */
-        if (it->pending_in) session_send(s, it->pending_in);
+        /* §3.1.3 ¶4: pending requests are delivered whenever the user becomes available; one
+         * stored whole by an older version is made compact (and stored so) first */
+        if (!it->pending_in) continue;
+        xnode_t *p = pending_compact(it->pending_in);
+        if (!xnode_equal(p, it->pending_in)) {
+            xnode_free(it->pending_in);
+            it->pending_in = p;
+            roster_save(r, it, 0);
+        } else {
+            xnode_free(p);
+        }
+        session_send(s, it->pending_in);
     }
     strlist_t probe = {0}, ask = {0};
     for (size_t i = 0; r && i < roster_count(r); i++) {
@@ -556,8 +662,7 @@ static int on_self(hook_event_t *ev, void *ud)
         state_set_last(s, p);
         return HOOK_HANDLED;
     }
-    const xnode_t *st = session_get_data(s, STATE_KEY);
-    if (!state_last(s) && !xnode_child(st, "d", NULL)) return HOOK_HANDLED;   /* was not available */
+    if (!state_last(s) && !state_count(s, 'd')) return HOOK_HANDLED;   /* was not available */
     if (strcmp(type, "unavailable") == 0) {
         broadcast_unavailable(s, ev->from, p, 1);
     } else {            /* type='error' from the client: taken as unavailable (the core did so too) */
@@ -573,8 +678,7 @@ static int on_closed(hook_event_t *ev, void *ud)
 {
     (void)ud;
     session_t *s = ev->origin;
-    const xnode_t *st = session_get_data(s, STATE_KEY);
-    if (!ev->from || (!state_last(s) && !xnode_child(st, "d", NULL))) return HOOK_PASS;
+    if (!ev->from || (!state_last(s) && !state_count(s, 'd'))) return HOOK_PASS;
     xnode_t *u = presence_new("unavailable", ev->from->full, NULL);
     broadcast_unavailable(s, ev->from, u, 0);
     xnode_free(u);
@@ -596,12 +700,7 @@ static int on_resend(hook_event_t *ev, void *ud)
 {
     (void)ud;
     if (!ev->from || !ev->to || !ev->to->node) return HOOK_PASS;
-    roster_t *r = roster_load(ev->from);
-    jid_t *contact = jid_bare_of(ev->to);
-    roster_item_t *it = r ? roster_find(r, contact->bare) : NULL;
-    if (it && (it->sub & ROSTER_SUB_FROM)) send_resources_presence(ev->from, ev->to->full, 0);
-    jid_free(contact);
-    roster_free(r);
+    if (roster_is_subscribed(ev->from, ev->to, ROSTER_SUB_FROM)) send_resources_presence(ev->from, ev->to->full, 0);
     return HOOK_HANDLED;
 }
 
@@ -638,4 +737,12 @@ static void unload(module_ctx_t *m)
     last_unavailable = NULL;
 }
 
-const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "presence", .load = load, .unload = unload };
+static const module_option_t options[] = {
+    {.name = "max_pending", .type = MOPT_INT, .offset = offsetof(struct presence_conf, max_pending),
+     .def = 100, .min = 1, .max = 100000},
+    {.name = "max_directed", .type = MOPT_INT, .offset = offsetof(struct presence_conf, max_directed),
+     .def = 1000, .min = 1, .max = 100000},
+    {0}};
+
+const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "presence", .load = load, .unload = unload,
+                                  .options = options, .conf = &conf };

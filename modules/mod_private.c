@@ -155,7 +155,8 @@ static int load(module_ctx_t *m)
 }
 
 static const module_option_t options[] = {
-    {"max_items", MOPT_INT, offsetof(struct private_conf, max_items), 256, 1, 100000},
+    {.name = "max_items", .type = MOPT_INT, .offset = offsetof(struct private_conf, max_items),
+     .def = 256, .min = 1, .max = 100000},
     {0}};
 
 const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "private", .load = load,

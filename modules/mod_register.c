@@ -70,30 +70,15 @@ static int change_password(hook_event_t *ev, xnode_t *q)
     return rc;
 }
 
+/* XEP-0077 §3.2: the result first; the core then ends every session of the account, fires
+ * "user-deleted" and cancels the contacts' subscriptions (account_delete). */
 static int remove_account(hook_event_t *ev)
 {
-    char *node = xstrdup(ev->from->node);
-    char *domain = xstrdup(ev->from->domain);
     jid_t *bare = jid_bare_of(ev->from);
-    if (storage_account_delete(store, node, domain) < 0) {
-        free(node);
-        free(domain);
-        jid_free(bare);
-        return hook_error(ev, "wait", "internal-server-error");
-    }
-    hook_reply(ev, stanza_reply(ev->stanza));
-    hook_event_t del = {.name = "user-deleted", .host = ev->host, .from = bare, .to = bare};
-    hook_fire(&del);
-    /* every session of the removed account ends (XEP-0077 §3.2) */
-    session_t *next;
-    for (session_t *s = user_sessions(bare); s; s = next) {
-        next = session_next_in_user(s);
-        session_close(s, "not-authorized", "account removed");
-    }
-    free(node);
-    free(domain);
+    int r = account_delete(bare);
     jid_free(bare);
-    return HOOK_HANDLED;
+    if (r < 0) return hook_error(ev, "wait", "internal-server-error");
+    return hook_reply(ev, stanza_reply(ev->stanza));
 }
 
 /* ---- account creation before authentication (XEP-0077 §3.1) ---- */
@@ -221,8 +206,10 @@ static int load(module_ctx_t *m)
 }
 
 static const module_option_t options[] = {
-    {"allow_registration", MOPT_BOOL, offsetof(struct register_conf, allow_registration), 0, 0, 1},
-    {"max_per_address_per_hour", MOPT_INT, offsetof(struct register_conf, max_per_address), 5, 1, 10000},
+    {.name = "allow_registration", .type = MOPT_BOOL, .offset = offsetof(struct register_conf, allow_registration),
+     .def = 0, .min = 0, .max = 1},
+    {.name = "max_per_address_per_hour", .type = MOPT_INT, .offset = offsetof(struct register_conf, max_per_address),
+     .def = 5, .min = 1, .max = 10000},
     {0}};
 
 static void unload(module_ctx_t *m)

@@ -168,6 +168,7 @@ static void on_free(evutil_socket_t fd, short what, void *arg)
     scram_server_free(s->scram);
     if (s->timer) event_free(s->timer);
     if (s->delay_ev) event_free(s->delay_ev);
+    if (s->drain_ev) event_free(s->drain_ev);
     event_free(s->free_ev);
     xnode_free(s->delayed);
     while (s->data) {
@@ -207,6 +208,55 @@ static void on_under_drained(struct evbuffer *buf, const struct evbuffer_cb_info
     (void)buf; (void)info;
     session_t *s = arg;
     if (s->state == C2S_CLOSING && !s->freeing && output_drained(s)) session_free_later(s);
+}
+
+/* ---- output flow for modules (session_want_drained, module.h) ---- */
+
+size_t session_output_queued(const session_t *s)
+{
+    if (!s->bev) return 0;
+    size_t queued = evbuffer_get_length(bufferevent_get_output(s->bev));
+    struct bufferevent *under = bufferevent_get_underlying(s->bev);
+    if (under) queued += evbuffer_get_length(bufferevent_get_output(under));
+    return queued;
+}
+
+/* From the loop, never inside a write: the hook's handlers may send again. */
+static void on_drain_ev(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    session_t *s = arg;
+    if (!s->want_drained || s->freeing || s->state == C2S_CLOSING || !s->bound) return;
+    if (!output_drained(s)) return;     /* written to again meanwhile: the next drain fires it */
+    s->want_drained = 0;
+    hook_event_t ev = {.name = "session-drained", .origin = s, .host = s->host, .from = s->jid};
+    hook_fire(&ev);
+}
+
+static void check_drained(session_t *s)
+{
+    if (s->want_drained && !s->freeing && output_drained(s)) event_active(s->drain_ev, 0, 0);
+}
+
+/* Every change of the socket-level output buffer under a TLS filter (the filter's own write
+ * callback only says that the plaintext went into TLS). */
+static void on_under_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)buf;
+    if (info->n_deleted) check_drained(arg);
+}
+
+void session_want_drained(session_t *s)
+{
+    if (s->freeing || s->state == C2S_CLOSING || !s->bev) return;
+    if (!s->drain_ev) s->drain_ev = event_new(srv->base, -1, 0, on_drain_ev, s);
+    struct bufferevent *under = bufferevent_get_underlying(s->bev);
+    if (under && !s->drain_watch) {
+        evbuffer_add_cb(bufferevent_get_output(under), on_under_output, s);
+        s->drain_watch = 1;
+    }
+    s->want_drained = 1;
+    check_drained(s);
 }
 
 void session_close(session_t *s, const char *condition, const char *text)
@@ -1032,6 +1082,7 @@ static void on_write(struct bufferevent *bev, void *arg)
     (void)bev;
     session_t *s = arg;
     if (s->state == C2S_CLOSING && !s->freeing && output_drained(s)) session_free_later(s);
+    else check_drained(s);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)

@@ -3,6 +3,7 @@
 #include "config.h"
 #include "jid.h"
 #include "scram.h"
+#include "standard_modules.h"
 #include "storage.h"
 #include "util.h"
 #include <getopt.h>
@@ -10,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-extern const char *const standard_modules[];   /* standard_modules.c */
 
 static void usage(FILE *fp)
 {
@@ -144,7 +144,9 @@ int main(int argc, char **argv)
         return 2;
     }
     strlist_t errors = {0};
-    config_t *c = config_load(config_path, standard_modules, &errors);
+    char **known = modules_known();   /* the names civitasd accepts too */
+    config_t *c = config_load(config_path, (const char *const *)known, &errors);
+    modules_known_free(known);
     if (!c) {
         for (size_t i = 0; i < errors.n; i++) fprintf(stderr, "%s\n", errors.v[i]);
         strlist_free(&errors);

@@ -21,7 +21,8 @@ static void usage(FILE *fp)
 {
     fprintf(fp, "usage: civitasd --config FILE [--check]\n"
                 "  --config FILE  the YAML configuration (see conf/civitas.yml)\n"
-                "  --check        validate the config and its certificates, then exit (0 usable, 1 not)\n"
+                "  --check        validate the config and its certificates, then exit (0 usable, 1 not);\n"
+                "                 when usable, print every module's effective options\n"
                 "  --help         this text\n"
                 "  --version      print the version\n");
 }
@@ -34,7 +35,10 @@ static void print_errors(const strlist_t *errors)
 /* Module names in the config must name modules that exist (checked again when loading). */
 static config_t *load_config(const char *path, strlist_t *errors)
 {
-    return config_load(path, standard_modules, errors);
+    char **known = modules_known();
+    config_t *c = config_load(path, (const char *const *)known, errors);
+    modules_known_free(known);
+    return c;
 }
 
 static int setup_hosts(void)
@@ -237,11 +241,16 @@ int main(int argc, char **argv)
     }
     strlist_free(&errors);
     if (check) {
-        if (modules_check(srv->cfg, &errors) < 0) {
+        strlist_t report = {0};
+        if (modules_check_report(srv->cfg, &errors, &report) < 0) {
             print_errors(&errors);
             return 1;
         }
         printf("%s: configuration is usable\n", config_path);
+        /* What the modules will run with, defaults included, as config text an admin can copy. */
+        printf("# modules in load order, with every option's effective value:\n");
+        for (size_t i = 0; i < report.n; i++) printf("%s\n", report.v[i]);
+        strlist_free(&report);
         return 0;
     }
     apply_logging(srv->cfg);
@@ -261,10 +270,11 @@ int main(int argc, char **argv)
         free(err);
         return 1;
     }
-    if (setup_hosts() < 0 || modules_load() < 0 || s2s_start() < 0) {
+    if (setup_hosts() < 0 || modules_load() < 0 || caps_start() < 0 || s2s_start() < 0) {
         log_error("main", "start-up failed");
         return 1;
     }
+    account_events_start();
     struct event *ev_term = evsignal_new(srv->base, SIGTERM, on_term, NULL);
     struct event *ev_int = evsignal_new(srv->base, SIGINT, on_term, NULL);
     struct event *ev_hup = evsignal_new(srv->base, SIGHUP, on_reload, NULL);
@@ -277,8 +287,12 @@ int main(int argc, char **argv)
 
     /* Shutdown in reverse order of start-up. */
     for (session_t *s = srv->sessions; s; s = s->next) s->bound = 0;
+    account_events_stop();
     s2s_stop();
+    caps_stop();
     modules_unload();
+    iq_requests_shutdown();
+    timers_shutdown();
     roster_cache_shutdown();
     event_free(ev_term);
     event_free(ev_int);

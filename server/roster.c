@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STORE "roster"              /* key: the contact's JID; value: the record as XML */
+#define STORE STORAGE_CONTACTS_STORE  /* "roster"; key: the contact's JID; value: the record as XML */
 #define META_STORE "roster_meta"    /* key "floor": roster_oldest_version() */
 #define NS_RECORD "urn:civitas:roster:0"
 /* Tombstones kept per roster before the oldest are pruned (clients older than the pruned ones then
@@ -146,7 +146,12 @@ void roster_forget(const jid_t *owner)
 
 void roster_cache_shutdown(void) { cache_clear(); }
 
-static roster_t *roster_read(const jid_t *owner);
+static roster_t *roster_read(const jid_t *owner, int64_t event);
+
+roster_t *roster_load_deleted(const jid_t *owner, int64_t event)
+{
+    return owner && owner->node ? roster_read(owner, event) : NULL;
+}
 
 roster_t *roster_load(const jid_t *owner)
 {
@@ -160,7 +165,7 @@ roster_t *roster_load(const jid_t *owner)
         jid_free(bare);
         return r;
     }
-    r = roster_read(bare);
+    r = roster_read(bare, -1);
     if (r && changed >= 0) {
         if (!cache || strmap_count(cache) >= ROSTER_CACHE_MAX) {
             cache_clear();
@@ -174,8 +179,9 @@ roster_t *roster_load(const jid_t *owner)
     return r;
 }
 
-/* Read and parse a roster from storage (one reference, not cached). */
-static roster_t *roster_read(const jid_t *owner)
+/* Read and parse a roster from storage (one reference, not cached): the account's, or with
+ * event >= 0 the copy kept with that account event. */
+static roster_t *roster_read(const jid_t *owner, int64_t event)
 {
     roster_t *r = xcalloc(1, sizeof *r);
     r->refs = 1;
@@ -183,10 +189,15 @@ static roster_t *roster_read(const jid_t *owner)
     r->user = xstrdup(owner->node);
     r->domain = xstrdup(owner->domain);
     raw_record_t *recs = NULL;
-    int n = storage_kv_each(srv->store, STORE, r->user, r->domain, collect, &recs);
+    int n, fr = 1;             /* 1: no floor (a deleted account's copy has none) */
     void *floor = NULL;
     size_t flen = 0;
-    int fr = n < 0 ? -1 : storage_kv_get(srv->store, META_STORE, r->user, r->domain, "floor", &floor, &flen);
+    if (event >= 0) {
+        n = storage_user_event_rows(srv->store, event, collect, &recs);
+    } else {
+        n = storage_kv_each(srv->store, STORE, r->user, r->domain, collect, &recs);
+        fr = n < 0 ? -1 : storage_kv_get(srv->store, META_STORE, r->user, r->domain, "floor", &floor, &flen);
+    }
     if (fr == 0) r->floor = strtoll(floor, NULL, 10);
     free(floor);
     if (n < 0 || fr < 0) {
@@ -219,6 +230,19 @@ roster_item_t *roster_find(roster_t *r, const char *jid)
     for (size_t i = 0; i < r->n; i++)
         if (strcmp(r->v[i]->jid, jid) == 0) return r->v[i];
     return NULL;
+}
+
+int roster_is_subscribed(const jid_t *owner, const jid_t *contact, int direction)
+{
+    if (!owner || !contact || !owner->node || !(direction & (ROSTER_SUB_TO | ROSTER_SUB_FROM))) return 0;
+    roster_t *r = roster_load(owner);
+    if (!r) return 0;
+    jid_t *cb = jid_bare_of(contact);
+    roster_item_t *it = roster_find(r, cb->bare);
+    int ok = it && it->listed && (it->sub & direction) == direction;
+    jid_free(cb);
+    roster_free(r);
+    return ok;
 }
 
 roster_item_t *roster_add(roster_t *r, const char *jid)

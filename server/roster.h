@@ -39,6 +39,9 @@ void roster_free(roster_t *r);                      /* NULL is a no-op */
  * roster from the cache (account deleted); roster_cache_shutdown empties it at exit. */
 void roster_forget(const jid_t *owner);
 void roster_cache_shutdown(void);
+/* The roster of a deleted account as the account event `event` keeps it (see storage.h, "Account
+ * events"): not cached, nothing of it can be saved. NULL on a storage error. */
+roster_t *roster_load_deleted(const jid_t *owner, int64_t event);
 
 /* The record of contact jid (a prepared JID string, as in roster_item_t.jid), listed or hidden,
  * or NULL. The pointer stays valid until roster_free. */
@@ -70,6 +73,13 @@ int64_t roster_oldest_version(const roster_t *r);
  * Save before routing stanzas the change causes: a local contact's answer can come back at once and
  * change this roster through another roster_t (load again after routing if still needed). */
 int roster_save(roster_t *r, roster_item_t *it, int visible);
+
+/* The one subscription check (RFC 6121 §2.1.2.5, Appendix A). 1 when the roster of the local
+ * account owner (bare JID) lists contact (its bare JID is taken) with a subscription including
+ * direction: ROSTER_SUB_FROM (contact receives owner's presence: "is contact subscribed to
+ * owner's presence"), ROSTER_SUB_TO (owner receives contact's presence), or both bits (mutual).
+ * 0 otherwise, also when the roster cannot be read. */
+int roster_is_subscribed(const jid_t *owner, const jid_t *contact, int direction);
 
 /* <item/> (in NS_ROSTER, unlinked, the caller owns it) for a roster result or push: jid, name,
  * subscription, ask, approved and groups; a record that is not listed gives

@@ -26,6 +26,20 @@ session_t *router_find_full(const jid_t *j)
     return NULL;
 }
 
+/* ---- a session's current presence (session_presence, module.h) ---- */
+
+#define PRESENCE_KEY "core.presence"
+
+static void presence_data_free(void *p) { xnode_free(p); }
+
+const xnode_t *session_presence(const session_t *s) { return session_get_data(s, PRESENCE_KEY); }
+
+/* Keep a copy of p as the session's current presence; NULL: not available. */
+static void presence_keep(session_t *s, const xnode_t *p)
+{
+    session_set_data(s, PRESENCE_KEY, p ? xnode_copy(p) : NULL, presence_data_free);
+}
+
 void router_bind(session_t *s)
 {
     session_t *old = router_find_full(s->jid);
@@ -63,6 +77,14 @@ void router_unbind(session_t *s)
     s->next_in_user = NULL;
     hook_event_t ev = {.name = "session-closed", .origin = s, .host = s->host, .from = s->jid};
     hook_fire(&ev);
+    if (session_presence(s)) {          /* the stream ended while the resource was available */
+        presence_keep(s, NULL);
+        jid_t *bare = jid_bare_of(s->jid);
+        hook_event_t uev = {.name = HOOK_RESOURCE_UNAVAILABLE, .origin = s, .host = s->host, .from = s->jid, .to = bare};
+        hook_fire(&uev);
+        jid_free(bare);
+    }
+    caps_forget(s->jid);
 }
 
 /* Bounce st with an error to its sender, unless it is an error already. Frees st. */
@@ -138,6 +160,19 @@ static void route_iq_local(host_t *h, const jid_t *to, xnode_t *st, hook_event_t
     bounce(st, "cancel", "service-unavailable");
 }
 
+/* Presence from another account's JID (local or remote) to a local account: the caps service
+ * learns from it, then HOOK_CONTACT_PRESENCE. Does not change or take the stanza. */
+static void contact_presence(const hook_event_t *ev)
+{
+    const char *type = xnode_attr(ev->stanza, "type");
+    if (type && strcmp(type, "unavailable") != 0) return;
+    if (!ev->from || jid_bare_equal(ev->from, ev->to)) return;
+    caps_presence(ev->host, ev->from, ev->stanza, ev->origin);
+    hook_event_t cev = *ev;
+    cev.name = HOOK_CONTACT_PRESENCE;
+    hook_fire(&cev);
+}
+
 /* Route a stanza whose 'from' and 'to' are set. Takes ownership. */
 static void route(xnode_t *st, session_t *origin, const jid_t *from)
 {
@@ -149,8 +184,19 @@ static void route(xnode_t *st, session_t *origin, const jid_t *from)
         return;
     }
     host_t *h = find_host_of(to);
+    /* the answer to an IQ request of the core or a module (iq_request.c) goes no further */
+    if (h && strcmp(st->name, "iq") == 0 && iq_request_deliver(st, from, to)) {
+        xnode_free(st);
+        jid_free(to);
+        return;
+    }
     hook_event_t ev = {.stanza = st, .origin = origin, .host = h, .from = from, .to = to};
+    if (h && to->node && strcmp(st->name, "presence") == 0) contact_presence(&ev);
     if (!h) {                       /* a remote domain: federation queues, sends or bounces it */
+        /* the last look before it leaves: what a module sends on a local user's behalf passes
+         * here too (blocking filters it as the local hooks do for local recipients) */
+        ev.name = "route/remote";
+        if (hook_fire(&ev) == HOOK_HANDLED || !ev.stanza) goto out;
         ev.stanza = NULL;
         s2s_route(st);
         goto out;
@@ -228,6 +274,7 @@ static void client_presence(session_t *s, xnode_t *st)
 {
     const char *type = xnode_attr(st, "type");
     int was_available = s->available;
+    int had_presence = session_presence(s) != NULL;
     if (!type) {
         xnode_t *p = xnode_child(st, "priority", NULL);
         int prio = 0;
@@ -254,6 +301,11 @@ static void client_presence(session_t *s, xnode_t *st)
         bounce(st, "modify", "bad-request");
         return;
     }
+    /* the current presence is the session's before any hook runs; the events after the hooks */
+    xnode_t *now = s->available ? xnode_copy(st) : NULL;
+    xnode_t *ended = !s->available && had_presence ? xnode_copy(st) : NULL;
+    presence_keep(s, now);
+    caps_presence(s->host, s->jid, st, s);
     jid_t *bare = jid_bare_of(s->jid);
     hook_event_t ev = {.name = "presence/initial", .stanza = st, .origin = s, .host = s->host, .from = s->jid, .to = bare};
     if (s->available && !was_available) hook_fire(&ev);
@@ -266,8 +318,17 @@ static void client_presence(session_t *s, xnode_t *st)
         for (session_t *o = u ? u->sessions : NULL; o; o = o->next_in_user)
             if (o->available || o == s) session_deliver(o, st);
     }
-    jid_free(bare);
     xnode_free(ev.stanza);
+    if (now && !had_presence) {
+        hook_event_t aev = {.name = HOOK_RESOURCE_AVAILABLE, .stanza = now, .origin = s, .host = s->host, .from = s->jid, .to = bare};
+        hook_fire(&aev);
+    } else if (ended) {
+        hook_event_t uev = {.name = HOOK_RESOURCE_UNAVAILABLE, .stanza = ended, .origin = s, .host = s->host, .from = s->jid, .to = bare};
+        hook_fire(&uev);
+    }
+    xnode_free(now);
+    xnode_free(ended);
+    jid_free(bare);
 }
 
 void router_from_client(session_t *s, xnode_t *st)

@@ -167,7 +167,7 @@ static void send_verify(s2s_out_t *o, vreq_t *v)
     xnode_set_attr(d, "to", o->remote);
     xnode_set_attr(d, "id", v->id);
     xnode_add_text(d, v->key);
-    s2s_conn_send(o->conn, d);
+    s2s_conn_send_prefixed(o->conn, d);     /* <db:verify>: ejabberd knows no other form */
     xnode_free(d);
     v->sent = 1;
 }
@@ -325,7 +325,7 @@ static void start_dialback(s2s_out_t *o)
     xnode_set_attr(r, "from", o->local);
     xnode_set_attr(r, "to", o->remote);
     xnode_add_text(r, key);
-    s2s_conn_send(o->conn, r);
+    s2s_conn_send_prefixed(o->conn, r);     /* <db:result>: ejabberd knows no other form */
     xnode_free(r);
     free(key);
     flush_verifies(o);      /* db:verify may share the stream while dialback runs */

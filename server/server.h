@@ -4,6 +4,7 @@
 #define CIVITAS_SERVER_H
 #include <event2/event.h>
 #include "module.h"
+#include "standard_modules.h"
 #include "util.h"
 #include "log.h"
 #include "tls.h"
@@ -74,13 +75,43 @@ session_t *router_find_full(const jid_t *j);
 /* A stanza from a local client session (from already stamped). Takes ownership. */
 void router_from_client(session_t *s, xnode_t *st);
 
+/* account.c: account events (storage.h). account_events_start handles those left while no server
+ * ran, then looks every second whether another process (civitasctl) recorded new ones. */
+void account_events_start(void);
+void account_events_stop(void);
+
 /* module.c */
 int modules_load(void);               /* config's modules: list, or every standard module */
 /* A module linked into the program instead of loaded from a file (the module fuzz target). */
 int module_load_static(const module_t *desc);
-/* --check: every module to be loaded exists and its config section is valid. 0/-1 (errors filled) */
+/* Several linked-in modules (NULL-terminated), started in dependency order. 0/-1 */
+int modules_load_static(const module_t *const *descs);
+/* --check: every module to be loaded exists, its dependencies are loaded too and its config section
+ * is valid. 0/-1 (errors filled). With report, one line a module in load order with its effective
+ * options as YAML ("offline: {max_messages: 1000, ...}"). */
 int modules_check(const config_t *c, strlist_t *errors);
+int modules_check_report(const config_t *c, strlist_t *errors, strlist_t *report);
 void modules_unload(void);
-extern const char *const standard_modules[];
+int module_unloading(const module_ctx_t *m);    /* 1 once its unloading began: it may add nothing */
+
+/* timer.c: every timer of m is cancelled (module unload); every timer freed (shutdown). */
+void timers_forget(module_ctx_t *m);
+void timers_shutdown(void);
+
+/* caps.c: the XEP-0115 cache (module.h has its queries). caps_presence: presence from the full
+ * JID from (a local session's own, or a contact's arriving for a local account of host) may
+ * announce caps; caps_forget: from is gone. */
+int caps_start(void);
+void caps_stop(void);
+void caps_presence(host_t *host, const jid_t *from, const xnode_t *st, session_t *origin);
+void caps_forget(const jid_t *full);
+
+/* iq_request.c. iq_request_deliver: st (an IQ to a local JID, routed by router.c) is the answer
+ * to a pending request: its callback ran (or will, from the loop) and the caller frees st; 0 when
+ * it is not one (route it on). iq_requests_forget: cancel m's pending requests (callbacks with
+ * IQ_CANCELLED); iq_requests_shutdown: every one, at exit. */
+int iq_request_deliver(const xnode_t *st, const jid_t *from, const jid_t *to);
+void iq_requests_forget(module_ctx_t *m);
+void iq_requests_shutdown(void);
 
 #endif

@@ -37,6 +37,8 @@ struct session {
     unsigned counted_unauth : 1;    /* counted in srv->unauthenticated */
     unsigned ip_counted : 2;        /* in its ip_state: IP_UNCOUNTED, IP_UNAUTH or IP_SESSION (c2s.c) */
     unsigned freeing : 1;
+    unsigned want_drained : 1;      /* fire "session-drained" once the output is empty */
+    unsigned drain_watch : 1;       /* on_under_output is installed on the socket's buffer */
     int priority;                   /* from the last available presence */
     int sasl_failures;              /* on this stream */
     host_t *host;                   /* from the stream header's 'to' */
@@ -50,6 +52,7 @@ struct session {
     struct event *timer;            /* header / auth time-out, close flush limit */
     struct event *free_ev;          /* frees the session at a safe point */
     struct event *delay_ev;         /* SASL failure back-off */
+    struct event *drain_ev;         /* fires "session-drained" from the loop (session_want_drained) */
     xnode_t *delayed;               /* the failure answer held back by delay_ev */
     session_data_t *data;           /* modules' per-session data */
 };

@@ -68,7 +68,9 @@ int storage_account_set_creds(storage_t *s, const char *user, const char *domain
                               const scram_creds_t *sha1, const scram_creds_t *sha256);
 /* Delete the account AND every row any table holds for (user, domain), in one transaction: its kv
  * and list entries and the rows of every table registered with storage_register_user_table()
- * (whether or not its module is loaded in this process, so civitasctl deletes them too). Outside a
+ * (whether or not its module is loaded in this process, so civitasctl deletes them too). In the
+ * same transaction, when the account existed, a STORAGE_EVENT_USER_DELETED account event is
+ * recorded (see "Account events" below). Outside a
  * batch the WAL is then checkpointed so deleted data does not linger in the -wal file either.
  * 0 deleted, 1 no such account (stray rows of that user are still removed), -1 error (nothing
  * deleted). */
@@ -155,6 +157,27 @@ typedef struct storage_watch {
 int storage_changed(storage_t *s, storage_watch_t *w);
 /* The id the last insert on this storage gave its row (an INTEGER PRIMARY KEY), or -1. */
 int64_t storage_last_insert_id(storage_t *s);
+
+/* ---- Account events: how a deletion reaches the running server, whichever process deleted.
+ * storage_account_delete() records one event per deleted account, with a copy of the account's
+ * rows of the kv store STORAGE_CONTACTS_STORE (its roster: the contacts whose subscriptions the
+ * server must cancel; the rows are gone from kv by then). civitasd reads the events oldest first,
+ * acts on each (server/account.c: the "user-deleted" hook) and removes it with its rows; it looks
+ * at start and whenever storage_data_version says another process wrote, so an event recorded by
+ * civitasctl while no server runs is handled at the next start. The copy is the only data of a
+ * deleted account kept after the deletion, and only until the server has handled the event. ---- */
+#define STORAGE_EVENT_USER_DELETED "user-deleted"
+#define STORAGE_CONTACTS_STORE "roster"
+
+/* The oldest event: 0 with *id and malloc'd *kind, *user, *domain (the caller frees them); 1 none;
+ * -1 error. */
+int storage_user_event_next(storage_t *s, int64_t *id, char **kind, char **user, char **domain);
+/* Call cb for each row copied with event id (key, value as in storage_kv_each), in key order.
+ * Number of callbacks, or -1. */
+int storage_user_event_rows(storage_t *s, int64_t id, int (*cb)(void *ud, const char *key, const void *val, size_t len),
+                            void *ud);
+/* Remove the event and its rows. 0 (also when absent) / -1. */
+int storage_user_event_done(storage_t *s, int64_t id);
 
 /* ---- Module-owned tables. A module that needs more than kv and lists creates its own tables with
  * storage_module_migrate and uses them through storage_query. SQL is SQLite's dialect restricted to

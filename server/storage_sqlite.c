@@ -44,11 +44,17 @@ static const char *const core_migrations[] = {
     "CREATE INDEX list_ts ON list (list, ts);"
     "CREATE TABLE module_schema (module TEXT PRIMARY KEY, version INTEGER NOT NULL);"
     "CREATE TABLE user_tables (tbl TEXT PRIMARY KEY, user_col TEXT NOT NULL, domain_col TEXT NOT NULL);",
+    /* 1 -> 2: account events (storage_user_event_next): what a deletion leaves for the server */
+    "CREATE TABLE user_events ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, user TEXT NOT NULL, domain TEXT NOT NULL);"
+    "CREATE TABLE user_event_rows ("
+    " event INTEGER NOT NULL REFERENCES user_events (id) ON DELETE CASCADE, key TEXT NOT NULL, val BLOB NOT NULL);"
+    "CREATE INDEX user_event_rows_event ON user_event_rows (event);",
 };
 #define CORE_VERSION ((int)(sizeof core_migrations / sizeof core_migrations[0]))
 
 static const char *const core_tables[] = {
-    "accounts", "kv", "list", "module_schema", "user_tables", "schema_version",
+    "accounts", "kv", "list", "module_schema", "user_tables", "schema_version", "user_events", "user_event_rows",
 };
 
 /* ---- cached statements ---- */
@@ -924,12 +930,29 @@ static int delete_from_user_table(storage_t *s, const user_table_t *t, const cha
     return r;
 }
 
+/* The "user-deleted" event of an account, with a copy of its STORAGE_CONTACTS_STORE rows. */
+static int record_deletion(storage_t *s, const char *user, const char *domain)
+{
+    storage_value_t p[3] = {{.type = STORAGE_TEXT, .p = STORAGE_EVENT_USER_DELETED,
+                             .len = strlen(STORAGE_EVENT_USER_DELETED)},
+                            {.type = STORAGE_TEXT, .p = user, .len = strlen(user)},
+                            {.type = STORAGE_TEXT, .p = domain, .len = strlen(domain)}};
+    if (storage_query(s, "INSERT INTO user_events (kind, user, domain) VALUES (?, ?, ?)", p, 3, NULL, NULL) < 0)
+        return -1;
+    storage_value_t q[4] = {{.type = STORAGE_INT, .i = sqlite3_last_insert_rowid(s->db)},
+                            {.type = STORAGE_TEXT, .p = STORAGE_CONTACTS_STORE, .len = strlen(STORAGE_CONTACTS_STORE)},
+                            p[1], p[2]};
+    return storage_query(s, "INSERT INTO user_event_rows (event, key, val) SELECT ?, key, val FROM kv"
+                            " WHERE store = ? AND user = ? AND domain = ?", q, 4, NULL, NULL) < 0 ? -1 : 0;
+}
+
 static int delete_user_rows(storage_t *s, const char *user, const char *domain, int *found)
 {
     const char *keys[] = { domain, user }, *ukeys[] = { user, domain };
     sqlite3_stmt *st = stmt(s, ST_ACC_DEL);
     if (!st || bind_keys(s, st, keys, 2) < 0 || run(s, st, "delete account") < 0) return -1;
     *found = sqlite3_changes(s->db) > 0;
+    if (*found && record_deletion(s, user, domain) < 0) return -1;
     int ids[] = { ST_KV_DEL_USER, ST_LIST_DEL_USER };
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
         st = stmt(s, ids[i]);
@@ -1416,6 +1439,73 @@ int storage_query(storage_t *s, const char *sql, const storage_value_t *params, 
     if (cached) done(st);
     else sqlite3_finalize(st);
     return r;
+}
+
+/* ---- account events ---- */
+
+typedef struct event_row {
+    int64_t *id;
+    char **kind, **user, **domain;
+} event_row_t;
+
+static int event_cb(void *ud, const storage_value_t *c, int n)
+{
+    event_row_t *e = ud;
+    if (n != 4 || c[0].type != STORAGE_INT) return 1;
+    *e->id = c[0].i;
+    *e->kind = strdup(c[1].p ? c[1].p : "");
+    *e->user = strdup(c[2].p ? c[2].p : "");
+    *e->domain = strdup(c[3].p ? c[3].p : "");
+    return 1;
+}
+
+int storage_user_event_next(storage_t *s, int64_t *id, char **kind, char **user, char **domain)
+{
+    *kind = *user = *domain = NULL;
+    event_row_t e = {id, kind, user, domain};
+    int n = storage_query(s, "SELECT id, kind, user, domain FROM user_events ORDER BY id LIMIT 1", NULL, 0,
+                          event_cb, &e);
+    if (n < 0) return -1;
+    if (n == 0) return 1;
+    if (!*kind || !*user || !*domain) {
+        free(*kind);
+        free(*user);
+        free(*domain);
+        *kind = *user = *domain = NULL;
+        set_err(s, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct rows_ud {
+    int (*cb)(void *ud, const char *key, const void *val, size_t len);
+    void *ud;
+} rows_ud_t;
+
+static int rows_cb(void *ud, const storage_value_t *c, int n)
+{
+    rows_ud_t *r = ud;
+    if (n != 2) return 1;
+    return r->cb(r->ud, c[0].p ? c[0].p : "", c[1].p ? c[1].p : "", c[1].len);
+}
+
+int storage_user_event_rows(storage_t *s, int64_t id, int (*cb)(void *ud, const char *key, const void *val, size_t len),
+                            void *ud)
+{
+    if (!cb) {
+        if (s) set_err(s, "invalid argument: no callback");
+        return -1;
+    }
+    rows_ud_t r = {cb, ud};
+    storage_value_t p = {.type = STORAGE_INT, .i = id};
+    return storage_query(s, "SELECT key, val FROM user_event_rows WHERE event = ? ORDER BY key", &p, 1, rows_cb, &r);
+}
+
+int storage_user_event_done(storage_t *s, int64_t id)
+{
+    storage_value_t p = {.type = STORAGE_INT, .i = id};
+    return storage_query(s, "DELETE FROM user_events WHERE id = ?", &p, 1, NULL, NULL) < 0 ? -1 : 0;
 }
 
 int storage_set_page_limit_for_test(storage_t *s, long extra_pages)

@@ -17,17 +17,19 @@
 
 server_t *srv;
 
-/* The modules, compiled into this program with civitas_module renamed (see fuzz.sh). */
-#define MOD(n) extern const module_t civitas_module_##n;
-MOD(disco) MOD(ping) MOD(version) MOD(time) MOD(roster) MOD(presence) MOD(register) MOD(offline)
-MOD(blocking) MOD(vcard) MOD(private) MOD(last) MOD(carbons)
-#undef MOD
-static const module_t *const mods[] = {&civitas_module_disco, &civitas_module_ping, &civitas_module_version,
-    &civitas_module_time, &civitas_module_roster, &civitas_module_presence, &civitas_module_register,
-    &civitas_module_offline, &civitas_module_blocking, &civitas_module_vcard, &civitas_module_private,
-    &civitas_module_last, &civitas_module_carbons, NULL};
+/* The standard modules (modules/standard.list, as server/standard_modules.def), compiled into this
+ * program with civitas_module renamed (see fuzz.sh), and started in dependency order. */
+#define CIV_MODULE(n) extern const module_t civitas_module_##n;
+#include "standard_modules.def"
+#undef CIV_MODULE
+static const module_t *const mods[] = {
+#define CIV_MODULE(n) &civitas_module_##n,
+#include "standard_modules.def"
+#undef CIV_MODULE
+    NULL};
 
 static session_t *sess[2];       /* alice's and bob's bound sessions */
+static int unbound[2];           /* set by the harness's session-closed hook */
 static int peer_fd[2] = {-1, -1};  /* the client ends of their socket pairs */
 static const char *const names[2] = {"alice", "bob"};
 
@@ -71,23 +73,43 @@ static void ensure_account(const char *user)
         die("account");
 }
 
+/* A session of the harness was unbound: the core closes it (conflict, account removal, also
+ * from a deferred event inside the loop) and frees it soon; the harness must not use it again. */
+static int on_unbound(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    for (int i = 0; i < 2; i++)
+        if (ev->origin == sess[i]) unbound[i] = 1;
+    return HOOK_PASS;
+}
+
+static int harness_load(module_ctx_t *m)
+{
+    module_hook(m, "session-closed", -1000, on_unbound, NULL);
+    return 0;
+}
+
+static const module_t harness_module = {.abi = CIVITAS_MODULE_ABI, .name = "fuzz-harness", .load = harness_load};
+
 /* Let the loop run (deferred callbacks, frees), throw away what the server wrote to the
  * sessions, and make again what the input removed. */
 static void settle(void)
 {
     char buf[65536];
-    int gone[2];
-    for (int i = 0; i < 2; i++) gone[i] = sess[i]->state == C2S_CLOSING || sess[i]->freeing || !sess[i]->bound;
+    for (int i = 0; i < 2; i++)
+        if (sess[i]->state == C2S_CLOSING || sess[i]->freeing || !sess[i]->bound) unbound[i] = 1;
     event_base_loop(srv->base, EVLOOP_NONBLOCK);
     for (int i = 0; i < 2; i++) {
         while (recv(peer_fd[i], buf, sizeof buf, MSG_DONTWAIT) > 0) {
         }
-        if (gone[i]) {           /* freed by the loop above */
+        if (unbound[i]) {        /* freed by the loop above, or once its socket closes */
             close(peer_fd[i]);
             ensure_account(names[i]);
             sess[i] = make_session(names[i], "fuzz", &peer_fd[i]);
+            unbound[i] = 0;
         }
     }
+    event_base_loop(srv->base, EVLOOP_NONBLOCK);   /* frees what the closes above finished */
     ensure_account("carol");
 }
 
@@ -118,8 +140,8 @@ static void init(void)
     srv->hosts[0] = xcalloc(1, sizeof(host_t));
     srv->hosts[0]->name = xstrdup("localhost");
     srv->hosts[0]->users = strmap_new();
-    for (size_t i = 0; mods[i]; i++)
-        if (module_load_static(mods[i]) < 0) die("module load");
+    if (module_load_static(&harness_module) < 0) die("harness module");
+    if (modules_load_static(mods) < 0) die("module load");
     for (int i = 0; i < 2; i++) {
         ensure_account(names[i]);
         sess[i] = make_session(names[i], "fuzz", &peer_fd[i]);

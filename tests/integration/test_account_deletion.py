@@ -2,12 +2,16 @@
 # tests/integration/test_account_deletion.py: CONTRACT.md's `civitasctl user del` removes every piece
 # of data stored for an account (roster, offline messages, vCard, private XML, block list), also
 # while civitasd runs and holds some of it in memory: an account created again under the same name
-# starts empty.
+# starts empty. Issue 9: deletion (civitasctl while civitasd runs, or XEP-0077 <remove/>) ends the
+# account's sessions and cancels its subscriptions with unsubscribe and unsubscribed, for local
+# and remote contacts, so that whoever registers the name next gets none of the old contacts'
+# presence.
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Tap, Server, connect_login, q, el_str, NS_CLIENT  # noqa: E402
+from harness import Tap, Server, Certs, connect_login, q, el_str, NS_CLIENT  # noqa: E402
+from harness import free_port  # noqa: E402
 
 PW = "pw-del"
 NS_ROSTER = "jabber:iq:roster"
@@ -49,6 +53,112 @@ def check_empty(t, srv):
     a.end()
 
 
+def login(srv, user, domain="localhost", pw=PW, resource="r"):
+    c = connect_login(srv, user, pw, resource=resource, domain=domain)
+    c.iq("get", "<query xmlns='%s'/>" % NS_ROSTER)     # interested: gets roster pushes
+    c.presence()
+    return c
+
+
+def roster_push_for(c, jid, subscription, timeout=15):
+    """The next roster push about jid with that subscription (answered), or None."""
+    def match(el):
+        it = el.find("%s/%s" % (q(NS_ROSTER, "query"), q(NS_ROSTER, "item")))
+        return el.tag == q(NS_CLIENT, "iq") and el.get("type") == "set" and it is not None \
+            and it.get("jid") == jid and it.get("subscription") == subscription
+    el = c.expect(match, timeout)
+    if el is not None:
+        c.send("<iq type='result' id='%s'/>" % el.get("id"))
+    return el
+
+
+def presence_from(c, bare, type_, timeout=15):
+    return c.expect(lambda el: el.tag == q(NS_CLIENT, "presence") and el.get("from", "").split("/")[0] == bare
+                    and el.get("type") == type_, timeout)
+
+
+def subscribe_both(t, x, xjid, y, yjid):
+    """x and y subscribe to each other's presence (RFC 6121 §3.1), both see subscription 'both'."""
+    x.send("<presence to='%s' type='subscribe'/>" % yjid)
+    t.ok(presence_from(y, xjid, "subscribe") is not None, "%s asks %s for its presence" % (xjid, yjid))
+    y.send("<presence to='%s' type='subscribed'/>" % xjid)
+    y.send("<presence to='%s' type='subscribe'/>" % xjid)
+    t.ok(presence_from(x, yjid, "subscribe") is not None, "%s asks back" % yjid)
+    x.send("<presence to='%s' type='subscribed'/>" % yjid)
+    t.ok(roster_push_for(x, yjid, "both") is not None and roster_push_for(y, xjid, "both") is not None,
+         "%s and %s are subscribed both ways" % (xjid, yjid))
+
+
+def deletion_cancels_subscriptions(t, srv, contact_srv, delete, user, contact, how):
+    """user (on srv) and contact (on contact_srv, maybe the same server) have subscriptions both
+    ways; delete() removes user's account while both are online."""
+    ud, cd = user.split("@")[1], contact.split("@")[1]
+    u = login(srv, user.split("@")[0], ud)
+    c = login(contact_srv, contact.split("@")[0], cd)
+    subscribe_both(t, u, user, c, contact)
+    presence_from(c, user, None)
+    c.inbox = []
+    delete(u)
+    err = u.read_stream_error(timeout=15)
+    t.is_(err.condition, "not-authorized", "%s: the deleted account's session ends with <not-authorized/>" % how)
+    p = presence_from(c, user, "unavailable")
+    t.ok(p is not None, "%s: the contact sees the deleted account's resource go offline" % how, c.dump)
+    p = presence_from(c, user, "unsubscribe")
+    t.ok(p is not None and p.get("from") == user,
+         "%s: the contact receives <presence type='unsubscribe'/> from the deleted account (RFC 6121 §3.3)" % how,
+         c.dump)
+    p = presence_from(c, user, "unsubscribed")
+    t.ok(p is not None and p.get("from") == user,
+         "%s: the contact receives <presence type='unsubscribed'/> from the deleted account (RFC 6121 §3.2)" % how,
+         c.dump)
+    it = roster_push_for(c, user, "none")
+    t.ok(it is not None, "%s: the contact's roster shows subscription 'none' for the deleted account" % how,
+         c.dump)
+    # whoever registers the name next is a stranger to the old contacts
+    srv.adduser(user, PW + "new")
+    n = login(srv, user.split("@")[0], ud, pw=PW + "new", resource="new")
+    n.ping_server(ud)
+    c.presence(extra="<status>hello old friends</status>")
+    c.ping_server(ud, timeout=15)          # the broadcast crossed first, if it went anywhere
+    n.ping_server(ud)
+    got = [el for el in n.inbox if el.tag == q(NS_CLIENT, "presence") and el.get("from", "").startswith(contact)]
+    t.ok(not got, "%s: the account registered again under the name gets none of the old contact's presence" % how,
+         lambda: repr([el_str(x) for x in got]))
+    n.end()
+    c.end()
+
+
+def remove_in_band(c):
+    r = c.iq("set", "<query xmlns='jabber:iq:register'><remove/></query>")
+    assert r is not None and r.get("type") == "result", el_str(r)
+
+
+def federated(t):
+    certs = Certs()
+    pa, pb = free_port(), free_port()
+    lst = lambda p: {"client": ["127.0.0.1:0"], "client_tls": ["127.0.0.1:0"],  # noqa: E731
+                     "server": ["127.0.0.1:%d" % p]}
+    fed = "federation:\n  partners:\n    - domain: %s\n      route: \"127.0.0.1:%d\"\n      ca: \"%s\"\n"
+    a = Server(t, hosts=["a.example"], certs=certs, listen=lst(pa), start=False,
+               extra_yaml=fed % ("b.example", pb, certs.ca))
+    b = Server(t, hosts=["b.example"], certs=certs, listen=lst(pb), start=False,
+               extra_yaml=fed % ("a.example", pa, certs.ca))
+    with a, b:
+        a.start()
+        b.start()
+        for u in ("alice", "dave"):
+            a.adduser("%s@a.example" % u, PW)
+        b.adduser("bob@b.example", PW)
+
+        def ctl_del(c):
+            r = a.ctl("user", "del", "alice@a.example")
+            t.ok(r.returncode == 0, "civitasctl user del alice@a.example while civitasd runs", r.stderr)
+        deletion_cancels_subscriptions(t, a, b, ctl_del, "alice@a.example", "bob@b.example",
+                                       "civitasctl, remote contact")
+        deletion_cancels_subscriptions(t, a, b, remove_in_band, "dave@a.example", "bob@b.example",
+                                       "XEP-0077, remote contact")
+
+
 def main(t):
     with Server(t) as srv:
         srv.adduser("alice@localhost", PW)
@@ -58,6 +168,17 @@ def main(t):
         t.ok(r.returncode == 0, "CONTRACT: civitasctl user del succeeds while civitasd runs", r.stderr)
         srv.adduser("alice@localhost", PW + "2")
         check_empty(t, srv)
+        for u in ("carol", "erin", "frank"):
+            srv.adduser("%s@localhost" % u, PW)
+
+        def ctl_del(c):
+            r = srv.ctl("user", "del", "carol@localhost")
+            t.ok(r.returncode == 0, "civitasctl user del carol@localhost while civitasd runs", r.stderr)
+        t.run(deletion_cancels_subscriptions, t, srv, srv, ctl_del, "carol@localhost", "frank@localhost",
+              "civitasctl, local contact")
+        t.run(deletion_cancels_subscriptions, t, srv, srv, remove_in_band, "erin@localhost", "frank@localhost",
+              "XEP-0077, local contact")
+    t.run(federated, t)
 
 
 if __name__ == "__main__":

@@ -190,6 +190,15 @@ def filtering(t, srv):
     got = stray(b, lambda el: el.tag == q(NS_CLIENT, "presence") and el.get("from", "").startswith("alice@"))
     t.ok(not got, "XEP-0191 §3.3: the blocked contact gets none of alice's later presence broadcasts",
          lambda: repr([el_str(x) for x in got]))
+    # an IQ to the blocker's bare JID is a stanza from a blocked entity like any other; answered,
+    # jabber:iq:last would tell a subscribed contact whether alice is online
+    r = b.iq("get", "<query xmlns='jabber:iq:last'/>", to="alice@localhost")
+    t.is_(error_condition(r), "service-unavailable",
+          "XEP-0191 §3.3: an IQ get from a blocked contact to the user's bare JID (jabber:iq:last) "
+          "-> <service-unavailable/>, no last activity")
+    r = b.iq("set", "<query xmlns='jabber:iq:private'/>", to="alice@localhost")
+    t.is_(error_condition(r), "service-unavailable",
+          "XEP-0191 §3.3: an IQ set from a blocked contact to the user's bare JID -> <service-unavailable/>")
     cz.end()
     b.inbox = []
     r = unblock(a, "bob@localhost")

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 # tests/integration/test_disk_full.py: storage failures (issue 5): with the data_dir's file system
 # full, a message that must be stored is refused with <resource-constraint/>, the server keeps
-# serving everyone, and once space returns, storing works again without a restart.
+# serving everyone, and once space returns, storing works again without a restart. A block command
+# of many items that the disk cannot hold is written all or nothing (issue 9).
 import os
 import subprocess
 import sys
@@ -37,6 +38,49 @@ def main(t):
         t.ok(False, "mounting a small tmpfs for the data_dir (needs root): " + r.stderr.strip())
         t.done()
     try:
+        t.run(messages, t, mnt)
+        t.run(block_all_or_nothing, t, mnt)
+    finally:
+        subprocess.run(["umount", "-l", mnt])
+        os.rmdir(mnt)
+
+
+def block_all_or_nothing(t, mnt):
+    """XEP-0191 §3.3 with the disk filling up in the middle of a block command: the command fails
+    and the blocklist is as before (one transaction), not cut off after the items that fitted."""
+    NS_B = "urn:xmpp:blocking"
+    data = os.path.join(mnt, "data-blocking")      # a fresh database: its WAL file is still small
+    with Server(t, start=False) as srv:
+        srv.data_dir = data
+        srv.write_config()
+        srv.start()
+        srv.adduser("alice@localhost", PW)
+        a = connect_login(srv, "alice", PW, resource="a")
+        r = a.iq("set", "<block xmlns='%s'><item jid='first@localhost'/></block>" % NS_B)
+        t.ok(r is not None and r.get("type") == "result", "alice blocks one JID while there is space")
+        jids = ["u%03d%s@localhost" % (i, "x" * 1000) for i in range(150)]
+        items = "".join("<item jid='%s'/>" % j for j in jids)
+        filler = fill(mnt)
+        os.truncate(filler, max(0, os.path.getsize(filler) - 96 * 1024))   # room for a few items only
+        r = a.iq("set", "<block xmlns='%s'>%s</block>" % (NS_B, items), timeout=30)
+        t.ok(r is not None and r.get("type") == "error",
+             "a block command the disk cannot hold is answered with an error", repr(error_condition(r)))
+        r = a.iq("get", "<blocklist xmlns='%s'/>" % NS_B)
+        got = sorted(i.get("jid") for i in r.iter(q(NS_B, "item"))) if r is not None else None
+        t.ok(got == ["first@localhost"],
+             "issue 9: the failed block command left the blocklist as it was (nothing of it written)",
+             repr(None if got is None else [g[:8] for g in got]))
+        os.unlink(filler)
+        r = a.iq("set", "<block xmlns='%s'>%s</block>" % (NS_B, items), timeout=30)
+        t.ok(r is not None and r.get("type") == "result", "with space again the same block command succeeds")
+        r = a.iq("get", "<blocklist xmlns='%s'/>" % NS_B)
+        got = sorted(i.get("jid") for i in r.iter(q(NS_B, "item"))) if r is not None else []
+        t.is_(len(got), 151, "and the blocklist holds every item")
+        a.end()
+
+
+def messages(t, mnt):
+    if True:
         data = os.path.join(mnt, "data")
         with Server(t, start=False) as srv:
             srv.data_dir = data
@@ -74,9 +118,6 @@ def main(t):
             t.ok(refused is not None and refused not in got, "the refused message was not stored")
             for x in (a, b, c):
                 x.end()
-    finally:
-        subprocess.run(["umount", "-l", mnt])
-        os.rmdir(mnt)
 
 
 if __name__ == "__main__":

@@ -4,13 +4,15 @@
 import datetime
 import os
 import re
+import socket
 import sqlite3
+import struct
 import sys
 import time
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Tap, Server, connect_login, q, el_str, run_strophe,  # noqa: E402
+from harness import (Tap, Server, RawClient, connect_login, q, el_str, run_strophe,  # noqa: E402
                      NS_CLIENT, NS_DISCO_INFO)
 from harness import error_condition  # noqa: E402
 
@@ -280,6 +282,202 @@ def strophe_delivery(t, srv):
          "XEP-0160: the next libstrophe login gets nothing again", repr((rc, lines, err)))
 
 
+# ---- replay flow (issue 9, items 2 and 15): a separate server with a small output cap -----------
+
+FLOW_OUTPUT_CAP = 300000        # limits.max_output_buffer of the flow server: 5 x 200 KiB exceed it
+BIG = 200 * 1024
+
+
+def big_message(i, to="bob@localhost", size=BIG, id_prefix="big"):
+    """A chat message of about `size` bytes whose payload differs per i (escapes and whitespace
+    included, so that byte-exactness is checked)."""
+    unit = "%d:&lt;x&gt; \t %s\n" % (i, "abcdefghijklmnopqrstuvwxyz"[i % 26] * 40)
+    body = (unit * (size // len(unit) + 1))[:size]
+    body = body[:body.rfind("\n") + 1] if "\n" in body else body
+    return "<message to='%s' type='chat' id='%s-%d'><body>%s</body></message>" % (to, id_prefix, i, body)
+
+
+def omemo_message(i, to):
+    """An OMEMO message of OMEMO's usual size (a header with several device keys, a payload)."""
+    keys = "".join("<key rid='%d'%s>%s</key>" % (1000 + k, " prekey='true'" if k == 0 else "",
+                                                  ("MwohB%02d%04d" % (k, i)) * 12) for k in range(6))
+    return ("<message to='%s' type='chat' id='om-%d'><encrypted xmlns='eu.siacs.conversations.axolotl'>"
+            "<header sid='%d'>%s<iv>9Ky3g1+Lr2SrTYhx</iv></header><payload>%s</payload></encrypted>"
+            "<store xmlns='urn:xmpp:hints'/></message>" % (to, i, 27000 + i, keys, ("QjVy%05d" % i) * 60))
+
+
+def flood_offline(t, a, msgs, what):
+    for x in msgs:
+        a.send(x)
+    t.ok(a.ping_server(timeout=120), "%s stored for the offline recipient (ping round trip)" % what)
+    errs = [el for el in a.inbox if el.tag == q(NS_CLIENT, "message") and el.get("type") == "error"]
+    t.ok(not errs, "no message was refused", lambda: repr([el_str(x)[:200] for x in errs[:3]]))
+
+
+def read_messages(c, n, timeout=60, last_id=None):
+    """Messages until n arrived, or one with id last_id (or timeout/EOF), in arrival order."""
+    got = []
+
+    def enough():
+        while True:
+            m = next((i for i, el in enumerate(c.inbox) if el.tag == q(NS_CLIENT, "message")), None)
+            if m is None:
+                break
+            got.append(c.inbox.pop(m))
+        return len(got) >= n or bool(last_id is not None and got and got[-1].get("id") == last_id)
+    c.read_until(enough, timeout)
+    return got
+
+
+def check_exact(t, got, sent, from_jid, what):
+    ids_got = [m.get("id") for m in got]
+    ids_sent = [re.search(r"id='([^']*)'", x).group(1) for x in sent]
+    t.ok(ids_got == ids_sent, "%s: every message arrives once, in the order received" % what,
+         "got %d: %s ... %s" % (len(ids_got), ids_got[:3], ids_got[-3:]))
+    bad = [m.get("id") for m, x in zip(got, sent)
+           if canon(m, drop_delay=True) != canon(parse_sent(x, from_jid)) or delay_of(m) is None]
+    t.ok(not bad, "%s: each is delivered byte-exact (plus its <delay/>)" % what, repr(bad[:5]))
+
+
+def replay_over_output_cap(t, srv):
+    a = connect_login(srv, "alice", PW, resource="flow")
+    sent = [big_message(i) for i in range(5)]
+    flood_offline(t, a, sent, "5 x 200 KiB messages")
+    b = connect_login(srv, "bob", PW, resource="r1")
+    b.presence()
+    got = read_messages(b, 5)
+    check_exact(t, got, sent, "alice@localhost/flow",
+                "issue 9: 5 x 200 KiB offline messages over limits.max_output_buffer (%d)" % FLOW_OUTPUT_CAP)
+    t.ok(b.ping_server() and not b.eof, "the recipient's session survives the replay")
+    b.end()
+    b = connect_login(srv, "bob", PW, resource="r2")
+    b.presence()
+    ok, again = messages_after_barrier(b)
+    t.ok(ok and not again, "delivered messages were deleted: the next login gets none again",
+         lambda: repr([x.get("id") for x in again]))
+    b.end()
+
+    om = [omemo_message(i, "carol@localhost") for i in range(1000)]
+    t.ok(sum(len(x) for x in om) > FLOW_OUTPUT_CAP, "1000 OMEMO-sized messages exceed the output cap")
+    flood_offline(t, a, om, "1000 OMEMO-sized messages")
+    c = connect_login(srv, "carol", PW, resource="phone")
+    c.presence()
+    got = read_messages(c, 1000)
+    check_exact(t, got, om, "alice@localhost/flow", "issue 9: 1000 OMEMO-sized offline messages")
+    t.ok(c.ping_server() and not c.eof, "the recipient's session survives the replay")
+    c.end()
+    a.end()
+
+
+def replay_interrupted(t, srv):
+    """A connection lost in the middle of the replay: what the TCP layer did not accept stays stored."""
+    with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+        wmem_max = int(f.read().split()[2])
+    n = (wmem_max + 2 * 1024 * 1024) // BIG + 5      # far more than the kernel's buffers can hold
+    a = connect_login(srv, "alice", PW, resource="flow2")
+    sent = [big_message(i, to="dave@localhost", id_prefix="cut") for i in range(n)]
+    flood_offline(t, a, sent, "%d x 200 KiB messages" % n)
+    a.end()
+    d = RawClient(srv.port("client"), cafile=srv.ca)
+    d.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+    d.login("dave", PW, resource="cut")
+    d.presence()
+    first = read_messages(d, 1)
+    t.is_([m.get("id") for m in first], ["cut-0"], "the first message of the replay arrives")
+    received = [m.get("id") for m in first + [el for el in d.inbox if el.tag == q(NS_CLIENT, "message")]]
+    d.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    d.close()                   # reset: everything not read is lost on the way
+    d = connect_login(srv, "dave", PW, resource="again")
+    d.presence()
+    rest = read_messages(d, n, last_id="cut-%d" % (n - 1))
+    ids = [m.get("id") for m in rest]
+    start = int(ids[0].split("-")[1]) if ids else n
+    t.ok(ids and ids == ["cut-%d" % i for i in range(start, n)],
+         "the next login gets the rest, in order and up to the last one", repr(ids[:3] + ["..."] + ids[-2:]))
+    t.ok(start >= len(received), "what the first session received is not delivered again",
+         repr((received, ids[:3])))
+    lost = start - len(received)
+    t.ok(lost * BIG <= wmem_max + 4 * 1024 * 1024,
+         "only what the TCP layer had accepted is lost (%d messages; until XEP-0198)" % lost)
+    bad = [m.get("id") for m, x in zip(rest, sent[start:]) if canon(m, drop_delay=True) !=
+           canon(parse_sent(x, "alice@localhost/flow2"))]
+    t.ok(not bad, "the rest is byte-exact", repr(bad[:5]))
+    d.end()
+
+
+def replay_handed_over(t, srv):
+    """The replaying resource goes away while another resource of the user is available: that one
+    gets the rest (RFC 6121 §8.5.2.1: it is a receiver; nothing waits for a next login)."""
+    with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+        n = (int(f.read().split()[2]) + 2 * 1024 * 1024) // BIG + 5
+    a = connect_login(srv, "alice", PW, resource="flow3")
+    sent = [big_message(i, to="finn@localhost", id_prefix="ho") for i in range(n)]
+    flood_offline(t, a, sent, "%d x 200 KiB messages" % n)
+    a.end()
+    f1 = RawClient(srv.port("client"), cafile=srv.ca)
+    f1.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+    f1.login("finn", PW, resource="one")
+    f1.presence(priority=1)
+    first = read_messages(f1, 1)
+    received = [m.get("id") for m in first + [el for el in f1.inbox if el.tag == q(NS_CLIENT, "message")]]
+    f2 = connect_login(srv, "finn", PW, resource="two")
+    f2.presence()
+    ok, early = messages_after_barrier(f2)
+    t.ok(ok and not early, "one resource replays at a time: the second gets nothing while the first does",
+         lambda: repr([x.get("id") for x in early]))
+    f1.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    f1.close()
+    rest = early + read_messages(f2, n, last_id="ho-%d" % (n - 1))
+    ids = [m.get("id") for m in rest]
+    start = int(ids[0].split("-")[1]) if ids else n
+    t.ok(ids and ids == ["ho-%d" % i for i in range(start, n)] and start >= len(received),
+         "when the replaying resource goes away, the other available resource gets the rest, in order",
+         repr((received, ids[:3], ids[-2:])))
+    f2.end()
+
+
+def delivered_once(t, srv):
+    """Issue 9 item 15: one first presence reads the store once; a delete that fails (the database
+    locked by another process, as civitasctl may do) must not deliver the messages twice."""
+    a = connect_login(srv, "alice", PW, resource="once")
+    a.message("erin@localhost", "once 1", id="once-1")
+    a.message("erin@localhost", "once 2", id="once-2")
+    t.ok(a.ping_server(), "two messages stored for erin")
+    a.end()
+    db = sqlite3.connect(os.path.join(srv.data_dir, "civitas.db"), timeout=30, isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")       # another writer holds the write lock: deleting fails (busy)
+    try:
+        e = connect_login(srv, "erin", PW, resource="r")
+        e.presence()
+        ok = e.ping_server(timeout=60)
+        got = [m.get("id") for m in e.messages()]
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+    t.ok(ok, "erin's presence was processed")
+    t.is_(got, ["once-1", "once-2"], "XEP-0160: a first presence delivers each stored message exactly once, "
+          "even when deleting it fails")
+    e.end()
+    e = connect_login(srv, "erin", PW, resource="next")
+    e.presence()
+    ok, again = messages_after_barrier(e)
+    t.ok(ok and not again, "the delete that failed is done again (at the latest when the session ends): "
+         "the next login gets none of them", lambda: repr([x.get("id") for x in again]))
+    e.end()
+
+
+def flow(t):
+    yaml = ("offline:\n  max_messages: 5000\nlimits:\n  max_output_buffer: %d\n"
+            "  max_bytes_per_second: 1000000000\n  max_stanzas_per_second: 1000000\n" % FLOW_OUTPUT_CAP)
+    with Server(t, extra_yaml=yaml) as srv:
+        for u in ("alice", "bob", "carol", "dave", "erin", "finn"):
+            srv.adduser("%s@localhost" % u, PW)
+        t.run(replay_over_output_cap, t, srv)
+        t.run(replay_interrupted, t, srv)
+        t.run(replay_handed_over, t, srv)
+        t.run(delivered_once, t, srv)
+
+
 def main(t):
     yaml = "offline:\n  max_messages: %d\n  max_age_days: %d\n" % (MAX_MESSAGES, MAX_AGE_DAYS)
     with Server(t, extra_yaml=yaml) as srv:
@@ -290,6 +488,7 @@ def main(t):
         t.run(limits_and_unknown, t, srv)
         t.run(strophe_delivery, t, srv)
         t.run(restart_and_expiry, t, srv)
+    flow(t)
 
 
 Tap().main(main)

@@ -7,31 +7,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Tap, Server, Certs, connect_login, q, el_str, NS_CLIENT  # noqa: E402
-from harness import free_port  # noqa: E402
+from harness import free_port, error_condition, roster_push_for, presence_from, NS_DELAY, NS_ROSTER  # noqa: E402
 
 PW = "pw-s2s-im"
-NS_ROSTER = "jabber:iq:roster"
-NS_DELAY = "urn:xmpp:delay"
-
-
-def roster_push_for(c, jid, subscription=None, timeout=15):
-    """The next roster push about jid (with that subscription, when given): its <item/>, answered
-    with a result as RFC 6121 §2.1.6 asks."""
-    def match(el):
-        if el.tag != q(NS_CLIENT, "iq") or el.get("type") != "set":
-            return False
-        it = el.find("%s/%s" % (q(NS_ROSTER, "query"), q(NS_ROSTER, "item")))
-        return it is not None and it.get("jid") == jid and subscription in (None, it.get("subscription"))
-    el = c.expect(match, timeout)
-    if el is None:
-        return None
-    c.send("<iq type='result' id='%s'/>" % el.get("id"))
-    return el.find("%s/%s" % (q(NS_ROSTER, "query"), q(NS_ROSTER, "item")))
-
-
-def presence_from(c, bare, type_=None, timeout=15):
-    return c.expect(lambda el: el.tag == q(NS_CLIENT, "presence") and el.get("from", "").split("/")[0] == bare
-                    and el.get("type") == type_, timeout)
 
 
 def login(srv, user, domain, resource="r"):
@@ -89,6 +67,18 @@ def subscriptions(t, a, b):
     p = presence_from(bob, "alice@a.example", "unavailable")
     t.ok(p is not None, "XEP-0191 §3.3: a blocked remote contact with a subscription gets unavailable presence "
          "over federation", bob.dump)
+    # §3.3: later broadcasts leave for the remote domain through the s2s path; none may reach bob
+    alice.presence(extra="<status>after the block</status>")
+    alice.ping_server("b.example", timeout=15)     # the presence went first on the same stream
+    bob.ping_server("b.example")
+    got = [el for el in bob.inbox if el.tag == q(NS_CLIENT, "presence")
+           and el.get("from", "").startswith("alice@a.example")]
+    t.ok(not got, "XEP-0191 §3.3: a blocked remote contact gets none of the user's later presence broadcasts",
+         lambda: repr([el_str(x) for x in got]))
+    r = bob.iq("get", "<query xmlns='jabber:iq:last'/>", to="alice@a.example", timeout=15)
+    t.is_(error_condition(r), "service-unavailable",
+          "XEP-0191 §3.3: an IQ from a blocked remote contact to the user's bare JID (jabber:iq:last) "
+          "-> <service-unavailable/> over federation")
     alice.end()
     bob.end()
 

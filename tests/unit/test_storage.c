@@ -205,7 +205,7 @@ static void test_open_modes(void)
     ok(storage_kv_set(s, "st", "u", "d", "k", "v", 1) == 0, "a write succeeds");
     snprintf(wal, sizeof wal, "%s-wal", path);
     ok(file_mode(wal) == 0600, "WAL journal is on and its file has mode 0600 (got %o)", file_mode(wal));
-    ok(sql_int(dir, "SELECT MAX(version) FROM schema_version") == 1, "fresh database is at schema version 1");
+    ok(sql_int(dir, "SELECT MAX(version) FROM schema_version") == 2, "fresh database is at schema version 2");
     storage_close(s);
     free(err);
 
@@ -462,6 +462,55 @@ static void test_delete(storage_t *s, const char *dir)
     ok(storage_account_delete(s, "bob", "a.example") == 1, "deleting it again gives 1");
 }
 
+static int event_row_cb(void *ud, const char *key, const void *val, size_t len)
+{
+    char *out = ud;
+    size_t n = strlen(out);
+    snprintf(out + n, 256 - n, "%s=%.*s;", key, (int)len, (const char *)val);
+    return 0;
+}
+
+/* Account events: a deletion leaves one event with a copy of the roster rows, in its transaction. */
+static void test_user_events(storage_t *s)
+{
+    scram_creds_t a = creds(SCRAM_SHA1, 3);
+    int64_t id = 0;
+    char *kind, *user, *domain;
+    while (storage_user_event_next(s, &id, &kind, &user, &domain) == 0) {     /* test_delete's */
+        free(kind);
+        free(user);
+        free(domain);
+        storage_user_event_done(s, id);
+    }
+    ok(storage_user_event_next(s, &id, &kind, &user, &domain) == 1, "account events: none after handling them");
+    storage_account_create(s, "dora", "a.example", &a, NULL);
+    storage_kv_set(s, STORAGE_CONTACTS_STORE, "dora", "a.example", "eve@b.example", "r1", 2);
+    storage_kv_set(s, STORAGE_CONTACTS_STORE, "dora", "a.example", "fred@a.example", "r2", 2);
+    storage_kv_set(s, "vcard", "dora", "a.example", "card", "not copied", 10);
+    ok(storage_account_delete(s, "dora", "a.example") == 0, "account events: dora deleted");
+    ok(storage_account_delete(s, "nobody", "a.example") == 1, "account events: deleting a missing account");
+    int r = storage_user_event_next(s, &id, &kind, &user, &domain);
+    ok(r == 0 && strcmp(kind, STORAGE_EVENT_USER_DELETED) == 0 && strcmp(user, "dora") == 0
+       && strcmp(domain, "a.example") == 0, "account events: the deletion left one user-deleted event");
+    if (r == 0) {
+        free(kind);
+        free(user);
+        free(domain);
+    }
+    char rows[256] = "";
+    ok(storage_user_event_rows(s, id, event_row_cb, rows) == 2
+       && strcmp(rows, "eve@b.example=r1;fred@a.example=r2;") == 0,
+       "account events: it keeps a copy of the roster rows (and nothing else)");
+    ok(storage_user_event_done(s, id) == 0 && storage_user_event_next(s, &id, &kind, &user, &domain) == 1
+       && storage_user_event_rows(s, id, event_row_cb, rows) == 0,
+       "account events: done removes the event and its rows; a missing account left none");
+    ok(storage_begin(s) == 0 && storage_account_create(s, "gus", "a.example", &a, NULL) == 0
+       && storage_account_delete(s, "gus", "a.example") == 0 && storage_rollback(s) == 0
+       && storage_user_event_next(s, &id, &kind, &user, &domain) == 1
+       && storage_account_exists(s, "gus", "a.example") == 0,
+       "account events: a rolled-back deletion leaves no event");
+}
+
 static void test_reopen(const char *dir)
 {
     char *err = NULL;
@@ -498,15 +547,15 @@ static void test_migrations(void)
     storage_t *s = storage_open(dir, &err);
     scram_creds_t a1 = creds(SCRAM_SHA1, 1);
     ok(made == 0 && s && storage_account_create(s, "u", "d", &a1, NULL) == 0
-       && sql_int(dir, "SELECT MAX(version) FROM schema_version") == 1
+       && sql_int(dir, "SELECT MAX(version) FROM schema_version") == 2
        && sql_int(dir, "SELECT COUNT(*) FROM legacy WHERE x = 'keep me'") == 1,
-       "a version 0 database is upgraded in place to 1, its data kept (%s)", err ? err : "");
+       "a version 0 database is upgraded in place to 2, its data kept (%s)", err ? err : "");
     ok(file_mode(path) == 0600, "an existing database readable by others is tightened to 0600");
     storage_close(s);
     free(err);
     err = NULL;
     s = storage_open(dir, &err);
-    ok(s && storage_account_exists(s, "u", "d") == 1 && sql_int(dir, "SELECT COUNT(*) FROM schema_version") == 2,
+    ok(s && storage_account_exists(s, "u", "d") == 1 && sql_int(dir, "SELECT COUNT(*) FROM schema_version") == 3,
        "reopening a current database applies nothing and keeps the data");
     storage_close(s);
     free(err);
@@ -698,6 +747,7 @@ int main(void)
     test_lists(s);
     test_modules(s);
     test_delete(s, dir);
+    test_user_events(s);
     storage_close(s);
     test_reopen(dir);
     rm_rf(dir);

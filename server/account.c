@@ -1,0 +1,143 @@
+/* server/account.c: accounts going away. Every deletion (XEP-0077 through account_delete, or
+ * civitasctl in another process) becomes one "user-deleted" event handled here, at a safe point. */
+#include "session.h"
+#include <stdlib.h>
+#include <string.h>
+
+#define POLL_MS 1000            /* how often to look whether another process wrote (civitasctl) */
+#define EVENTS_PER_RUN 100      /* account events handled per loop turn; more wait for the next one */
+
+static struct event *run_ev;    /* handles the pending account events at the next loop turn */
+static struct event *poll_ev;   /* every POLL_MS: storage_data_version changed? then run_ev */
+static int64_t seen_version = -1;
+static int running;             /* run_events is on the stack (hooks may delete accounts too) */
+
+static void presence_to(const char *type, const char *from, const char *to)
+{
+    xnode_t *p = xnode_new("presence", NS_CLIENT);
+    xnode_set_attr(p, "type", type);
+    xnode_set_attr(p, "from", from);
+    xnode_set_attr(p, "to", to);
+    route_stanza(p);
+}
+
+/* One deleted account of host h; event: its account event (the roster copy lives there). The
+ * order matters: the sessions go first (their unavailable broadcasts must not find a roster), then
+ * every module and cache forgets the account, then the contacts learn that the subscriptions are
+ * over, as if the user had removed each of them from the roster (RFC 6121 §2.5.2, §3.2.2, §3.3.2):
+ * unavailable from each resource that was available to those who saw the user's presence,
+ * 'unsubscribe' where the user had a subscription or a pending request, 'unsubscribed' where the
+ * contact had one or asked for one. Otherwise whoever registers the name next would inherit the
+ * contacts' presence (their rosters still say they share it with this JID). */
+static void user_deleted(host_t *h, const jid_t *bare, int64_t event)
+{
+    roster_t *r = roster_load_deleted(bare, event);
+    if (!r) log_warn("account", "the contacts of deleted %s cannot be read; they are not told", log_jid(bare->bare));
+    roster_forget(bare);
+
+    strlist_t avail = {0};
+    size_t n = 0;
+    user_t *u = router_user(h, bare->bare);
+    for (session_t *s = u ? u->sessions : NULL; s; s = s->next_in_user) n++;
+    session_t **ss = xcalloc(n + 1, sizeof *ss);
+    n = 0;
+    for (session_t *s = u ? u->sessions : NULL; s; s = s->next_in_user) ss[n++] = s;
+    for (size_t i = 0; i < n; i++) {
+        if (ss[i]->available) strlist_add(&avail, ss[i]->jid->full);
+        ss[i]->available = 0;           /* it ends with the account: no last activity is recorded */
+        router_unbind(ss[i]);           /* session-closed now, while the account is still named */
+        session_close(ss[i], "not-authorized", "account removed");   /* XEP-0077 §3.2 */
+    }
+    free(ss);
+
+    hook_event_t ev = {.name = "user-deleted", .host = h, .from = bare, .to = bare};
+    hook_fire(&ev);
+
+    for (size_t i = 0; r && i < roster_count(r); i++) {
+        const roster_item_t *it = roster_at(r, i);
+        if (it->sub & ROSTER_SUB_FROM)
+            for (size_t j = 0; j < avail.n; j++) presence_to("unavailable", avail.v[j], it->jid);
+        if ((it->sub & ROSTER_SUB_TO) || it->ask) presence_to("unsubscribe", bare->bare, it->jid);
+        if ((it->sub & ROSTER_SUB_FROM) || it->pending_in) presence_to("unsubscribed", bare->bare, it->jid);
+    }
+    log_info("account", "%s deleted: %zu session%s ended, %zu contact%s told", log_jid(bare->bare), n,
+             n == 1 ? "" : "s", r ? roster_count(r) : 0, r && roster_count(r) == 1 ? "" : "s");
+    strlist_free(&avail);
+    roster_free(r);
+}
+
+static void run_events(void)
+{
+    if (running) return;
+    running = 1;
+    int n = 0, r = 0;
+    for (; n < EVENTS_PER_RUN; n++) {
+        int64_t id;
+        char *kind, *user, *domain;
+        if ((r = storage_user_event_next(srv->store, &id, &kind, &user, &domain)) != 0) break;
+        if (strcmp(kind, STORAGE_EVENT_USER_DELETED) == 0) {
+            jid_t *bare = jid_make(user, domain, NULL);
+            host_t *h = bare ? host_find(bare->domain) : NULL;
+            if (h) user_deleted(h, bare, id);
+            jid_free(bare);
+        }
+        free(kind);
+        free(user);
+        free(domain);
+        /* handled at least once: a crash before this line handles it again at the next start */
+        if ((r = storage_user_event_done(srv->store, id)) < 0) break;
+    }
+    if (r < 0) log_warn("account", "reading account events failed: %s", storage_last_error(srv->store));
+    running = 0;
+    if (n == EVENTS_PER_RUN && run_ev) event_active(run_ev, EV_TIMEOUT, 0);
+}
+
+static void on_run(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what; (void)arg;
+    run_events();
+}
+
+static void on_poll(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what; (void)arg;
+    int64_t v = storage_data_version(srv->store);
+    if (v == seen_version) return;
+    seen_version = v;
+    run_events();
+}
+
+static void ensure_run_ev(void)
+{
+    if (!run_ev && srv->base) run_ev = evtimer_new(srv->base, on_run, NULL);
+}
+
+int account_delete(const jid_t *bare)
+{
+    if (!bare || !bare->node) return -1;
+    int r = storage_account_delete(srv->store, bare->node, bare->domain);
+    if (r < 0) {
+        log_warn("account", "deleting %s failed: %s", log_jid(bare->bare), storage_last_error(srv->store));
+        return -1;
+    }
+    ensure_run_ev();
+    if (run_ev) event_active(run_ev, EV_TIMEOUT, 0);
+    return r;
+}
+
+void account_events_start(void)
+{
+    ensure_run_ev();
+    seen_version = storage_data_version(srv->store);
+    run_events();           /* deletions done while no server ran */
+    poll_ev = event_new(srv->base, -1, EV_PERSIST, on_poll, NULL);
+    struct timeval tv = {POLL_MS / 1000, (POLL_MS % 1000) * 1000};
+    event_add(poll_ev, &tv);
+}
+
+void account_events_stop(void)
+{
+    if (poll_ev) event_free(poll_ev);
+    if (run_ev) event_free(run_ev);
+    poll_ev = run_ev = NULL;
+}
