@@ -21,6 +21,7 @@ struct module_ctx {
     const module_t *desc;
     void *dl;                   /* dlopen handle, NULL for a module linked in */
     strlist_t errors;
+    store_module_t *store;      /* the tables of desc->store, opened before load */
     int unloading;              /* its unload began: no new timers or IQ requests */
     host_conf_t *hconf; size_t nhconf;  /* hosts with their own values */
     module_ctx_t *next;
@@ -95,6 +96,7 @@ const disco_identity_t *module_identity(size_t i) { return i < nidentities ? &id
 const cfg_node_t *module_config(module_ctx_t *m) { return config_module_section(srv->cfg, m->desc->name); }
 strlist_t *module_errors(module_ctx_t *m) { return &m->errors; }
 storage_t *module_storage(module_ctx_t *m) { (void)m; return srv->store; }
+store_t *module_store(module_ctx_t *m, const char *table) { return store_module_table(m->store, table); }
 const config_t *server_config(void) { return srv->cfg; }
 const char *module_name(const module_ctx_t *m) { return m->desc->name; }
 int module_unloading(const module_ctx_t *m) { return m->unloading; }
@@ -620,6 +622,15 @@ static int module_start(const module_t *desc, void *dl)
     }
     m->next = loaded;
     loaded = m;
+    if (desc->store) {            /* create or migrate the module's tables before it uses them */
+        char *err = NULL;
+        m->store = store_module_open(srv->store, desc->name, desc->store, &err);
+        if (!m->store) {
+            log_error("modules", "module '%s': storage: %s", desc->name, err ? err : "cannot open its tables");
+            free(err);
+            return -1;
+        }
+    }
     if (desc->load(m) < 0) {
         for (size_t i = 0; i < m->errors.n; i++) log_error("config", "%s", m->errors.v[i]);
         log_error("modules", "module '%s' failed to load", desc->name);
@@ -746,6 +757,7 @@ void modules_unload(void)
         iq_requests_forget(m);
         if (m->desc->unload) m->desc->unload(m);
         module_forget(m);
+        store_module_close(m->store);
         module_options_free(m);
         strlist_free(&m->errors);
         if (m->dl) dlclose(m->dl);

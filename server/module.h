@@ -6,9 +6,10 @@
 #include "jid.h"
 #include "config.h"
 #include "storage.h"
+#include "store.h"        /* module-scoped tables: store_* */
 #include "util.h"        /* xmalloc, xstrdup, xasprintf, strmap: modules use the core's helpers */
 
-#define CIVITAS_MODULE_ABI 2     /* 2: module_t gained conf_size and depends */
+#define CIVITAS_MODULE_ABI 3     /* 2: module_t gained conf_size and depends; 3: store */
 
 typedef struct session session_t;     /* a client's stream (opaque to modules) */
 typedef struct host host_t;           /* a domain this server serves */
@@ -93,6 +94,10 @@ const disco_identity_t *module_identity(size_t i);
 const cfg_node_t *module_config(module_ctx_t *m);
 strlist_t *module_errors(module_ctx_t *m);      /* config errors go here; the core prints them */
 storage_t *module_storage(module_ctx_t *m);
+/* The module's own table `table`, declared in its descriptor's .store and brought to the declared
+ * version before load runs (store.h documents declarations and every store_* call); NULL when the
+ * module declared no such table. Valid until the module is unloaded. */
+store_t *module_store(module_ctx_t *m, const char *table);
 const config_t *server_config(void);            /* the running configuration (changes on SIGHUP) */
 const char *module_name(const module_ctx_t *m);
 
@@ -211,6 +216,7 @@ typedef struct module {
     size_t conf_size;                       /* sizeof *conf; needed when a row has per_host */
     const char *const *depends;             /* optional: names of modules that must be loaded
                                                first, NULL-terminated ("pep" for "omemo") */
+    const store_schema_t *store;            /* optional: the module's own tables (store.h) */
 } module_t;
 
 /* The module's conf struct as it applies to host h: a copy with h's `hosts:` overrides, or the

@@ -116,11 +116,11 @@ static int collect(void *ud, const char *key, const void *val, size_t len)
  * the time (every broadcast, probe and subscription stanza), and reading and parsing one from
  * storage each time cost a login with 100 contacts 58 ms of CPU (tests/bench). Rosters change
  * only through roster_save, which writes through; a change by another process (civitasctl) is
- * seen through storage_data_version and empties the cache. Bounded: past ROSTER_CACHE_MAX
+ * seen through storage_changed and empties the cache. Bounded: past ROSTER_CACHE_MAX
  * entries the cache is emptied and fills again with what is in use. */
 #define ROSTER_CACHE_MAX 20000
 static strmap_t *cache;
-static int64_t cache_data_version = -1;
+static storage_watch_t cache_watch;     /* what the cache has seen of other processes' writes */
 
 static void cache_clear(void)
 {
@@ -156,11 +156,8 @@ roster_t *roster_load_deleted(const jid_t *owner, int64_t event)
 roster_t *roster_load(const jid_t *owner)
 {
     if (!owner || !owner->node) return NULL;
-    int64_t dv = storage_data_version(srv->store);
-    if (dv != cache_data_version) {      /* another process wrote: what we hold may be stale */
-        cache_clear();
-        cache_data_version = dv;
-    }
+    int changed = storage_changed(srv->store, &cache_watch);
+    if (changed != 0) cache_clear();     /* another process wrote (or error): what we hold may be stale */
     jid_t *bare = jid_bare_of(owner);
     roster_t *r = cache ? strmap_get(cache, bare->bare) : NULL;
     if (r) {
@@ -169,7 +166,7 @@ roster_t *roster_load(const jid_t *owner)
         return r;
     }
     r = roster_read(bare, -1);
-    if (r && dv >= 0) {
+    if (r && changed >= 0) {
         if (!cache || strmap_count(cache) >= ROSTER_CACHE_MAX) {
             cache_clear();
             cache = strmap_new();
