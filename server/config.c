@@ -773,7 +773,8 @@ static const opt_t partner_opts[] = {
     {.name = "domain", .type = T_STR, .off = P(domain), .check = check_domain, .required = 1},
     {.name = "route", .type = T_STR, .off = P(route), .check = check_route},
     {.name = "ca", .type = T_PATH, .off = P(ca)},
-    {.name = "e2e", .type = T_ENUM, .off = P(e2e), .def = E2E_OFF, .choices = e2e_policies},
+    {.name = "e2e", .type = T_ENUM, .off = P(e2e), .def = E2E_OFF, .choices = e2e_policies,
+     .value_line_off1 = 1 + P(e2e_line)},
     {0}};
 
 #define C(f) offsetof(config_t, f)

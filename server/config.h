@@ -41,6 +41,8 @@ typedef struct cfg_partner {
     char *route;                       /* "host:port" static route, or NULL for DNS */
     char *ca;                          /* absolute path of a trust anchor for this partner, or NULL */
     e2e_policy_t e2e;                  /* default E2E_OFF */
+    int e2e_line;                      /* where e2e was written; 0: not set (the e2e_policy module then applies
+                                          the local host's mode to this partner too) */
     int line;
     const char *file;
 } cfg_partner_t;

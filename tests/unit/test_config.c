@@ -177,6 +177,8 @@ static void test_full(void)
            strcmp(p->route, "127.0.0.3:5269") == 0 && streq_path(p->ca, "ca/neuss.pem") &&
            config_partner(c, "dormagen.example")->e2e == E2E_OFF && !config_partner(c, "x.example"),
        "federation: mode, dialback, partners with route, ca, e2e (default off)");
+    ok(p && p->e2e_line == 20 && config_partner(c, "dormagen.example")->e2e_line == 0,
+       "federation.partners.e2e: its line is kept, 0 when not written (then the host's e2e_policy applies)");
     ok(c->modules_set && c->modules.n == 2 && strcmp(c->modules.v[1], "version") == 0, "modules list");
     ok(c->sasl_mechanisms_set && c->sasl_mechanisms.n == 2 && strcmp(c->sasl_mechanisms.v[0], "SCRAM-SHA-256") == 0 &&
            c->scram_iterations == 10000,
