@@ -12,12 +12,13 @@ server_info, what run_omemo_scenarios needs to know of the server under test:
                  a broken one (XEP-0384 lets clients do it; civitas may do both); False: clients refuse it
 """
 import base64
+import itertools
 import os
 import shutil
 import subprocess
 import tempfile
 
-from harness import (q, el_str, omemo_client, StropheProc, NS_CLIENT, DEFAULT_TIMEOUT)  # noqa: F401
+from harness import q, el_str, omemo_client, StropheProc, PeerClient, NS_CLIENT, DEFAULT_TIMEOUT
 
 NS_OMEMO = "eu.siacs.conversations.axolotl"
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
@@ -26,6 +27,21 @@ NS_HINTS = "urn:xmpp:hints"
 NODE_DEVICES = NS_OMEMO + ".devicelist"
 NODE_BUNDLES = NS_OMEMO + ".bundles:"
 RUN_TIMEOUT = 60
+PROSODY_PASSWORD = "pw-for-omemo"
+# what OMEMO needs of Prosody: PEP for device lists and bundles, offline storage, carbons (add "dialback" for s2s)
+PROSODY_MODULES = ("roster", "saslauth", "tls", "disco", "ping", "posix", "pep", "carbons", "offline")
+
+
+def prosody_info(pros, domain, name=None):
+    """server_info for a harness.Prosody started with PROSODY_MODULES; accounts get PROSODY_PASSWORD."""
+    def raw_login(user, resource):
+        c = PeerClient(pros.c2s_port, server_hostname=domain)
+        c.login(user, PROSODY_PASSWORD, resource=resource, mech="PLAIN", domain=domain)
+        c.presence()
+        return c
+    return {"name": name or "Prosody", "domain": domain, "port": pros.c2s_port, "password": PROSODY_PASSWORD,
+            "adduser": lambda user: pros.register(user, domain, PROSODY_PASSWORD), "raw_login": raw_login,
+            "refuses_broken_bundle": False}
 
 
 class OmemoDevice:
@@ -267,6 +283,44 @@ def run_omemo_scenarios(t, info):
     try:
         for fn in (two_users, offline, second_device, broken_bundle):
             t.run(fn, t, info, tmp)
+    finally:
+        if t.failed:
+            t.diag("omemo_client state kept in %s" % tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+_federated_runs = itertools.count(1)
+
+
+def federated(t, home, away, tmp):
+    """Users of two federated servers: device list and bundle come from the other server's PEP over s2s."""
+    n = next(_federated_runs)     # a server may take part in several pairs: new accounts each time
+    home["adduser"]("ivan%d" % n)
+    away["adduser"]("judy%d" % n)
+    ivan = OmemoDevice(home, tmp, "ivan%d" % n, "i1")
+    judy = OmemoDevice(away, tmp, "judy%d" % n, "j1")
+    t.ok(ivan.publish()[0] == 0 and judy.publish()[0] == 0,
+         "ivan (%s) and judy (%s) publish on their own servers" % (home["domain"], away["domain"]))
+    p = judy.receive(1, timeout=40)
+    rc, lines, err = ivan.send(judy.jid, "across servers")
+    t.ok(rc == 0 and ("session %s %d new" % (judy.jid, judy.device_id)) in lines,
+         "%s -> %s: ivan fetches judy's device list and bundle from her server over s2s" % (home["name"], away["name"]),
+         lambda: "%r\n%s" % (lines, err))
+    rc, msgs, err = received(p)
+    t.is_((rc, msgs), (0, ["%s\tacross servers" % ivan.jid]), "judy decrypts ivan's prekey message")
+    p = ivan.receive(1, timeout=40)
+    rc, lines, err = judy.send(ivan.jid, "and back")
+    rc2, msgs, err2 = received(p)
+    t.is_((rc, rc2, msgs), (0, 0, ["%s\tand back" % judy.jid]),
+          "%s -> %s: ivan decrypts judy's answer" % (away["name"], home["name"]))
+
+
+def run_omemo_federated(t, home, away):
+    """The federated scenario between the servers described by home and away (server_info dicts)."""
+    tmp = tempfile.mkdtemp(prefix="civitas-omemo-s2s-")
+    try:
+        t.run(federated, t, home, away, tmp)
     finally:
         if t.failed:
             t.diag("omemo_client state kept in %s" % tmp)

@@ -5,24 +5,37 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Tap, PeerClient, Prosody, prosody_missing  # noqa: E402
-from omemo_scenarios import run_omemo_scenarios, selftest  # noqa: E402
+from harness import Tap, Prosody, prosody_missing, DnsResponder  # noqa: E402
+from omemo_scenarios import (run_omemo_scenarios, run_omemo_federated, selftest, prosody_info,  # noqa: E402
+                             PROSODY_MODULES as MODULES)
 
-PW = "pw-for-omemo"
 DOMAIN = "pros.example"
-# c2s only: PEP for device lists and bundles, offline storage, carbons for the second device
-MODULES = ("roster", "saslauth", "tls", "disco", "ping", "posix", "pep", "carbons", "offline")
 
 
-def prosody_info(pros):
-    def raw_login(user, resource):
-        c = PeerClient(pros.c2s_port, server_hostname=DOMAIN)
-        c.login(user, PW, resource=resource, mech="PLAIN", domain=DOMAIN)
-        c.presence()
-        return c
-    return {"name": "Prosody", "domain": DOMAIN, "port": pros.c2s_port, "password": PW,
-            "adduser": lambda user: pros.register(user, DOMAIN, PW), "raw_login": raw_login,
-            "refuses_broken_bundle": False}
+def federation(t):
+    """Two Prosody servers federated (dialback, names from our DNS responder): OMEMO across s2s."""
+    missing = prosody_missing(need_unbound=True)
+    if missing:
+        t.skip("OMEMO across two federated Prosody servers", "; ".join(missing))
+        return
+    dns = DnsResponder()
+    servers = []
+    try:
+        for d in ("a.example", "b.example"):
+            p = Prosody(t, [d], dns_port=dns.port, modules=MODULES + ("dialback",))
+            dns.add_srv("_xmpp-server._tcp." + d, d, p.s2s_port)
+            dns.add_a(d)
+            servers.append(p)
+        for p in servers:
+            p.start()
+        run_omemo_federated(t, prosody_info(servers[0], "a.example", "Prosody a.example"),
+                            prosody_info(servers[1], "b.example", "Prosody b.example"))
+    finally:
+        for p in servers:
+            if t.failed:
+                t.diag("--- tail of prosody log (%s) ---" % p.hosts[0], p.log_text()[-4000:])
+            p.cleanup(t.failed > 0)
+        dns.stop()
 
 
 def main(t):
@@ -34,11 +47,12 @@ def main(t):
     pros = Prosody(t, [DOMAIN], modules=MODULES)
     try:
         pros.start()
-        run_omemo_scenarios(t, prosody_info(pros))
+        run_omemo_scenarios(t, prosody_info(pros, DOMAIN))
     finally:
         if t.failed:
             t.diag("--- tail of prosody log ---", pros.log_text()[-6000:])
         pros.cleanup(t.failed > 0)
+    t.run(federation, t)
 
 
 Tap(timeout=240).main(main)
