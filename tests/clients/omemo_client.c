@@ -1352,9 +1352,12 @@ static int cmd_send(client_t *c, const char *to, const char *body)
     if (peer_keys > 0) {
         char *to_e = xml_esc(to);
         sbuf_t b = {0};
-        sb_add(&b, "<message type='chat' to='%s' id='omemo%ld'>%s<encryption xmlns='urn:xmpp:eme:0' "
+        char *mid = xmpp_uuid_gen(c->ctx);
+        sb_add(&b, "<message type='chat' to='%s' id='%s'>%s<encryption xmlns='urn:xmpp:eme:0' "
                    "namespace='" NS_OMEMO "' name='OMEMO'/><store xmlns='urn:xmpp:hints'/><body>%s</body></message>",
-               to_e, (long)time(NULL), enc, FALLBACK_BODY);
+               to_e, mid ? mid : "omemo", enc, FALLBACK_BODY);
+        if (mid)
+            xmpp_free(c->ctx, mid);
         xmpp_stanza_t *m = xmpp_stanza_new_from_string(c->ctx, b.s);
         if (m) {
             xmpp_send(c->conn, m);
