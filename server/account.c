@@ -1,6 +1,10 @@
 /* server/account.c: accounts going away. Every deletion (XEP-0077 through account_delete, or
  * civitasctl in another process) becomes one "user-deleted" event handled here, at a safe point. */
-#include "session.h"
+#include "account.h"
+#include "server.h"
+#include "router.h"
+#include "stanza.h"
+#include "roster.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,7 +41,7 @@ static void user_deleted(host_t *h, const jid_t *bare, int64_t event)
 
     strlist_t avail = {0};
     size_t n = 0;
-    user_t *u = router_user(h, bare->bare);
+    user_t *u = session_user(h, bare->bare);
     for (session_t *s = u ? u->sessions : NULL; s; s = s->next_in_user) n++;
     session_t **ss = xcalloc(n + 1, sizeof *ss);
     n = 0;
@@ -45,7 +49,7 @@ static void user_deleted(host_t *h, const jid_t *bare, int64_t event)
     for (size_t i = 0; i < n; i++) {
         if (ss[i]->available) strlist_add(&avail, ss[i]->jid->full);
         ss[i]->available = 0;           /* it ends with the account: no last activity is recorded */
-        router_unbind(ss[i]);           /* session-closed now, while the account is still named */
+        session_unbind(ss[i]);           /* session-closed now, while the account is still named */
         session_close(ss[i], "not-authorized", "account removed");   /* XEP-0077 §3.2 */
     }
     free(ss);

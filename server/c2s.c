@@ -1,8 +1,13 @@
 /* server/c2s.c: client-to-server streams (RFC 6120): the state machine from the stream
  * header through STARTTLS, SASL and resource binding to established, and every stream error. */
 #define _GNU_SOURCE   /* POLLRDHUP */
-#include "session.h"
+#include "c2s.h"
+#include "server.h"
+#include "router.h"
+#include "ip_limits.h"
 #include "flow.h"
+#include "stanza.h"
+#include "scram.h"
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -14,11 +19,9 @@
 #include <event2/bufferevent_ssl.h>
 
 #define READ_CHUNK 16384
-#define CLOSE_FLUSH_SECONDS 5     /* a closing stream that does not drain is dropped after this */
 #define MAX_SASL_RETRIES 5        /* RFC 6120 §6.4.5: "at least 2 and no more than 5" */
 #define SASL_FORGET_MS 600000     /* an address's failures are forgotten 10 minutes after the last */
 
-static void session_free_later(session_t *s);
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
@@ -27,90 +30,20 @@ static void after_feed(session_t *s);
 
 /* ---- output ---- */
 
-static void send_raw(session_t *s, const char *data, size_t len)
-{
-    if (s->state == C2S_CLOSING || s->freeing) return;
-    bufferevent_write(s->bev, data, len);
-    /* A client that never reads must not make the server buffer without bound
-     * (Openfire GHSA-x337-43mr-gg3h): past the cap the stream is dropped. flow_output_queued
-     * counts the TLS filter's output and the socket's under it. */
-    if (flow_output_queued(s->bev) > (size_t)srv->cfg->max_output_buffer) {
-        log_info("c2s", "%s: output queue over %ld bytes, dropping the stream", s->ip, srv->cfg->max_output_buffer);
-        session_free_later(s);
-    }
-}
-
-static void send_str(session_t *s, const char *str) { send_raw(s, str, strlen(str)); }
-
-void session_send(session_t *s, const xnode_t *n)
-{
-    size_t len;
-    char *buf = xnode_serialize(n, NS_CLIENT, &len);
-    if (!buf) {     /* a tree that cannot be written as valid XML is dropped, never sent broken */
-        log_warn("c2s", "%s: dropped an unserialisable <%s/>", s->ip, n->name ? n->name : "?");
-        return;
-    }
-    send_raw(s, buf, len);
-    free(buf);
-}
-
-void session_deliver(session_t *s, const xnode_t *st) { session_send(s, st); }
-
 static void send_header(session_t *s, const char *to_attr)
 {
     char *hdr = xasprintf("<?xml version='1.0'?><stream:stream xmlns='" NS_CLIENT "' xmlns:stream='" NS_STREAMS
                           "' id='%s'%s%s%s%s%s%s version='1.0' xml:lang='en'>",
                           s->id, s->host ? " from='" : "", s->host ? s->host->name : "", s->host ? "'" : "",
                           to_attr ? " to='" : "", to_attr ? to_attr : "", to_attr ? "'" : "");
-    send_str(s, hdr);
+    session_write_str(s, hdr);
     free(hdr);
     s->header_sent = 1;
 }
 
-/* ---- per-address accounting (limits.max_connections_per_ip, limits.max_sessions_per_ip) ---- */
-
-enum { IP_UNCOUNTED, IP_UNAUTH, IP_SESSION };     /* session.ip_counted */
-
-static void ip_count_unauth(session_t *s, ip_state_t *ip)
-{
-    s->ip_counted = IP_UNAUTH;
-    ip->connections++;
-    s->ip_prev = NULL;
-    s->ip_next = ip->unauth;
-    if (ip->unauth) ip->unauth->ip_prev = s;
-    ip->unauth = s;
-}
-
-/* Take s out of the counts of its address (ip: its ip_state); a no-op when not counted. */
-static void ip_uncount(session_t *s, ip_state_t *ip)
-{
-    if (s->ip_counted == IP_UNAUTH) {
-        ip->connections--;
-        if (s->ip_next) s->ip_next->ip_prev = s->ip_prev;
-        if (s->ip_prev) s->ip_prev->ip_next = s->ip_next;
-        else ip->unauth = s->ip_next;
-        s->ip_next = s->ip_prev = NULL;
-    } else if (s->ip_counted == IP_SESSION) {
-        ip->sessions--;
-    }
-    s->ip_counted = IP_UNCOUNTED;
-}
-
-/* Authenticated: from the tight count to the generous one. -1 (s unchanged) when its address
- * has limits.max_sessions_per_ip sessions already. */
-static int ip_count_session(session_t *s)
-{
-    ip_state_t *ip = ip_state_get(s->ip);
-    if (srv->cfg->max_sessions_per_ip && ip->sessions >= srv->cfg->max_sessions_per_ip) return -1;
-    ip_uncount(s, ip);
-    s->ip_counted = IP_SESSION;
-    ip->sessions++;
-    return 0;
-}
-
 /* The peer has closed its end or reset the connection: nothing it could still send will arrive,
  * so the stream can never authenticate. */
-static int peer_gone(session_t *s)
+static int tcp_peer_gone(const session_t *s)
 {
     struct bufferevent *under = s->bev ? bufferevent_get_underlying(s->bev) : NULL;
     evutil_socket_t fd = s->bev ? bufferevent_getfd(under ? under : s->bev) : -1;
@@ -127,166 +60,39 @@ static int peer_gone(session_t *s)
     return 0;
 }
 
-/* An address at its limit: its connections whose peer has already gone stop counting (and are
- * freed). A server that was busy for a moment accepts a whole backlog in one go, before it has
- * read the EOFs of the closed connections in it; counting those, it refused the live connection
- * queued behind them (issue 9: after 500 quick connect/close cycles a login was refused). */
-static void ip_reap(ip_state_t *ip)
-{
-    session_t *next;
-    for (session_t *s = ip->unauth; s; s = next) {
-        next = s->ip_next;
-        if (!s->freeing && !peer_gone(s)) continue;
-        ip_uncount(s, ip);
-        if (s->counted_unauth) {
-            s->counted_unauth = 0;
-            srv->unauthenticated--;
-        }
-        session_free_later(s);
-    }
-}
-
 /* ---- closing and freeing ---- */
 
 static void iq_error(session_t *s, xnode_t *iq, const char *type, const char *cond);
 
-static void on_free(evutil_socket_t fd, short what, void *arg)
+/* The stream's end (session_close): our header if none went out yet, the stream error, the
+ * closing tag. */
+static void c2s_close(session_t *s, const char *condition, const char *text)
 {
-    (void)fd; (void)what;
-    session_t *s = arg;
-    if (s->bound) router_unbind(s);
-    if (s->next) s->next->prev = s->prev;
-    if (s->prev) s->prev->next = s->next;
-    else srv->sessions = s->next;
-    srv->nsessions--;
-    if (s->counted_unauth) srv->unauthenticated--;
-    ip_uncount(s, ip_state_get(s->ip));
-    ip_state_release(s->ip);
-    if (s->bev) bufferevent_free(s->bev);    /* closes the socket and frees the SSL */
-    tls_unref(s->tls);
-    xstream_free(s->xs);
-    scram_server_free(s->scram);
-    if (s->timer) event_free(s->timer);
-    if (s->delay_ev) event_free(s->delay_ev);
-    if (s->drain_ev) event_free(s->drain_ev);
-    event_free(s->free_ev);
-    xnode_free(s->delayed);
-    while (s->data) {
-        session_data_t *d = s->data;
-        s->data = d->next;
-        if (d->free_fn) d->free_fn(d->data);
-        free(d->key);
-        free(d);
-    }
-    jid_free(s->jid);
-    free(s->user);
-    free(s->mech);
-    free(s);
-}
-
-/* Never free a session inside a libevent or expat callback: mark it and let the loop call
- * on_free once the current callback has returned. */
-static void session_free_later(session_t *s)
-{
-    if (s->freeing) return;
-    s->freeing = 1;
-    s->state = C2S_CLOSING;
-    if (s->bev) bufferevent_disable(s->bev, EV_READ | EV_WRITE);
-    event_active(s->free_ev, 0, 0);
-}
-
-static void on_close_timeout(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd; (void)what;
-    session_free_later(arg);
-}
-
-static int output_drained(session_t *s) { return flow_output_queued(s->bev) == 0; }
-
-static void on_under_drained(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
-{
-    (void)buf; (void)info;
-    session_t *s = arg;
-    if (s->state == C2S_CLOSING && !s->freeing && output_drained(s)) session_free_later(s);
-}
-
-/* ---- output flow for modules (session_want_drained, module.h) ---- */
-
-size_t session_output_queued(const session_t *s)
-{
-    if (!s->bev) return 0;
-    size_t queued = evbuffer_get_length(bufferevent_get_output(s->bev));
-    struct bufferevent *under = bufferevent_get_underlying(s->bev);
-    if (under) queued += evbuffer_get_length(bufferevent_get_output(under));
-    return queued;
-}
-
-/* From the loop, never inside a write: the hook's handlers may send again. */
-static void on_drain_ev(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd; (void)what;
-    session_t *s = arg;
-    if (!s->want_drained || s->freeing || s->state == C2S_CLOSING || !s->bound) return;
-    if (!output_drained(s)) return;     /* written to again meanwhile: the next drain fires it */
-    s->want_drained = 0;
-    hook_event_t ev = {.name = "session-drained", .origin = s, .host = s->host, .from = s->jid};
-    hook_fire(&ev);
-}
-
-static void check_drained(session_t *s)
-{
-    if (s->want_drained && !s->freeing && output_drained(s)) event_active(s->drain_ev, 0, 0);
-}
-
-/* Every change of the socket-level output buffer under a TLS filter (the filter's own write
- * callback only says that the plaintext went into TLS). */
-static void on_under_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
-{
-    (void)buf;
-    if (info->n_deleted) check_drained(arg);
-}
-
-void session_want_drained(session_t *s)
-{
-    if (s->freeing || s->state == C2S_CLOSING || !s->bev) return;
-    if (!s->drain_ev) s->drain_ev = event_new(srv->base, -1, 0, on_drain_ev, s);
-    struct bufferevent *under = bufferevent_get_underlying(s->bev);
-    if (under && !s->drain_watch) {
-        evbuffer_add_cb(bufferevent_get_output(under), on_under_output, s);
-        s->drain_watch = 1;
-    }
-    s->want_drained = 1;
-    check_drained(s);
-}
-
-void session_close(session_t *s, const char *condition, const char *text)
-{
-    if (s->state == C2S_CLOSING || s->freeing) return;
     if (!s->header_sent) send_header(s, NULL);
     if (condition) {
         log_info("c2s", "%s: stream error <%s/>%s%s", s->ip, condition, text ? ": " : "", text ? text : "");
         char *err = xasprintf("<stream:error><%s xmlns='" NS_STREAM_ERRORS "'/>%s%s%s</stream:error>", condition,
                               text ? "<text xmlns='" NS_STREAM_ERRORS "'>" : "", text ? text : "", text ? "</text>" : "");
-        send_str(s, err);
+        session_write_str(s, err);
         free(err);
     }
-    send_str(s, "</stream:stream>");
-    if (s->bound) router_unbind(s);          /* no more stanzas reach a closing stream */
-    s->state = C2S_CLOSING;
-    bufferevent_disable(s->bev, EV_READ);
-    if (output_drained(s)) {
-        session_free_later(s);
-        return;
-    }
-    /* wait for the output to drain (on_write; for a TLS filter, the socket underneath tells
-     * when its own buffer is empty), but not for ever */
-    struct bufferevent *under = bufferevent_get_underlying(s->bev);
-    if (under) evbuffer_add_cb(bufferevent_get_output(under), on_under_drained, s);
-    struct timeval tv = {CLOSE_FLUSH_SECONDS, 0};
-    if (s->timer) event_free(s->timer);
-    s->timer = evtimer_new(srv->base, on_close_timeout, s);
-    evtimer_add(s->timer, &tv);
+    session_write_str(s, "</stream:stream>");
 }
+
+/* The session is being freed: the stream's own state and its place in the limits. */
+static void c2s_free(session_t *s)
+{
+    if (s->counted_unauth) srv->unauthenticated--;
+    ip_uncount(s, ip_state_get(s->ip));
+    ip_state_release(s->ip);
+    xstream_free(s->xs);
+    scram_server_free(s->scram);
+    if (s->delay_ev) event_free(s->delay_ev);
+    xnode_free(s->delayed);
+    free(s->mech);
+}
+
+static const session_stream_t c2s_stream = {c2s_close, c2s_free};
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
 {
@@ -378,9 +184,9 @@ static void send_features(session_t *s)
         hook_fire(&ev);
     }
     /* written with the stream: prefix, as some older clients expect (RFC 6120 §4.3.2) */
-    send_str(s, "<stream:features>");
+    session_write_str(s, "<stream:features>");
     for (xnode_t *c = xnode_first_elem(f); c; c = xnode_next_elem(c)) session_send(s, c);
-    send_str(s, "</stream:features>");
+    session_write_str(s, "</stream:features>");
     xnode_free(f);
 }
 
@@ -459,13 +265,13 @@ static int handle_starttls(session_t *s, xnode_t *el)
     (void)el;
     s->ssl = tls_new_ssl(srv->tls);
     if (!s->ssl) {
-        send_str(s, "<failure xmlns='" NS_TLS "'/>");
+        session_write_str(s, "<failure xmlns='" NS_TLS "'/>");
         session_close(s, NULL, NULL);
         return 1;
     }
     s->tls = srv->tls;
     tls_ref(s->tls);
-    send_str(s, "<proceed xmlns='" NS_TLS "'/>");
+    session_write_str(s, "<proceed xmlns='" NS_TLS "'/>");
     s->starttls_pending = 1;    /* the filter is put on after this feed returns */
     return 1;
 }
@@ -560,7 +366,7 @@ static void send_sasl(session_t *s, const char *what, const char *data, size_t l
     if (data && !len) msg = xasprintf("<%s xmlns='" NS_SASL "'>=</%s>", what, what);
     else if (b64) msg = xasprintf("<%s xmlns='" NS_SASL "'>%s</%s>", what, b64, what);
     else msg = xasprintf("<%s xmlns='" NS_SASL "'/>", what);
-    send_str(s, msg);
+    session_write_str(s, msg);
     free(msg);
     free(b64);
 }
@@ -917,7 +723,7 @@ static void handle_bind(session_t *s, xnode_t *iq, xnode_t *bind)
         return;
     }
     s->jid = j;
-    router_bind(s);     /* a session with the same full JID gets <conflict/> (RFC 6120 §7.7.2.2) */
+    session_bind(s);     /* a session with the same full JID gets <conflict/> (RFC 6120 §7.7.2.2) */
     s->bound = 1;
     xnode_t *r = stanza_reply(iq);
     xnode_set_attr(r, "from", NULL);
@@ -1081,8 +887,7 @@ static void on_write(struct bufferevent *bev, void *arg)
 {
     (void)bev;
     session_t *s = arg;
-    if (s->state == C2S_CLOSING && !s->freeing && output_drained(s)) session_free_later(s);
-    else check_drained(s);
+    session_output_progress(s);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
@@ -1094,6 +899,47 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         session_free_later(s);
     }
 }
+
+/* ---- the TCP/TLS transport (bufferevents) ---- */
+
+static void tcp_write(session_t *s, const char *data, size_t len) { bufferevent_write(s->bev, data, len); }
+
+/* flow_output_queued counts the TLS filter's output and the socket's under it. */
+static size_t tcp_queued(const session_t *s) { return s->bev ? flow_output_queued(s->bev) : 0; }
+
+/* Every change of the socket-level output buffer under a TLS filter (the filter's own write
+ * callback only says that the plaintext went into TLS). */
+static void on_under_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)buf;
+    if (info->n_deleted) session_output_progress(arg);
+}
+
+static void tcp_watch_output(session_t *s)
+{
+    struct bufferevent *under = s->bev ? bufferevent_get_underlying(s->bev) : NULL;
+    if (under) evbuffer_add_cb(bufferevent_get_output(under), on_under_output, s);
+}
+
+static void tcp_stop(session_t *s, int writing_too)
+{
+    if (s->bev) bufferevent_disable(s->bev, writing_too ? EV_READ | EV_WRITE : EV_READ);
+}
+
+static int tcp_channel_binding(const session_t *s, const char *type, unsigned char *buf, size_t *len)
+{
+    if (!buf) return strcmp(type, "tls-exporter") != 0 || tls_has_exporter(s->ssl) ? 0 : -1;
+    return tls_channel_binding(s->ssl, type, buf, len);
+}
+
+static void tcp_free(session_t *s)
+{
+    if (s->bev) bufferevent_free(s->bev);    /* closes the socket and frees the SSL */
+    tls_unref(s->tls);
+}
+
+static const session_transport_t tcp_transport = {tcp_write,   tcp_queued,          tcp_watch_output, tcp_stop,
+                                                  tcp_peer_gone, tcp_channel_binding, tcp_free};
 
 void c2s_accept(int fd, const char *peer_ip, c2s_kind_t kind)
 {
@@ -1107,12 +953,9 @@ void c2s_accept(int fd, const char *peer_ip, c2s_kind_t kind)
         close(fd);
         return;
     }
-    session_t *s = xcalloc(1, sizeof *s);
+    session_t *s = session_new(peer_ip, &tcp_transport, &c2s_stream);
     ip_count_unauth(s, ip);
-    snprintf(s->ip, sizeof s->ip, "%s", peer_ip);
     s->kind = kind;
-    s->priority = -129;
-    s->free_ev = event_new(srv->base, -1, 0, on_free, s);
     if (kind == C2S_DIRECT_TLS) {
         s->ssl = tls_new_ssl(srv->tls);
         s->tls = srv->tls;
@@ -1134,10 +977,6 @@ void c2s_accept(int fd, const char *peer_ip, c2s_kind_t kind)
     } else {
         s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
     }
-    s->next = srv->sessions;
-    if (srv->sessions) srv->sessions->prev = s;
-    srv->sessions = s;
-    srv->nsessions++;
     s->counted_unauth = 1;
     srv->unauthenticated++;
     if (!s->bev) {
@@ -1160,34 +999,3 @@ void c2s_close_all(void)
     for (session_t *s = srv->sessions; s; s = s->next)
         session_close(s, "system-shutdown", NULL);
 }
-
-int session_priority(const session_t *s) { return s->available ? s->priority : -129; }
-int session_available(const session_t *s) { return s->available; }
-
-void *session_get_data(const session_t *s, const char *key)
-{
-    for (session_data_t *d = s->data; d; d = d->next)
-        if (strcmp(d->key, key) == 0) return d->data;
-    return NULL;
-}
-
-void session_set_data(session_t *s, const char *key, void *data, void (*free_fn)(void *))
-{
-    for (session_data_t *d = s->data; d; d = d->next)
-        if (strcmp(d->key, key) == 0) {
-            if (d->free_fn && d->data != data) d->free_fn(d->data);
-            d->data = data;
-            d->free_fn = free_fn;
-            return;
-        }
-    session_data_t *d = xcalloc(1, sizeof *d);
-    d->key = xstrdup(key);
-    d->data = data;
-    d->free_fn = free_fn;
-    d->next = s->data;
-    s->data = d;
-}
-session_t *session_next_in_user(const session_t *s) { return s->next_in_user; }
-const jid_t *session_jid(const session_t *s) { return s->bound ? s->jid : NULL; }
-host_t *session_host(const session_t *s) { return s->host; }
-const char *session_ip(const session_t *s) { return s->ip; }

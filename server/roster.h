@@ -3,7 +3,12 @@
 #ifndef CIVITAS_ROSTER_H
 #define CIVITAS_ROSTER_H
 #include <stdint.h>
-#include "module.h"
+#include "xml.h"
+#include "jid.h"
+#include "util.h"
+#include "config.h"     /* strlist_t */
+#include "session.h"
+#include "api.h"
 
 #define NS_ROSTER "jabber:iq:roster"
 

@@ -1,69 +1,12 @@
 /* server/router.c: where stanzas go. The only place where one session reaches another:
  * the online-user table, RFC 6121 §8 delivery rules, module hooks, and bounces. */
-#include "session.h"
+#include "router.h"
+#include "stanza.h"
 #include "s2s.h"
 #include <stdlib.h>
 #include <string.h>
 
 static host_t *find_host_of(const jid_t *j) { return j ? host_find(j->domain) : NULL; }
-
-user_t *router_user(host_t *h, const char *bare) { return strmap_get(h->users, bare); }
-
-session_t *user_sessions(const jid_t *bare)
-{
-    host_t *h = find_host_of(bare);
-    user_t *u = h ? router_user(h, bare->bare) : NULL;
-    return u ? u->sessions : NULL;
-}
-
-session_t *router_find_full(const jid_t *j)
-{
-    host_t *h = find_host_of(j);
-    user_t *u = h ? router_user(h, j->bare) : NULL;
-    if (!u || !j->resource) return NULL;
-    for (session_t *s = u->sessions; s; s = s->next_in_user)
-        if (strcmp(s->jid->resource, j->resource) == 0) return s;
-    return NULL;
-}
-
-void router_bind(session_t *s)
-{
-    session_t *old = router_find_full(s->jid);
-    if (old) {                        /* RFC 6120 §7.7.2.2: the new session wins */
-        router_unbind(old);
-        session_close(old, "conflict", "replaced by a new session");
-    }
-    user_t *u = router_user(s->host, s->jid->bare);
-    if (!u) {
-        u = xcalloc(1, sizeof *u);
-        u->bare = xstrdup(s->jid->bare);
-        strmap_put(s->host->users, u->bare, u);
-    }
-    s->next_in_user = u->sessions;
-    u->sessions = s;
-}
-
-void router_unbind(session_t *s)
-{
-    if (!s->bound) return;
-    s->bound = 0;
-    user_t *u = router_user(s->host, s->jid->bare);
-    if (u) {
-        for (session_t **pp = &u->sessions; *pp; pp = &(*pp)->next_in_user)
-            if (*pp == s) {
-                *pp = s->next_in_user;
-                break;
-            }
-        if (!u->sessions) {
-            strmap_del(s->host->users, u->bare);
-            free(u->bare);
-            free(u);
-        }
-    }
-    s->next_in_user = NULL;
-    hook_event_t ev = {.name = "session-closed", .origin = s, .host = s->host, .from = s->jid};
-    hook_fire(&ev);
-}
 
 /* Bounce st with an error to its sender, unless it is an error already. Frees st. */
 static void bounce(xnode_t *st, const char *type, const char *cond)
@@ -101,7 +44,7 @@ static void route_message_bare(host_t *h, const jid_t *to, xnode_t *st, hook_eve
     ev->name = "message/bare";
     if (hook_fire(ev) == HOOK_HANDLED || !ev->stanza) return;
     const char *type = stanza_type(st);
-    user_t *u = router_user(h, to->bare);
+    user_t *u = session_user(h, to->bare);
     /* §8.5.2.1.1 / §8.5.2.2: an error to a bare JID is ignored; groupchat is never delivered to
      * a bare JID (a MUC sends to full JIDs): the sender gets <service-unavailable/> */
     if (strcmp(type, "error") == 0) return;
@@ -177,7 +120,7 @@ static void route(xnode_t *st, session_t *origin, const jid_t *from)
         ev.name = strcmp(kind, "message") == 0 ? "message/full"
                   : strcmp(kind, "presence") == 0 ? "presence/full" : "iq/full";
         if (hook_fire(&ev) == HOOK_HANDLED || !ev.stanza) goto out;
-        session_t *s = router_find_full(to);
+        session_t *s = session_find_full(to);
         const char *type = stanza_type(st);
         if (s) session_deliver(s, st);
         else if (strcmp(kind, "message") == 0) {
@@ -212,6 +155,26 @@ void route_stanza(xnode_t *st)
     jid_t *from = from_s ? jid_new(from_s) : NULL;
     route(st, NULL, from);
     jid_free(from);
+}
+
+int hook_reply(hook_event_t *ev, xnode_t *reply)
+{
+    if (reply && ev->origin && !session_jid(ev->origin)) {
+        /* before authentication there is no address to route to: the answer goes back on the
+         * stream, without 'to' and 'from' (RFC 6120 §8.1.2.1, §8.1.1.1) */
+        xnode_set_attr(reply, "to", NULL);
+        xnode_set_attr(reply, "from", NULL);
+        session_send(ev->origin, reply);
+        xnode_free(reply);
+    } else if (reply) {
+        route_stanza(reply);
+    }
+    return HOOK_HANDLED;
+}
+
+int hook_error(hook_event_t *ev, const char *type, const char *condition)
+{
+    return hook_reply(ev, stanza_error(ev->stanza, type, condition, NULL));
 }
 
 /* RFC 6120 §8.2.3 and §8.3: the shape every IQ must have. Returns an error condition or NULL. */
@@ -266,7 +229,7 @@ static void client_presence(session_t *s, xnode_t *st)
         /* no presence module: at least the user's own available resources learn of it
          * (RFC 6121 §4.2.2, including the sender) */
         xnode_set_attr(st, "to", bare->bare);
-        user_t *u = router_user(s->host, bare->bare);
+        user_t *u = session_user(s->host, bare->bare);
         for (session_t *o = u ? u->sessions : NULL; o; o = o->next_in_user)
             if (o->available || o == s) session_deliver(o, st);
     }

@@ -6,7 +6,10 @@
  * stanza has none, its 'to'; the rest is the stanza's XML (jabber:client). Invariants: no crash,
  * leak or UB (the sanitizers); a session the input closed (account removal, conflict) is freed by
  * the core and made again, an account removed is created again. */
-#include "session.h"
+#include "server.h"
+#include "module.h"
+#include "c2s.h"
+#include "ip_limits.h"
 #include "s2s.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,7 +57,7 @@ static session_t *make_session(const char *user, const char *resource, int *clie
     s->host = srv->hosts[0];
     s->user = xstrdup(user);
     s->jid = jid_make(user, "localhost", resource);
-    router_bind(s);
+    session_bind(s);
     s->bound = 1;
     s->available = 1;
     s->priority = 0;
