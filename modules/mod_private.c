@@ -2,8 +2,6 @@
  * fragments, one per (element name, namespace), readable and writable by that user only. */
 #include "module.h"
 #include <stddef.h>
-#include "util.h"
-#include "log.h"
 #include <stdlib.h>
 #include <string.h>
 

@@ -2,7 +2,6 @@
  * (when register.allow_registration is on, at most max_per_address_per_hour accounts per client
  * address), and for logged-in users password change and account removal (with all their data). */
 #include "module.h"
-#include "log.h"
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -11,7 +10,6 @@
 #define NS_REGISTER "jabber:iq:register"
 #define HOUR_MS 3600000
 
-static storage_t *store;
 static struct register_conf {
     int allow_registration;     /* XEP-0077 §3.1 account creation before authentication */
     long max_per_address;       /* accounts created from one address in any hour */
@@ -51,18 +49,18 @@ static int change_password(hook_event_t *ev, xnode_t *q)
     if (!un || !pw) return hook_error(ev, "modify", "bad-request");
     char *user = xnode_text(un), *pass = xnode_text(pw);
     char *node = jid_prep_node(user);
-    int rc;
-    scram_creds_t sha1, sha256;
+    int rc, r = -2;
+    jid_t *bare = NULL;
     if (!node || strcmp(node, ev->from->node) != 0) {
         rc = hook_error(ev, "cancel", "not-authorized");      /* §3.3: only one's own password */
-    } else if (!*pass || scram_creds_from_password(SCRAM_SHA1, pass, (unsigned)server_config()->scram_iterations, &sha1) < 0 ||
-               scram_creds_from_password(SCRAM_SHA256, pass, (unsigned)server_config()->scram_iterations, &sha256) < 0) {
+    } else if (!(bare = jid_bare_of(ev->from)) || (r = account_set_password(bare, pass)) == -2) {
         rc = hook_error(ev, "modify", "not-acceptable");
-    } else if (storage_account_set_creds(store, node, ev->from->domain, &sha1, &sha256) != 0) {
+    } else if (r != 0) {
         rc = hook_error(ev, "wait", "internal-server-error");
     } else {
         rc = hook_reply(ev, stanza_reply(ev->stanza));
     }
+    jid_free(bare);
     explicit_bzero(pass, strlen(pass));
     free(pass);
     free(user);
@@ -150,12 +148,9 @@ static int on_preauth_set(hook_event_t *ev, void *ud)
     char *user = xnode_text(un), *pass = xnode_text(pw);
     char *node = jid_prep_node(user);
     const char *domain = host_name(ev->host);
-    scram_creds_t sha1, sha256;
-    unsigned it = (unsigned)server_config()->scram_iterations;
-    int r = -2;
-    if (node && *pass && scram_creds_from_password(SCRAM_SHA1, pass, it, &sha1) == 0 &&
-        scram_creds_from_password(SCRAM_SHA256, pass, it, &sha256) == 0)
-        r = storage_account_create(store, node, domain, &sha1, &sha256);
+    jid_t *bare = node ? jid_make(node, domain, NULL) : NULL;
+    int r = bare ? account_create(bare, pass) : -2;
+    jid_free(bare);
     if (r == 0) {
         seen->at[seen->n++] = now_ms();
         log_info("register", "%s: registered %s@%s", addr, log_jid(node), domain);
@@ -169,8 +164,6 @@ static int on_preauth_set(hook_event_t *ev, void *ud)
     }
     if (!seen->n) free(strmap_del(recent, addr));
     recent_prune();
-    explicit_bzero(&sha1, sizeof sha1);
-    explicit_bzero(&sha256, sizeof sha256);
     explicit_bzero(pass, strlen(pass));
     free(pass);
     free(user);
@@ -191,7 +184,6 @@ static int on_set(hook_event_t *ev, void *ud)
 
 static int load(module_ctx_t *m)
 {
-    store = module_storage(m);
     recent = strmap_new();
     recent_cap = conf.max_per_address;
     module_hook(m, "stream-features/preauth", 0, on_preauth_features, NULL);

@@ -5,6 +5,7 @@
 #include "router.h"
 #include "stanza.h"
 #include "roster.h"
+#include "scram.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -126,6 +127,36 @@ int account_delete(const jid_t *bare)
     }
     ensure_run_ev();
     if (run_ev) event_active(run_ev, EV_TIMEOUT, 0);
+    return r;
+}
+
+/* SCRAM-SHA-1 and SCRAM-SHA-256 creds of password with the configured iterations. 0/-1 */
+static int make_creds(const char *password, scram_creds_t *sha1, scram_creds_t *sha256)
+{
+    unsigned it = (unsigned)srv->cfg->scram_iterations;
+    if (!*password || scram_creds_from_password(SCRAM_SHA1, password, it, sha1) < 0 ||
+        scram_creds_from_password(SCRAM_SHA256, password, it, sha256) < 0)
+        return -1;
+    return 0;
+}
+
+int account_create(const jid_t *bare, const char *password)
+{
+    scram_creds_t sha1, sha256;
+    if (!bare || !bare->node || make_creds(password, &sha1, &sha256) < 0) return -2;
+    int r = storage_account_create(srv->store, bare->node, bare->domain, &sha1, &sha256);
+    explicit_bzero(&sha1, sizeof sha1);
+    explicit_bzero(&sha256, sizeof sha256);
+    return r;
+}
+
+int account_set_password(const jid_t *bare, const char *password)
+{
+    scram_creds_t sha1, sha256;
+    if (!bare || !bare->node || make_creds(password, &sha1, &sha256) < 0) return -2;
+    int r = storage_account_set_creds(srv->store, bare->node, bare->domain, &sha1, &sha256);
+    explicit_bzero(&sha1, sizeof sha1);
+    explicit_bzero(&sha256, sizeof sha256);
     return r;
 }
 

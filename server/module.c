@@ -44,7 +44,6 @@ const disco_identity_t *module_identity(size_t i) { return i < nidentities ? &id
 const cfg_node_t *module_config(module_ctx_t *m) { return config_module_section(srv->cfg, m->desc->name); }
 strlist_t *module_errors(module_ctx_t *m) { return &m->errors; }
 storage_t *module_storage(module_ctx_t *m) { (void)m; return srv->store; }
-const config_t *server_config(void) { return srv->cfg; }
 const char *module_name(const module_ctx_t *m) { return m->desc->name; }
 
 /* Where modules live: $CIVITAS_MODULE_DIR, else next to a civitasd run from the build tree

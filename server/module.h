@@ -1,5 +1,9 @@
 /* server/module.h: the API between the civitas core and its modules; this header is its
- * documentation. A module is a shared object exporting one const descriptor, civitas_module. */
+ * documentation. A module is a shared object exporting one const descriptor, civitas_module.
+ * Modules include this header only (and system headers). The API is exactly what it declares and
+ * what the headers it includes declare under CIVITAS_API (api.h): civitasd is built with
+ * -fvisibility=hidden and exports nothing else (scripts/include-graph --exports checks). The
+ * functions keep the prefix of their object (session_, stanza_, jid_, xnode_, storage_, ...). */
 #ifndef CIVITAS_MODULE_H
 #define CIVITAS_MODULE_H
 #include "api.h"
@@ -77,7 +81,6 @@ const disco_identity_t *module_identity(size_t i);
 const cfg_node_t *module_config(module_ctx_t *m);
 strlist_t *module_errors(module_ctx_t *m);      /* config errors go here; the core prints them */
 storage_t *module_storage(module_ctx_t *m);
-const config_t *server_config(void);            /* the running configuration (changes on SIGHUP) */
 const char *module_name(const module_ctx_t *m);
 
 CIVITAS_API_END
