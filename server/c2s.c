@@ -1,5 +1,6 @@
 /* server/c2s.c: client-to-server streams (RFC 6120): the state machine from the stream
- * header through STARTTLS, SASL and resource binding to established, and every stream error. */
+ * header through STARTTLS, SASL (sasl.c) and resource binding to established, every stream error,
+ * and the TCP/TLS transport of its sessions (session.h's vtable over libevent bufferevents). */
 #define _GNU_SOURCE   /* POLLRDHUP */
 #include "c2s.h"
 #include "server.h"
@@ -39,26 +40,7 @@ static void send_header(session_t *s, const char *to_attr)
     s->header_sent = 1;
 }
 
-/* The peer has closed its end or reset the connection: nothing it could still send will arrive,
- * so the stream can never authenticate. */
-static int tcp_peer_gone(const session_t *s)
-{
-    struct bufferevent *under = s->bev ? bufferevent_get_underlying(s->bev) : NULL;
-    evutil_socket_t fd = s->bev ? bufferevent_getfd(under ? under : s->bev) : -1;
-    if (fd < 0) return 0;
-#ifdef POLLRDHUP
-    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
-    if (poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) return 1;
-#else
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) return 1;
-    char c;
-    if ((p.revents & POLLIN) && recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0) return 1;
-#endif
-    return 0;
-}
-
-/* ---- closing and freeing ---- */
+/* ---- the stream's end ---- */
 
 static void iq_error(session_t *s, xnode_t *iq, const char *type, const char *cond);
 
@@ -256,10 +238,10 @@ static void start_tls_filter(session_t *s)
 /* The stream's flow control (flow.h: bytes per second on the socket, stanzas per second; reading
  * pauses, nothing is dropped). A legitimate burst (a reconnecting client's roster, presence and
  * queries) only waits instead of costing the user the stream and the stanzas in flight. The state
- * lives in the session's data list so that session.h stays as it is. */
+ * lives in the session's data list. */
 #define RATE_KEY "c2s.rate"
 
-static void rate_free(void *p) { flow_free(p); }   /* the bufferevent is gone by now (on_free) */
+static void rate_free(void *p) { flow_free(p); }   /* the transport is freed before the data */
 
 static flow_t *rate_of(session_t *s) { return session_get_data(s, RATE_KEY); }
 
@@ -605,6 +587,25 @@ static void tcp_watch_output(session_t *s)
 static void tcp_stop(session_t *s, int writing_too)
 {
     if (s->bev) bufferevent_disable(s->bev, writing_too ? EV_READ | EV_WRITE : EV_READ);
+}
+
+/* The peer has closed its end or reset the connection: nothing it could still send will arrive,
+ * so the stream can never authenticate. */
+static int tcp_peer_gone(const session_t *s)
+{
+    struct bufferevent *under = s->bev ? bufferevent_get_underlying(s->bev) : NULL;
+    evutil_socket_t fd = s->bev ? bufferevent_getfd(under ? under : s->bev) : -1;
+    if (fd < 0) return 0;
+#ifdef POLLRDHUP
+    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+    if (poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) return 1;
+#else
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) return 1;
+    char c;
+    if ((p.revents & POLLIN) && recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0) return 1;
+#endif
+    return 0;
 }
 
 static int tcp_channel_binding(const session_t *s, const char *type, unsigned char *buf, size_t *len)

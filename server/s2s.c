@@ -467,9 +467,11 @@ void s2s_deliver_bounce(xnode_t *st)
     else xnode_free(st);
 }
 
+void s2s_set_local(const s2s_local_t *to_local) { local = to_local; }
+
 int s2s_start(const s2s_local_t *to_local)
 {
-    local = to_local;
+    s2s_set_local(to_local);
     dialback_init();
     if (dns_start(srv->base) < 0) return -1;
     return 0;

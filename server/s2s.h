@@ -33,6 +33,8 @@ typedef struct s2s_local {
 } s2s_local_t;
 /* Start federation: the dialback secret and the resolver. 0, or -1 after logging why. */
 int s2s_start(const s2s_local_t *local);
+/* Only the core's entries, without starting federation (the module fuzz target). */
+void s2s_set_local(const s2s_local_t *local);
 /* After the event loop ended: free every stream, queue and lookup (queued stanzas are dropped). */
 void s2s_stop(void);
 /* SIGTERM: close every stream (incoming with <system-shutdown/>, outgoing with </stream:stream>),

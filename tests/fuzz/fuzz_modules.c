@@ -11,6 +11,7 @@
 #include "c2s.h"
 #include "ip_limits.h"
 #include "s2s.h"
+#include "s2s.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +138,8 @@ static void init(void)
     if (!srv->store) die(err ? err : "storage_open");
     srv->base = event_base_new();
     srv->ip_state = strmap_new();
+    static const s2s_local_t local = {router_from_remote, route_stanza};
+    s2s_set_local(&local);      /* bounces from federation reach the router, as in civitasd */
     srv->nhosts = 1;
     srv->hosts = xcalloc(1, sizeof *srv->hosts);
     srv->hosts[0] = xcalloc(1, sizeof(host_t));
