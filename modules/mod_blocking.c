@@ -240,12 +240,7 @@ static void push(const jid_t *bare, const xnode_t *change)
 /* 1 when contact may receive owner's presence (subscription 'from' or 'both' in owner's roster). */
 static int presence_allowed(const jid_t *owner, const jid_t *contact)
 {
-    roster_t *r = roster_load(owner);
-    if (!r) return 0;
-    roster_item_t *it = roster_find(r, contact->bare);
-    int ok = it && it->listed && (it->sub & ROSTER_SUB_FROM);
-    roster_free(r);
-    return ok;
+    return roster_is_subscribed(owner, contact, ROSTER_SUB_FROM);
 }
 
 /* §3.3: the newly blocked entity sees the user go offline: unavailable presence from each of
@@ -452,7 +447,8 @@ static void unload(module_ctx_t *m)
 }
 
 static const module_option_t options[] = {
-    {"max_items", MOPT_INT, offsetof(struct blocking_conf, max_items), 1000, 1, 1000000},
+    {.name = "max_items", .type = MOPT_INT, .offset = offsetof(struct blocking_conf, max_items),
+     .def = 1000, .min = 1, .max = 1000000},
     {0}};
 
 const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "blocking", .load = load,

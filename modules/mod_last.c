@@ -36,14 +36,7 @@ static int authorized(const jid_t *requester, const jid_t *user)
 {
     if (!requester) return 0;
     if (jid_bare_equal(requester, user)) return 1;
-    roster_t *r = roster_load(user);
-    if (!r) return 0;
-    jid_t *rb = jid_bare_of(requester);
-    roster_item_t *it = roster_find(r, rb->bare);
-    int ok = it && it->listed && (it->sub & ROSTER_SUB_FROM);
-    jid_free(rb);
-    roster_free(r);
-    return ok;
+    return roster_is_subscribed(user, requester, ROSTER_SUB_FROM);
 }
 
 /* §3: to a bare JID: seconds since the last logout and its status text; 0 while a resource is

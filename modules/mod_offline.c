@@ -69,7 +69,7 @@ static keep_t classify(const xnode_t *st)
 
 typedef struct replay {
     int64_t sent;           /* the last id written to the session: nothing up to it is sent again */
-    int64_t drained;        /* the last id accepted by the TCP layer */
+    int64_t drained;        /* the last id accepted by the TCP layer (at the last session-drained) */
     int64_t deleted;        /* the last id deleted from storage */
     unsigned receiver : 1;  /* the session's priority is non-negative */
     unsigned active : 1;    /* this session holds the user's replay (in `replaying`) */
@@ -145,10 +145,13 @@ typedef struct collect {
     size_t n, bytes, budget;
 } collect_t;
 
-/* Collects up to c->budget bytes (at least one message). */
+/* Collects up to c->budget bytes: a message that would push the batch past it is left for the
+ * next batch, unless it is the first (one message may exceed the budget, never the output cap:
+ * send_stored drops what does). */
 static int collect_cb(void *ud, int64_t id, int64_t when, const void *val, size_t len)
 {
     collect_t *c = ud;
+    if (c->n && c->bytes + len > c->budget) return 1;
     c->v = xrealloc(c->v, (c->n + 1) * sizeof *c->v);
     c->v[c->n++] = (stored_t){id, when, xstrndup(val, len), len};
     c->bytes += len;
@@ -187,20 +190,27 @@ static void replay_finish(session_t *s, replay_t *r, int hand_over)
     jid_free(bare);
 }
 
-/* Write one stored message with a XEP-0203 <delay/> saying when the server received it. Returns
- * the bytes queued (0 when it was not sent). */
-static size_t send_stored(session_t *s, const jid_t *bare, const stored_t *m, int64_t cutoff)
+/* Room for the <delay/> and the TLS records' overhead of one message. */
+#define SEND_SLACK 512
+
+typedef enum { SEND_WRITTEN, SEND_SKIPPED, SEND_NO_ROOM } send_result_t;
+
+/* Write one stored message with a XEP-0203 <delay/> saying when the server received it.
+ * SEND_SKIPPED: it never will be (expired, too large, unreadable): deleted with its batch.
+ * SEND_NO_ROOM: the output queue has no room for it now (nothing written): try after the drain. */
+static send_result_t send_stored(session_t *s, const jid_t *bare, const stored_t *m, int64_t cutoff)
 {
-    if (m->when < cutoff) return 0;     /* expired: deleted with its batch, never delivered */
+    if (m->when < cutoff) return SEND_SKIPPED;     /* expired: never delivered */
     size_t cap = session_output_limit();
-    if (m->len + 512 > cap) {           /* would close the session at every login */
+    if (m->len + SEND_SLACK > cap) {    /* would close the session at every login */
         log_warn("offline", "dropping offline message %lld: larger than limits.max_output_buffer", (long long)m->id);
-        return 0;
+        return SEND_SKIPPED;
     }
+    if (session_output_queued(s) + m->len + SEND_SLACK > cap) return SEND_NO_ROOM;
     xnode_t *st = xnode_parse_one(m->xml, m->len, NS_CLIENT);
     if (!st) {
         log_warn("offline", "dropping unreadable offline message %lld", (long long)m->id);
-        return 0;
+        return SEND_SKIPPED;
     }
     char stamp[32];
     time_t t = (time_t)m->when;
@@ -212,7 +222,7 @@ static size_t send_stored(session_t *s, const jid_t *bare, const stored_t *m, in
     xnode_set_attr(d, "stamp", stamp);
     session_send(s, st);
     xnode_free(st);
-    return m->len;
+    return SEND_WRITTEN;
 }
 
 /* One step of a replay: everything written so far was accepted by the TCP layer (at the start,
@@ -232,17 +242,18 @@ static void replay_step(session_t *s, replay_t *r)
     if (storage_list_each(store, LIST, bare->node, bare->domain, r->sent, REPLAY_MAX_MSGS, collect_cb, &c) < 0)
         log_warn("offline", "reading offline messages failed: %s", storage_last_error(store));
     int64_t cutoff = conf.max_age_days > 0 ? now_unix() - (int64_t)conf.max_age_days * 86400 : INT64_MIN;
-    for (size_t i = 0; i < c.n; i++) {
-        send_stored(s, bare, &c.v[i], cutoff);
-        r->sent = c.v[i].id;
-    }
+    size_t i = 0;
+    for (; i < c.n && send_stored(s, bare, &c.v[i], cutoff) != SEND_NO_ROOM; i++)
+        r->sent = c.v[i].id;    /* written (or skipped): nothing up to it is written again */
     if (c.n) {
-        log_debug("offline", "replaying %zu offline message(s) to %s", c.n, log_jid(bare->bare));
+        /* a message without room now (other output queued, as at the first presence) comes with
+         * the next batch, once the queue is empty */
+        log_debug("offline", "replaying %zu offline message(s) to %s", i, log_jid(bare->bare));
         session_want_drained(s);
     } else {
         replay_finish(s, r, 0);
     }
-    for (size_t i = 0; i < c.n; i++) free(c.v[i].xml);
+    for (i = 0; i < c.n; i++) free(c.v[i].xml);
     free(c.v);
     jid_free(bare);
 }
@@ -291,14 +302,16 @@ static int on_drained(hook_event_t *ev, void *ud)
     return HOOK_PASS;
 }
 
-/* A session that ends: delete what reached the TCP layer; another receiver of the user (if any)
- * takes over the rest (replay_finish). */
+/* A session that ends: delete what the TCP layer accepted by the last "session-drained"; another
+ * receiver of the user (if any) takes over the rest (replay_finish). The batch written after that
+ * drain stays stored even if it reached the client: "session-closed" fires after the closing
+ * </stream:stream> was queued, so the output queue cannot tell whether the batch got out. Such a
+ * batch is delivered again (at least once, README "Deviations"), never lost. */
 static int on_closed(hook_event_t *ev, void *ud)
 {
     (void)ud;
     replay_t *r = replay_of(ev->origin);
     if (!r || !ev->from) return HOOK_PASS;
-    if (session_output_queued(ev->origin) == 0) r->drained = r->sent;
     jid_t *bare = jid_bare_of(ev->from);
     replay_delete(bare, r);
     jid_free(bare);
@@ -330,8 +343,10 @@ static void unload(module_ctx_t *m)
 }
 
 static const module_option_t options[] = {
-    {"max_messages", MOPT_INT, offsetof(struct offline_conf, max_messages), 1000, 1, 1000000},
-    {"max_age_days", MOPT_INT, offsetof(struct offline_conf, max_age_days), 30, 0, 36500},
+    {.name = "max_messages", .type = MOPT_INT, .offset = offsetof(struct offline_conf, max_messages),
+     .def = 1000, .min = 1, .max = 1000000},
+    {.name = "max_age_days", .type = MOPT_INT, .offset = offsetof(struct offline_conf, max_age_days),
+     .def = 30, .min = 0, .max = 36500},
     {0}};
 
 const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "offline", .load = load, .unload = unload,

@@ -277,11 +277,9 @@ static void inbound_subscription(const char *type, const jid_t *user, xnode_t *s
 static void answer_probe(const jid_t *user, const char *prober_bare, const char *reply_to)
 {
     if (strcmp(prober_bare, user->bare) != 0) {
-        roster_t *r = roster_load(user);
-        if (!r) return;
-        roster_item_t *it = roster_find(r, prober_bare);
-        int subscribed = it && (it->sub & ROSTER_SUB_FROM);
-        roster_free(r);
+        jid_t *prober = jid_new(prober_bare);
+        int subscribed = roster_is_subscribed(user, prober, ROSTER_SUB_FROM);
+        jid_free(prober);
         if (!subscribed) {      /* no presence is revealed; the prober's server learns it has no subscription */
             route_stanza(presence_new("unsubscribed", user->bare, prober_bare));
             return;
@@ -339,13 +337,11 @@ static void inbound_special(hook_event_t *ev, const char *type)
  * of user (an error to the bare JID). */
 static void note_error(const jid_t *user, session_t *only, const char *from)
 {
+    if (!user_sessions(user)) return;   /* no session to keep it in: no roster read either */
     jid_t *j = from ? jid_new(from) : NULL;
-    roster_t *r = j ? roster_load(user) : NULL;
-    roster_item_t *it = r ? roster_find(r, j->bare) : NULL;
-    if (it && (it->sub & ROSTER_SUB_FROM))
+    if (j && roster_is_subscribed(user, j, ROSTER_SUB_FROM))
         for (session_t *s = user_sessions(user); s; s = session_next_in_user(s))
             if (!only || s == only) state_add(s, 'e', j->bare);
-    roster_free(r);
     jid_free(j);
 }
 
@@ -498,10 +494,7 @@ static int directed_presence(session_t *origin, xnode_t *st, const char *type)
         int via_roster = 0;
         if (session_available(origin)) {
             jid_t *user = jid_bare_of(me);
-            roster_t *r = roster_load(user);
-            roster_item_t *it = r ? roster_find(r, to->bare) : NULL;
-            via_roster = it && (it->sub & ROSTER_SUB_FROM);
-            roster_free(r);
+            via_roster = roster_is_subscribed(user, to, ROSTER_SUB_FROM);
             jid_free(user);
         }
         if (via_roster || state_find(origin, 'd', to->full)) {
@@ -707,12 +700,7 @@ static int on_resend(hook_event_t *ev, void *ud)
 {
     (void)ud;
     if (!ev->from || !ev->to || !ev->to->node) return HOOK_PASS;
-    roster_t *r = roster_load(ev->from);
-    jid_t *contact = jid_bare_of(ev->to);
-    roster_item_t *it = r ? roster_find(r, contact->bare) : NULL;
-    if (it && (it->sub & ROSTER_SUB_FROM)) send_resources_presence(ev->from, ev->to->full, 0);
-    jid_free(contact);
-    roster_free(r);
+    if (roster_is_subscribed(ev->from, ev->to, ROSTER_SUB_FROM)) send_resources_presence(ev->from, ev->to->full, 0);
     return HOOK_HANDLED;
 }
 
@@ -750,8 +738,10 @@ static void unload(module_ctx_t *m)
 }
 
 static const module_option_t options[] = {
-    {"max_pending", MOPT_INT, offsetof(struct presence_conf, max_pending), 100, 1, 100000},
-    {"max_directed", MOPT_INT, offsetof(struct presence_conf, max_directed), 1000, 1, 100000},
+    {.name = "max_pending", .type = MOPT_INT, .offset = offsetof(struct presence_conf, max_pending),
+     .def = 100, .min = 1, .max = 100000},
+    {.name = "max_directed", .type = MOPT_INT, .offset = offsetof(struct presence_conf, max_directed),
+     .def = 1000, .min = 1, .max = 100000},
     {0}};
 
 const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "presence", .load = load, .unload = unload,

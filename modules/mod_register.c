@@ -1,6 +1,7 @@
 /* modules/mod_register.c: XEP-0077 In-Band Registration: account creation before authentication
- * (when register.allow_registration is on, at most max_per_address_per_hour accounts per client
- * address), and for logged-in users password change and account removal (with all their data). */
+ * (when register.allow_registration is on, at most max_per_address_per_hour accounts and
+ * max_attempts_per_address_per_hour attempts per client address, an IPv6 /64 counting as one),
+ * and for logged-in users password change and account removal (with all their data). */
 #include "module.h"
 #include <stddef.h>
 #include <stdint.h>
@@ -13,15 +14,22 @@
 static struct register_conf {
     int allow_registration;     /* XEP-0077 §3.1 account creation before authentication */
     long max_per_address;       /* accounts created from one address in any hour */
+    long max_attempts;          /* registration requests from one address in any hour */
 } conf;
 
-/* client address -> the times of its registrations in the last hour (a sliding window) */
+/* ip_limit_key(client address) -> the times of its events in the last hour (a sliding window) */
 typedef struct recent {
     size_t n;
-    int64_t at[];               /* conf.max_per_address slots, oldest first */
+    int64_t at[];               /* the window's cap slots, oldest first */
 } recent_t;
-static strmap_t *recent;
-static long recent_cap;         /* the slot count the entries were made with */
+
+typedef struct window {
+    strmap_t *map;              /* address key -> recent_t */
+    long cap;                   /* the slot count the entries were made with */
+} window_t;
+
+static window_t created;        /* accounts created */
+static window_t attempts;       /* requests to create one, whatever their outcome */
 
 /* The account the request is about: only the requester's own, addressed to the server or to
  * the requester's bare JID (the core turns a missing 'to' into the latter). */
@@ -81,13 +89,13 @@ static int remove_account(hook_event_t *ev)
 
 /* ---- account creation before authentication (XEP-0077 §3.1) ---- */
 
-/* The registrations of addr still inside the hour, pruned; created on demand. */
-static recent_t *recent_of(const char *addr)
+/* The events of key still inside the hour, pruned; created on demand. */
+static recent_t *recent_of(window_t *w, const char *key)
 {
-    recent_t *r = strmap_get(recent, addr);
+    recent_t *r = strmap_get(w->map, key);
     if (!r) {
-        r = xcalloc(1, sizeof *r + (size_t)recent_cap * sizeof r->at[0]);
-        strmap_put(recent, addr, r);
+        r = xcalloc(1, sizeof *r + (size_t)w->cap * sizeof r->at[0]);
+        strmap_put(w->map, key, r);
     }
     int64_t now = now_ms();
     size_t keep = 0;
@@ -97,17 +105,32 @@ static recent_t *recent_of(const char *addr)
     return r;
 }
 
-/* Forget addresses whose last registration is more than an hour old. */
-static void recent_prune(void)
+/* Forget addresses whose last event is more than an hour old. */
+static void recent_prune(window_t *w)
 {
     size_t pos = 0;
     const char *key;
     void *v;
     int64_t now = now_ms();
-    while (strmap_next(recent, &pos, &key, &v)) {
+    while (strmap_next(w->map, &pos, &key, &v)) {
         recent_t *r = v;
-        if (!r->n || now - r->at[r->n - 1] >= HOUR_MS) free(strmap_del(recent, key));
+        if (!r->n || now - r->at[r->n - 1] >= HOUR_MS) free(strmap_del(w->map, key));
     }
+}
+
+static void window_init(window_t *w, long cap)
+{
+    w->map = strmap_new();
+    w->cap = cap;
+}
+
+static void window_free(window_t *w)
+{
+    size_t pos = 0;
+    void *v;
+    while (strmap_next(w->map, &pos, NULL, &v)) free(v);
+    strmap_free(w->map);
+    w->map = NULL;
 }
 
 static int on_preauth_features(hook_event_t *ev, void *ud)
@@ -137,17 +160,22 @@ static int on_preauth_set(hook_event_t *ev, void *ud)
     xnode_t *un = xnode_child(q, "username", NULL), *pw = xnode_child(q, "password", NULL);
     if (!un || !pw) return hook_error(ev, "modify", "bad-request");      /* §3.1: a required field missing */
     const char *addr = session_ip(ev->origin);
-    recent_t *seen = recent_of(addr);
-    if ((long)seen->n >= recent_cap) {
+    char key[IP_LIMIT_KEY_LEN];
+    ip_limit_key(addr, key, sizeof key);        /* an IPv6 /64 is one address, as for every limit */
+    recent_t *seen = recent_of(&created, key), *tried = recent_of(&attempts, key);
+    if ((long)seen->n >= created.cap || (long)tried->n >= attempts.cap) {
         /* as Prosody's mod_register_limits answers: wait, policy-violation */
-        log_info("register", "%s: registration refused, %zu accounts from this address in the last hour", addr,
-                 seen->n);
+        log_info("register", "%s: registration refused, %zu accounts and %zu attempts from this address in the "
+                 "last hour", addr, seen->n, tried->n);
         return hook_reply(ev, stanza_error(ev->stanza, "wait", "policy-violation",
                                            "Too many registrations from this address recently"));
     }
+    tried->at[tried->n++] = now_ms();   /* each attempt counts, whatever its outcome */
     char *user = xnode_text(un), *pass = xnode_text(pw);
     char *node = jid_prep_node(user);
     const char *domain = host_name(ev->host);
+    /* 0 created, 1 taken, -2 invalid username or password, -1 storage error; account_create
+     * refuses a taken name before it derives the keys (the expensive part) */
     jid_t *bare = node ? jid_make(node, domain, NULL) : NULL;
     int r = bare ? account_create(bare, pass) : -2;
     jid_free(bare);
@@ -162,8 +190,9 @@ static int on_preauth_set(hook_event_t *ev, void *ud)
     } else {
         hook_error(ev, "wait", "internal-server-error");
     }
-    if (!seen->n) free(strmap_del(recent, addr));
-    recent_prune();
+    if (!seen->n) free(strmap_del(created.map, key));
+    recent_prune(&created);
+    recent_prune(&attempts);
     explicit_bzero(pass, strlen(pass));
     free(pass);
     free(user);
@@ -184,8 +213,8 @@ static int on_set(hook_event_t *ev, void *ud)
 
 static int load(module_ctx_t *m)
 {
-    recent = strmap_new();
-    recent_cap = conf.max_per_address;
+    window_init(&created, conf.max_per_address);
+    window_init(&attempts, conf.max_attempts);
     module_hook(m, "stream-features/preauth", 0, on_preauth_features, NULL);
     module_hook(m, "iq-get/preauth/" NS_REGISTER, 0, on_preauth_get, NULL);
     module_hook(m, "iq-set/preauth/" NS_REGISTER, 0, on_preauth_set, NULL);
@@ -198,18 +227,19 @@ static int load(module_ctx_t *m)
 }
 
 static const module_option_t options[] = {
-    {"allow_registration", MOPT_BOOL, offsetof(struct register_conf, allow_registration), 0, 0, 1},
-    {"max_per_address_per_hour", MOPT_INT, offsetof(struct register_conf, max_per_address), 5, 1, 10000},
+    {.name = "allow_registration", .type = MOPT_BOOL, .offset = offsetof(struct register_conf, allow_registration),
+     .def = 0, .min = 0, .max = 1},
+    {.name = "max_per_address_per_hour", .type = MOPT_INT, .offset = offsetof(struct register_conf, max_per_address),
+     .def = 5, .min = 1, .max = 10000},
+    {.name = "max_attempts_per_address_per_hour", .type = MOPT_INT, .offset = offsetof(struct register_conf, max_attempts),
+     .def = 20, .min = 1, .max = 100000},
     {0}};
 
 static void unload(module_ctx_t *m)
 {
     (void)m;
-    size_t pos = 0;
-    void *v;
-    while (strmap_next(recent, &pos, NULL, &v)) free(v);
-    strmap_free(recent);
-    recent = NULL;
+    window_free(&created);
+    window_free(&attempts);
 }
 
 const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "register", .load = load,

@@ -212,8 +212,10 @@ static int load(module_ctx_t *m)
 }
 
 static const module_option_t options[] = {
-    {"max_items", MOPT_INT, offsetof(struct roster_conf, max_items), 1000, 1, 1000000},
-    {"max_name_length", MOPT_INT, offsetof(struct roster_conf, max_name_length), 1023, 1, 65535},
+    {.name = "max_items", .type = MOPT_INT, .offset = offsetof(struct roster_conf, max_items),
+     .def = 1000, .min = 1, .max = 1000000},
+    {.name = "max_name_length", .type = MOPT_INT, .offset = offsetof(struct roster_conf, max_name_length),
+     .def = 1023, .min = 1, .max = 65535},
     {0}};
 
 const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "roster", .load = load,

@@ -138,7 +138,8 @@ static int load(module_ctx_t *m)
 }
 
 static const module_option_t options[] = {
-    {"max_size", MOPT_INT, offsetof(struct vcard_conf, max_size), 65536, 256, 16777216},
+    {.name = "max_size", .type = MOPT_INT, .offset = offsetof(struct vcard_conf, max_size),
+     .def = 65536, .min = 256, .max = 16777216},
     {0}};
 
 const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "vcard", .load = load,

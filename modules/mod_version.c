@@ -31,7 +31,8 @@ static int load(module_ctx_t *m)
 }
 
 static const module_option_t options[] = {
-    {"show_os", MOPT_BOOL, offsetof(struct version_conf, show_os), 0, 0, 1},
+    {.name = "show_os", .type = MOPT_BOOL, .offset = offsetof(struct version_conf, show_os),
+     .def = 0, .min = 0, .max = 1},
     {0}};
 
 const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "version", .load = load,

@@ -133,17 +133,18 @@ int account_delete(const jid_t *bare)
 /* SCRAM-SHA-1 and SCRAM-SHA-256 creds of password with the configured iterations. 0/-1 */
 static int make_creds(const char *password, scram_creds_t *sha1, scram_creds_t *sha256)
 {
-    unsigned it = (unsigned)srv->cfg->scram_iterations;
-    if (!*password || scram_creds_from_password(SCRAM_SHA1, password, it, sha1) < 0 ||
-        scram_creds_from_password(SCRAM_SHA256, password, it, sha256) < 0)
-        return -1;
-    return 0;
+    if (!*password) return -1;
+    return scram_creds_pair_from_password(password, (unsigned)srv->cfg->scram_iterations, sha1, sha256);
 }
 
 int account_create(const jid_t *bare, const char *password)
 {
     scram_creds_t sha1, sha256;
-    if (!bare || !bare->node || make_creds(password, &sha1, &sha256) < 0) return -2;
+    if (!bare || !bare->node || !*password) return -2;
+    /* the cheap refusal first: the two key derivations are the expensive part */
+    int e = storage_account_exists(srv->store, bare->node, bare->domain);
+    if (e != 0) return e > 0 ? 1 : -1;
+    if (make_creds(password, &sha1, &sha256) < 0) return -2;
     int r = storage_account_create(srv->store, bare->node, bare->domain, &sha1, &sha256);
     explicit_bzero(&sha1, sizeof sha1);
     explicit_bzero(&sha256, sizeof sha256);

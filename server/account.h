@@ -20,7 +20,8 @@ void account_events_stop(void);
 CIVITAS_API int account_delete(const jid_t *bare);
 /* Create a local account (bare: node@served-domain) with password, stored as SCRAM-SHA-1 and
  * SCRAM-SHA-256 keys (sasl.iterations). 0 created, 1 it exists, -1 storage error, -2 unusable
- * (an empty password). account_set_password: the same for a new password; 1 no such account. */
+ * (an empty password); a taken name is refused before the (costly) keys are derived.
+ * account_set_password: the same for a new password; 1 no such account. */
 CIVITAS_API int account_create(const jid_t *bare, const char *password);
 CIVITAS_API int account_set_password(const jid_t *bare, const char *password);
 

@@ -1179,3 +1179,190 @@ int cfg_check_keys(const cfg_node_t *section, const char *const *allowed, strlis
         }
     return r;
 }
+
+/* ---------------------------------------------------------------------------------------------- */
+/* more typed values for module options: one value node named by a path, and the cfg_get_* forms  */
+
+const cfg_node_t *cfg_child(const cfg_node_t *map, const char *key) { return key ? find_child(map, key) : NULL; }
+
+int cfg_value_int(const cfg_node_t *n, const char *path, long min, long max, long *out, strlist_t *errors)
+{
+    return node_int(n, path, min, max, out, errors);
+}
+
+int cfg_value_bool(const cfg_node_t *n, const char *path, int *out, strlist_t *errors)
+{
+    return node_bool(n, path, out, errors);
+}
+
+int cfg_value_string(const cfg_node_t *n, const char *path, const char **out, strlist_t *errors)
+{
+    return node_string(n, path, out, errors);
+}
+
+int cfg_value_enum(const cfg_node_t *n, const char *path, const char *const *choices, int *out, strlist_t *errors)
+{
+    char list[300] = "", buf[100];
+    for (int i = 0; choices[i]; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", choices[i]);
+    if (n->type != CFG_SCALAR || n->is_null) {
+        add_error(errors, n->file, n->line, "%s: expected one of %s, got %s", path, list, kind_text(n, buf, sizeof buf));
+        return -1;
+    }
+    int i = choice_index(choices, n->value);
+    if (i < 0) {
+        add_error(errors, n->file, n->line, "%s: '%.80s' is not one of %s", path, n->value, list);
+        return -1;
+    }
+    *out = i;
+    return 0;
+}
+
+int cfg_value_list(const cfg_node_t *n, const char *path, strlist_t *out, strlist_t *errors)
+{
+    char buf[100];
+    strlist_t l = {0};
+    if (is_null(n)) return *out = l, 0;     /* "key:" with nothing: the empty list */
+    if (n->type != CFG_SEQ) {
+        add_error(errors, n->file, n->line, "%s: expected a list of strings ([a, b] or '- a' lines), got %s", path,
+                  kind_text(n, buf, sizeof buf));
+        return -1;
+    }
+    int bad = 0;
+    for (const cfg_node_t *i = n->children; i; i = i->next) {
+        const char *s;
+        if (l.n >= MAX_LIST) {
+            add_error(errors, i->file, i->line, "%s: more than %d entries", path, MAX_LIST);
+            bad = 1;
+            break;
+        }
+        if (node_string(i, path, &s, errors) < 0) bad = 1;
+        else if (strlist_add(&l, s) < 0) oom();
+    }
+    if (bad) {
+        strlist_free(&l);
+        return -1;
+    }
+    *out = l;
+    return 0;
+}
+
+/* A whole number followed by one of units[] (the empty unit: factor 1, so a plain number is seconds
+ * or bytes); -1 when the text is not that shape, -2 when it overflows a long. */
+typedef struct unit { const char *name; long factor; } unit_t;
+
+static int parse_units(const char *s, const unit_t *units, long *out)
+{
+    const char *p = s;
+    if (!isdigit((unsigned char)*p)) return -1;
+    while (isdigit((unsigned char)*p)) p++;
+    const unit_t *u = units;
+    while (u->name && strcmp(u->name, p) != 0) u++;
+    if (!u->name) return -1;
+    errno = 0;
+    long v = strtol(s, NULL, 10);
+    if (errno == ERANGE || v > LONG_MAX / u->factor) return -2;
+    *out = v * u->factor;
+    return 0;
+}
+
+static const unit_t duration_units[] = {{"", 1}, {"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}, {NULL, 0}};
+/* Binary units only: "10M" is 10 MiB, as in nginx and Prosody; there is no decimal "MB" to confuse. */
+static const unit_t size_units[] = {{"", 1},           {"K", 1L << 10},   {"k", 1L << 10},   {"KiB", 1L << 10},
+                                    {"M", 1L << 20},   {"m", 1L << 20},   {"MiB", 1L << 20}, {"G", 1L << 30},
+                                    {"g", 1L << 30},   {"GiB", 1L << 30}, {"T", 1L << 40},   {"t", 1L << 40},
+                                    {"TiB", 1L << 40}, {NULL, 0}};
+
+/* v in the largest unit that divides it, in its longest spelling ("10MiB", "14d"); else plain
+ * ("90s", "1000"). */
+static const char *format_units(long v, const unit_t *units, char *buf, size_t len)
+{
+    const unit_t *best = NULL;
+    for (const unit_t *u = units; u->name; u++) {
+        if (u->factor == 1 || v == 0 || v % u->factor != 0) continue;
+        if (!best || u->factor > best->factor || (u->factor == best->factor && strlen(u->name) > strlen(best->name)))
+            best = u;
+    }
+    if (best) snprintf(buf, len, "%ld%s", v / best->factor, best->name);
+    else snprintf(buf, len, "%ld%s", v, units == duration_units ? "s" : "");
+    return buf;
+}
+
+const char *cfg_format_duration(long seconds, char *buf, size_t len) { return format_units(seconds, duration_units, buf, len); }
+const char *cfg_format_size(long bytes, char *buf, size_t len) { return format_units(bytes, size_units, buf, len); }
+
+static int value_units(const cfg_node_t *n, const char *path, const unit_t *units, const char *what, long min,
+                       long max, long *out, strlist_t *errors)
+{
+    char buf[100], lim[40];
+    long v = 0;
+    int r = n->type == CFG_SCALAR && !n->is_null ? parse_units(n->value, units, &v) : -1;
+    const char *(*fmt)(long, char *, size_t) = units == duration_units ? cfg_format_duration : cfg_format_size;
+    if (r == -1) {
+        add_error(errors, n->file, n->line, "%s: expected %s, got %s", path, what, kind_text(n, buf, sizeof buf));
+        return -1;
+    }
+    if (r == -2 || v > max) {
+        add_error(errors, n->file, n->line, "%s: %.40s is above the maximum %s", path, n->value, fmt(max, lim, sizeof lim));
+        return -1;
+    }
+    if (v < min) {
+        add_error(errors, n->file, n->line, "%s: %.40s is below the minimum %s", path, n->value, fmt(min, lim, sizeof lim));
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cfg_value_duration(const cfg_node_t *n, const char *path, long min, long max, long *out, strlist_t *errors)
+{
+    return value_units(n, path, duration_units, "a duration (seconds, or a whole number with s, m, h or d: 30s, 5m, 72h, 14d)",
+                       min, max, out, errors);
+}
+
+int cfg_value_size(const cfg_node_t *n, const char *path, long min, long max, long *out, strlist_t *errors)
+{
+    return value_units(n, path, size_units,
+                       "a size (bytes, or a whole number with K, M, G or T, also written KiB, MiB, GiB, TiB, "
+                       "binary: 512K, 10M, 1G)",
+                       min, max, out, errors);
+}
+
+int cfg_get_enum(const cfg_node_t *section, const char *key, const char *const *choices, int def, int *out,
+                 strlist_t *errors)
+{
+    char path[PATH_TEXT];
+    const cfg_node_t *n = section_value(section, key, path);
+    *out = def;
+    return n ? cfg_value_enum(n, path, choices, out, errors) : 0;
+}
+
+int cfg_get_duration(const cfg_node_t *section, const char *key, long def, long min, long max, long *out,
+                     strlist_t *errors)
+{
+    char path[PATH_TEXT];
+    const cfg_node_t *n = section_value(section, key, path);
+    *out = def;
+    return n ? cfg_value_duration(n, path, min, max, out, errors) : 0;
+}
+
+int cfg_get_size(const cfg_node_t *section, const char *key, long def, long min, long max, long *out,
+                 strlist_t *errors)
+{
+    char path[PATH_TEXT];
+    const cfg_node_t *n = section_value(section, key, path);
+    *out = def;
+    return n ? cfg_value_size(n, path, min, max, out, errors) : 0;
+}
+
+int cfg_get_list(const cfg_node_t *section, const char *key, const char *const *def, strlist_t *out, strlist_t *errors)
+{
+    char path[PATH_TEXT];
+    const cfg_node_t *n = section_value(section, key, path);
+    strlist_t l = {0};
+    if (n && cfg_value_list(n, path, &l, errors) == 0) return *out = l, 0;
+    for (size_t i = 0; def && def[i]; i++)
+        if (strlist_add(&l, def[i]) < 0) oom();
+    *out = l;
+    return n ? -1 : 0;
+}

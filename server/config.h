@@ -117,5 +117,32 @@ CIVITAS_API int cfg_get_string(const cfg_node_t *section, const char *key, const
 /* Every key of `section` must be in allowed[] (NULL-terminated); otherwise
  * "FILE:LINE: unknown key 'x' in section 'offline'" for each -> -1. */
 CIVITAS_API int cfg_check_keys(const cfg_node_t *section, const char *const *allowed, strlist_t *errors);
+/* More types, same contract. Enum: one of choices[] (NULL-terminated), *out its index. Duration: whole
+ * seconds or a whole number with s, m, h, d ("30s", "5m", "72h", "14d"), *out in seconds. Size: bytes or a
+ * whole number with a binary unit K, M, G, T (also k, m, g, t and KiB, MiB, GiB, TiB: "512K", "10MiB"), *out
+ * in bytes. Bounds of durations and sizes are in seconds and bytes and shown in units in messages. */
+int cfg_get_enum(const cfg_node_t *section, const char *key, const char *const *choices, int def, int *out,
+                 strlist_t *errors);
+int cfg_get_duration(const cfg_node_t *section, const char *key, long def, long min, long max, long *out,
+                     strlist_t *errors);
+int cfg_get_size(const cfg_node_t *section, const char *key, long def, long min, long max, long *out,
+                 strlist_t *errors);
+/* A list of non-empty strings ("key:" with nothing is the empty list). *out is always set to a new list the
+ * caller frees with strlist_free: copies of the values, or of def (NULL-terminated, NULL: empty). */
+int cfg_get_list(const cfg_node_t *section, const char *key, const char *const *def, strlist_t *out, strlist_t *errors);
+
+/* The same checks for one value node, named `path` in messages (nested module options such as
+ * "offline.hosts.kaarst.example.max_messages"); cfg_value_list sets *out only on success. */
+const cfg_node_t *cfg_child(const cfg_node_t *map, const char *key);    /* value of key in a mapping, or NULL */
+int cfg_value_int(const cfg_node_t *n, const char *path, long min, long max, long *out, strlist_t *errors);
+int cfg_value_bool(const cfg_node_t *n, const char *path, int *out, strlist_t *errors);
+int cfg_value_string(const cfg_node_t *n, const char *path, const char **out, strlist_t *errors);
+int cfg_value_enum(const cfg_node_t *n, const char *path, const char *const *choices, int *out, strlist_t *errors);
+int cfg_value_duration(const cfg_node_t *n, const char *path, long min, long max, long *out, strlist_t *errors);
+int cfg_value_size(const cfg_node_t *n, const char *path, long min, long max, long *out, strlist_t *errors);
+int cfg_value_list(const cfg_node_t *n, const char *path, strlist_t *out, strlist_t *errors);
+/* A duration or size as the messages and `civitasd --check` show it: "14d", "90s", "10MiB", "1000". */
+const char *cfg_format_duration(long seconds, char *buf, size_t len);
+const char *cfg_format_size(long bytes, char *buf, size_t len);
 
 #endif

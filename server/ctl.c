@@ -3,6 +3,7 @@
 #include "config.h"
 #include "jid.h"
 #include "scram.h"
+#include "standard_modules.h"
 #include "storage.h"
 #include "util.h"
 #include <getopt.h>
@@ -10,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-extern const char *const standard_modules[];   /* standard_modules.c */
 
 static void usage(FILE *fp)
 {
@@ -67,9 +67,7 @@ static jid_t *account_jid(const config_t *c, const char *arg)
 
 static int make_creds(const config_t *c, const char *pw, scram_creds_t *sha1, scram_creds_t *sha256)
 {
-    unsigned it = (unsigned)c->scram_iterations;
-    if (scram_creds_from_password(SCRAM_SHA1, pw, it, sha1) < 0 ||
-        scram_creds_from_password(SCRAM_SHA256, pw, it, sha256) < 0) {
+    if (scram_creds_pair_from_password(pw, (unsigned)c->scram_iterations, sha1, sha256) < 0) {
         fprintf(stderr, "civitasctl: the password is not valid (SASLprep refused it)\n");
         return -1;
     }
@@ -144,7 +142,9 @@ int main(int argc, char **argv)
         return 2;
     }
     strlist_t errors = {0};
-    config_t *c = config_load(config_path, standard_modules, &errors);
+    char **known = modules_known();   /* the names civitasd accepts too */
+    config_t *c = config_load(config_path, (const char *const *)known, &errors);
+    modules_known_free(known);
     if (!c) {
         for (size_t i = 0; i < errors.n; i++) fprintf(stderr, "%s\n", errors.v[i]);
         strlist_free(&errors);

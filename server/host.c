@@ -14,6 +14,8 @@ host_t *host_find(const char *domain)
 }
 
 const char *host_name(const host_t *h) { return h->name; }
+size_t host_count(void) { return srv->nhosts; }
+host_t *host_at(size_t i) { return i < srv->nhosts ? srv->hosts[i] : NULL; }
 
 int host_setup(void)
 {

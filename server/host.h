@@ -15,6 +15,9 @@ struct host {
 CIVITAS_API_BEGIN
 const char *host_name(const host_t *h);
 host_t *host_find(const char *domain);          /* a served domain, or NULL */
+/* Every served domain, in the config's order: host_at(0) .. host_at(host_count() - 1). */
+size_t host_count(void);
+host_t *host_at(size_t i);                      /* NULL past the end */
 CIVITAS_API_END
 
 /* main.c: make the table from the config's hosts (0, or -1 after printing FILE:LINE: why), and

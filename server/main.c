@@ -9,6 +9,10 @@
 #include "account.h"
 #include "roster.h"
 #include "s2s.h"
+#include "standard_modules.h"
+#include "timer.h"
+#include "iq_request.h"
+#include "caps.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -26,12 +30,15 @@ server_t *srv;
 
 /* What federation hands to the router (s2s.h): received stanzas and bounces. */
 static const s2s_local_t federation_local = {router_from_remote, route_stanza};
+/* What the IQ requests (iq_request.h) need from the layers above them. */
+static const iq_request_env_t iq_env = {route_stanza, module_unloading};
 
 static void usage(FILE *fp)
 {
     fprintf(fp, "usage: civitasd --config FILE [--check]\n"
                 "  --config FILE  the YAML configuration (see conf/civitas.yml)\n"
-                "  --check        validate the config and its certificates, then exit (0 usable, 1 not)\n"
+                "  --check        validate the config and its certificates, then exit (0 usable, 1 not);\n"
+                "                 when usable, print every module's effective options\n"
                 "  --help         this text\n"
                 "  --version      print the version\n");
 }
@@ -44,7 +51,10 @@ static void print_errors(const strlist_t *errors)
 /* Module names in the config must name modules that exist (checked again when loading). */
 static config_t *load_config(const char *path, strlist_t *errors)
 {
-    return config_load(path, standard_modules, errors);
+    char **known = modules_known();
+    config_t *c = config_load(path, (const char *const *)known, errors);
+    modules_known_free(known);
+    return c;
 }
 
 static void apply_logging(const config_t *c)
@@ -219,11 +229,16 @@ int main(int argc, char **argv)
     }
     strlist_free(&errors);
     if (check) {
-        if (modules_check(srv->cfg, &errors) < 0) {
+        strlist_t report = {0};
+        if (modules_check_report(srv->cfg, &errors, &report) < 0) {
             print_errors(&errors);
             return 1;
         }
         printf("%s: configuration is usable\n", config_path);
+        /* What the modules will run with, defaults included, as config text an admin can copy. */
+        printf("# modules in load order, with every option's effective value:\n");
+        for (size_t i = 0; i < report.n; i++) printf("%s\n", report.v[i]);
+        strlist_free(&report);
         return 0;
     }
     apply_logging(srv->cfg);
@@ -243,7 +258,8 @@ int main(int argc, char **argv)
         free(err);
         return 1;
     }
-    if (host_setup() < 0 || modules_load() < 0 || s2s_start(&federation_local) < 0) {
+    iq_requests_start(&iq_env);
+    if (host_setup() < 0 || modules_load() < 0 || caps_start() < 0 || s2s_start(&federation_local) < 0) {
         log_error("main", "start-up failed");
         return 1;
     }
@@ -262,7 +278,10 @@ int main(int argc, char **argv)
     for (session_t *s = srv->sessions; s; s = s->next) s->bound = 0;
     account_events_stop();
     s2s_stop();
+    caps_stop();
     modules_unload();
+    iq_requests_shutdown();
+    timers_shutdown();
     roster_cache_shutdown();
     event_free(ev_term);
     event_free(ev_int);

@@ -11,6 +11,7 @@
 #include "jid.h"
 #include "config.h"
 #include "storage.h"
+#include "store.h"        /* module-scoped tables: store_* */
 #include "util.h"        /* xmalloc, xstrdup, xasprintf, strmap: modules use the core's helpers */
 #include "log.h"
 #include "hook.h"        /* hook_event_t, module_hook, hook_fire */
@@ -18,9 +19,12 @@
 #include "session.h"     /* sessions: send, close, data, presence state, output flow */
 #include "router.h"      /* route_stanza, hook_reply, hook_error */
 #include "stanza.h"      /* stanza_reply, stanza_error, NS_* */
-#include "account.h"     /* account_delete */
+#include "account.h"     /* account_delete, account_create, account_set_password */
+#include "timer.h"       /* module_add_timer, module_timer_cancel */
+#include "iq_request.h"  /* module_send_iq: IQ requests with a result callback */
+#include "caps.h"        /* XEP-0115 capabilities of a JID */
 
-#define CIVITAS_MODULE_ABI 1
+#define CIVITAS_MODULE_ABI 3     /* 2: module_t gained conf_size and depends; 3: store */
 
 /* Hook names, after Prosody's (the '<ns>' is the namespace of the IQ's child element):
  *   iq-get/host/<ns>, iq-set/host/<ns>   IQ to the server's domain
@@ -81,25 +85,63 @@ const disco_identity_t *module_identity(size_t i);
 const cfg_node_t *module_config(module_ctx_t *m);
 strlist_t *module_errors(module_ctx_t *m);      /* config errors go here; the core prints them */
 storage_t *module_storage(module_ctx_t *m);
+/* The module's own table `table`, declared in its descriptor's .store and brought to the declared
+ * version before load runs (store.h documents declarations and every store_* call); NULL when the
+ * module declared no such table. Valid until the module is unloaded. */
+store_t *module_store(module_ctx_t *m, const char *table);
 const char *module_name(const module_ctx_t *m);
 
 CIVITAS_API_END
 
 /* A module's options, declared as rows (nginx-style): the core checks the module's config
- * section against them at --check and at start (unknown keys, types, bounds: FILE:LINE errors)
- * and, before load, stores each value (or the default) at `offset` in the module's `conf`
- * struct. Modules never parse their options themselves. */
-typedef enum { MOPT_INT, MOPT_BOOL } module_opt_type_t;
+ * section against them at --check and at start (unknown keys, types, bounds: FILE:LINE errors
+ * naming module, key and what is allowed), and, before load, stores each value (or the default)
+ * at `offset` in the module's `conf` struct. Modules never parse their options themselves.
+ * `civitasd --check` prints every module's effective values, defaults included.
+ *
+ *   type           the field at offset   written in the config as
+ *   MOPT_INT       long                  a whole number in [min, max]
+ *   MOPT_BOOL      int (0/1)             true/false, yes/no, on/off
+ *   MOPT_STRING    char * (or NULL)      a non-empty string; default def_string (may be NULL);
+ *                                        if max > 0, its length in bytes is within [min, max]
+ *   MOPT_ENUM      int                   one of choices[] (NULL-terminated); stored as the index,
+ *                                        default: index def
+ *   MOPT_LIST      strlist_t             a list of non-empty strings ([a, b] or "- a" lines);
+ *                                        default: choices[] (NULL: empty); if max > 0, at most max
+ *                                        entries and at least min
+ *   MOPT_DURATION  long, seconds         seconds, or a whole number with s, m, h, d ("72h", "14d");
+ *                                        def/min/max in seconds
+ *   MOPT_SIZE      long, bytes           bytes, or a whole number with K, M, G, T (binary; also
+ *                                        KiB, MiB, GiB, TiB: "512K", "10MiB"); def/min/max in bytes
+ *
+ * Strings and lists are owned by the core: copies of the config's text, freed (and the fields
+ * cleared) after the module's unload, so they outlive a reload of the config (SIGHUP).
+ *
+ * Per host: a row with per_host = 1 may also be set for one of the server's hosts under the
+ * section's `hosts:` key, e.g. `offline: {max_messages: 1000, hosts: {kaarst.example:
+ * {max_messages: 50}}}`. A module with such rows sets conf_size in its descriptor and reads its
+ * options through module_host_conf(m, host), which returns the host's copy of the conf struct
+ * (the section's values with the host's overrides) or `conf` itself for hosts without any.
+ *
+ * Rows are written positionally ({"max_items", MOPT_INT, offsetof(...), 1000, 1, 100000}), the
+ * fields after max by name (.def_string, .choices, .per_host). */
+typedef enum { MOPT_INT, MOPT_BOOL, MOPT_STRING, MOPT_ENUM, MOPT_LIST, MOPT_DURATION, MOPT_SIZE } module_opt_type_t;
 typedef struct module_option {
     const char *name;                       /* key in the module's section; NULL ends the table */
-    module_opt_type_t type;                 /* MOPT_INT: a long at offset; MOPT_BOOL: an int */
+    module_opt_type_t type;                 /* see the table above */
     size_t offset;                          /* offsetof(the module's conf struct, field) */
-    long def, min, max;                     /* default and bounds (bounds: MOPT_INT only) */
+    long def, min, max;                     /* default and bounds, as the table above says per type */
+    const char *def_string;                 /* MOPT_STRING: the default, or NULL */
+    const char *const *choices;             /* MOPT_ENUM: the allowed names; MOPT_LIST: the default */
+    int per_host;                           /* 1: may differ per host (section's hosts: map) */
 } module_option_t;
 
 /* The descriptor a module exports as `const module_t civitas_module`. load returns 0, or -1
  * after logging why (the server then refuses to start). Everything registered through m is
- * removed automatically when the module is unloaded; unload (optional) frees the module's own data. */
+ * removed automatically when the module is unloaded; unload (optional) frees the module's own data.
+ * Modules are loaded after the modules they depend on (then in the order of the config's
+ * modules: list, or of the standard list) and unloaded in reverse; a module whose dependency is
+ * not loaded stops --check and the start with a message naming both. */
 typedef struct module {
     int abi;                                /* CIVITAS_MODULE_ABI */
     const char *name;                       /* as written in the config's modules: list */
@@ -107,7 +149,64 @@ typedef struct module {
     void (*unload)(module_ctx_t *m);
     const module_option_t *options;         /* optional: the section's keys, see above */
     void *conf;                             /* where the options' values are stored */
+    size_t conf_size;                       /* sizeof *conf; needed when a row has per_host */
+    const char *const *depends;             /* optional: names of modules that must be loaded
+                                               first, NULL-terminated ("pep" for "omemo") */
+    const store_schema_t *store;            /* optional: the module's own tables (store.h) */
 } module_t;
+
+/* The module's conf struct as it applies to host h: a copy with h's `hosts:` overrides, or the
+ * descriptor's conf when h has none (or h is NULL). Valid until the module is unloaded. */
+CIVITAS_API const void *module_host_conf(const module_ctx_t *m, const host_t *h);
+
+/* ---- Hook names as constants -------------------------------------------------------------
+ * Use these instead of string literals: a misspelt constant does not compile, a misspelt string
+ * silently never fires. The stanza hooks built from a namespace ("iq-get/host/<ns>") stay strings. */
+#define HOOK_IQ_HOST "iq/host"
+#define HOOK_IQ_BARE "iq/bare"
+#define HOOK_IQ_FULL "iq/full"
+#define HOOK_MESSAGE_BARE "message/bare"
+#define HOOK_MESSAGE_FULL "message/full"
+#define HOOK_MESSAGE_HOST "message/host"
+#define HOOK_PRESENCE_BARE "presence/bare"
+#define HOOK_PRESENCE_FULL "presence/full"
+#define HOOK_PRESENCE_HOST "presence/host"
+#define HOOK_PRE_STANZA_OUT "pre-stanza/out"
+#define HOOK_PRESENCE_SELF "presence/self"
+#define HOOK_PRESENCE_INITIAL "presence/initial"
+#define HOOK_PRESENCE_RESEND "presence/resend"
+#define HOOK_SESSION_BOUND "session-bound"
+#define HOOK_SESSION_CLOSED "session-closed"
+#define HOOK_STREAM_FEATURES "stream-features"
+#define HOOK_STREAM_FEATURES_PREAUTH "stream-features/preauth"
+#define HOOK_USER_DELETED "user-deleted"
+/* Events of presence and capabilities (informational: handlers return HOOK_PASS; ev->stanza is
+ * read-only here and must not be taken). Fired by the core, whatever modules are loaded.
+ *   resource-available     a bound resource went from unavailable to available (its first available
+ *                          presence, or the first after an unavailable one). origin = the session,
+ *                          from = its full JID, to = its bare JID, stanza = that presence.
+ *   resource-unavailable   the same resource stopped being available: unavailable (or error)
+ *                          presence (stanza set), or the stream ended while it was available
+ *                          (stanza NULL). Exactly once per resource-available.
+ *   contact-presence       presence without type or of type unavailable from another account's JID
+ *                          arrived for a local account (bare or full JID; from a local or a remote
+ *                          contact), before the delivery hooks (blocking may still drop it).
+ *                          from = the contact (full JID as sent), to = the addressee, host = its
+ *                          host, origin = the sending local session or NULL, stanza = the presence.
+ *   caps-known             XEP-0115: the capabilities of a full JID became known (verified, from the
+ *                          cache or a disco#info answer) after it sent presence with caps. from =
+ *                          that full JID, host = the local host that learnt it, origin = its session
+ *                          when local, stanza = the verified disco#info <query/>. Query them with
+ *                          caps_features/caps_has_feature (caps.h). */
+#define HOOK_RESOURCE_AVAILABLE "resource-available"
+#define HOOK_RESOURCE_UNAVAILABLE "resource-unavailable"
+#define HOOK_CONTACT_PRESENCE "contact-presence"
+#define HOOK_CAPS_KNOWN "caps-known"
+
+/* ---- Timers, IQ requests, presence and capabilities -------------------------------------
+ * module_add_timer, module_timer_cancel: timer.h. module_send_iq (an IQ with a result callback),
+ * iq_request_cancel: iq_request.h. session_presence (a session's current presence): session.h.
+ * caps_info, caps_features, caps_has_feature, session_has_feature (XEP-0115): caps.h. */
 
 /* ---- Roster service ----------------------------------------------------------------------
  * Rosters (RFC 6121 §2, XEP-0237), shared by mod_roster, mod_presence and any module that needs a

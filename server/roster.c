@@ -117,11 +117,11 @@ static int collect(void *ud, const char *key, const void *val, size_t len)
  * the time (every broadcast, probe and subscription stanza), and reading and parsing one from
  * storage each time cost a login with 100 contacts 58 ms of CPU (tests/bench). Rosters change
  * only through roster_save, which writes through; a change by another process (civitasctl) is
- * seen through storage_data_version and empties the cache. Bounded: past ROSTER_CACHE_MAX
+ * seen through storage_changed and empties the cache. Bounded: past ROSTER_CACHE_MAX
  * entries the cache is emptied and fills again with what is in use. */
 #define ROSTER_CACHE_MAX 20000
 static strmap_t *cache;
-static int64_t cache_data_version = -1;
+static storage_watch_t cache_watch;     /* what the cache has seen of other processes' writes */
 
 static void cache_clear(void)
 {
@@ -157,11 +157,8 @@ roster_t *roster_load_deleted(const jid_t *owner, int64_t event)
 roster_t *roster_load(const jid_t *owner)
 {
     if (!owner || !owner->node) return NULL;
-    int64_t dv = storage_data_version(srv->store);
-    if (dv != cache_data_version) {      /* another process wrote: what we hold may be stale */
-        cache_clear();
-        cache_data_version = dv;
-    }
+    int changed = storage_changed(srv->store, &cache_watch);
+    if (changed != 0) cache_clear();     /* another process wrote (or error): what we hold may be stale */
     jid_t *bare = jid_bare_of(owner);
     roster_t *r = cache ? strmap_get(cache, bare->bare) : NULL;
     if (r) {
@@ -170,7 +167,7 @@ roster_t *roster_load(const jid_t *owner)
         return r;
     }
     r = roster_read(bare, -1);
-    if (r && dv >= 0) {
+    if (r && changed >= 0) {
         if (!cache || strmap_count(cache) >= ROSTER_CACHE_MAX) {
             cache_clear();
             cache = strmap_new();
@@ -234,6 +231,19 @@ roster_item_t *roster_find(roster_t *r, const char *jid)
     for (size_t i = 0; i < r->n; i++)
         if (strcmp(r->v[i]->jid, jid) == 0) return r->v[i];
     return NULL;
+}
+
+int roster_is_subscribed(const jid_t *owner, const jid_t *contact, int direction)
+{
+    if (!owner || !contact || !owner->node || !(direction & (ROSTER_SUB_TO | ROSTER_SUB_FROM))) return 0;
+    roster_t *r = roster_load(owner);
+    if (!r) return 0;
+    jid_t *cb = jid_bare_of(contact);
+    roster_item_t *it = roster_find(r, cb->bare);
+    int ok = it && it->listed && (it->sub & direction) == direction;
+    jid_free(cb);
+    roster_free(r);
+    return ok;
 }
 
 roster_item_t *roster_add(roster_t *r, const char *jid)

@@ -84,6 +84,13 @@ int64_t roster_oldest_version(const roster_t *r);
  * change this roster through another roster_t (load again after routing if still needed). */
 int roster_save(roster_t *r, roster_item_t *it, int visible);
 
+/* The one subscription check (RFC 6121 §2.1.2.5, Appendix A). 1 when the roster of the local
+ * account owner (bare JID) lists contact (its bare JID is taken) with a subscription including
+ * direction: ROSTER_SUB_FROM (contact receives owner's presence: "is contact subscribed to
+ * owner's presence"), ROSTER_SUB_TO (owner receives contact's presence), or both bits (mutual).
+ * 0 otherwise, also when the roster cannot be read. */
+int roster_is_subscribed(const jid_t *owner, const jid_t *contact, int direction);
+
 /* <item/> (in NS_ROSTER, unlinked, the caller owns it) for a roster result or push: jid, name,
  * subscription, ask, approved and groups; a record that is not listed gives
  * <item jid='…' subscription='remove'/>. */

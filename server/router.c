@@ -3,6 +3,8 @@
 #include "router.h"
 #include "stanza.h"
 #include "s2s.h"
+#include "caps.h"
+#include "iq_request.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,6 +83,20 @@ static void route_iq_local(host_t *h, const jid_t *to, xnode_t *st, hook_event_t
     bounce(st, "cancel", "service-unavailable");
 }
 
+/* Presence from another account's JID (local or remote) to a local account: the caps service
+ * learns from it, then "contact-presence" (HOOK_CONTACT_PRESENCE, module.h; the core names hooks
+ * by their strings since it cannot include module.h). Does not change or take the stanza. */
+static void contact_presence(const hook_event_t *ev)
+{
+    const char *type = xnode_attr(ev->stanza, "type");
+    if (type && strcmp(type, "unavailable") != 0) return;
+    if (!ev->from || jid_bare_equal(ev->from, ev->to)) return;
+    caps_presence(ev->host, ev->from, ev->stanza, ev->origin);
+    hook_event_t cev = *ev;
+    cev.name = "contact-presence";
+    hook_fire(&cev);
+}
+
 /* Route a stanza whose 'from' and 'to' are set. Takes ownership. */
 static void route(xnode_t *st, session_t *origin, const jid_t *from)
 {
@@ -92,7 +108,14 @@ static void route(xnode_t *st, session_t *origin, const jid_t *from)
         return;
     }
     host_t *h = find_host_of(to);
+    /* the answer to an IQ request of the core or a module (iq_request.c) goes no further */
+    if (h && strcmp(st->name, "iq") == 0 && iq_request_deliver(st, from, to)) {
+        xnode_free(st);
+        jid_free(to);
+        return;
+    }
     hook_event_t ev = {.stanza = st, .origin = origin, .host = h, .from = from, .to = to};
+    if (h && to->node && strcmp(st->name, "presence") == 0) contact_presence(&ev);
     if (!h) {                       /* a remote domain: federation queues, sends or bounces it */
         /* the last look before it leaves: what a module sends on a local user's behalf passes
          * here too (blocking filters it as the local hooks do for local recipients) */
@@ -195,6 +218,7 @@ static void client_presence(session_t *s, xnode_t *st)
 {
     const char *type = xnode_attr(st, "type");
     int was_available = s->available;
+    int had_presence = session_presence(s) != NULL;
     if (!type) {
         xnode_t *p = xnode_child(st, "priority", NULL);
         int prio = 0;
@@ -221,6 +245,11 @@ static void client_presence(session_t *s, xnode_t *st)
         bounce(st, "modify", "bad-request");
         return;
     }
+    /* the current presence is the session's before any hook runs; the events after the hooks */
+    xnode_t *now = s->available ? xnode_copy(st) : NULL;
+    xnode_t *ended = !s->available && had_presence ? xnode_copy(st) : NULL;
+    session_set_presence(s, now);
+    caps_presence(s->host, s->jid, st, s);
     jid_t *bare = jid_bare_of(s->jid);
     hook_event_t ev = {.name = "presence/initial", .stanza = st, .origin = s, .host = s->host, .from = s->jid, .to = bare};
     if (s->available && !was_available) hook_fire(&ev);
@@ -233,8 +262,17 @@ static void client_presence(session_t *s, xnode_t *st)
         for (session_t *o = u ? u->sessions : NULL; o; o = o->next_in_user)
             if (o->available || o == s) session_deliver(o, st);
     }
-    jid_free(bare);
     xnode_free(ev.stanza);
+    if (now && !had_presence) {
+        hook_event_t aev = {.name = "resource-available", .stanza = now, .origin = s, .host = s->host, .from = s->jid, .to = bare};
+        hook_fire(&aev);
+    } else if (ended) {
+        hook_event_t uev = {.name = "resource-unavailable", .stanza = ended, .origin = s, .host = s->host, .from = s->jid, .to = bare};
+        hook_fire(&uev);
+    }
+    xnode_free(now);
+    xnode_free(ended);
+    jid_free(bare);
 }
 
 void router_from_client(session_t *s, xnode_t *st)

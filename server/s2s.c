@@ -104,6 +104,54 @@ void s2s_conn_send(s2s_conn_t *c, const xnode_t *n)
     free(buf);
 }
 
+static void buf_append(char **buf, size_t *len, const char *s, size_t n)
+{
+    *buf = xrealloc(*buf, *len + n + 1);
+    memcpy(*buf + *len, s, n);
+    *len += n;
+    (*buf)[*len] = '\0';
+}
+
+void s2s_conn_send_prefixed(s2s_conn_t *c, const xnode_t *n)
+{
+    const char *prefix = strcmp(n->ns, NS_STREAMS) == 0 ? "stream:" : strcmp(n->ns, NS_DIALBACK) == 0 ? "db:" : NULL;
+    for (char **a = n->attrs; prefix && a && *a; a += 2)
+        if (strchr(a[0], ' ')) prefix = NULL;          /* a namespaced attribute: the serialiser's job */
+    if (!prefix) {
+        s2s_conn_send(c, n);
+        return;
+    }
+    char *buf = NULL, *part;
+    size_t len = 0, plen;
+    int ok = 1;
+    buf_append(&buf, &len, "<", 1);
+    buf_append(&buf, &len, prefix, strlen(prefix));
+    buf_append(&buf, &len, n->name, strlen(n->name));
+    for (char **a = n->attrs; a && *a; a += 2) {
+        if (!(part = xml_escape_attr(a[1], &plen))) ok = 0;
+        char *at = xasprintf(" %s='%s'", a[0], part ? part : "");
+        buf_append(&buf, &len, at, strlen(at));
+        free(at);
+        free(part);
+    }
+    buf_append(&buf, &len, n->children ? ">" : "/>", n->children ? 1 : 2);
+    for (const xnode_t *ch = n->children; ch; ch = ch->next) {
+        /* children as s2s_conn_send writes elements: jabber:server is the default namespace */
+        part = ch->name ? xnode_serialize(ch, NS_SERVER, &plen) : xml_escape_attr(ch->text, &plen);
+        if (!part) ok = 0;
+        else buf_append(&buf, &len, part, plen);
+        free(part);
+    }
+    if (n->children) {
+        char *end = xasprintf("</%s%s>", prefix, n->name);
+        buf_append(&buf, &len, end, strlen(end));
+        free(end);
+    }
+    if (ok) s2s_conn_send_str(c, buf);
+    else log_warn("s2s", "%s: cannot serialise an element, not sent", c->ip);
+    free(buf);
+}
+
 void s2s_conn_header(s2s_conn_t *c, const char *from, const char *to, const char *id)
 {
     char *f = from ? xml_escape_attr(from, NULL) : NULL, *t = to ? xml_escape_attr(to, NULL) : NULL;

@@ -107,6 +107,11 @@ s2s_conn_t *s2s_conn_connect(const struct sockaddr *addr, int addrlen, const s2s
 /* Send our stream header (jabber:server, dialback namespace declared; from/to/id optional). */
 void s2s_conn_header(s2s_conn_t *c, const char *from, const char *to, const char *id);
 void s2s_conn_send(s2s_conn_t *c, const xnode_t *n);
+/* Send n with the prefix our stream header binds to its namespace: <stream:features/>,
+ * <db:result/>, <db:verify/> (anything else as s2s_conn_send). The same XML as the unprefixed form,
+ * but ejabberd recognises only these forms on s2s streams and ignores the others until its idle
+ * timeout. n's children are written as s2s_conn_send writes elements (jabber:server default). */
+void s2s_conn_send_prefixed(s2s_conn_t *c, const xnode_t *n);
 void s2s_conn_send_str(s2s_conn_t *c, const char *s);
 /* Start TLS now (outgoing direct TLS, after tcp_up): client side, tls_up follows. */
 void s2s_conn_start_tls_client(s2s_conn_t *c, struct ssl_st *ssl);

@@ -203,7 +203,7 @@ static void send_features(s2s_in_t *in)
                      in->hdr_from, in->host->name, reason);
         }
     }
-    s2s_conn_send(c, f);
+    s2s_conn_send_prefixed(c, f);      /* <stream:features>: ejabberd knows no other form */
     xnode_free(f);
 }
 
@@ -304,11 +304,11 @@ static void db_answer(s2s_in_t *in, const char *name, const char *from, const ch
     if (id) xnode_set_attr(r, "id", id);
     xnode_set_attr(r, "type", type);
     if (error) {
-        xnode_t *e = xnode_add_elem(r, "error", NULL);
+        xnode_t *e = xnode_add_elem(r, "error", NS_SERVER);       /* in jabber:server, as XEP-0220 writes it */
         xnode_set_attr(e, "type", "cancel");
         xnode_add_elem(e, error, NS_STANZAS);
     }
-    s2s_conn_send(in->conn, r);
+    s2s_conn_send_prefixed(in->conn, r);    /* <db:result>, <db:verify>: ejabberd knows no other form */
     xnode_free(r);
 }
 

@@ -17,7 +17,12 @@
 #define BACKOFF_MAX_MS 60000        /* ... at most a minute, before connecting again */
 #define DEFAULT_PORT 5269
 
-typedef struct qitem { xnode_t *st; size_t bytes; struct qitem *next; } qitem_t;
+typedef struct qitem {
+    xnode_t *st;                    /* the stanza, for a bounce if the stream fails */
+    char *xml;                      /* st serialised as it is sent (written at flush as is) */
+    size_t bytes;                   /* strlen(xml) */
+    struct qitem *next;
+} qitem_t;
 
 typedef struct vreq {               /* a db:verify we send for an incoming stream */
     char *id, *key;
@@ -143,6 +148,7 @@ static void out_free(s2s_out_t *o)
         qitem_t *i = o->q;
         o->q = i->next;
         xnode_free(i->st);
+        free(i->xml);
         free(i);
     }
     while (o->vq) {
@@ -167,7 +173,7 @@ static void send_verify(s2s_out_t *o, vreq_t *v)
     xnode_set_attr(d, "to", o->remote);
     xnode_set_attr(d, "id", v->id);
     xnode_add_text(d, v->key);
-    s2s_conn_send(o->conn, d);
+    s2s_conn_send_prefixed(o->conn, d);     /* <db:verify>: ejabberd knows no other form */
     xnode_free(d);
     v->sent = 1;
 }
@@ -238,6 +244,7 @@ static void out_fail(s2s_out_t *o, const char *cond, const char *why)
         qitem_t *i = q;
         q = i->next;
         bounce(i->st, "cancel", cond, NULL);
+        free(i->xml);
         free(i);
     }
 }
@@ -259,8 +266,9 @@ static void out_established(s2s_out_t *o, const char *how)
     while (o->q && o->conn) {
         qitem_t *i = o->q;
         o->q = i->next;
-        s2s_conn_send(o->conn, i->st);
+        s2s_conn_send_str(o->conn, i->xml);     /* serialised when queued: not again */
         xnode_free(i->st);
+        free(i->xml);
         free(i);
     }
     o->q = NULL;
@@ -325,7 +333,7 @@ static void start_dialback(s2s_out_t *o)
     xnode_set_attr(r, "from", o->local);
     xnode_set_attr(r, "to", o->remote);
     xnode_add_text(r, key);
-    s2s_conn_send(o->conn, r);
+    s2s_conn_send_prefixed(o->conn, r);     /* <db:result>: ejabberd knows no other form */
     xnode_free(r);
     free(key);
     flush_verifies(o);      /* db:verify may share the stream while dialback runs */
@@ -684,15 +692,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- entry points ---- */
 
-/* Does st fit into o's queue (at most MAX_QUEUE stanzas and limits.max_s2s_queue_bytes bytes as
- * they will be sent)? *bytes: its size. */
-static int queue_room(s2s_out_t *o, const xnode_t *st, size_t *bytes)
+/* Does the serialised stanza (bytes long) fit into o's queue (at most MAX_QUEUE stanzas and
+ * limits.max_s2s_queue_bytes bytes as they will be sent)? */
+static int queue_room(const s2s_out_t *o, size_t bytes)
 {
-    if (o->qlen >= MAX_QUEUE) return 0;
-    char *buf = xnode_serialize(st, NS_SERVER, bytes);
-    free(buf);
-    if (!buf) *bytes = 0;           /* cannot be sent anyway: s2s_conn_send drops it */
-    return o->qbytes + *bytes <= (size_t)srv->cfg->max_s2s_queue_bytes;
+    return o->qlen < MAX_QUEUE && o->qbytes + bytes <= (size_t)srv->cfg->max_s2s_queue_bytes;
 }
 
 void s2s_route(xnode_t *st)
@@ -700,6 +704,7 @@ void s2s_route(xnode_t *st)
     jid_t *from = jid_new(xnode_attr(st, "from")), *to = jid_new(xnode_attr(st, "to"));
     const char *why = NULL;
     size_t bytes = 0;
+    char *xml = NULL;
     if (!from || !to || !host_find(from->domain)) {
         log_debug("s2s", "dropped a stanza to a remote domain without a local sender");
         xnode_free(st);
@@ -719,7 +724,10 @@ void s2s_route(xnode_t *st)
             s2s_conn_send(o->conn, st);
             o->last_used = now_ms();
             xnode_free(st);
-        } else if (!queue_room(o, st, &bytes)) {
+        } else if (!(xml = xnode_serialize(st, NS_SERVER, &bytes))) {
+            log_warn("s2s", "outgoing %s -> %s: cannot serialise an element, not sent", o->local, o->remote);
+            xnode_free(st);
+        } else if (!queue_room(o, bytes)) {
             /* RFC 6120 §8.3.3.18; bounce() never answers an error with an error (§8.3.1) */
             if (!o->qfull_logged)
                 log_info("s2s", "outgoing %s -> %s: queue over %zu stanzas or %ld bytes (limits.max_s2s_queue_bytes) "
@@ -727,9 +735,11 @@ void s2s_route(xnode_t *st)
                          (size_t)MAX_QUEUE, srv->cfg->max_s2s_queue_bytes);
             o->qfull_logged = 1;
             bounce(st, "wait", "resource-constraint", NULL);
+            free(xml);
         } else {
             qitem_t *i = xcalloc(1, sizeof *i);
             i->st = st;
+            i->xml = xml;
             i->bytes = bytes;
             o->qbytes += bytes;
             *o->qtail = i;

@@ -248,6 +248,17 @@ int scram_creds_from_password(scram_hash_t h, const char *password, unsigned ite
     return scram_creds_derive(h, password, salt, sizeof salt, iterations, out);
 }
 
+int scram_creds_pair_from_password(const char *password, unsigned iterations, scram_creds_t *sha1,
+                                   scram_creds_t *sha256)
+{
+    if (scram_creds_from_password(SCRAM_SHA1, password, iterations, sha1) == 0 &&
+        scram_creds_from_password(SCRAM_SHA256, password, iterations, sha256) == 0)
+        return 0;
+    OPENSSL_cleanse(sha1, sizeof *sha1);
+    OPENSSL_cleanse(sha256, sizeof *sha256);
+    return -1;
+}
+
 static int creds_sane(const scram_creds_t *c, scram_hash_t h)
 {
     return c->hash == h && scram_hash_len(h) != 0 && c->salt_len >= 1 && c->salt_len <= SCRAM_MAX_SALT &&

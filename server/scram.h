@@ -42,6 +42,10 @@ char *scram_saslprep(const char *in);
  * 0, or -1 when the password is rejected by SASLprep, iterations is 0 or above INT_MAX, h is
  * invalid or the crypto library fails. On -1 *out is zeroed. */
 int scram_creds_from_password(scram_hash_t h, const char *password, unsigned iterations, scram_creds_t *out);
+/* Both creds every account stores (SCRAM-SHA-1 and SCRAM-SHA-256), each with its own salt, from
+ * one password: 0, or -1 as scram_creds_from_password (then both are zeroed). */
+int scram_creds_pair_from_password(const char *password, unsigned iterations, scram_creds_t *sha1,
+                                   scram_creds_t *sha256);
 /* The same with a given salt (1..SCRAM_MAX_SALT bytes): used to reproduce known creds. 0/-1. */
 int scram_creds_derive(scram_hash_t h, const char *password, const unsigned char *salt, size_t salt_len,
                        unsigned iterations, scram_creds_t *out);

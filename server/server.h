@@ -30,12 +30,19 @@ extern server_t *srv;
 
 /* module.c, for main.c: loading and unloading modules. */
 struct module;
+struct module_ctx;
 int modules_load(void);               /* config's modules: list, or every standard module */
 /* A module linked into the program instead of loaded from a file (the module fuzz target). */
 int module_load_static(const struct module *desc);
-/* --check: every module to be loaded exists and its config section is valid. 0/-1 (errors filled) */
+/* Several linked-in modules (NULL-terminated), started in dependency order. 0/-1 */
+int modules_load_static(const struct module *const *descs);
+/* --check: every module to be loaded exists, its dependencies are loaded too and its config section
+ * is valid. 0/-1 (errors filled). With report, one line a module in load order with its effective
+ * options as YAML ("offline: {max_messages: 1000, ...}"). */
 int modules_check(const config_t *c, strlist_t *errors);
+int modules_check_report(const config_t *c, strlist_t *errors, strlist_t *report);
 void modules_unload(void);
-extern const char *const standard_modules[];
+/* 1 once m's unloading began: it may add nothing (given to iq_request.c by main.c) */
+int module_unloading(const struct module_ctx *m);
 
 #endif

@@ -172,6 +172,8 @@ void session_close(session_t *s, const char *condition, const char *text)
 
 static host_t *find_host_of(const jid_t *j) { return j ? host_find(j->domain) : NULL; }
 
+static void (*on_unbind)(const jid_t *full);   /* session_on_unbind */
+
 user_t *session_user(host_t *h, const char *bare) { return strmap_get(h->users, bare); }
 
 session_t *user_sessions(const jid_t *bare)
@@ -228,6 +230,29 @@ void session_unbind(session_t *s)
     s->next_in_user = NULL;
     hook_event_t ev = {.name = "session-closed", .origin = s, .host = s->host, .from = s->jid};
     hook_fire(&ev);
+    if (session_presence(s)) {          /* the stream ended while the resource was available */
+        session_set_presence(s, NULL);
+        jid_t *bare = jid_bare_of(s->jid);
+        hook_event_t uev = {.name = "resource-unavailable", .origin = s, .host = s->host, .from = s->jid, .to = bare};
+        hook_fire(&uev);
+        jid_free(bare);
+    }
+    if (on_unbind) on_unbind(s->jid);
+}
+
+void session_on_unbind(void (*fn)(const jid_t *full)) { on_unbind = fn; }
+
+/* ---- a session's current presence (session_presence, module.h) ---- */
+
+#define PRESENCE_KEY "core.presence"
+
+static void presence_data_free(void *p) { xnode_free(p); }
+
+const xnode_t *session_presence(const session_t *s) { return session_get_data(s, PRESENCE_KEY); }
+
+void session_set_presence(session_t *s, const xnode_t *p)
+{
+    session_set_data(s, PRESENCE_KEY, p ? xnode_copy(p) : NULL, presence_data_free);
 }
 
 /* ---- accessors and module data ---- */

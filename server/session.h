@@ -122,6 +122,13 @@ user_t *session_user(host_t *h, const char *bare);
 void session_bind(session_t *s);
 void session_unbind(session_t *s);
 session_t *session_find_full(const jid_t *j);
+/* After session_unbind's events ("session-closed", then "resource-unavailable" when the resource
+ * was available), fn(full JID) runs: the caps cache (caps.c) forgets the resource. One slot;
+ * NULL: nothing. */
+void session_on_unbind(void (*fn)(const jid_t *full));
+
+/* The session's current presence (session_presence): a copy of p, or NULL: not available. */
+void session_set_presence(session_t *s, const xnode_t *p);
 
 /* ---- the module API (module.h) ---- */
 CIVITAS_API_BEGIN
@@ -154,6 +161,11 @@ const char *session_ip(const session_t *s);     /* the client's address, for per
 size_t session_output_queued(const session_t *s);
 size_t session_output_limit(void);
 void session_want_drained(session_t *s);
+
+/* A session's current presence: its last available presence without 'to' (as the client sent
+ * it, 'from' stamped), or NULL when it is not available. Read-only; valid until the session's
+ * next presence. Priority: session_priority above. */
+const xnode_t *session_presence(const session_t *s);
 CIVITAS_API_END
 
 #endif

@@ -128,6 +128,18 @@ int storage_begin(storage_t *s);
 int storage_commit(storage_t *s);
 int storage_rollback(storage_t *s);
 
+/* Nested transactions (what store_begin/store_commit/store_rollback of store.h use). Levels are
+ * counted: the outermost begins the transaction (BEGIN IMMEDIATE; a savepoint when a
+ * storage_begin() batch is open), inner levels are savepoints. storage_tx_rollback undoes its own
+ * level only; storage_tx_commit of the outermost level makes everything durable. Each returns 0
+ * or -1 (commit/rollback without an open level: -1). When SQLite has rolled the transaction back
+ * after an error, every storage call fails until each open level is ended (commit: -1,
+ * rollback: 0), so that later writes never commit on their own. storage_tx_depth: open levels. */
+int storage_tx_begin(storage_t *s);
+int storage_tx_commit(storage_t *s);
+int storage_tx_rollback(storage_t *s);
+int storage_tx_depth(storage_t *s);
+
 /* Human text of the last failure, for logs (never message content; may name users). Owned by s,
  * valid until the next storage call. NULL s gives a fixed text. */
 const char *storage_last_error(storage_t *s);
@@ -136,6 +148,18 @@ CIVITAS_API_END
  * since the last call (SQLite's data_version); caches in the server compare it to know when
  * to drop what they hold. -1 on error. */
 int64_t storage_data_version(storage_t *s);
+/* A cache's view of storage_data_version: zero-initialise one per cache. */
+typedef struct storage_watch {
+    int64_t version;          /* data_version when last looked */
+    unsigned generation;      /* the connection it was read on (a reopened connection starts anew) */
+    int primed;               /* 0: never looked */
+} storage_watch_t;
+/* 1 when another connection (civitasctl, another process) may have committed since the last call
+ * with w, or on the first call; 0 when not; -1 on error (treat it as 1: drop the cache). The
+ * storage's own writes never count: a cache kept up to date by its owner stays valid. */
+int storage_changed(storage_t *s, storage_watch_t *w);
+/* The id the last insert on this storage gave its row (an INTEGER PRIMARY KEY), or -1. */
+int64_t storage_last_insert_id(storage_t *s);
 
 /* ---- Account events: how a deletion reaches the running server, whichever process deleted.
  * storage_account_delete() records one event per deleted account, with a copy of the account's
@@ -168,8 +192,17 @@ int storage_user_event_done(storage_t *s, int64_t id);
  * version), also when the database holds a newer version than n or when called inside a batch. */
 CIVITAS_API_BEGIN
 int storage_module_migrate(storage_t *s, const char *module, const char *const *steps, int n);
+/* The same, with a creation script: when `module` has no version yet, create (several statements
+ * allowed) alone takes it to version n, in one transaction; otherwise steps[v] takes it from v to
+ * v + 1 as above (steps[0] is not used and may be absent). check (may be NULL) is called inside the
+ * transaction that reaches version n, before its commit; when it returns -1 (after setting no
+ * storage error of its own; storage_last_error then says what check's storage calls said, or the
+ * caller reports its own reason) that step is rolled back. store.h's declarations go through this. */
+int storage_module_install(storage_t *s, const char *module, const char *create, const char *const *steps, int n,
+                           int (*check)(void *ud), void *ud);
 /* Declare that rows of `table` belong to the user named by columns (user_col, domain_col), so that
- * storage_account_delete() removes them. The declaration is stored in the database (table
+ * storage_account_delete() removes them. (store.h registers its tables in the same table with an
+ * empty domain_col: user_col then holds the bare JID.) The declaration is stored in the database (table
  * user_tables) and so outlives the process; repeating it is cheap (no write when unchanged).
  * Names must be plain identifiers ([A-Za-z_][A-Za-z0-9_]*), the table and both columns must exist
  * and core tables cannot be registered. 0/-1. */

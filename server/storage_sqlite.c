@@ -140,6 +140,9 @@ struct storage {
     int nqueries;
     int in_cb;                /* inside an iteration callback: reentry is refused */
     int reconnect;            /* the connection saw the file read-only: reopen when it is writable */
+    unsigned generation;      /* counts connections (reconnect()): data_version is per connection */
+    int tx_depth;             /* open storage_tx_begin() levels */
+    int tx_own;               /* the outermost level began the transaction (else: a savepoint in a batch) */
     char err[512];            /* storage_last_error() */
 };
 
@@ -272,6 +275,7 @@ static int reconnect(storage_t *s)
         return -1;
     }
     s->reconnect = sqlite3_db_readonly(s->db, "main") == 1;
+    s->generation++;
     return 0;
 }
 
@@ -284,6 +288,12 @@ static int enter(storage_t *s)
         return -1;
     }
     if ((!s->db || (s->reconnect && sqlite3_get_autocommit(s->db))) && reconnect(s) < 0) return -1;
+    if (s->tx_depth > 0 && sqlite3_get_autocommit(s->db)) {
+        /* SQLite rolled the transaction back after an error: refuse to go on outside it, where
+         * each write would commit on its own. */
+        set_err(s, "the transaction was rolled back after an error: end it with storage_tx_rollback");
+        return -1;
+    }
     return 0;
 }
 
@@ -420,6 +430,69 @@ int storage_rollback(storage_t *s)
     return run_id(s, ST_ROLLBACK, "rollback");
 }
 
+/* ---- nested transactions (store_begin): levels counted, inner levels are savepoints ---- */
+
+int storage_tx_begin(storage_t *s)
+{
+    if (enter(s) < 0) return -1;
+    int own = s->tx_depth == 0 && sqlite3_get_autocommit(s->db);
+    if (run_id(s, own ? ST_BEGIN : ST_SAVEPOINT, "begin transaction") < 0) return -1;
+    if (s->tx_depth == 0) s->tx_own = own;
+    s->tx_depth++;
+    return 0;
+}
+
+/* The common start of commit and rollback: the level to end, or -1. *gone: SQLite already rolled
+ * the whole transaction back after an error. */
+static int tx_level(storage_t *s, int *gone)
+{
+    if (!s) return -1;
+    if (s->in_cb) {
+        set_err(s, "storage called from inside an iteration callback");
+        return -1;
+    }
+    if (s->tx_depth == 0) {
+        set_err(s, "no transaction is open");
+        return -1;
+    }
+    *gone = !s->db || sqlite3_get_autocommit(s->db);
+    return s->tx_depth--;
+}
+
+int storage_tx_commit(storage_t *s)
+{
+    int gone, level = tx_level(s, &gone);
+    if (level < 0) return -1;
+    if (gone) {
+        set_err(s, "commit: the transaction was rolled back after an error");
+        return -1;
+    }
+    int outer = level == 1 && s->tx_own;
+    if (run_id(s, outer ? ST_COMMIT : ST_RELEASE, "commit") == 0) return 0;
+    if (outer && !sqlite3_get_autocommit(s->db)) {
+        char keep[sizeof s->err];
+        memcpy(keep, s->err, sizeof keep);
+        run_id(s, ST_ROLLBACK, "rollback");
+        memcpy(s->err, keep, sizeof keep);
+    }
+    return -1;
+}
+
+int storage_tx_rollback(storage_t *s)
+{
+    int gone, level = tx_level(s, &gone);
+    if (level < 0) return -1;
+    if (gone) return 0;
+    if (level == 1 && s->tx_own) return run_id(s, ST_ROLLBACK, "rollback");
+    if (run_id(s, ST_ROLLBACK_TO, "rollback") < 0) return -1;
+    return run_id(s, ST_RELEASE, "rollback");
+}
+
+int storage_tx_depth(storage_t *s)
+{
+    return s ? s->tx_depth : 0;
+}
+
 /* ---- open, migrate, close ---- */
 
 static int mkdir_p(const char *dir, char *errbuf, size_t errlen)
@@ -532,9 +605,11 @@ static int record_version(storage_t *s, const char *module, int64_t v)
     return r;
 }
 
-/* Apply steps[v..n-1] one transaction each. The version is read again inside each transaction,
- * under the write lock, so two processes starting at once never apply a step twice. */
-static int migrate(storage_t *s, const char *module, const char *const *steps, int n)
+/* Apply steps[v..n-1] one transaction each; at version 0 with create given, create alone takes the
+ * schema to n. The version is read again inside each transaction, under the write lock, so two
+ * processes starting at once never apply a step twice. */
+static int migrate(storage_t *s, const char *module, const char *create, const char *const *steps, int n,
+                   int (*check)(void *ud), void *ud)
 {
     const char *what = module ? module : "core schema";
     for (;;) {
@@ -547,28 +622,38 @@ static int migrate(storage_t *s, const char *module, const char *const *steps, i
         }
         if (v == n) return 0;
         if (run_id(s, ST_BEGIN, "begin migration") < 0) return -1;
-        int ok = schema_version(s, module, &v) == 0;
+        int ok = schema_version(s, module, &v) == 0, checked = 0;
+        char keep_err[sizeof s->err];
         if (ok && v < n) {
             char *msg = NULL;
             int rc = module ? SQLITE_OK
                             : sqlite3_exec(s->db, "CREATE TABLE IF NOT EXISTS schema_version"
                                            " (version INTEGER PRIMARY KEY, applied INTEGER NOT NULL)",
                                            NULL, NULL, &msg);
+            int64_t to = v == 0 && create ? n : v + 1;
             if (rc == SQLITE_OK) {
                 sqlite3_free(msg);
                 msg = NULL;
-                rc = sqlite3_exec(s->db, steps[v], NULL, NULL, &msg);
+                rc = sqlite3_exec(s->db, v == 0 && create ? create : steps[v], NULL, NULL, &msg);
             }
             if (rc != SQLITE_OK) {
-                set_err(s, "%s migration %lld -> %lld failed: %s", what, (long long)v, (long long)v + 1,
+                set_err(s, "%s migration %lld -> %lld failed: %s", what, (long long)v, (long long)to,
                         msg ? msg : sqlite3_errstr(rc));
                 if ((rc & 0xff) == SQLITE_READONLY) s->reconnect = 1;
                 ok = 0;
             }
             sqlite3_free(msg);
-            ok = ok && record_version(s, module, v + 1) == 0;
+            ok = ok && record_version(s, module, to) == 0;
+            if (ok && to == n && check && check(ud) < 0) {
+                memcpy(keep_err, s->err, sizeof keep_err);
+                ok = 0;
+                checked = 1;
+            }
         }
-        if (tx_end(s, 1, ok) < 0) return -1;
+        if (tx_end(s, 1, ok) < 0) {
+            if (checked) memcpy(s->err, keep_err, sizeof keep_err);
+            return -1;
+        }
     }
 }
 
@@ -591,7 +676,7 @@ storage_t *storage_open(const char *data_dir, char **err)
     }
     if (prepare_file(s->path, msg, sizeof msg) < 0 || connect_db(s->path, &s->db, msg, sizeof msg) < 0)
         goto fail;
-    if (migrate(s, NULL, core_migrations, CORE_VERSION) < 0) {
+    if (migrate(s, NULL, NULL, core_migrations, CORE_VERSION, NULL, NULL) < 0) {
         if (err) *err = msg_dup("%s: %s", s->path, s->err);
         storage_close(s);
         return NULL;
@@ -755,6 +840,23 @@ int64_t storage_data_version(storage_t *s)
     return v;
 }
 
+int storage_changed(storage_t *s, storage_watch_t *w)
+{
+    if (!w) return -1;
+    int64_t v = storage_data_version(s);
+    if (v < 0) return -1;
+    int changed = !w->primed || w->generation != s->generation || w->version != v;
+    w->primed = 1;
+    w->generation = s->generation;
+    w->version = v;
+    return changed;
+}
+
+int64_t storage_last_insert_id(storage_t *s)
+{
+    return s && s->db ? (int64_t)sqlite3_last_insert_rowid(s->db) : -1;
+}
+
 typedef struct user_table {
     char *tbl, *ucol, *dcol;
 } user_table_t;
@@ -800,11 +902,16 @@ static int user_tables_load(storage_t *s, user_table_t **out)
 }
 
 /* DELETE the rows of (user, domain) from one registered table. Names were validated when they
- * were registered and are quoted here anyway. */
+ * were registered and are quoted here anyway. An empty domain column (tables declared through
+ * store.h) means that the user column holds the bare JID, "user@domain" (or "domain"). */
 static int delete_from_user_table(storage_t *s, const user_table_t *t, const char *user, const char *domain)
 {
-    char *sql = msg_dup("DELETE FROM \"%s\" WHERE \"%s\" = ?1 AND \"%s\" = ?2", t->tbl, t->ucol, t->dcol);
-    if (!sql) {
+    char *bare = *t->dcol ? NULL : *user ? msg_dup("%s@%s", user, domain) : msg_dup("%s", domain);
+    char *sql = *t->dcol ? msg_dup("DELETE FROM \"%s\" WHERE \"%s\" = ?1 AND \"%s\" = ?2", t->tbl, t->ucol, t->dcol)
+                         : msg_dup("DELETE FROM \"%s\" WHERE \"%s\" = ?1", t->tbl, t->ucol);
+    if (!sql || (!*t->dcol && !bare)) {
+        free(sql);
+        free(bare);
         set_err(s, "out of memory");
         return -1;
     }
@@ -813,10 +920,13 @@ static int delete_from_user_table(storage_t *s, const user_table_t *t, const cha
     free(sql);
     if (rc != SQLITE_OK) {
         sqlite3_finalize(st);
+        free(bare);
         return db_fail(s, rc, "delete user rows");
     }
-    int r = bind_text(s, st, 1, user) == 0 && bind_text(s, st, 2, domain) == 0 ? run(s, st, "delete user rows") : -1;
+    int r = bare ? bind_text(s, st, 1, bare) : bind_text(s, st, 1, user) == 0 ? bind_text(s, st, 2, domain) : -1;
+    if (r == 0) r = run(s, st, "delete user rows");
     sqlite3_finalize(st);
+    free(bare);
     return r;
 }
 
@@ -1102,12 +1212,18 @@ int storage_list_expire(storage_t *s, const char *list, int64_t older_than)
 
 int storage_module_migrate(storage_t *s, const char *module, const char *const *steps, int n)
 {
+    return storage_module_install(s, module, NULL, steps, n, NULL, NULL);
+}
+
+int storage_module_install(storage_t *s, const char *module, const char *create, const char *const *steps, int n,
+                           int (*check)(void *ud), void *ud)
+{
     if (enter(s) < 0) return -1;
-    if (!module || !*module || n < 0 || (n > 0 && !steps)) {
+    if (!module || !*module || n < 0 || (n > (create ? 1 : 0) && !steps)) {
         set_err(s, "invalid argument");
         return -1;
     }
-    for (int i = 0; i < n; i++) {
+    for (int i = create ? 1 : 0; i < n; i++) {
         if (!steps[i]) {
             set_err(s, "invalid argument: NULL migration step");
             return -1;
@@ -1117,7 +1233,7 @@ int storage_module_migrate(storage_t *s, const char *module, const char *const *
         set_err(s, "module migration inside a batch");
         return -1;
     }
-    return migrate(s, module, steps, n);
+    return migrate(s, module, create, steps, n, check, ud);
 }
 
 static int is_ident(const char *n)
@@ -1203,7 +1319,17 @@ static sqlite3_stmt *query_stmt(storage_t *s, const char *sql, int *cached)
         return NULL;
     }
     *cached = 0;
-    if (s->nqueries >= QUERY_CACHE_MAX) return st;
+    if (s->nqueries >= QUERY_CACHE_MAX) {
+        /* Full: drop the least recently used statement (the last; none is running now, since
+         * storage_query is never reentered), so the statements in use stay prepared. */
+        query_t **last = &s->queries;
+        while ((*last)->next) last = &(*last)->next;
+        sqlite3_finalize((*last)->st);
+        free((*last)->sql);
+        free(*last);
+        *last = NULL;
+        s->nqueries--;
+    }
     query_t *q = malloc(sizeof *q);
     char *copy = strdup(sql);
     if (!q || !copy) {

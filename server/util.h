@@ -28,7 +28,7 @@ CIVITAS_API_END
  * IPv4 as is, an IPv4-mapped IPv6 address as its IPv4 address, other IPv6 addresses as their
  * /64 prefix ("2001:db8:1:2::/64"). key holds IP_LIMIT_KEY_LEN bytes. */
 #define IP_LIMIT_KEY_LEN 64
-void ip_limit_key(const char *ip, char *key, size_t keylen);
+CIVITAS_API void ip_limit_key(const char *ip, char *key, size_t keylen);
 
 /* A string-keyed hash map (open addressing, linear probing, tombstones). Written here because
  * glibc's hsearch allows one table per process and no deletion, and GLib is a large dependency

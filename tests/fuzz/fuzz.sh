@@ -20,17 +20,19 @@ mkdir -p "$build/tests/fuzz/out"
 out=$(cd "$build/tests/fuzz/out" && pwd)
 targets=${FUZZ_TARGETS:-"fuzz_xmlstream fuzz_jid fuzz_scram fuzz_config fuzz_stanza fuzz_modules"}
 cc=${FUZZ_CC:-clang}
-core="util log jid xml scram config"
+core="util log jid xml scram config caps_ver"
 # fuzz_modules links the whole server but main.c, and every standard module
-server="storage_sqlite standard_modules module hook host session ip_limits sasl flow stanza router roster account c2s tls listen s2s s2s_in s2s_out dialback dns certcheck"
-modules="disco ping version time roster presence register offline blocking vcard private last carbons"
+server="storage_sqlite store standard_modules module hook host session ip_limits sasl flow stanza router roster timer iq_request caps account c2s tls listen s2s s2s_in s2s_out dialback dns certcheck"
+# the standard modules: the one list, modules/standard.list (scripts/gen-modules also writes the C list)
+modules=$(sh "$src/scripts/gen-modules" names "$src/modules/standard.list")
 
 build() {
     command -v "$cc" >/dev/null 2>&1 || { echo "fuzz.sh: $cc not found (scripts/install-deps --tests installs clang)" >&2; exit 2; }
     cppflags=${FUZZ_CPPFLAGS-$(pkg-config --cflags expat openssl yaml-0.1 libidn libidn2)}
     libs=${FUZZ_LIBS-$(pkg-config --libs expat openssl yaml-0.1 libidn libidn2)}
     san="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
-    cflags="-std=gnu11 -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter $san -I$src/server $cppflags"
+    sh "$src/scripts/gen-modules" def "$src/modules/standard.list" >"$out/standard_modules.def"
+    cflags="-std=gnu11 -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter $san -I$src/server -I$out $cppflags"
     mkdir -p "$out/obj"
     objs=""
     for m in $core; do

@@ -11,7 +11,7 @@
 #include "c2s.h"
 #include "ip_limits.h"
 #include "s2s.h"
-#include "s2s.h"
+#include "standard_modules.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,15 +21,16 @@
 
 server_t *srv;
 
-/* The modules, compiled into this program with civitas_module renamed (see fuzz.sh). */
-#define MOD(n) extern const module_t civitas_module_##n;
-MOD(disco) MOD(ping) MOD(version) MOD(time) MOD(roster) MOD(presence) MOD(register) MOD(offline)
-MOD(blocking) MOD(vcard) MOD(private) MOD(last) MOD(carbons)
-#undef MOD
-static const module_t *const mods[] = {&civitas_module_disco, &civitas_module_ping, &civitas_module_version,
-    &civitas_module_time, &civitas_module_roster, &civitas_module_presence, &civitas_module_register,
-    &civitas_module_offline, &civitas_module_blocking, &civitas_module_vcard, &civitas_module_private,
-    &civitas_module_last, &civitas_module_carbons, NULL};
+/* The standard modules (modules/standard.list, as server/standard_modules.def), compiled into this
+ * program with civitas_module renamed (see fuzz.sh), and started in dependency order. */
+#define CIV_MODULE(n) extern const module_t civitas_module_##n;
+#include "standard_modules.def"
+#undef CIV_MODULE
+static const module_t *const mods[] = {
+#define CIV_MODULE(n) &civitas_module_##n,
+#include "standard_modules.def"
+#undef CIV_MODULE
+    NULL};
 
 static session_t *sess[2];       /* alice's and bob's bound sessions */
 static int unbound[2];           /* set by the harness's session-closed hook */
@@ -140,14 +141,16 @@ static void init(void)
     srv->ip_state = strmap_new();
     static const s2s_local_t local = {router_from_remote, route_stanza};
     s2s_set_local(&local);      /* bounces from federation reach the router, as in civitasd */
+    static const iq_request_env_t iq_env = {route_stanza, module_unloading};
+    iq_requests_start(&iq_env); /* module_send_iq routes its requests, as in civitasd */
     srv->nhosts = 1;
     srv->hosts = xcalloc(1, sizeof *srv->hosts);
     srv->hosts[0] = xcalloc(1, sizeof(host_t));
     srv->hosts[0]->name = xstrdup("localhost");
     srv->hosts[0]->users = strmap_new();
     if (module_load_static(&harness_module) < 0) die("harness module");
-    for (size_t i = 0; mods[i]; i++)
-        if (module_load_static(mods[i]) < 0) die("module load");
+    if (modules_load_static(mods) < 0) die("module load");
+    if (caps_start() < 0) die("caps");
     for (int i = 0; i < 2; i++) {
         ensure_account(names[i]);
         sess[i] = make_session(names[i], "fuzz", &peer_fd[i]);

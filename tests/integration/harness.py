@@ -28,6 +28,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,8 @@ NS_PING = "urn:xmpp:ping"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 NS_VERSION = "jabber:iq:version"
 NS_TIME = "urn:xmpp:time"
+NS_ROSTER = "jabber:iq:roster"
+NS_DELAY = "urn:xmpp:delay"
 
 DEFAULT_TIMEOUT = float(os.environ.get("CIVITAS_TEST_IO_TIMEOUT", "10"))
 # The mechanism login()/connect_login() use unless a test names one.
@@ -233,7 +236,7 @@ def find_program(name):
     raise HarnessError("%s not found in %s (set CIVITAS_BUILDDIR)" % (name, b))
 
 
-LISTEN_RE = re.compile(r"listening (client_tls|client|server_tls|server|http) \[?([0-9A-Za-z.:]+?)\]?:(\d+)\b")
+LISTEN_RE = re.compile(r"listening (client_tls|client|server_tls|server|https|http) (\[[0-9A-Fa-f:.]+\]|[0-9A-Za-z.-]+):(\d+)\b")
 READY_RE = re.compile(r"\bready\b")
 SANITIZER_RE = re.compile(r"(ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|ThreadSanitizer)")
 
@@ -1048,6 +1051,38 @@ class S2SPeer:
 # --------------------------------------------------------------------------------------------
 # The libstrophe test client
 
+class PeerClient(RawClient):
+    """A RawClient for a peer server's c2s port (Prosody, ejabberd): its certificate is self-signed,
+    so no verification."""
+
+    def tls_context(self, cafile=None):
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+
+def roster_push_for(c, jid, subscription=None, timeout=15):
+    """The next roster push about jid (with that subscription, when given): its <item/>, answered
+    with a result as RFC 6121 §2.1.6 asks."""
+    def match(el):
+        if el.tag != q(NS_CLIENT, "iq") or el.get("type") != "set":
+            return False
+        it = el.find("%s/%s" % (q(NS_ROSTER, "query"), q(NS_ROSTER, "item")))
+        return it is not None and it.get("jid") == jid and subscription in (None, it.get("subscription"))
+    el = c.expect(match, timeout)
+    if el is None:
+        return None
+    c.send("<iq type='result' id='%s'/>" % el.get("id"))
+    return el.find("%s/%s" % (q(NS_ROSTER, "query"), q(NS_ROSTER, "item")))
+
+
+def presence_from(c, bare, type_=None, timeout=15):
+    """The next presence from bare JID bare (any resource) with that type (None: available)."""
+    return c.expect(lambda el: el.tag == q(NS_CLIENT, "presence") and el.get("from", "").split("/")[0] == bare
+                    and el.get("type") == type_, timeout)
+
+
 def strophe_client():
     """Path of tests/clients/xmpp_client (built by make check, or built here into a temp dir)."""
     env = os.environ.get("CIVITAS_XMPP_CLIENT")
@@ -1126,6 +1161,107 @@ class StropheProc:
 
 # --------------------------------------------------------------------------------------------
 # Small helpers shared by the test files
+
+# --------------------------------------------------------------------------------------------
+# A DNS responder for a test's names only (RFC 1035 wire format, UDP), so that civitas and a peer
+# server (Prosody, ejabberd) find each other without touching the machine's resolver configuration.
+
+T_A, T_AAAA, T_SRV = 1, 28, 33
+
+
+class DnsResponder:
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.records = {}          # (name, type) -> [rdata bytes]
+        self.queries = []          # (name, type) asked, for diagnostics
+        self.lock = threading.Lock()
+        self._stop = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _name(name):
+        if name.rstrip(".") == "":
+            return b"\0"                       # the root: SRV target "." means "no service"
+        out = b""
+        for label in name.rstrip(".").split("."):
+            out += bytes([len(label)]) + label.encode("ascii")
+        return out + b"\0"
+
+    def add_a(self, name, ip="127.0.0.1"):
+        with self.lock:
+            self.records.setdefault((name.lower(), T_A), []).append(socket.inet_aton(ip))
+
+    def add_srv(self, name, target, port, prio=0, weight=5):
+        with self.lock:
+            self.records.setdefault((name.lower(), T_SRV), []).append(
+                struct.pack("!HHH", prio, weight, port) + self._name(target))
+
+    def known(self, name):
+        return any(n == name for n, _ in self.records)
+
+    def _answer(self, data):
+        if len(data) < 12:
+            return None
+        qid, flags, qd = struct.unpack("!HHH", data[:6])
+        if qd != 1:
+            return None
+        i, labels = 12, []
+        while i < len(data) and data[i]:
+            ln = data[i]
+            labels.append(data[i + 1:i + 1 + ln].decode("ascii", "replace"))
+            i += 1 + ln
+        qend = i + 5
+        if qend > len(data):
+            return None
+        qtype, qclass = struct.unpack("!HH", data[i + 1:qend])
+        name = ".".join(labels).lower()
+        with self.lock:
+            self.queries.append((name, qtype))
+            rrs = list(self.records.get((name, qtype), []))
+            exists = any(n == name for n, _ in self.records)
+        rcode = 0 if (rrs or exists) else 3          # NOERROR (maybe no data) or NXDOMAIN
+        hdr = struct.pack("!HHHHHH", qid, 0x8400 | (flags & 0x0100) | 0x0080 | rcode, 1, len(rrs), 0, 0)
+        out = hdr + data[12:qend]
+        for rd in rrs:
+            out += struct.pack("!HHHIH", 0xC00C, qtype, 1, 30, len(rd)) + rd
+        return out
+
+    def _serve(self):
+        self.sock.settimeout(0.2)
+        while not self._stop:
+            try:
+                data, addr = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            ans = self._answer(data)
+            if ans:
+                self.sock.sendto(ans, addr)
+
+    def stop(self):
+        self._stop = True
+        self.thread.join(2)
+        self.sock.close()
+
+
+def self_signed(dirpath, domains):
+    """A self-signed certificate (SAN DNS:...) and key made with openssl(1)."""
+    base = os.path.join(dirpath, domains[0])
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-keyout", base + ".key", "-out", base + ".crt", "-days", "30",
+                        "-subj", "/CN=" + domains[0],
+                        "-addext", "subjectAltName=" + ",".join("DNS:" + d for d in domains)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise HarnessError("openssl: " + r.stderr)
+    return base + ".crt", base + ".key"
+
+
+# --------------------------------------------------------------------------------------------
 
 def error_condition(el):
     """The defined condition of a stanza error (RFC 6120 §8.3.3), e.g. 'service-unavailable', or None."""

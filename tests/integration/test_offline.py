@@ -466,16 +466,83 @@ def delivered_once(t, srv):
     e.end()
 
 
+SMALL_OUTPUT_CAP = 131072       # limits.max_output_buffer of the batch server (default stanza size)
+
+
+def replay_batch_within_cap(t):
+    """Issue 9 review: a replay batch never exceeds its budget by a whole message. A 60 KB message
+    followed by a 100 KB one (each below the cap, together above it) must not be written at once:
+    otherwise the session is dropped for its output queue at every login and nothing arrives."""
+    yaml = ("limits:\n  max_output_buffer: %d\n"
+            "  max_bytes_per_second: 1000000000\n  max_stanzas_per_second: 1000000\n" % SMALL_OUTPUT_CAP)
+    with Server(t, extra_yaml=yaml) as srv:
+        for u in ("alice", "bob"):
+            srv.adduser("%s@localhost" % u, PW)
+        a = connect_login(srv, "alice", PW, resource="batch")
+        sent = [big_message(0, size=60000, id_prefix="b"), big_message(1, size=100000, id_prefix="b")]
+        t.ok(len(sent[0]) + len(sent[1]) > SMALL_OUTPUT_CAP > len(sent[1]) + 512,
+             "each message fits the output cap, both together do not")
+        flood_offline(t, a, sent, "60 KB + 100 KB messages")
+        a.end()
+        b = connect_login(srv, "bob", PW, resource="r1")
+        b.presence()
+        got = read_messages(b, 2, timeout=30)
+        check_exact(t, got, sent, "alice@localhost/batch", "a replay over two batches")
+        t.ok(not b.eof and b.ping_server(), "the recipient's session survives the replay")
+        b.end()
+        b = connect_login(srv, "bob", PW, resource="r2")
+        b.presence()
+        ok, again = messages_after_barrier(b)
+        t.ok(ok and not again, "delivered messages were deleted: the next login gets none again",
+             lambda: repr([x.get("id") for x in again]))
+        b.end()
+        t.ok("output queue over" not in srv.log(), "no session was dropped for its output queue",
+             lambda: srv.log_tail())
+
+
+def replay_closed_cleanly(t, srv):
+    """The client ends its stream in the middle of a replay and reads what the server still flushes.
+    Nothing says that the batch then in flight arrived (session-closed comes after the closing
+    </stream:stream> was queued), so it stays stored: the next login gets it again, and the rest.
+    At least once, never lost (README, Deviations)."""
+    with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+        n = (int(f.read().split()[2]) + 2 * 1024 * 1024) // BIG + 5
+    a = connect_login(srv, "alice", PW, resource="flow4")
+    sent = [big_message(i, to="gus@localhost", id_prefix="cl") for i in range(n)]
+    flood_offline(t, a, sent, "%d x 200 KiB messages" % n)
+    a.end()
+    g = RawClient(srv.port("client"), cafile=srv.ca)
+    g.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+    g.login("gus", PW, resource="one")
+    g.presence()
+    first = read_messages(g, 1)
+    g.send("</stream:stream>")          # while the replay waits for the client to read
+    t.ok(g.wait_closed(60), "the server flushes what it queued and closes the stream")
+    received = [m.get("id") for m in first + [el for el in g.inbox if el.tag == q(NS_CLIENT, "message")]]
+    t.ok(0 < len(received) < n and received == ["cl-%d" % i for i in range(len(received))],
+         "the first session got the start of the replay, in order", repr(received[-3:]))
+    g = connect_login(srv, "gus", PW, resource="two")
+    g.presence()
+    ids = [m.get("id") for m in read_messages(g, n, last_id="cl-%d" % (n - 1))]
+    start = int(ids[0].split("-")[1]) if ids else n
+    t.ok(ids == ["cl-%d" % i for i in range(start, n)] and start <= len(received),
+         "the next login gets the rest in order: nothing is lost", repr((received[-2:], ids[:2], ids[-2:])))
+    t.ok(len(received) - start <= 1, "at most the batch in flight (one 200 KiB message) comes again",
+         repr((len(received), start)))
+    g.end()
+
+
 def flow(t):
     yaml = ("offline:\n  max_messages: 5000\nlimits:\n  max_output_buffer: %d\n"
             "  max_bytes_per_second: 1000000000\n  max_stanzas_per_second: 1000000\n" % FLOW_OUTPUT_CAP)
     with Server(t, extra_yaml=yaml) as srv:
-        for u in ("alice", "bob", "carol", "dave", "erin", "finn"):
+        for u in ("alice", "bob", "carol", "dave", "erin", "finn", "gus"):
             srv.adduser("%s@localhost" % u, PW)
         t.run(replay_over_output_cap, t, srv)
         t.run(replay_interrupted, t, srv)
         t.run(replay_handed_over, t, srv)
         t.run(delivered_once, t, srv)
+        t.run(replay_closed_cleanly, t, srv)
 
 
 def main(t):
@@ -489,6 +556,7 @@ def main(t):
         t.run(strophe_delivery, t, srv)
         t.run(restart_and_expiry, t, srv)
     flow(t)
+    replay_batch_within_cap(t)
 
 
 Tap().main(main)

@@ -67,6 +67,13 @@ def pending_requests(t, srv):
             t.ok(len(err) == 1 and error_type_condition(err[0]) == ("wait", "resource-constraint"),
                  "request %d beyond presence.max_pending is refused with <resource-constraint/> (type wait)" % i,
                  lambda: repr([el_str(e)[:300] for e in err]))
+    c = senders[0]
+    c.inbox.clear()
+    c.send("<presence type='subscribe' to='vic%s' id='again'><status>still waiting</status></presence>" % D)
+    settle(c)
+    err = [el for el in c.inbox if is_pres(el, "vic" + D, "error")]
+    t.ok(not err, "at presence.max_pending, a repeated request from a contact with one pending is not refused "
+         "(RFC 6121 A.3.1: it adds no record)", lambda: el_str(err[0])[:300])
     v = login(srv, "vic", "r")
     settle(v)
     got = [el for el in v.inbox if is_pres(el, None, "subscribe")]

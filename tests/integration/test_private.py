@@ -2,6 +2,7 @@
 # tests/integration/test_private.py: XEP-0049 Private XML Storage: store and retrieve fragments by
 # (element, namespace), reserved namespaces, other users' data, malformed requests, limits.
 import os
+import sqlite3
 import sys
 import xml.etree.ElementTree as ET
 
@@ -107,11 +108,42 @@ def scenario(t, srv):
     a.end()
 
 
+def old_layout(t, srv):
+    """CONTRACT.md: an existing data_dir is upgraded in place. Releases before the module had its own
+    table kept fragments in the core's kv table; they are moved into private_xml at the first start."""
+    db = sqlite3.connect(os.path.join(srv.data_dir, "civitas.db"))
+    with db:
+        db.execute("INSERT INTO kv (store, user, domain, key, val) VALUES ('private', 'carol', 'localhost',"
+                   " '{storage:bookmarks}storage', ?)", (BOOKMARKS.encode(),))
+        db.execute("INSERT INTO kv (store, user, domain, key, val) VALUES ('private', 'carol', 'localhost',"
+                   " '{exodus:prefs}exodus', ?)", (PREFS.encode(),))
+    db.close()
+    srv.start()
+    c = connect_login(srv, "carol", PW, resource="p")
+    r = c.iq("get", query("<storage xmlns='storage:bookmarks'/>"))
+    f = fragments(r)
+    t.ok(f is not None and len(f) == 1 and canon(f[0]) == canon(ET.fromstring(BOOKMARKS)),
+         "an existing data_dir: fragments stored by an earlier release are still returned", el_str(r))
+    db = sqlite3.connect(os.path.join(srv.data_dir, "civitas.db"))
+    moved = db.execute("SELECT COUNT(*) FROM private_xml WHERE jid = 'carol@localhost'").fetchone()[0]
+    left = db.execute("SELECT COUNT(*) FROM kv WHERE store = 'private'").fetchone()[0]
+    db.close()
+    t.ok(moved == 2 and left == 0, "the old rows were moved into the module's table (%d moved, %d left)" % (moved, left))
+    r = c.iq("set", query("<a xmlns='urn:x:1'/>", "<b xmlns='urn:x:1'/>", "<c xmlns='urn:x:1'/>"))
+    t.is_(error_type_condition(r)[1], "resource-constraint",
+          "the migrated fragments count towards private.max_items (2 + 3 > %d)" % MAX_ITEMS)
+    c.end()
+
+
 def main(t):
     with Server(t, extra_yaml="private:\n  max_items: %d\n" % MAX_ITEMS) as srv:
         for u in ("alice", "bob"):
             srv.adduser("%s@localhost" % u, PW)
         t.run(scenario, t, srv)
+    # civitasctl creates the core schema only, as an older release's database has it
+    with Server(t, extra_yaml="private:\n  max_items: %d\n" % MAX_ITEMS, start=False) as srv:
+        srv.adduser("carol@localhost", PW)
+        t.run(old_layout, t, srv)
 
 
 Tap().main(main)

@@ -3,7 +3,9 @@
 # removal for logged-in users, and account creation before authentication when the admin allows it
 # (through mod_register only, at most register.max_per_address_per_hour accounts per address).
 import os
+import re
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Tap, Server, RawClient, HarnessError, connect_login, q, el_str  # noqa: E402
@@ -140,6 +142,65 @@ def preauth_needs_module(t):
         t.ok("sneaky@localhost" not in srv.ctl("user", "list", "localhost").stdout, "and no account was created")
 
 
+def preauth_one_address_key(t):
+    """The per-address limit counts one client address as every other limit does (ip_limit_key:
+    an IPv6 /64 as one address, an IPv4-mapped IPv6 address as its IPv4 address). Loopback offers
+    no two IPv6 source addresses in one /64, so this uses the mapped form: 127.0.0.1 reaching an
+    IPv6 listener is ::ffff:127.0.0.1 there, the same address as on the IPv4 listener."""
+    listen = {"client": ["127.0.0.1:0", "[::ffff:127.0.0.1]:0"], "client_tls": ["127.0.0.1:0"]}
+    with Server(t, listen=listen,
+                extra_yaml="register:\n  allow_registration: true\n  max_per_address_per_hour: 2\n") as srv:
+        mapped = [int(p) for p in re.findall(r"listening client \[::ffff:127\.0\.0\.1\]:(\d+)", srv.log())]
+        t.ok(len(mapped) == 1, "the IPv6 listener for IPv4-mapped addresses is up", repr(mapped))
+        c, _ = preauth_stream(srv)
+        got = [register(c, "v4one", "pw1"), register(c, "v4two", "pw2")]
+        t.ok(all(r is not None and r.get("type") == "result" for r in got), "two registrations over IPv4",
+             " ".join(el_str(r) for r in got))
+        c.close()
+        c = RawClient(mapped[0], cafile=srv.ca)
+        c.open_stream()
+        c.starttls()
+        c.open_stream()
+        r = register(c, "mapped", "pw3")
+        t.is_(error_type_condition(r), ("wait", "policy-violation"),
+              "the same client as ::ffff:127.0.0.1 does not start afresh: <policy-violation/>")
+        c.close()
+        t.ok(srv.log().count("registration refused") == 1 and not can_login(srv, "mapped", "pw3"),
+             "and no account was created")
+
+
+def preauth_attempts(t):
+    """Registration attempts are bounded, not only successes: each attempt that could create an
+    account costs key derivations, so an unauthenticated client may not repeat them without end
+    (register.max_attempts_per_address_per_hour). A taken name is refused before any derivation."""
+    yaml = ("register:\n  allow_registration: true\n  max_per_address_per_hour: 10\n"
+            "  max_attempts_per_address_per_hour: 3\nsasl:\n  iterations: 1000000\n")
+    with Server(t, extra_yaml=yaml) as srv:
+        srv.adduser("taken@localhost", "pw")
+        c, _ = preauth_stream(srv)
+        t0 = time.monotonic()
+        r = register(c, "slow", "pw1")
+        t_create = time.monotonic() - t0
+        t.ok(r is not None and r.get("type") == "result", "a registration succeeds", el_str(r))
+        t0 = time.monotonic()
+        r = register(c, "taken", "x")
+        t_conflict = time.monotonic() - t0
+        t.is_(error_condition(r), "conflict", "a taken name -> <conflict/>")
+        t.ok(t_conflict < t_create / 4,
+             "the taken name is found before the password's keys are derived (%.3fs vs %.3fs to create)"
+             % (t_conflict, t_create))
+        r = register(c, "bad@name", "x")
+        t.is_(error_condition(r), "not-acceptable", "an invalid name -> <not-acceptable/>")
+        c.close()
+        c, _ = preauth_stream(srv)
+        r = register(c, "fourth", "pw4")
+        t.is_(error_type_condition(r), ("wait", "policy-violation"),
+              "max_attempts_per_address_per_hour: 3: the fourth attempt in the hour -> <policy-violation/>, "
+              "though only one account was created")
+        c.close()
+        t.ok(not can_login(srv, "fourth", "pw4"), "and no account was created")
+
+
 def main(t):
     with Server(t) as srv:
         srv.adduser("alice@localhost", "old-pw")
@@ -149,6 +210,8 @@ def main(t):
     t.run(preauth_allowed, t)
     t.run(preauth_throttled, t)
     t.run(preauth_needs_module, t)
+    t.run(preauth_one_address_key, t)
+    t.run(preauth_attempts, t)
 
 
 if __name__ == "__main__":

@@ -311,6 +311,46 @@ def stream_rules(t, net):
     bob.end()
 
 
+def wire_forms(t, net):
+    """What civitas writes on s2s streams is the prefixed form ejabberd insists on; what it reads may be
+    either form (the same XML: a prefix is only a name for the namespace)."""
+    bob = login(net.b, "bob", "b.example", resource="wire")
+    c, f = raw_s2s(net, auth=False)
+    t.ok(f is not None and c.received.count(b"<stream:features>") == 2 and b"<features" not in c.received,
+         "RFC 6120 §4.3.2: the stream features are written <stream:features>, before and after TLS (ejabberd "
+         "ignores <features xmlns='http://etherx.jabber.org/streams'>)", c.dump)
+    mark = len(c.received)
+    c.send("<result xmlns='%s' from='a.example' to='nothere.example'>%s</result>" % (NS_DB, "1" * 64))
+    r = c.expect(lambda el: el.tag == q(NS_DB, "result"), timeout=10)
+    err = r.find(q(NS_SERVER, "error")) if r is not None else None
+    t.ok(r is not None and r.get("type") == "error" and err is not None and err.get("type") == "cancel"
+         and err.find(q(NS_STANZAS, "item-not-found")) is not None,
+         "XEP-0220: an unprefixed dialback request for a domain we do not serve is answered type='error' with "
+         "<item-not-found/> in a jabber:server <error/>", el_str(r))
+    t.ok(b"<db:result " in c.received[mark:] and b"<result" not in c.received[mark:],
+         "XEP-0220: the answer is written <db:result> (ejabberd ignores <result xmlns='jabber:server:dialback'>)",
+         lambda: c.received[mark:])
+    c.send("<result xmlns='%s' from='a.example' to='b.example'>%s</result>" % (NS_DB, "1" * 64))
+    r = c.expect(lambda el: el.tag == q(NS_DB, "result"), timeout=10)
+    t.ok(r is not None and r.get("type") == "valid" and r.get("from") == "b.example" and r.get("to") == "a.example",
+         "an unprefixed <result xmlns='jabber:server:dialback'/> is read like <db:result/> (here granted on "
+         "a.example's certificate)", el_str(r))
+    c.send("<message xmlns='jabber:server' from='alice@a.example/wire' to='bob@b.example/wire'><body>after an "
+           "unprefixed result</body></message>")
+    m = bob.expect_message("after an unprefixed result", timeout=10)
+    t.ok(m is not None, "and the stream it authenticated carries stanzas", bob.dump)
+    mark = len(c.received)
+    c.send("<verify xmlns='%s' from='a.example' to='b.example' id='unprefixed'>%s</verify>" % (NS_DB, "0" * 64))
+    v = c.expect(lambda el: el.tag == q(NS_DB, "verify"), timeout=10)
+    t.ok(v is not None and v.get("type") == "invalid" and v.get("id") == "unprefixed",
+         "XEP-0220 §2.1.3: an unprefixed <verify xmlns='jabber:server:dialback'/> is answered like <db:verify/>",
+         el_str(v))
+    t.ok(b"<db:verify " in c.received[mark:] and b"<verify" not in c.received[mark:],
+         "XEP-0220: the answer is written <db:verify>", lambda: c.received[mark:])
+    c.close()
+    bob.end()
+
+
 def allowlist_incoming(t, net):
     # d.example is no partner of a.example: its stream is refused at the header
     c = RawClient(net.pa, server_hostname="a.example")
@@ -333,6 +373,7 @@ def main(t):
     t.run(refused_without_dialback, t, net)
     t.run(bounces, t, net)
     t.run(stream_rules, t, net)
+    t.run(wire_forms, t, net)
     t.run(allowlist_incoming, t, net)
     t.run(peer_restarts, t, net)
     t.run(timeout_bounce, t, net)

@@ -7,31 +7,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Tap, Server, Certs, connect_login, q, el_str, NS_CLIENT  # noqa: E402
-from harness import free_port, error_condition  # noqa: E402
+from harness import free_port, error_condition, roster_push_for, presence_from, NS_DELAY, NS_ROSTER  # noqa: E402
 
 PW = "pw-s2s-im"
-NS_ROSTER = "jabber:iq:roster"
-NS_DELAY = "urn:xmpp:delay"
-
-
-def roster_push_for(c, jid, subscription=None, timeout=15):
-    """The next roster push about jid (with that subscription, when given): its <item/>, answered
-    with a result as RFC 6121 §2.1.6 asks."""
-    def match(el):
-        if el.tag != q(NS_CLIENT, "iq") or el.get("type") != "set":
-            return False
-        it = el.find("%s/%s" % (q(NS_ROSTER, "query"), q(NS_ROSTER, "item")))
-        return it is not None and it.get("jid") == jid and subscription in (None, it.get("subscription"))
-    el = c.expect(match, timeout)
-    if el is None:
-        return None
-    c.send("<iq type='result' id='%s'/>" % el.get("id"))
-    return el.find("%s/%s" % (q(NS_ROSTER, "query"), q(NS_ROSTER, "item")))
-
-
-def presence_from(c, bare, type_=None, timeout=15):
-    return c.expect(lambda el: el.tag == q(NS_CLIENT, "presence") and el.get("from", "").split("/")[0] == bare
-                    and el.get("type") == type_, timeout)
 
 
 def login(srv, user, domain, resource="r"):

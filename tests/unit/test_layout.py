@@ -39,7 +39,9 @@ def syms(args):
 
 exported = syms(["-D", "--defined-only", civitasd])
 core = syms(["--defined-only", civitasd])
-sos = sorted(glob.glob(os.path.join(build, "modules", ".libs", "mod_*.so")))
+# the standard modules and the test modules (tests/modules, built by make check)
+sos = sorted(glob.glob(os.path.join(build, "modules", ".libs", "mod_*.so")) +
+             glob.glob(os.path.join(build, "tests", "modules", ".libs", "mod_*.so")))
 missing = set()
 for so in sos:
     missing |= (syms(["-u", so]) & core) - exported
@@ -47,7 +49,7 @@ ok(sos and not missing, "every core function a module uses is exported (%d modul
    " ".join(sorted(missing)))
 
 bad = []
-for f in sorted(glob.glob(os.path.join(src, "modules", "*.c"))):
+for f in sorted(glob.glob(os.path.join(src, "modules", "*.c")) + glob.glob(os.path.join(src, "tests", "modules", "*.c"))):
     for i, line in enumerate(open(f, encoding="utf-8"), 1):
         m = re.match(r'\s*#\s*include\s*"([^"]+)"', line)
         if m and m.group(1) != "module.h":

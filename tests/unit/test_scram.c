@@ -324,6 +324,11 @@ static void test_creds(void)
     ok(scram_check_password(&b, "\xE2\x85\xA8") == 1, "SASLprep: U+2168 matches \"IX\" (NFKC)");
     ok(scram_creds_from_password(SCRAM_SHA1, "\x07", 4096, &b) == -1, "SASLprep: U+0007 is prohibited (RFC 4013 §3)");
     ok(scram_check_password(&a, "\x07") == 0, "check_password: a prohibited password never matches");
+    ok(scram_creds_pair_from_password("pencil", 4096, &a, &b) == 0 && a.hash == SCRAM_SHA1 &&
+       b.hash == SCRAM_SHA256 && scram_check_password(&a, "pencil") == 1 && scram_check_password(&b, "pencil") == 1 &&
+       memcmp(a.salt, b.salt, 16) != 0, "creds_pair_from_password: SHA-1 and SHA-256 creds, each with its own salt");
+    ok(scram_creds_pair_from_password("\x07", 4096, &a, &b) == -1 && a.salt_len == 0 && b.salt_len == 0,
+       "creds_pair_from_password: a prohibited password -> -1, both zeroed");
     char *p = scram_saslprep("\xD8\xA7" "1");
     ok(p == NULL, "SASLprep: bidi rule rejects U+0627 followed by '1'");
     free(p);

@@ -1,0 +1,553 @@
+/* tests/unit/test_store.c: TAP tests for module-scoped tables (store.h) on the SQLite driver:
+ * declarations, typed rows, paging both ways, index use, migrations, account deletion, caches. */
+#include "store.h"
+#include "tap.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- helpers ---- */
+
+static char *fresh_dir(void)
+{
+    const char *tmp = getenv("TMPDIR");
+    char tmpl[512];
+    snprintf(tmpl, sizeof tmpl, "%s/civitas-store-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    char *d = mkdtemp(tmpl);
+    return d ? strdup(d) : NULL;
+}
+
+static void rm_rf(const char *dir)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "# could not remove %s\n", dir);
+}
+
+static int int_cb(void *ud, const storage_value_t *cols, int ncols)
+{
+    if (ncols > 0) *(int64_t *)ud = cols[0].type == STORAGE_INT ? cols[0].i : -2;
+    return 0;
+}
+
+/* One integer from SQL run on s (no parameters), -1 on error. */
+static int64_t sql_int(storage_t *s, const char *sql)
+{
+    int64_t v = -1;
+    if (storage_query(s, sql, NULL, 0, int_cb, &v) < 0) return -1;
+    return v;
+}
+
+static int plan_cb(void *ud, const storage_value_t *cols, int ncols)
+{
+    char *out = ud;
+    if (ncols >= 4 && cols[3].type == STORAGE_TEXT) {
+        size_t l = strlen(out);
+        snprintf(out + l, 1024 - l, "%s%s", l ? "; " : "", (const char *)cols[3].p);
+    }
+    return 0;
+}
+
+/* The query plan of the last statement run on t (parameters bound to NULL), into out[1024]. 0 when
+ * it walks indexes only: no full scan of a table and no sort in a temporary b-tree. */
+static int plan_uses_index(storage_t *s, store_t *t, char *out)
+{
+    const char *sql = store_last_sql(t);
+    int n = 0;
+    for (const char *p = sql; *p; p++) n += *p == '?';
+    storage_value_t params[64];
+    for (int i = 0; i < n && i < 64; i++) params[i] = STORE_VAL_NULL;
+    char *q = malloc(strlen(sql) + 32);
+    sprintf(q, "EXPLAIN QUERY PLAN %s", sql);
+    out[0] = '\0';
+    int r = storage_query(s, q, params, n, plan_cb, out);
+    free(q);
+    if (r <= 0) return -1;
+    /* "SCAN t" alone is a table scan; "SCAN t USING [COVERING] INDEX" walks an index in order
+     * (bounded by the LIMIT), which is what a range without prefix does. */
+    for (const char *p = out; (p = strstr(p, "SCAN ")) != NULL; p += 5) {
+        const char *end = strchr(p, ';');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char part[256];
+        snprintf(part, sizeof part, "%.*s", (int)len, p);
+        if (!strstr(part, "USING") || strstr(part, "CONSTANT")) return -1;
+    }
+    return strstr(out, "TEMP B-TREE") ? -1 : 0;
+}
+
+/* ---- the declarations under test ---- */
+
+/* An MAM-like archive: ids assigned by the store, paged per owner by time. */
+static const store_column_t archive_cols[] = {
+    {"id", STORE_ID}, {"owner", STORE_TEXT}, {"ts", STORE_INT}, {"body", STORE_BLOB}, {NULL}};
+static const store_index_t archive_idx[] = {{"by_owner", "owner, ts"}, {"by_time", "ts"}, {NULL}};
+static const store_table_t mam_tables[] = {
+    {.name = "archive", .columns = archive_cols, .key = "id", .account = "owner", .indexes = archive_idx},
+    {NULL}};
+static const store_schema_t mam_schema = {.version = 1, .tables = mam_tables};
+
+/* PubSub-like items: (owner, node, item) keyed, ordered by position within a node. */
+static const store_column_t item_cols[] = {
+    {"owner", STORE_TEXT}, {"node", STORE_TEXT}, {"item", STORE_TEXT}, {"pos", STORE_INT},
+    {"payload", STORE_BLOB | STORE_OPTIONAL}, {NULL}};
+static const store_index_t item_idx[] = {{"by_pos", "owner, node, pos"}, {NULL}};
+static const store_table_t pep_tables[] = {
+    {.name = "items", .columns = item_cols, .key = "owner, node, item", .account = "owner", .indexes = item_idx},
+    {NULL}};
+static const store_schema_t pep_schema = {.version = 1, .tables = pep_tables};
+
+static int64_t put_archive(store_t *t, const char *owner, int64_t ts, const char *body)
+{
+    int64_t id = -1;
+    storage_value_t row[] = {STORE_VAL_NULL, STORE_VAL_TEXT(owner), STORE_VAL_INT(ts),
+                             STORE_VAL_BLOB(body, strlen(body))};
+    return store_put(t, row, &id) == 0 ? id : -1;
+}
+
+static int put_item(store_t *t, const char *owner, const char *node, const char *item, int64_t pos, const char *payload)
+{
+    storage_value_t row[] = {STORE_VAL_TEXT(owner), STORE_VAL_TEXT(node), STORE_VAL_TEXT(item), STORE_VAL_INT(pos),
+                             payload ? STORE_VAL_BLOB(payload, strlen(payload)) : STORE_VAL_NULL};
+    return store_put(t, row, NULL);
+}
+
+static int count_pep_items(store_t *t, const char *owner, const char *node)
+{
+    storage_value_t pre[] = {STORE_VAL_TEXT(owner), STORE_VAL_TEXT(node)};
+    store_range_t r = {.prefix = pre, .nprefix = 2};
+    return store_count(t, &r);
+}
+
+/* ---- tests ---- */
+
+static void test_declarations(storage_t *s)
+{
+    static const store_column_t c1[] = {{"jid", STORE_TEXT}, {"v", STORE_TEXT}, {NULL}};
+    static const store_column_t dup[] = {{"jid", STORE_TEXT}, {"jid", STORE_TEXT}, {NULL}};
+    static const store_column_t idc[] = {{"id", STORE_ID}, {"jid", STORE_TEXT}, {NULL}};
+    static const store_index_t on_v[] = {{"by_v", "v"}, {NULL}};
+    struct { const char *module, *what; store_table_t t; } bad[] = {
+        {"bad", "a table name with an underscore", {.name = "a_b", .columns = c1, .key = "jid", .account = "jid"}},
+        {"bad", "an upper-case table name", {.name = "Ab", .columns = c1, .key = "jid", .account = "jid"}},
+        {"bad", "a key naming no column", {.name = "t", .columns = c1, .key = "nosuch", .account = "jid"}},
+        {"bad", "no account column", {.name = "t", .columns = c1, .key = "jid"}},
+        {"bad", "an account column leading neither key nor index",
+         {.name = "t", .columns = c1, .key = "v", .account = "jid", .indexes = on_v}},
+        {"bad", "a column declared twice", {.name = "t", .columns = dup, .key = "jid", .account = "jid"}},
+        {"bad", "a STORE_ID that is not the whole key",
+         {.name = "t", .columns = idc, .key = "jid, id", .account = "jid"}},
+        {"module", "a name that is a core table (module_schema)",
+         {.name = "schema", .columns = c1, .key = "jid", .account = "jid"}},
+        {"Bad", "an invalid module name", {.name = "t", .columns = c1, .key = "jid", .account = "jid"}},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        store_table_t tables[] = {bad[i].t, {NULL}};
+        store_schema_t sc = {.version = 1, .tables = tables};
+        char *err = NULL;
+        store_module_t *sm = store_module_open(s, bad[i].module, &sc, &err);
+        ok(sm == NULL && err, "declaration refused: %s (%s)", bad[i].what, err ? err : "accepted");
+        store_module_close(sm);
+        free(err);
+    }
+    ok(sql_int(s, "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'bad%'") == 0,
+       "a refused declaration creates nothing");
+}
+
+static void test_rows(storage_t *s, store_t *items)
+{
+    ok(put_item(items, "alice@localhost", "urn:xmpp:avatar:data", "a1", 1, "<data/>") == 0
+       && put_item(items, "alice@localhost", "urn:xmpp:avatar:data", "a2", 2, NULL) == 0,
+       "store_put: rows inserted (an optional column NULL)");
+    storage_value_t key[] = {STORE_VAL_TEXT("alice@localhost"), STORE_VAL_TEXT("urn:xmpp:avatar:data"),
+                             STORE_VAL_TEXT("a1")};
+    store_row_t *row = NULL;
+    int r = store_get(items, key, &row);
+    ok(r == 0 && row && row->ncols == 5 && row->col[3].type == STORAGE_INT && row->col[3].i == 1
+       && row->col[4].type == STORAGE_BLOB && row->col[4].len == 7 && strcmp(row->col[4].p, "<data/>") == 0
+       && strcmp(row->col[0].p, "alice@localhost") == 0,
+       "store_get: the row by key, typed, blob NUL-terminated");
+    store_row_free(row);
+    char plan[1024];
+    ok(plan_uses_index(s, items, plan) == 0, "store_get walks the key index (%s)", plan);
+    ok(put_item(items, "alice@localhost", "urn:xmpp:avatar:data", "a1", 5, "<new/>") == 0
+       && store_get(items, key, &row) == 0 && row->col[3].i == 5 && strcmp(row->col[4].p, "<new/>") == 0
+       && count_pep_items(items, "alice@localhost", "urn:xmpp:avatar:data") == 2,
+       "store_put with an existing key replaces the row");
+    store_row_free(row);
+    ok(plan_uses_index(s, items, plan) == 0, "store_count on a key prefix walks the index (%s)", plan);
+    storage_value_t key2[] = {STORE_VAL_TEXT("alice@localhost"), STORE_VAL_TEXT("urn:xmpp:avatar:data"),
+                              STORE_VAL_TEXT("a2")};
+    ok(store_get(items, key2, &row) == 0 && row->col[4].type == STORAGE_NULL, "a NULL optional column reads as NULL");
+    store_row_free(row);
+    ok(store_delete(items, key2) == 1 && store_get(items, key2, &row) == 1 && row == NULL
+       && store_delete(items, key2) == 0,
+       "store_delete: 1 row deleted, then get says none (1), a second delete deletes 0");
+
+    /* typed checks */
+    storage_value_t wrong[] = {STORE_VAL_TEXT("alice@localhost"), STORE_VAL_TEXT("n"), STORE_VAL_TEXT("i"),
+                               STORE_VAL_TEXT("not a number"), STORE_VAL_NULL};
+    ok(store_put(items, wrong, NULL) == -1 && strstr(store_error(items), "pos"),
+       "store_put: a TEXT value for an INT column is -1 (%s)", store_error(items));
+    storage_value_t nul[] = {STORE_VAL_TEXT("alice@localhost"), STORE_VAL_NULL, STORE_VAL_TEXT("i"),
+                             STORE_VAL_INT(1), STORE_VAL_NULL};
+    ok(store_put(items, nul, NULL) == -1 && strstr(store_error(items), "node"),
+       "store_put: NULL for a required column is -1 (%s)", store_error(items));
+    storage_value_t badkey[] = {STORE_VAL_TEXT("alice@localhost"), STORE_VAL_INT(3), STORE_VAL_TEXT("a1")};
+    ok(store_get(items, badkey, &row) == -1 && row == NULL, "store_get: a key of the wrong type is -1");
+    ok(count_pep_items(items, "alice@localhost", "n") == 0, "refused puts stored nothing");
+}
+
+/* Rows of alice at ts 100..109 (ids in the same order), bob's in between. */
+static void test_paging(storage_t *s, store_t *arch)
+{
+    int64_t ids[10];
+    int okp = 1;
+    for (int i = 0; i < 10; i++) {
+        char body[32];
+        snprintf(body, sizeof body, "m%d", i);
+        ids[i] = put_archive(arch, "alice@localhost", 100 + i, body);
+        okp = okp && ids[i] > 0 && (i == 0 || ids[i] > ids[i - 1]);
+        okp = okp && put_archive(arch, "bob@localhost", 100 + i, "b") > 0;
+    }
+    ok(okp, "store_put on a STORE_ID table assigns increasing ids");
+    storage_value_t owner = STORE_VAL_TEXT("alice@localhost");
+    store_range_t r = {.index = "by_owner", .prefix = &owner, .nprefix = 1, .limit = 4};
+    store_page_t pg;
+    char plan[1024];
+    /* oldest first, pages of 4: 0-3, 4-7, 8-9 */
+    int got[10], n = 0, pages = 0, order_ok = 1;
+    storage_value_t pos[2];
+    for (;;) {
+        if (store_range(arch, &r, &pg) < 0) break;
+        pages++;
+        for (int i = 0; i < pg.n; i++) got[n++ < 10 ? n - 1 : 9] = (int)pg.rows[i]->col[0].i;
+        if (pages == 1) ok(plan_uses_index(s, arch, plan) == 0, "range, oldest first: walks the index (%s)", plan);
+        if (pages == 2) ok(plan_uses_index(s, arch, plan) == 0, "range after a position: walks the index (%s)", plan);
+        int more = pg.more;
+        if (pg.n) {
+            pos[0] = STORE_VAL_INT(pg.rows[pg.n - 1]->col[2].i);
+            pos[1] = STORE_VAL_INT(pg.rows[pg.n - 1]->col[0].i);
+        }
+        order_ok = order_ok && (pages < 3 ? pg.n == 4 && more : pg.n == 2 && !more);
+        store_page_free(&pg);
+        if (!more || pages > 5) break;
+        r.after = (store_bound_t){pos, 2, 0};
+    }
+    int all = n == 10;
+    for (int i = 0; all && i < 10; i++) all = got[i] == ids[i];
+    ok(pages == 3 && order_ok && all,
+       "paging oldest first, limit 4: pages of 4, 4, 2; more is 1, 1, 0; every row once in order");
+
+    /* newest first, before a position */
+    r = (store_range_t){.index = "by_owner", .prefix = &owner, .nprefix = 1, .reverse = 1, .limit = 3};
+    storage_value_t before[] = {STORE_VAL_INT(105), STORE_VAL_INT(ids[5])};
+    r.before = (store_bound_t){before, 2, 0};
+    ok(store_range(arch, &r, &pg) == 0 && pg.n == 3 && pg.more && pg.rows[0]->col[0].i == ids[4]
+       && pg.rows[2]->col[0].i == ids[2],
+       "newest first before (ts 105, id): rows 4, 3, 2 and more");
+    store_page_free(&pg);
+    ok(plan_uses_index(s, arch, plan) == 0, "range, newest first, before a position: walks the index (%s)", plan);
+    r.before.v = NULL;
+    r.limit = 10;
+    ok(store_range(arch, &r, &pg) == 0 && pg.n == 10 && !pg.more && pg.rows[0]->col[0].i == ids[9]
+       && pg.rows[9]->col[0].i == ids[0], "newest first, a limit of exactly all rows: 10 rows, no more");
+    store_page_free(&pg);
+    r.limit = 11;
+    ok(store_range(arch, &r, &pg) == 0 && pg.n == 10 && !pg.more, "a limit above the rows: all of them, no more");
+    store_page_free(&pg);
+
+    /* time bounds, inclusive and not; counts */
+    storage_value_t t3 = STORE_VAL_INT(103), t6 = STORE_VAL_INT(106);
+    r = (store_range_t){.index = "by_owner", .prefix = &owner, .nprefix = 1, .limit = 100,
+                        .after = {&t3, 1, 1}, .before = {&t6, 1, 1}};
+    ok(store_range(arch, &r, &pg) == 0 && pg.n == 4 && pg.rows[0]->col[2].i == 103 && pg.rows[3]->col[2].i == 106
+       && store_count(arch, &r) == 4, "inclusive time bounds 103..106: 4 rows, counted 4");
+    store_page_free(&pg);
+    ok(plan_uses_index(s, arch, plan) == 0, "store_count with bounds walks the index (%s)", plan);
+    r.after.inclusive = r.before.inclusive = 0;
+    ok(store_count(arch, &r) == 2, "exclusive time bounds 103..106: 2 rows");
+    store_range_t whole = {.index = "by_owner", .prefix = &owner, .nprefix = 1};
+    ok(store_count(arch, &whole) == 10, "store_count of the prefix: alice's 10 rows (bob's not)");
+    storage_value_t p7[] = {STORE_VAL_INT(107), STORE_VAL_INT(ids[7])};
+    whole.before = (store_bound_t){p7, 2, 0};
+    ok(store_count(arch, &whole) == 7, "store_count before a row: its offset (RSM first index)");
+
+    /* several rows at the same time (messages within one second): positions still name one row */
+    storage_value_t gina = STORE_VAL_TEXT("gina@localhost");
+    int64_t same[5];
+    for (int i = 0; i < 5; i++) same[i] = put_archive(arch, "gina@localhost", 500, "same second");
+    for (int rev = 0; rev < 2; rev++) {
+        int seen = 0, dup_or_order = 0, guard = 0;
+        int64_t prev = rev ? INT64_MAX : 0;
+        r = (store_range_t){.index = "by_owner", .prefix = &gina, .nprefix = 1, .reverse = rev, .limit = 2};
+        do {
+            if (store_range(arch, &r, &pg) < 0) break;
+            for (int i = 0; i < pg.n; i++) {
+                int64_t id = pg.rows[i]->col[0].i;
+                if (rev ? id >= prev : id <= prev) dup_or_order = 1;
+                prev = id;
+                seen++;
+            }
+            if (pg.n) {
+                pos[0] = STORE_VAL_INT(500);
+                pos[1] = STORE_VAL_INT(prev);
+            }
+            if (rev) r.before = (store_bound_t){pos, 2, 0};
+            else r.after = (store_bound_t){pos, 2, 0};
+            int more = pg.more;
+            store_page_free(&pg);
+            if (!more) break;
+        } while (++guard < 10);
+        ok(seen == 5 && !dup_or_order && prev == (rev ? same[0] : same[4]),
+           "five rows with the same time, pages of 2 %s: each row once, in id order",
+           rev ? "newest first" : "oldest first");
+    }
+
+    /* argument errors */
+    r = (store_range_t){.index = "by_owner", .prefix = &owner, .nprefix = 1, .limit = 0};
+    ok(store_range(arch, &r, &pg) == -1 && pg.n == 0, "a limit of 0 is -1 (%s)", store_error(arch));
+    r.limit = STORE_MAX_LIMIT + 1;
+    ok(store_range(arch, &r, &pg) == -1, "a limit above STORE_MAX_LIMIT is -1");
+    r.limit = 5;
+    r.index = "nosuch";
+    ok(store_range(arch, &r, &pg) == -1 && strstr(store_error(arch), "nosuch"), "an unknown index is -1");
+    storage_value_t three[] = {STORE_VAL_INT(1), STORE_VAL_INT(2), STORE_VAL_INT(3)};
+    r.index = "by_owner";
+    r.after = (store_bound_t){three, 3, 0};
+    ok(store_range(arch, &r, &pg) == -1, "a bound with more values than the index has after the prefix is -1");
+    storage_value_t wrong = STORE_VAL_INT(5);
+    r = (store_range_t){.index = "by_owner", .prefix = &wrong, .nprefix = 1, .limit = 5};
+    ok(store_range(arch, &r, &pg) == -1, "a prefix of the wrong type is -1");
+}
+
+static void test_expire(storage_t *s, store_t *arch)
+{
+    for (int i = 0; i < 25; i++) put_archive(arch, "carol@localhost", i, "old");
+    storage_value_t owner = STORE_VAL_TEXT("carol@localhost");
+    store_range_t all = {.index = "by_owner", .prefix = &owner, .nprefix = 1};
+    int a = store_expire(arch, "by_time", 20, 8);
+    char plan[1024];
+    int planned = plan_uses_index(s, arch, plan);
+    int b = store_expire(arch, "by_time", 20, 8), c = store_expire(arch, "by_time", 20, 8),
+        d = store_expire(arch, "by_time", 20, 8);
+    ok(a == 8 && b == 8 && c == 4 && d == 0 && store_count(arch, &all) == 5,
+       "store_expire in batches of 8: 8, 8, 4, then 0; the 5 rows at ts >= 20 stay (%d %d %d %d)", a, b, c, d);
+    ok(planned == 0, "store_expire walks the time index (%s)", plan);
+    ok(store_expire(arch, "by_owner", 20, 8) == -1, "store_expire on an index not led by an INT column is -1");
+    storage_value_t alice = STORE_VAL_TEXT("alice@localhost");
+    ok(store_count(arch, &(store_range_t){.index = "by_owner", .prefix = &alice, .nprefix = 1}) == 10,
+       "rows newer than the limit (alice's at 100..109) are untouched");
+}
+
+static void test_transactions(const char *dir, storage_t *s, store_t *items)
+{
+    storage_t *other = storage_open(dir, NULL);
+    ok(store_begin(items) == 0 && put_item(items, "tx@localhost", "n", "one", 1, "x") == 0
+       && count_pep_items(items, "tx@localhost", "n") == 1,
+       "inside a transaction the writes are visible to their writer");
+    ok(storage_tx_depth(s) == 1 && store_begin(items) == 0 && put_item(items, "tx@localhost", "n", "two", 2, "x") == 0
+       && storage_tx_depth(s) == 2 && store_rollback(items) == 0,
+       "a nested store_begin counts a level; its rollback ends that level");
+    ok(count_pep_items(items, "tx@localhost", "n") == 1, "the inner rollback undid only the inner write");
+    ok(store_begin(items) == 0 && put_item(items, "tx@localhost", "n", "three", 3, "x") == 0
+       && store_commit(items) == 0 && storage_tx_depth(s) == 1,
+       "an inner commit ends its level and keeps its write in the outer transaction");
+    ok(store_put(items, (storage_value_t[]){STORE_VAL_INT(1), STORE_VAL_NULL, STORE_VAL_NULL, STORE_VAL_NULL,
+                                            STORE_VAL_NULL}, NULL) == -1
+       && storage_tx_depth(s) == 1, "a refused write inside the transaction leaves it open");
+    static const store_column_t c[] = {{"jid", STORE_TEXT}, {NULL}};
+    static const store_table_t t[] = {{.name = "t", .columns = c, .key = "jid", .account = "jid"}, {NULL}};
+    char *err = NULL;
+    store_module_t *sm = store_module_open(s, "intx", &(store_schema_t){.version = 1, .tables = t}, &err);
+    ok(sm == NULL, "tables cannot be created or migrated inside a transaction (%s)", err ? err : "");
+    free(err);
+    store_module_close(sm);
+    store_t *o_items = NULL;
+    store_module_t *osm = other ? store_module_open(other, "pep", &pep_schema, NULL) : NULL;
+    o_items = store_module_table(osm, "items");
+    ok(o_items && count_pep_items(o_items, "tx@localhost", "n") == 0,
+       "another connection does not see the open transaction's writes");
+    ok(store_commit(items) == 0 && storage_tx_depth(s) == 0 && count_pep_items(o_items, "tx@localhost", "n") == 2,
+       "the outermost commit makes them visible everywhere (two rows)");
+    ok(store_commit(items) == -1 && store_rollback(items) == -1, "commit or rollback without a transaction is -1");
+    ok(store_begin(items) == 0 && put_item(items, "tx@localhost", "n", "four", 4, "x") == 0
+       && store_rollback(items) == 0 && count_pep_items(items, "tx@localhost", "n") == 2,
+       "an outermost rollback undoes everything since store_begin");
+    ok(storage_begin(s) == 0 && store_begin(items) == 0 && put_item(items, "tx@localhost", "n", "five", 5, "x") == 0
+       && store_commit(items) == 0 && storage_rollback(s) == 0 && count_pep_items(items, "tx@localhost", "n") == 2,
+       "inside a core batch (storage_begin) a store transaction is a savepoint of the batch");
+    store_module_close(osm);
+    storage_close(other);
+}
+
+static void test_changed(const char *dir, storage_t *s, store_t *items)
+{
+    storage_watch_t w = {0};
+    ok(store_changed(items, &w) == 1, "store_changed: the first look says changed (nothing cached yet)");
+    ok(store_changed(items, &w) == 0, "then unchanged");
+    put_item(items, "watch@localhost", "n", "i", 1, NULL);
+    ok(store_changed(items, &w) == 0, "the storage's own write does not count");
+    storage_t *other = storage_open(dir, NULL);
+    ok(other && storage_kv_set(other, "x", "u", "d", "k", "v", 1) == 0 && store_changed(items, &w) == 1,
+       "a commit by another connection (civitasctl) is seen");
+    ok(store_changed(items, &w) == 0, "and only once");
+    storage_watch_t w2 = {0};
+    ok(store_changed(items, &w2) == 1, "each watch keeps its own view");
+    storage_close(other);
+}
+
+static int count_rows(storage_t *s, const char *table, const char *owner)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE owner = '%s'", table, owner);
+    return (int)sql_int(s, sql);
+}
+
+static void test_account_delete(const char *dir, storage_t *s, store_t *arch, store_t *items)
+{
+    put_item(items, "dave@localhost", "n", "i1", 1, NULL);
+    put_item(items, "dave@localhost", "m", "i2", 1, NULL);
+    put_item(items, "erin@localhost", "n", "i1", 1, NULL);
+    put_archive(arch, "dave@localhost", 1, "x");
+    put_archive(arch, "erin@localhost", 1, "x");
+    /* like civitasctl: another process that has not opened the modules' tables */
+    storage_t *ctl = storage_open(dir, NULL);
+    int r = ctl ? storage_account_delete(ctl, "dave", "localhost") : -2;
+    ok(r == 1 && count_rows(s, "pep_items", "dave@localhost") == 0
+       && count_rows(s, "mam_archive", "dave@localhost") == 0,
+       "storage_account_delete in a process that never opened the modules empties both modules' tables");
+    ok(count_rows(s, "pep_items", "erin@localhost") == 1 && count_rows(s, "mam_archive", "erin@localhost") == 1,
+       "other accounts' rows stay");
+    storage_close(ctl);
+    ok(store_delete_account(items, "erin@localhost") == 1 && count_rows(s, "pep_items", "erin@localhost") == 0,
+       "store_delete_account: one table, rows deleted counted");
+    char plan[1024];
+    ok(plan_uses_index(s, items, plan) == 0, "store_delete_account walks the index its account column leads (%s)",
+       plan);
+}
+
+/* notes v1 -> v2: a column and an index added by an upgrade step. */
+static const store_column_t notes1_cols[] = {{"jid", STORE_TEXT}, {"k", STORE_TEXT}, {"v", STORE_TEXT}, {NULL}};
+static const store_table_t notes1[] = {
+    {.name = "n", .columns = notes1_cols, .key = "jid, k", .account = "jid"}, {NULL}};
+static const store_column_t notes2_cols[] = {
+    {"jid", STORE_TEXT}, {"k", STORE_TEXT}, {"v", STORE_TEXT}, {"prio", STORE_INT}, {NULL}};
+static const store_index_t notes2_idx[] = {{"by_prio", "jid, prio"}, {NULL}};
+static const store_table_t notes2[] = {
+    {.name = "n", .columns = notes2_cols, .key = "jid, k", .account = "jid", .indexes = notes2_idx}, {NULL}};
+
+static void test_migration(const char *dir, storage_t *s)
+{
+    /* data an older release kept in the core's kv table, imported when the table is created */
+    storage_kv_set(s, "notes", "frank", "localhost", "a", "old-a", 5);
+    storage_kv_set(s, "notes", "frank", "localhost", "b", "old-b", 5);
+    store_schema_t v1 = {.version = 1, .tables = notes1,
+                         .import = "INSERT INTO notes_n (jid, k, v)"
+                                   " SELECT user || '@' || domain, key, CAST(val AS TEXT)"
+                                   " FROM kv WHERE store = 'notes'; DELETE FROM kv WHERE store = 'notes'"};
+    char *err = NULL;
+    store_module_t *sm = store_module_open(s, "notes", &v1, &err);
+    store_t *n = store_module_table(sm, "n");
+    store_row_t *row = NULL;
+    storage_value_t key[] = {STORE_VAL_TEXT("frank@localhost"), STORE_VAL_TEXT("b")};
+    ok(n && store_get(n, key, &row) == 0 && strcmp(row->col[2].p, "old-b") == 0
+       && sql_int(s, "SELECT COUNT(*) FROM kv WHERE store = 'notes'") == 0
+       && sql_int(s, "SELECT version FROM module_schema WHERE module = 'notes'") == 1,
+       "version 1 created, the import moved the old kv rows in (%s)", err ? err : "");
+    store_row_free(row);
+    free(err);
+    store_module_close(sm);
+
+    /* reopening an unchanged declaration runs nothing */
+    sm = store_module_open(s, "notes", &v1, NULL);
+    ok(sm && sql_int(s, "SELECT COUNT(*) FROM notes_n") == 2, "opening again at the same version keeps the rows");
+    store_module_close(sm);
+
+    /* a version 2 whose upgrade forgot the index: refused, and the failed check leaves the data */
+    static const char *const forgot[] = {"ALTER TABLE notes_n ADD COLUMN prio INTEGER NOT NULL DEFAULT 0"};
+    store_schema_t v2bad = {.version = 2, .tables = notes2, .upgrade = forgot};
+    err = NULL;
+    sm = store_module_open(s, "notes", &v2bad, &err);
+    ok(sm == NULL && err && strstr(err, "by_prio")
+       && sql_int(s, "SELECT version FROM module_schema WHERE module = 'notes'") == 1
+       && sql_int(s, "SELECT COUNT(*) FROM pragma_table_info('notes_n') WHERE name = 'prio'") == 0,
+       "an upgrade that does not produce the declaration is refused and rolled back: still version 1 (%s)",
+       err ? err : "");
+    free(err);
+
+    static const char *const bad_step[] = {"ALTER TABLE notes_n ADD COLUMN prio INTEGER NOT NULL DEFAULT 0;"
+                                           " CREATE INDEX broken ON nosuch (x)"};
+    err = NULL;
+    sm = store_module_open(s, "notes", &(store_schema_t){.version = 2, .tables = notes2, .upgrade = bad_step}, &err);
+    ok(sm == NULL && sql_int(s, "SELECT version FROM module_schema WHERE module = 'notes'") == 1
+       && sql_int(s, "SELECT COUNT(*) FROM pragma_table_info('notes_n') WHERE name = 'prio'") == 0,
+       "a failing upgrade step is refused and leaves version 1 untouched (%s)", err ? err : "");
+    free(err);
+
+    static const char *const steps[] = {"ALTER TABLE notes_n ADD COLUMN prio INTEGER NOT NULL DEFAULT 0;"
+                                        " CREATE INDEX notes_n__by_prio ON notes_n (jid, prio, k)"};
+    store_schema_t v2 = {.version = 2, .tables = notes2, .upgrade = steps};
+    err = NULL;
+    sm = store_module_open(s, "notes", &v2, &err);
+    n = store_module_table(sm, "n");
+    ok(n && store_get(n, key, &row) == 0 && row->ncols == 4 && row->col[3].type == STORAGE_INT && row->col[3].i == 0
+       && sql_int(s, "SELECT version FROM module_schema WHERE module = 'notes'") == 2,
+       "upgrade 1 -> 2: old rows kept, the new column has its default (%s)", err ? err : "");
+    store_row_free(row);
+    free(err);
+    storage_value_t jid = STORE_VAL_TEXT("frank@localhost");
+    store_page_t pg;
+    storage_value_t prio_row[] = {jid, STORE_VAL_TEXT("c"), STORE_VAL_TEXT("new"), STORE_VAL_INT(-1)};
+    ok(n && store_put(n, prio_row, NULL) == 0
+       && store_range(n, &(store_range_t){.index = "by_prio", .prefix = &jid, .nprefix = 1, .limit = 5}, &pg) == 0
+       && pg.n == 3 && strcmp(pg.rows[0]->col[1].p, "c") == 0,
+       "the new index pages by priority");
+    store_page_free(&pg);
+    ok(storage_account_delete(s, "frank", "localhost") == 1 && sql_int(s, "SELECT COUNT(*) FROM notes_n") == 0,
+       "account deletion still reaches the upgraded table");
+    store_module_close(sm);
+    err = NULL;
+    sm = store_module_open(s, "notes", &v1, &err);
+    ok(sm == NULL && err && strstr(err, "newer"), "a database newer than the declaration is refused (%s)",
+       err ? err : "");
+    free(err);
+    store_module_close(sm);
+}
+
+int main(void)
+{
+    char *dir = fresh_dir();
+    char *err = NULL;
+    storage_t *s = dir ? storage_open(dir, &err) : NULL;
+    ok(s != NULL, "storage opens (%s)", err ? err : "");
+    if (!s) return done_testing();
+    store_module_t *mam = store_module_open(s, "mam", &mam_schema, &err);
+    ok(mam != NULL, "a module's tables are created from its declaration (%s)", err ? err : "");
+    free(err);
+    err = NULL;
+    store_module_t *pep = store_module_open(s, "pep", &pep_schema, &err);
+    ok(pep != NULL, "a second module's tables too (%s)", err ? err : "");
+    free(err);
+    store_t *arch = store_module_table(mam, "archive"), *items = store_module_table(pep, "items");
+    ok(arch && items && !store_module_table(pep, "archive")
+       && sql_int(s, "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('mam_archive', 'pep_items',"
+                     " 'mam_archive__by_owner', 'mam_archive__by_time', 'pep_items__by_pos')") == 5
+       && sql_int(s, "SELECT COUNT(*) FROM user_tables WHERE tbl IN ('mam_archive', 'pep_items')") == 2,
+       "tables and indexes are named <module>_<table>[__<index>] and registered for account deletion");
+    if (!arch || !items) return done_testing();
+    test_declarations(s);
+    test_rows(s, items);
+    test_paging(s, arch);
+    test_expire(s, arch);
+    test_transactions(dir, s, items);
+    test_changed(dir, s, items);
+    test_account_delete(dir, s, arch, items);
+    test_migration(dir, s);
+    store_module_close(mam);
+    store_module_close(pep);
+    storage_close(s);
+    rm_rf(dir);
+    free(dir);
+    return done_testing();
+}
