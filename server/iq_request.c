@@ -1,5 +1,5 @@
 /* server/iq_request.c: IQ requests sent by the core or a module with a result callback
- * (module_send_iq, module.h): the pending table, answer matching by id and sender, time-outs. */
+ * (module_send_iq, iq_request.h): the pending table, answer matching by id and sender, time-outs. */
 #include "iq_request.h"
 #include "timer.h"
 #include "host.h"

@@ -242,7 +242,7 @@ void session_unbind(session_t *s)
 
 void session_on_unbind(void (*fn)(const jid_t *full)) { on_unbind = fn; }
 
-/* ---- a session's current presence (session_presence, module.h) ---- */
+/* ---- a session's current presence (session_presence, session.h) ---- */
 
 #define PRESENCE_KEY "core.presence"
 
