@@ -243,11 +243,12 @@ int main(int argc, char **argv)
     }
     apply_logging(srv->cfg);
 
-    /* Only binding the ports needs root: the storage is opened after the switch to user:, so
-     * that nothing in the user's data_dir is ever opened with privileges. */
+    /* Only binding the ports and opening the module files need root (the module directory, the
+     * build tree say, need not be open to user:); the storage is opened after the switch to user:,
+     * so that nothing in the user's data_dir is ever opened with privileges. */
     srv->base = event_base_new();
     srv->ip_state = strmap_new();
-    if (listen_start() < 0 || drop_privileges(srv->cfg->user) < 0) {
+    if (listen_start() < 0 || modules_open() < 0 || drop_privileges(srv->cfg->user) < 0) {
         log_error("main", "start-up failed");
         return 1;
     }

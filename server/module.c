@@ -664,17 +664,28 @@ int modules_load_static(const module_t *const *descs)
     return 0;
 }
 
-int modules_load(void)
+/* The modules modules_open found, waiting for modules_load. */
+static mod_set_t opened;
+static int opened_ok;
+
+int modules_open(void)
 {
     strlist_t errors = {0};
-    mod_set_t set;
-    if (mod_set_open(srv->cfg, &set, &errors) < 0) {
+    if (mod_set_open(srv->cfg, &opened, &errors) < 0) {
         for (size_t i = 0; i < errors.n; i++) log_error("modules", "%s", errors.v[i]);
         strlist_free(&errors);
-        mod_set_free(&set, 1);
+        mod_set_free(&opened, 1);
         return -1;
     }
-    return mod_set_start(&set);
+    opened_ok = 1;
+    return 0;
+}
+
+int modules_load(void)
+{
+    if (!opened_ok && modules_open() < 0) return -1;
+    opened_ok = 0;
+    return mod_set_start(&opened);
 }
 
 /* Remove everything m registered (hooks, features, identities, timers). */

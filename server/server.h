@@ -31,7 +31,11 @@ extern server_t *srv;
 /* module.c, for main.c: loading and unloading modules. */
 struct module;
 struct module_ctx;
-int modules_load(void);               /* config's modules: list, or every standard module */
+/* Find and dlopen the config's modules: list, or every standard module (civitasd does this before it
+ * drops root: the module files need not be readable by the user it becomes). 0/-1 (logged) */
+int modules_open(void);
+/* Start the opened modules (modules_open first when it was not called): options, load. 0/-1 */
+int modules_load(void);
 /* A module linked into the program instead of loaded from a file (the module fuzz target). */
 int module_load_static(const struct module *desc);
 /* Several linked-in modules (NULL-terminated), started in dependency order. 0/-1 */
