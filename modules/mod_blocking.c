@@ -2,8 +2,6 @@
  * resources that asked for it) and the filtering of stanzas to and from blocked entities. */
 #include "module.h"
 #include <stddef.h>
-#include "util.h"
-#include "log.h"
 #include <stdlib.h>
 #include <string.h>
 

@@ -1,8 +1,6 @@
 /* modules/mod_last.c: XEP-0012 Last Activity: the server's uptime, and for an account the time
  * since its last logout with the status it left with (stored), or 0 while it is online. */
 #include "module.h"
-#include "util.h"
-#include "log.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -2,8 +2,6 @@
  * messages for an account without a non-negative available resource are stored and delivered later. */
 #include "module.h"
 #include <stddef.h>
-#include "util.h"
-#include "log.h"
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -203,7 +201,7 @@ typedef enum { SEND_WRITTEN, SEND_SKIPPED, SEND_NO_ROOM } send_result_t;
 static send_result_t send_stored(session_t *s, const jid_t *bare, const stored_t *m, int64_t cutoff)
 {
     if (m->when < cutoff) return SEND_SKIPPED;     /* expired: never delivered */
-    size_t cap = (size_t)server_config()->max_output_buffer;
+    size_t cap = session_output_limit();
     if (m->len + SEND_SLACK > cap) {    /* would close the session at every login */
         log_warn("offline", "dropping offline message %lld: larger than limits.max_output_buffer", (long long)m->id);
         return SEND_SKIPPED;
@@ -239,7 +237,7 @@ static void replay_step(session_t *s, replay_t *r)
         jid_free(bare);
         return;
     }
-    size_t budget = (size_t)server_config()->max_output_buffer / 2;
+    size_t budget = session_output_limit() / 2;
     collect_t c = {.budget = budget < REPLAY_BYTES ? budget : REPLAY_BYTES};
     if (storage_list_each(store, LIST, bare->node, bare->domain, r->sent, REPLAY_MAX_MSGS, collect_cb, &c) < 0)
         log_warn("offline", "reading offline messages failed: %s", storage_last_error(store));

@@ -1,7 +1,6 @@
 /* modules/mod_presence.c: presence (RFC 6121 §3, §4): the subscription state machine of Appendix A,
  * pre-approval, pending requests, broadcasts, probes, directed presence and unavailable on logout. */
 #include "module.h"
-#include "log.h"
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>

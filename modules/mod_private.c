@@ -3,8 +3,6 @@
  * the module's own table (store.h), private_xml: (jid, name) -> xml. */
 #include "module.h"
 #include <stddef.h>
-#include "util.h"
-#include "log.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,10 +19,10 @@ static const store_column_t xml_columns[] = {
     {"jid", STORE_TEXT},            /* the owner's bare JID */
     {"name", STORE_TEXT},           /* "{namespace}element" */
     {"xml", STORE_BLOB},            /* the fragment, serialised */
-    {NULL}};
+    {.name = NULL}};
 static const store_table_t tables[] = {
     {.name = "xml", .columns = xml_columns, .key = "jid, name", .account = "jid"},
-    {NULL}};
+    {.name = NULL}};
 static const store_schema_t schema = {
     .version = 1,
     .tables = tables,

@@ -3,7 +3,6 @@
  * max_attempts_per_address_per_hour attempts per client address, an IPv6 /64 counting as one),
  * and for logged-in users password change and account removal (with all their data). */
 #include "module.h"
-#include "log.h"
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -12,7 +11,6 @@
 #define NS_REGISTER "jabber:iq:register"
 #define HOUR_MS 3600000
 
-static storage_t *store;
 static struct register_conf {
     int allow_registration;     /* XEP-0077 §3.1 account creation before authentication */
     long max_per_address;       /* accounts created from one address in any hour */
@@ -59,17 +57,18 @@ static int change_password(hook_event_t *ev, xnode_t *q)
     if (!un || !pw) return hook_error(ev, "modify", "bad-request");
     char *user = xnode_text(un), *pass = xnode_text(pw);
     char *node = jid_prep_node(user);
-    int rc;
-    scram_creds_t sha1, sha256;
+    int rc, r = -2;
+    jid_t *bare = NULL;
     if (!node || strcmp(node, ev->from->node) != 0) {
         rc = hook_error(ev, "cancel", "not-authorized");      /* §3.3: only one's own password */
-    } else if (!*pass || scram_creds_pair_from_password(pass, (unsigned)server_config()->scram_iterations, &sha1, &sha256) < 0) {
+    } else if (!(bare = jid_bare_of(ev->from)) || (r = account_set_password(bare, pass)) == -2) {
         rc = hook_error(ev, "modify", "not-acceptable");
-    } else if (storage_account_set_creds(store, node, ev->from->domain, &sha1, &sha256) != 0) {
+    } else if (r != 0) {
         rc = hook_error(ev, "wait", "internal-server-error");
     } else {
         rc = hook_reply(ev, stanza_reply(ev->stanza));
     }
+    jid_free(bare);
     explicit_bzero(pass, strlen(pass));
     free(pass);
     free(user);
@@ -175,19 +174,11 @@ static int on_preauth_set(hook_event_t *ev, void *ud)
     char *user = xnode_text(un), *pass = xnode_text(pw);
     char *node = jid_prep_node(user);
     const char *domain = host_name(ev->host);
-    scram_creds_t sha1, sha256;
-    memset(&sha1, 0, sizeof sha1);
-    memset(&sha256, 0, sizeof sha256);
-    int r;      /* 0 created, 1 taken, -2 invalid username or password, -1 storage error */
-    /* the cheap refusals first: the two key derivations are the expensive part */
-    if (!node || !*pass)
-        r = -2;
-    else if ((r = storage_account_exists(store, node, domain)) != 0)
-        r = r > 0 ? 1 : -1;
-    else if (scram_creds_pair_from_password(pass, (unsigned)server_config()->scram_iterations, &sha1, &sha256) < 0)
-        r = -2;
-    else
-        r = storage_account_create(store, node, domain, &sha1, &sha256);
+    /* 0 created, 1 taken, -2 invalid username or password, -1 storage error; account_create
+     * refuses a taken name before it derives the keys (the expensive part) */
+    jid_t *bare = node ? jid_make(node, domain, NULL) : NULL;
+    int r = bare ? account_create(bare, pass) : -2;
+    jid_free(bare);
     if (r == 0) {
         seen->at[seen->n++] = now_ms();
         log_info("register", "%s: registered %s@%s", addr, log_jid(node), domain);
@@ -202,8 +193,6 @@ static int on_preauth_set(hook_event_t *ev, void *ud)
     if (!seen->n) free(strmap_del(created.map, key));
     recent_prune(&created);
     recent_prune(&attempts);
-    explicit_bzero(&sha1, sizeof sha1);
-    explicit_bzero(&sha256, sizeof sha256);
     explicit_bzero(pass, strlen(pass));
     free(pass);
     free(user);
@@ -224,7 +213,6 @@ static int on_set(hook_event_t *ev, void *ud)
 
 static int load(module_ctx_t *m)
 {
-    store = module_storage(m);
     window_init(&created, conf.max_per_address);
     window_init(&attempts, conf.max_attempts);
     module_hook(m, "stream-features/preauth", 0, on_preauth_features, NULL);

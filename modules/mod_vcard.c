@@ -3,7 +3,6 @@
  * of the vCard's photo is added to the owner's available presence when the client left it out. */
 #include "module.h"
 #include <stddef.h>
-#include "log.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

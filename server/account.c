@@ -1,6 +1,11 @@
 /* server/account.c: accounts going away. Every deletion (XEP-0077 through account_delete, or
  * civitasctl in another process) becomes one "user-deleted" event handled here, at a safe point. */
-#include "session.h"
+#include "account.h"
+#include "server.h"
+#include "router.h"
+#include "stanza.h"
+#include "roster.h"
+#include "scram.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,7 +42,7 @@ static void user_deleted(host_t *h, const jid_t *bare, int64_t event)
 
     strlist_t avail = {0};
     size_t n = 0;
-    user_t *u = router_user(h, bare->bare);
+    user_t *u = session_user(h, bare->bare);
     for (session_t *s = u ? u->sessions : NULL; s; s = s->next_in_user) n++;
     session_t **ss = xcalloc(n + 1, sizeof *ss);
     n = 0;
@@ -45,7 +50,7 @@ static void user_deleted(host_t *h, const jid_t *bare, int64_t event)
     for (size_t i = 0; i < n; i++) {
         if (ss[i]->available) strlist_add(&avail, ss[i]->jid->full);
         ss[i]->available = 0;           /* it ends with the account: no last activity is recorded */
-        router_unbind(ss[i]);           /* session-closed now, while the account is still named */
+        session_unbind(ss[i]);           /* session-closed now, while the account is still named */
         session_close(ss[i], "not-authorized", "account removed");   /* XEP-0077 §3.2 */
     }
     free(ss);
@@ -122,6 +127,37 @@ int account_delete(const jid_t *bare)
     }
     ensure_run_ev();
     if (run_ev) event_active(run_ev, EV_TIMEOUT, 0);
+    return r;
+}
+
+/* SCRAM-SHA-1 and SCRAM-SHA-256 creds of password with the configured iterations. 0/-1 */
+static int make_creds(const char *password, scram_creds_t *sha1, scram_creds_t *sha256)
+{
+    if (!*password) return -1;
+    return scram_creds_pair_from_password(password, (unsigned)srv->cfg->scram_iterations, sha1, sha256);
+}
+
+int account_create(const jid_t *bare, const char *password)
+{
+    scram_creds_t sha1, sha256;
+    if (!bare || !bare->node || !*password) return -2;
+    /* the cheap refusal first: the two key derivations are the expensive part */
+    int e = storage_account_exists(srv->store, bare->node, bare->domain);
+    if (e != 0) return e > 0 ? 1 : -1;
+    if (make_creds(password, &sha1, &sha256) < 0) return -2;
+    int r = storage_account_create(srv->store, bare->node, bare->domain, &sha1, &sha256);
+    explicit_bzero(&sha1, sizeof sha1);
+    explicit_bzero(&sha256, sizeof sha256);
+    return r;
+}
+
+int account_set_password(const jid_t *bare, const char *password)
+{
+    scram_creds_t sha1, sha256;
+    if (!bare || !bare->node || make_creds(password, &sha1, &sha256) < 0) return -2;
+    int r = storage_account_set_creds(srv->store, bare->node, bare->domain, &sha1, &sha256);
+    explicit_bzero(&sha1, sizeof sha1);
+    explicit_bzero(&sha256, sizeof sha256);
     return r;
 }
 

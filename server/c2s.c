@@ -1,8 +1,14 @@
 /* server/c2s.c: client-to-server streams (RFC 6120): the state machine from the stream
- * header through STARTTLS, SASL and resource binding to established, and every stream error. */
+ * header through STARTTLS, SASL (sasl.c) and resource binding to established, every stream error,
+ * and the TCP/TLS transport of its sessions (session.h's vtable over libevent bufferevents). */
 #define _GNU_SOURCE   /* POLLRDHUP */
-#include "session.h"
+#include "c2s.h"
+#include "server.h"
+#include "router.h"
+#include "ip_limits.h"
 #include "flow.h"
+#include "stanza.h"
+#include "sasl.h"
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -14,11 +20,7 @@
 #include <event2/bufferevent_ssl.h>
 
 #define READ_CHUNK 16384
-#define CLOSE_FLUSH_SECONDS 5     /* a closing stream that does not drain is dropped after this */
-#define MAX_SASL_RETRIES 5        /* RFC 6120 §6.4.5: "at least 2 and no more than 5" */
-#define SASL_FORGET_MS 600000     /* an address's failures are forgotten 10 minutes after the last */
 
-static void session_free_later(session_t *s);
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
@@ -27,266 +29,50 @@ static void after_feed(session_t *s);
 
 /* ---- output ---- */
 
-static void send_raw(session_t *s, const char *data, size_t len)
-{
-    if (s->state == C2S_CLOSING || s->freeing) return;
-    bufferevent_write(s->bev, data, len);
-    /* A client that never reads must not make the server buffer without bound
-     * (Openfire GHSA-x337-43mr-gg3h): past the cap the stream is dropped. flow_output_queued
-     * counts the TLS filter's output and the socket's under it. */
-    if (flow_output_queued(s->bev) > (size_t)srv->cfg->max_output_buffer) {
-        log_info("c2s", "%s: output queue over %ld bytes, dropping the stream", s->ip, srv->cfg->max_output_buffer);
-        session_free_later(s);
-    }
-}
-
-static void send_str(session_t *s, const char *str) { send_raw(s, str, strlen(str)); }
-
-void session_send(session_t *s, const xnode_t *n)
-{
-    size_t len;
-    char *buf = xnode_serialize(n, NS_CLIENT, &len);
-    if (!buf) {     /* a tree that cannot be written as valid XML is dropped, never sent broken */
-        log_warn("c2s", "%s: dropped an unserialisable <%s/>", s->ip, n->name ? n->name : "?");
-        return;
-    }
-    send_raw(s, buf, len);
-    free(buf);
-}
-
-void session_deliver(session_t *s, const xnode_t *st) { session_send(s, st); }
-
 static void send_header(session_t *s, const char *to_attr)
 {
     char *hdr = xasprintf("<?xml version='1.0'?><stream:stream xmlns='" NS_CLIENT "' xmlns:stream='" NS_STREAMS
                           "' id='%s'%s%s%s%s%s%s version='1.0' xml:lang='en'>",
                           s->id, s->host ? " from='" : "", s->host ? s->host->name : "", s->host ? "'" : "",
                           to_attr ? " to='" : "", to_attr ? to_attr : "", to_attr ? "'" : "");
-    send_str(s, hdr);
+    session_write_str(s, hdr);
     free(hdr);
     s->header_sent = 1;
 }
 
-/* ---- per-address accounting (limits.max_connections_per_ip, limits.max_sessions_per_ip) ---- */
-
-enum { IP_UNCOUNTED, IP_UNAUTH, IP_SESSION };     /* session.ip_counted */
-
-static void ip_count_unauth(session_t *s, ip_state_t *ip)
-{
-    s->ip_counted = IP_UNAUTH;
-    ip->connections++;
-    s->ip_prev = NULL;
-    s->ip_next = ip->unauth;
-    if (ip->unauth) ip->unauth->ip_prev = s;
-    ip->unauth = s;
-}
-
-/* Take s out of the counts of its address (ip: its ip_state); a no-op when not counted. */
-static void ip_uncount(session_t *s, ip_state_t *ip)
-{
-    if (s->ip_counted == IP_UNAUTH) {
-        ip->connections--;
-        if (s->ip_next) s->ip_next->ip_prev = s->ip_prev;
-        if (s->ip_prev) s->ip_prev->ip_next = s->ip_next;
-        else ip->unauth = s->ip_next;
-        s->ip_next = s->ip_prev = NULL;
-    } else if (s->ip_counted == IP_SESSION) {
-        ip->sessions--;
-    }
-    s->ip_counted = IP_UNCOUNTED;
-}
-
-/* Authenticated: from the tight count to the generous one. -1 (s unchanged) when its address
- * has limits.max_sessions_per_ip sessions already. */
-static int ip_count_session(session_t *s)
-{
-    ip_state_t *ip = ip_state_get(s->ip);
-    if (srv->cfg->max_sessions_per_ip && ip->sessions >= srv->cfg->max_sessions_per_ip) return -1;
-    ip_uncount(s, ip);
-    s->ip_counted = IP_SESSION;
-    ip->sessions++;
-    return 0;
-}
-
-/* The peer has closed its end or reset the connection: nothing it could still send will arrive,
- * so the stream can never authenticate. */
-static int peer_gone(session_t *s)
-{
-    struct bufferevent *under = s->bev ? bufferevent_get_underlying(s->bev) : NULL;
-    evutil_socket_t fd = s->bev ? bufferevent_getfd(under ? under : s->bev) : -1;
-    if (fd < 0) return 0;
-#ifdef POLLRDHUP
-    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
-    if (poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) return 1;
-#else
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) return 1;
-    char c;
-    if ((p.revents & POLLIN) && recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0) return 1;
-#endif
-    return 0;
-}
-
-/* An address at its limit: its connections whose peer has already gone stop counting (and are
- * freed). A server that was busy for a moment accepts a whole backlog in one go, before it has
- * read the EOFs of the closed connections in it; counting those, it refused the live connection
- * queued behind them (issue 9: after 500 quick connect/close cycles a login was refused). */
-static void ip_reap(ip_state_t *ip)
-{
-    session_t *next;
-    for (session_t *s = ip->unauth; s; s = next) {
-        next = s->ip_next;
-        if (!s->freeing && !peer_gone(s)) continue;
-        ip_uncount(s, ip);
-        if (s->counted_unauth) {
-            s->counted_unauth = 0;
-            srv->unauthenticated--;
-        }
-        session_free_later(s);
-    }
-}
-
-/* ---- closing and freeing ---- */
+/* ---- the stream's end ---- */
 
 static void iq_error(session_t *s, xnode_t *iq, const char *type, const char *cond);
 
-static void on_free(evutil_socket_t fd, short what, void *arg)
+/* The stream's end (session_close): our header if none went out yet, the stream error, the
+ * closing tag. */
+static void c2s_close(session_t *s, const char *condition, const char *text)
 {
-    (void)fd; (void)what;
-    session_t *s = arg;
-    if (s->bound) router_unbind(s);
-    if (s->next) s->next->prev = s->prev;
-    if (s->prev) s->prev->next = s->next;
-    else srv->sessions = s->next;
-    srv->nsessions--;
-    if (s->counted_unauth) srv->unauthenticated--;
-    ip_uncount(s, ip_state_get(s->ip));
-    ip_state_release(s->ip);
-    if (s->bev) bufferevent_free(s->bev);    /* closes the socket and frees the SSL */
-    tls_unref(s->tls);
-    xstream_free(s->xs);
-    scram_server_free(s->scram);
-    if (s->timer) event_free(s->timer);
-    if (s->delay_ev) event_free(s->delay_ev);
-    if (s->drain_ev) event_free(s->drain_ev);
-    event_free(s->free_ev);
-    xnode_free(s->delayed);
-    while (s->data) {
-        session_data_t *d = s->data;
-        s->data = d->next;
-        if (d->free_fn) d->free_fn(d->data);
-        free(d->key);
-        free(d);
-    }
-    jid_free(s->jid);
-    free(s->user);
-    free(s->mech);
-    free(s);
-}
-
-/* Never free a session inside a libevent or expat callback: mark it and let the loop call
- * on_free once the current callback has returned. */
-static void session_free_later(session_t *s)
-{
-    if (s->freeing) return;
-    s->freeing = 1;
-    s->state = C2S_CLOSING;
-    if (s->bev) bufferevent_disable(s->bev, EV_READ | EV_WRITE);
-    event_active(s->free_ev, 0, 0);
-}
-
-static void on_close_timeout(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd; (void)what;
-    session_free_later(arg);
-}
-
-static int output_drained(session_t *s) { return flow_output_queued(s->bev) == 0; }
-
-static void on_under_drained(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
-{
-    (void)buf; (void)info;
-    session_t *s = arg;
-    if (s->state == C2S_CLOSING && !s->freeing && output_drained(s)) session_free_later(s);
-}
-
-/* ---- output flow for modules (session_want_drained, module.h) ---- */
-
-size_t session_output_queued(const session_t *s)
-{
-    if (!s->bev) return 0;
-    size_t queued = evbuffer_get_length(bufferevent_get_output(s->bev));
-    struct bufferevent *under = bufferevent_get_underlying(s->bev);
-    if (under) queued += evbuffer_get_length(bufferevent_get_output(under));
-    return queued;
-}
-
-/* From the loop, never inside a write: the hook's handlers may send again. */
-static void on_drain_ev(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd; (void)what;
-    session_t *s = arg;
-    if (!s->want_drained || s->freeing || s->state == C2S_CLOSING || !s->bound) return;
-    if (!output_drained(s)) return;     /* written to again meanwhile: the next drain fires it */
-    s->want_drained = 0;
-    hook_event_t ev = {.name = "session-drained", .origin = s, .host = s->host, .from = s->jid};
-    hook_fire(&ev);
-}
-
-static void check_drained(session_t *s)
-{
-    if (s->want_drained && !s->freeing && output_drained(s)) event_active(s->drain_ev, 0, 0);
-}
-
-/* Every change of the socket-level output buffer under a TLS filter (the filter's own write
- * callback only says that the plaintext went into TLS). */
-static void on_under_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
-{
-    (void)buf;
-    if (info->n_deleted) check_drained(arg);
-}
-
-void session_want_drained(session_t *s)
-{
-    if (s->freeing || s->state == C2S_CLOSING || !s->bev) return;
-    if (!s->drain_ev) s->drain_ev = event_new(srv->base, -1, 0, on_drain_ev, s);
-    struct bufferevent *under = bufferevent_get_underlying(s->bev);
-    if (under && !s->drain_watch) {
-        evbuffer_add_cb(bufferevent_get_output(under), on_under_output, s);
-        s->drain_watch = 1;
-    }
-    s->want_drained = 1;
-    check_drained(s);
-}
-
-void session_close(session_t *s, const char *condition, const char *text)
-{
-    if (s->state == C2S_CLOSING || s->freeing) return;
     if (!s->header_sent) send_header(s, NULL);
     if (condition) {
         log_info("c2s", "%s: stream error <%s/>%s%s", s->ip, condition, text ? ": " : "", text ? text : "");
         char *err = xasprintf("<stream:error><%s xmlns='" NS_STREAM_ERRORS "'/>%s%s%s</stream:error>", condition,
                               text ? "<text xmlns='" NS_STREAM_ERRORS "'>" : "", text ? text : "", text ? "</text>" : "");
-        send_str(s, err);
+        session_write_str(s, err);
         free(err);
     }
-    send_str(s, "</stream:stream>");
-    if (s->bound) router_unbind(s);          /* no more stanzas reach a closing stream */
-    s->state = C2S_CLOSING;
-    bufferevent_disable(s->bev, EV_READ);
-    if (output_drained(s)) {
-        session_free_later(s);
-        return;
-    }
-    /* wait for the output to drain (on_write; for a TLS filter, the socket underneath tells
-     * when its own buffer is empty), but not for ever */
-    struct bufferevent *under = bufferevent_get_underlying(s->bev);
-    if (under) evbuffer_add_cb(bufferevent_get_output(under), on_under_drained, s);
-    struct timeval tv = {CLOSE_FLUSH_SECONDS, 0};
-    if (s->timer) event_free(s->timer);
-    s->timer = evtimer_new(srv->base, on_close_timeout, s);
-    evtimer_add(s->timer, &tv);
+    session_write_str(s, "</stream:stream>");
 }
+
+/* The session is being freed: the stream's own state and its place in the limits. */
+static void c2s_free(session_t *s)
+{
+    if (s->counted_unauth) srv->unauthenticated--;
+    ip_uncount(s, ip_state_get(s->ip));
+    ip_state_release(s->ip);
+    xstream_free(s->xs);
+    scram_server_free(s->scram);
+    if (s->delay_ev) event_free(s->delay_ev);
+    xnode_free(s->delayed);
+    free(s->mech);
+}
+
+static const session_stream_t c2s_stream = {c2s_close, c2s_free};
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
 {
@@ -304,37 +90,6 @@ static void arm_timer(session_t *s, long seconds)
 }
 
 /* ---- features ---- */
-
-static const char *const all_mechs[];
-
-static int mech_enabled(const char *mech)
-{
-    const config_t *c = srv->cfg;
-    int known = 0;
-    for (size_t i = 0; all_mechs[i]; i++)
-        if (strcmp(all_mechs[i], mech) == 0) known = 1;
-    if (!known) return 0;
-    if (!c->sasl_mechanisms_set) return 1;
-    for (size_t i = 0; i < c->sasl_mechanisms.n; i++)
-        if (strcmp(c->sasl_mechanisms.v[i], mech) == 0) return 1;
-    return 0;
-}
-
-static const char *const all_mechs[] = {"SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1",
-                                        "PLAIN", NULL};
-
-/* A mechanism is offered only when it can work on this stream: every one needs TLS first
- * (so PLAIN is never offered in the clear), -PLUS needs a channel binding we can supply. */
-static int mech_offered(session_t *s, const char *mech)
-{
-    if (!s->tls_active || !mech_enabled(mech)) return 0;
-    return 1;       /* tls-server-end-point works on every TLS connection with a certificate */
-}
-
-static int plus_offered(session_t *s)
-{
-    return mech_offered(s, "SCRAM-SHA-256-PLUS") || mech_offered(s, "SCRAM-SHA-1-PLUS");
-}
 
 /* XEP-0077 §3.1 account creation before authentication is mod_register's: the core hands such
  * IQs to the "iq-<type>/preauth/<ns>" hooks and answers <service-unavailable/> when no module
@@ -360,17 +115,10 @@ static void send_features(session_t *s)
         xnode_t *st = xnode_add_elem(f, "starttls", NS_TLS);
         xnode_add_elem(st, "required", NULL);
     } else if (!s->authenticated) {
-        xnode_t *m = xnode_add_elem(f, "mechanisms", NS_SASL);
-        for (size_t i = 0; all_mechs[i]; i++)
-            if (mech_offered(s, all_mechs[i])) xnode_add_text(xnode_add_elem(m, "mechanism", NULL), all_mechs[i]);
+        sasl_add_mechanisms(s, f);
         hook_event_t ev = {.name = "stream-features/preauth", .origin = s, .host = s->host, .features = f};
         hook_fire(&ev);     /* mod_register's <register/> (XEP-0077 §8) */
-        if (plus_offered(s)) {   /* XEP-0440: which channel-binding types work here */
-            xnode_t *cb = xnode_add_elem(f, "sasl-channel-binding", "urn:xmpp:sasl-cb:0");
-            xnode_set_attr(xnode_add_elem(cb, "channel-binding", NULL), "type", "tls-server-end-point");
-            if (tls_has_exporter(s->ssl))
-                xnode_set_attr(xnode_add_elem(cb, "channel-binding", NULL), "type", "tls-exporter");
-        }
+        sasl_add_channel_bindings(s, f);
     } else {
         xnode_add_elem(f, "bind", NS_BIND);
         xnode_add_elem(xnode_add_elem(f, "session", NS_SESSION), "optional", NULL);
@@ -378,9 +126,9 @@ static void send_features(session_t *s)
         hook_fire(&ev);
     }
     /* written with the stream: prefix, as some older clients expect (RFC 6120 §4.3.2) */
-    send_str(s, "<stream:features>");
+    session_write_str(s, "<stream:features>");
     for (xnode_t *c = xnode_first_elem(f); c; c = xnode_next_elem(c)) session_send(s, c);
-    send_str(s, "</stream:features>");
+    session_write_str(s, "</stream:features>");
     xnode_free(f);
 }
 
@@ -459,13 +207,13 @@ static int handle_starttls(session_t *s, xnode_t *el)
     (void)el;
     s->ssl = tls_new_ssl(srv->tls);
     if (!s->ssl) {
-        send_str(s, "<failure xmlns='" NS_TLS "'/>");
+        session_write_str(s, "<failure xmlns='" NS_TLS "'/>");
         session_close(s, NULL, NULL);
         return 1;
     }
     s->tls = srv->tls;
     tls_ref(s->tls);
-    send_str(s, "<proceed xmlns='" NS_TLS "'/>");
+    session_write_str(s, "<proceed xmlns='" NS_TLS "'/>");
     s->starttls_pending = 1;    /* the filter is put on after this feed returns */
     return 1;
 }
@@ -490,10 +238,10 @@ static void start_tls_filter(session_t *s)
 /* The stream's flow control (flow.h: bytes per second on the socket, stanzas per second; reading
  * pauses, nothing is dropped). A legitimate burst (a reconnecting client's roster, presence and
  * queries) only waits instead of costing the user the stream and the stanzas in flight. The state
- * lives in the session's data list so that session.h stays as it is. */
+ * lives in the session's data list. */
 #define RATE_KEY "c2s.rate"
 
-static void rate_free(void *p) { flow_free(p); }   /* the bufferevent is gone by now (on_free) */
+static void rate_free(void *p) { flow_free(p); }   /* the transport is freed before the data */
 
 static flow_t *rate_of(session_t *s) { return session_get_data(s, RATE_KEY); }
 
@@ -531,45 +279,6 @@ static void rate_init(session_t *s)
 {
     session_set_data(s, RATE_KEY, flow_new(srv->base, on_rate_resume, s), rate_free);
     rate_set_bytes(s, srv->cfg->max_bytes_per_second_preauth);
-}
-
-/* ---- SASL ---- */
-
-static int get_creds(void *ud, const char *username, scram_hash_t h, scram_creds_t *out)
-{
-    session_t *s = ud;
-    char *node = jid_prep_node(username);
-    int r = node ? storage_account_get(srv->store, node, s->host->name, h, out) : 1;
-    free(node);
-    return r == 0 ? 0 : -1;
-}
-
-static int get_cb_data(void *ud, const char *type, unsigned char *buf, size_t *len)
-{
-    session_t *s = ud;
-    return tls_channel_binding(s->ssl, type, buf, len);
-}
-
-static const scram_server_cb_t scram_cb = {get_creds, get_cb_data};
-
-static void send_sasl(session_t *s, const char *what, const char *data, size_t len)
-{
-    char *b64 = NULL;
-    if (data && len) base64_encode((const unsigned char *)data, len, &b64);
-    char *msg;
-    if (data && !len) msg = xasprintf("<%s xmlns='" NS_SASL "'>=</%s>", what, what);
-    else if (b64) msg = xasprintf("<%s xmlns='" NS_SASL "'>%s</%s>", what, b64, what);
-    else msg = xasprintf("<%s xmlns='" NS_SASL "'/>", what);
-    send_str(s, msg);
-    free(msg);
-    free(b64);
-}
-
-static void sasl_reset(session_t *s)
-{
-    scram_server_free(s->scram);
-    s->scram = NULL;
-    FREE_AND_NULL(s->mech);
 }
 
 /* While a failure's answer is held back (s->delayed), nothing else the client sent is acted on:
@@ -616,138 +325,16 @@ static void on_delay_done(evutil_socket_t fd, short what, void *arg)
     on_read(s->bev, s);     /* what the client sent meanwhile waits in the input buffer */
 }
 
-/* The per-address slot of an account's failures: a hash of its bare JID (0: no account named). */
-static uint64_t account_key(session_t *s, const char *user)
-{
-    char *node = user ? jid_prep_node(user) : NULL;
-    char *bare = node ? xasprintf("%s@%s", node, s->host->name) : NULL;
-    unsigned char d[SCRAM_MAX_KEY];
-    uint64_t k = 0;
-    if (bare && scram_digest(SCRAM_SHA256, bare, strlen(bare), d) == 0) {
-        memcpy(&k, d, sizeof k);
-        if (!k) k = 1;
-    }
-    free(bare);
-    free(node);
-    return k;
-}
+/* ---- SASL (sasl.c) ---- */
 
-/* Count a failure for the address, and for the account the client named when there is a slot for
- * it. Failures of unnamed or untracked accounts are forgiven only by time. */
-static void count_failure(session_t *s, ip_state_t *ip, const char *user)
+/* Authenticated: the timer of the unauthenticated stream goes, stanzas may now be as large as the
+ * config allows, the read rate is the authenticated one, and the stream restarts. */
+static void authenticated(session_t *s)
 {
-    int64_t now = now_ms();
-    if (ip->sasl_failures && now - ip->last_failure_ms > SASL_FORGET_MS) {
-        ip->sasl_failures = 0;
-        memset(ip->sasl_account, 0, sizeof ip->sasl_account);
-    }
-    ip->sasl_failures++;
-    ip->last_failure_ms = now;
-    uint64_t k = account_key(s, user);
-    int slot = -1;
-    for (int i = 0; k && i < IP_SASL_ACCOUNTS; i++) {
-        if (ip->sasl_account[i].account == k) {
-            slot = i;
-            break;
-        }
-        if (slot < 0 && !ip->sasl_account[i].account) slot = i;
-    }
-    if (slot < 0) return;
-    ip->sasl_account[slot].account = k;
-    ip->sasl_account[slot].failures++;
-}
-
-/* A success forgives the failures of that account only: another account's success (the attacker's
- * own, say) leaves the address's back-off in place. */
-static void forgive_failures(session_t *s, ip_state_t *ip, const char *user)
-{
-    uint64_t k = account_key(s, user);
-    for (int i = 0; k && i < IP_SASL_ACCOUNTS; i++) {
-        if (ip->sasl_account[i].account != k) continue;
-        ip->sasl_failures -= ip->sasl_account[i].failures;
-        if (ip->sasl_failures < 0) ip->sasl_failures = 0;
-        ip->sasl_account[i].account = 0;
-        ip->sasl_account[i].failures = 0;
-    }
-}
-
-/* user: the account the client tried (NULL when it named none). */
-static void sasl_fail_as(session_t *s, const char *user, const char *condition)
-{
-    ip_state_t *ip = ip_state_get(s->ip);
-    count_failure(s, ip, user);
-    sasl_reset(s);
-    s->sasl_failures++;
-    log_info("c2s", "%s: authentication failed (%s)", s->ip, condition);
-    xnode_t *f = xnode_new("failure", NS_SASL);
-    xnode_add_elem(f, condition, NULL);
-    if (s->sasl_failures > MAX_SASL_RETRIES) {
-        session_send(s, f);
-        xnode_free(f);
-        session_close(s, "policy-violation", "too many authentication attempts");
-        return;
-    }
-    /* Repeated failures from one address are slowed down: the answer (and further reading)
-     * waits 2^(n-limit) seconds, at most 30. */
-    int over = ip->sasl_failures - (int)srv->cfg->sasl_failures_per_ip;
-    if (over > 0) {
-        long secs = over >= 5 ? 30 : (1L << over);
-        if (secs > 30) secs = 30;
-        s->delayed = f;
-        bufferevent_disable(s->bev, EV_READ);
-        if (!s->delay_ev) s->delay_ev = evtimer_new(srv->base, on_delay_done, s);
-        struct timeval tv = {secs, 0};
-        evtimer_add(s->delay_ev, &tv);
-        return;
-    }
-    session_send(s, f);
-    xnode_free(f);
-}
-
-static void sasl_fail(session_t *s, const char *condition)
-{
-    sasl_fail_as(s, s->scram ? scram_server_claimed_username(s->scram) : NULL, condition);
-}
-
-static void sasl_success(session_t *s, const char *user, const char *authzid, const char *extra, size_t extra_len)
-{
-    char *node = jid_prep_node(user);
-    if (!node) {
-        sasl_fail_as(s, user, "not-authorized");
-        return;
-    }
-    if (authzid && *authzid) {   /* we authorise only as oneself */
-        jid_t *az = jid_new(authzid);
-        int okz = az && !az->resource && az->node && strcmp(az->node, node) == 0 &&
-                  strcmp(az->domain, s->host->name) == 0;
-        jid_free(az);
-        if (!okz) {
-            free(node);
-            sasl_fail_as(s, user, "invalid-authzid");
-            return;
-        }
-    }
-    sasl_reset(s);
-    if (ip_count_session(s) < 0) {
-        free(node);
-        log_info("c2s", "%s: authenticated, but limits.max_sessions_per_ip is reached", s->ip);
-        session_close(s, "policy-violation", "too many sessions from this address");
-        return;
-    }
-    s->user = node;
-    s->authenticated = 1;
-    if (s->counted_unauth) {
-        s->counted_unauth = 0;
-        srv->unauthenticated--;
-    }
-    forgive_failures(s, ip_state_get(s->ip), node);
     if (s->timer) {
         event_free(s->timer);
         s->timer = NULL;
     }
-    log_info("c2s", "%s: authenticated %s@%s (%s)", s->ip, log_jid(node), s->host->name, tls_version_name(s->ssl));
-    send_sasl(s, "success", extra, extra_len);
-    /* stanzas may now be as large as the config allows */
     xstream_limits_t lim = {(size_t)srv->cfg->max_stanza_size, (size_t)srv->cfg->max_depth,
                             (size_t)srv->cfg->max_attributes, 0};
     xstream_set_limits(s->xs, &lim);
@@ -755,129 +342,11 @@ static void sasl_success(session_t *s, const char *user, const char *authzid, co
     s->reset_pending = 1;
 }
 
-/* The payload of <auth>/<response>: base64, where "=" means empty (RFC 6120 §6.4.2). */
-static int sasl_payload(xnode_t *el, unsigned char **out, size_t *len)
+static void sasl_element(session_t *s, xnode_t *el)
 {
-    char *t = xnode_text(el);
-    int r = 0;
-    *out = NULL;
-    *len = 0;
-    if (strcmp(t, "=") == 0 || *t == '\0') {
-        *out = (unsigned char *)xstrdup("");
-    } else if (base64_decode(t, strlen(t), out, len) < 0) {
-        r = -1;
-    }
-    free(t);
-    return r;
-}
-
-static void sasl_step(session_t *s, const unsigned char *in, size_t len)
-{
-    char *out = NULL;
-    size_t outlen = 0;
-    const char *failure = "not-authorized";
-    scram_step_t r = scram_server_step(s->scram, in, len, &out, &outlen, &failure);
-    if (r == SCRAM_CONTINUE) send_sasl(s, "challenge", out, outlen);
-    else if (r == SCRAM_OK) {
-        char *user = xstrdup(scram_server_username(s->scram));
-        char *az = xstrdup(scram_server_authzid(s->scram));
-        sasl_success(s, user, az, out, outlen);
-        free(user);
-        free(az);
-    } else sasl_fail(s, failure ? failure : "not-authorized");
-    free(out);
-}
-
-static void handle_plain(session_t *s, const unsigned char *in, size_t len)
-{
-    char *authzid = NULL, *authcid = NULL, *pw = NULL;
-    scram_creds_t creds;
-    if (sasl_plain_parse(in, len, &authzid, &authcid, &pw) < 0) {
-        sasl_fail(s, "malformed-request");
-        return;
-    }
-    char *node = jid_prep_node(authcid);
-    int found = node && storage_account_get(srv->store, node, s->host->name, SCRAM_SHA256, &creds) == 0;
-    /* an unknown user costs the same PBKDF2 run as a wrong password (issue 9 item 8) */
-    if (!found) scram_fake_creds(SCRAM_SHA256, node ? node : authcid, (unsigned)srv->cfg->scram_iterations, &creds);
-    int match = scram_check_password(&creds, pw) == 1;
-    if (found && match) sasl_success(s, authcid, authzid, NULL, 0);
-    else sasl_fail_as(s, authcid, "not-authorized");
-    explicit_bzero(&creds, sizeof creds);
-    explicit_bzero(pw, strlen(pw));
-    free(node);
-    free(authzid);
-    free(authcid);
-    free(pw);
-}
-
-static void handle_auth(session_t *s, xnode_t *el)
-{
-    const char *mech = xnode_attr(el, "mechanism");
-    if (s->authenticated) {
-        session_close(s, "policy-violation", "already authenticated");
-        return;
-    }
-    if (!s->tls_active) {   /* every mechanism needs TLS here (RFC 6120 §6.5.2) */
-        sasl_fail(s, "encryption-required");
-        return;
-    }
-    if (s->mech) {          /* a new <auth> in the middle of an exchange aborts it */
-        sasl_reset(s);
-    }
-    if (!mech || !mech_offered(s, mech)) {
-        sasl_fail(s, "invalid-mechanism");
-        return;
-    }
-    unsigned char *in;
-    size_t len;
-    if (sasl_payload(el, &in, &len) < 0) {
-        sasl_fail(s, "incorrect-encoding");
-        return;
-    }
-    s->mech = xstrdup(mech);
-    if (strcmp(mech, "PLAIN") == 0) {
-        handle_plain(s, in, len);
-    } else {
-        int sha256 = strncmp(mech, "SCRAM-SHA-256", 13) == 0;
-        int plus = strstr(mech, "-PLUS") != NULL;
-        s->scram = scram_server_new(sha256 ? SCRAM_SHA256 : SCRAM_SHA1, plus, plus_offered(s), &scram_cb, s);
-        scram_server_set_iterations(s->scram, (unsigned)srv->cfg->scram_iterations);  /* unknown users */
-        if (len == 0) send_sasl(s, "challenge", "", 0);   /* no initial response: ask for it */
-        else sasl_step(s, in, len);
-    }
-    free(in);
-}
-
-static void handle_sasl(session_t *s, xnode_t *el)
-{
-    if (strcmp(el->name, "auth") == 0) {
-        handle_auth(s, el);
-        return;
-    }
-    if (!s->mech || s->authenticated) {
-        /* a response or abort without an exchange: the client is confused */
-        if (strcmp(el->name, "abort") == 0 || strcmp(el->name, "response") == 0) {
-            sasl_fail(s, "aborted");
-            return;
-        }
-        session_close(s, "unsupported-stanza-type", NULL);
-        return;
-    }
-    if (strcmp(el->name, "abort") == 0) {
-        sasl_fail(s, "aborted");
-    } else if (strcmp(el->name, "response") == 0 && s->scram) {
-        unsigned char *in;
-        size_t len;
-        if (sasl_payload(el, &in, &len) < 0) {
-            sasl_fail(s, "incorrect-encoding");
-            return;
-        }
-        sasl_step(s, in, len);
-        free(in);
-    } else {
-        sasl_fail(s, "malformed-request");
-    }
+    int was = s->authenticated;
+    sasl_handle(s, el);
+    if (!was && s->authenticated) authenticated(s);
 }
 
 /* ---- bind and session ---- */
@@ -917,7 +386,7 @@ static void handle_bind(session_t *s, xnode_t *iq, xnode_t *bind)
         return;
     }
     s->jid = j;
-    router_bind(s);     /* a session with the same full JID gets <conflict/> (RFC 6120 §7.7.2.2) */
+    session_bind(s);     /* a session with the same full JID gets <conflict/> (RFC 6120 §7.7.2.2) */
     s->bound = 1;
     xnode_t *r = stanza_reply(iq);
     xnode_set_attr(r, "from", NULL);
@@ -1008,12 +477,12 @@ static int dispatch(session_t *s, xnode_t *el)
             xnode_free(el);
             return r;
         }
-        if (strcmp(el->ns, NS_SASL) == 0 && strcmp(el->name, "auth") == 0) handle_auth(s, el);
+        if (strcmp(el->ns, NS_SASL) == 0 && strcmp(el->name, "auth") == 0) sasl_element(s, el);
         else if (is_stanza(el)) session_close(s, "not-authorized", "TLS and authentication are required");
         else session_close(s, "unsupported-stanza-type", NULL);
     } else if (!s->authenticated) {
         xnode_t *child = xnode_first_elem(el);
-        if (strcmp(el->ns, NS_SASL) == 0) handle_sasl(s, el);
+        if (strcmp(el->ns, NS_SASL) == 0) sasl_element(s, el);
         else if (strcmp(el->name, "iq") == 0 && strcmp(el->ns, NS_CLIENT) == 0 && child &&
                  strcmp(child->ns, "jabber:iq:register") == 0 && xnode_attr(el, "id")) {
             if (handle_preauth_iq(s, el)) el = NULL;
@@ -1081,8 +550,7 @@ static void on_write(struct bufferevent *bev, void *arg)
 {
     (void)bev;
     session_t *s = arg;
-    if (s->state == C2S_CLOSING && !s->freeing && output_drained(s)) session_free_later(s);
-    else check_drained(s);
+    session_output_progress(s);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
@@ -1094,6 +562,66 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         session_free_later(s);
     }
 }
+
+/* ---- the TCP/TLS transport (bufferevents) ---- */
+
+static void tcp_write(session_t *s, const char *data, size_t len) { bufferevent_write(s->bev, data, len); }
+
+/* flow_output_queued counts the TLS filter's output and the socket's under it. */
+static size_t tcp_queued(const session_t *s) { return s->bev ? flow_output_queued(s->bev) : 0; }
+
+/* Every change of the socket-level output buffer under a TLS filter (the filter's own write
+ * callback only says that the plaintext went into TLS). */
+static void on_under_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)buf;
+    if (info->n_deleted) session_output_progress(arg);
+}
+
+static void tcp_watch_output(session_t *s)
+{
+    struct bufferevent *under = s->bev ? bufferevent_get_underlying(s->bev) : NULL;
+    if (under) evbuffer_add_cb(bufferevent_get_output(under), on_under_output, s);
+}
+
+static void tcp_stop(session_t *s, int writing_too)
+{
+    if (s->bev) bufferevent_disable(s->bev, writing_too ? EV_READ | EV_WRITE : EV_READ);
+}
+
+/* The peer has closed its end or reset the connection: nothing it could still send will arrive,
+ * so the stream can never authenticate. */
+static int tcp_peer_gone(const session_t *s)
+{
+    struct bufferevent *under = s->bev ? bufferevent_get_underlying(s->bev) : NULL;
+    evutil_socket_t fd = s->bev ? bufferevent_getfd(under ? under : s->bev) : -1;
+    if (fd < 0) return 0;
+#ifdef POLLRDHUP
+    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+    if (poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) return 1;
+#else
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) return 1;
+    char c;
+    if ((p.revents & POLLIN) && recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0) return 1;
+#endif
+    return 0;
+}
+
+static int tcp_channel_binding(const session_t *s, const char *type, unsigned char *buf, size_t *len)
+{
+    if (!buf) return strcmp(type, "tls-exporter") != 0 || tls_has_exporter(s->ssl) ? 0 : -1;
+    return tls_channel_binding(s->ssl, type, buf, len);
+}
+
+static void tcp_free(session_t *s)
+{
+    if (s->bev) bufferevent_free(s->bev);    /* closes the socket and frees the SSL */
+    tls_unref(s->tls);
+}
+
+static const session_transport_t tcp_transport = {tcp_write,   tcp_queued,          tcp_watch_output, tcp_stop,
+                                                  tcp_peer_gone, tcp_channel_binding, tcp_free};
 
 void c2s_accept(int fd, const char *peer_ip, c2s_kind_t kind)
 {
@@ -1107,12 +635,9 @@ void c2s_accept(int fd, const char *peer_ip, c2s_kind_t kind)
         close(fd);
         return;
     }
-    session_t *s = xcalloc(1, sizeof *s);
+    session_t *s = session_new(peer_ip, &tcp_transport, &c2s_stream);
     ip_count_unauth(s, ip);
-    snprintf(s->ip, sizeof s->ip, "%s", peer_ip);
     s->kind = kind;
-    s->priority = -129;
-    s->free_ev = event_new(srv->base, -1, 0, on_free, s);
     if (kind == C2S_DIRECT_TLS) {
         s->ssl = tls_new_ssl(srv->tls);
         s->tls = srv->tls;
@@ -1134,10 +659,6 @@ void c2s_accept(int fd, const char *peer_ip, c2s_kind_t kind)
     } else {
         s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
     }
-    s->next = srv->sessions;
-    if (srv->sessions) srv->sessions->prev = s;
-    srv->sessions = s;
-    srv->nsessions++;
     s->counted_unauth = 1;
     srv->unauthenticated++;
     if (!s->bev) {
@@ -1146,6 +667,7 @@ void c2s_accept(int fd, const char *peer_ip, c2s_kind_t kind)
         session_free_later(s);
         return;
     }
+    s->delay_ev = evtimer_new(srv->base, on_delay_done, s);     /* armed by sasl.c's back-off */
     xstream_limits_t lim = {(size_t)c->max_stanza_size_preauth, 32, 32, 0};
     s->xs = xstream_new(&stream_cb, s, &lim);
     rate_init(s);
@@ -1160,34 +682,3 @@ void c2s_close_all(void)
     for (session_t *s = srv->sessions; s; s = s->next)
         session_close(s, "system-shutdown", NULL);
 }
-
-int session_priority(const session_t *s) { return s->available ? s->priority : -129; }
-int session_available(const session_t *s) { return s->available; }
-
-void *session_get_data(const session_t *s, const char *key)
-{
-    for (session_data_t *d = s->data; d; d = d->next)
-        if (strcmp(d->key, key) == 0) return d->data;
-    return NULL;
-}
-
-void session_set_data(session_t *s, const char *key, void *data, void (*free_fn)(void *))
-{
-    for (session_data_t *d = s->data; d; d = d->next)
-        if (strcmp(d->key, key) == 0) {
-            if (d->free_fn && d->data != data) d->free_fn(d->data);
-            d->data = data;
-            d->free_fn = free_fn;
-            return;
-        }
-    session_data_t *d = xcalloc(1, sizeof *d);
-    d->key = xstrdup(key);
-    d->data = data;
-    d->free_fn = free_fn;
-    d->next = s->data;
-    s->data = d;
-}
-session_t *session_next_in_user(const session_t *s) { return s->next_in_user; }
-const jid_t *session_jid(const session_t *s) { return s->bound ? s->jid : NULL; }
-host_t *session_host(const session_t *s) { return s->host; }
-const char *session_ip(const session_t *s) { return s->ip; }

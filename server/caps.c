@@ -1,8 +1,13 @@
 /* server/caps.c: the core's XEP-0115 capabilities cache: which full JID advertises which 'ver',
  * the verified disco#info of each ver (memory, and storage so it survives restarts), the
  * disco#info queries that fill it, and the "caps-known" event (module.h). */
-#include "server.h"
 #include "caps.h"
+#include "caps_ver.h"
+#include "server.h"
+#include "hook.h"
+#include "host.h"
+#include "stanza.h"
+#include "iq_request.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,8 +93,8 @@ static void fire_known(const char *full, caps_entry_t *e, host_t *host)
 {
     jid_t *j = jid_new(full);
     if (!j) return;
-    session_t *s = router_find_full(j);
-    hook_event_t ev = {.name = HOOK_CAPS_KNOWN, .stanza = e->query, .origin = s, .host = s ? session_host(s) : host,
+    session_t *s = session_find_full(j);
+    hook_event_t ev = {.name = "caps-known", .stanza = e->query, .origin = s, .host = s ? session_host(s) : host,
                        .from = j};
     hook_fire(&ev);
     jid_free(j);
@@ -256,6 +261,7 @@ int session_has_feature(const session_t *s, const char *var) { return caps_has_f
 
 int caps_start(void)
 {
+    session_on_unbind(caps_forget);     /* a resource that ends is forgotten, after its events */
     known = strmap_new();
     jids = strmap_new();
     inflight = strmap_new();

@@ -1,25 +1,33 @@
-/* server/caps.h: XEP-0115 entity capabilities: the verification string and hash of a disco#info
- * answer (caps_ver.c, pure functions), used by the core's caps cache (caps.c, see module.h). */
+/* server/caps.h: the core's XEP-0115 capabilities cache: which full JID advertises which 'ver', the
+ * verified disco#info of each ver, the queries that fill it and the "caps-known" event (module.h). */
 #ifndef CIVITAS_CAPS_H
 #define CIVITAS_CAPS_H
 #include "xml.h"
+#include "jid.h"
+#include "config.h"     /* strlist_t */
+#include "session.h"
+#include "api.h"
 
-#define NS_CAPS "http://jabber.org/protocol/caps"
-#define NS_DATA_FORMS "jabber:x:data"
+CIVITAS_API_BEGIN
+/* XEP-0115 entity capabilities of a full JID (a local session's or a remote contact's whose
+ * presence reached a local account), once verified: the disco#info <query/> (identities, features,
+ * forms) or NULL while unknown. Valid until the JID's next presence. */
+const xnode_t *caps_info(const jid_t *full);
+/* The features of caps_info as a list (NULL while unknown); caps_has_feature: 1 when known and
+ * listed, e.g. caps_has_feature(j, "urn:xmpp:avatar:metadata+notify"). */
+const strlist_t *caps_features(const jid_t *full);
+int caps_has_feature(const jid_t *full, const char *var);
+/* The same for a local session. */
+int session_has_feature(const session_t *s, const char *var);
+CIVITAS_API_END
 
-/* XEP-0115 §5.1 verification string S of a disco#info <query/> (identities, features, XEP-0128
- * extended forms), malloc'd; NULL when §5.4 says the answer must not be used: two identities
- * with the same category/type/xml:lang/name, a feature twice, two forms with one FORM_TYPE, or a
- * FORM_TYPE with different values. Forms without FORM_TYPE, or whose FORM_TYPE field is not
- * type='hidden', are left out (§5.4 3.5, 3.6). Strings are compared as octets (i;octet). */
-char *caps_ver_string(const xnode_t *query);
-/* base64 of the hash of s with the IANA hash name algo ("sha-1", "sha-224", "sha-256",
- * "sha-384", "sha-512"), malloc'd; NULL for an algorithm not supported. */
-char *caps_ver_hash(const char *algo, const char *s);
-/* 1 when query's verification string hashed with algo is ver, 0 otherwise (also for an answer
- * §5.4 rejects or an unsupported algorithm). */
-int caps_ver_check(const xnode_t *query, const char *algo, const char *ver);
-/* 1 for a hash name caps_ver_hash supports. */
-int caps_hash_supported(const char *algo);
+/* For main.c: start and stop the cache. For router.c: caps_presence: presence from the full JID
+ * from (a local session's own, or a contact's arriving for a local account of host) may announce
+ * caps. caps_forget: from is gone (session.c calls it through session_on_unbind when a resource
+ * ends, after its events). */
+int caps_start(void);
+void caps_stop(void);
+void caps_presence(host_t *host, const jid_t *from, const xnode_t *st, session_t *origin);
+void caps_forget(const jid_t *full);
 
 #endif

@@ -1,6 +1,6 @@
 /* server/caps_ver.c: the XEP-0115 §5 verification string and its hash, the check that makes a
  * caps cache safe from poisoning: only an answer whose hash is the advertised 'ver' is kept. */
-#include "caps.h"
+#include "caps_ver.h"
 #include "util.h"
 #include <openssl/evp.h>
 #include <stdlib.h>

@@ -1,6 +1,11 @@
 /* server/iq_request.c: IQ requests sent by the core or a module with a result callback
- * (module_send_iq, module.h): the pending table, answer matching by id and sender, time-outs. */
-#include "server.h"
+ * (module_send_iq, iq_request.h): the pending table, answer matching by id and sender, time-outs. */
+#include "iq_request.h"
+#include "timer.h"
+#include "host.h"
+#include "stanza.h"
+#include "log.h"
+#include "util.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +27,9 @@ struct iq_request {
 };
 
 static strmap_t *pending;       /* id -> iq_request_t */
+static const iq_request_env_t *env;     /* route_stanza and module_unloading (main.c) */
+
+void iq_requests_start(const iq_request_env_t *e) { env = e; }
 
 const char *iq_request_id(const iq_request_t *r) { return r ? r->id : NULL; }
 
@@ -83,7 +91,7 @@ iq_request_t *module_send_iq(module_ctx_t *m, xnode_t *iq, const char *expected_
     jid_t *peer = expected_from ? jid_new(expected_from) : (to_s ? jid_new(to_s) : NULL);
     const char *id = xnode_attr(iq, "id");
     int ok = cb && strcmp(iq->name, "iq") == 0 && type && (strcmp(type, "get") == 0 || strcmp(type, "set") == 0) &&
-             to && from && peer && host_find(from->domain) && (!m || !module_unloading(m)) &&
+             to && from && peer && host_find(from->domain) && env && (!m || !env->unloading(m)) &&
              (!id || (*id && !strmap_get(pending, id)));
     if (!ok) {
         jid_free(to); jid_free(from); jid_free(peer);
@@ -110,7 +118,7 @@ iq_request_t *module_send_iq(module_ctx_t *m, xnode_t *iq, const char *expected_
     strmap_put(pending, r->id, r);
     jid_free(to); jid_free(from); jid_free(peer);
     r->sending = 1;
-    route_stanza(iq);               /* a bounce or a local answer may come back from in here */
+    env->route(iq);                 /* route_stanza: a bounce or a local answer may come back from in here */
     r->sending = 0;
     return r;
 }

@@ -2,6 +2,7 @@
  * preparing its parts (Nodeprep, Resourceprep, IDNA2008 domains), building and comparing them. */
 #ifndef CIVITAS_JID_H
 #define CIVITAS_JID_H
+#include "api.h"
 
 /* Longest prepared localpart, domainpart or resourcepart, in bytes (RFC 7622 §3.2-3.4). The
  * limit applies after preparation, so a longer raw part may still shrink into it. */
@@ -30,6 +31,7 @@ typedef struct jid {
  * an empty localpart ("@b"), resourcepart ("b/") or domainpart, a part longer than JID_PART_MAX
  * after preparation (or JID_INPUT_MAX before), invalid UTF-8, characters a profile prohibits,
  * or a domain that is neither an IP literal nor a valid IDNA2008 host name. */
+CIVITAS_API_BEGIN
 jid_t *jid_new(const char *str);
 
 /* Build a JID from separate parts, preparing each. node and resource may be NULL (absent);
@@ -81,5 +83,6 @@ char *jid_prep_domain(const char *in);
 /* jid_prep_resource: RFC 6122 Resourceprep (NFKC, no case folding; ASCII space allowed,
  * controls and non-ASCII spaces prohibited). Unassigned code points are allowed, as for nodes. */
 char *jid_prep_resource(const char *in);
+CIVITAS_API_END
 
 #endif

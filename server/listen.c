@@ -1,6 +1,8 @@
 /* server/listen.c: the listening sockets named in the config's listen: section. Each logs
  * "listening <kind> <addr>:<port>" with the real port, so port 0 works for tests. */
+#include "listen.h"
 #include "server.h"
+#include "c2s.h"
 #include "s2s.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>

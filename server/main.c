@@ -1,7 +1,18 @@
 /* server/main.c: civitasd's entry point: options, start-up in order (config, logs, storage,
  * TLS, hosts, modules, listeners, privileges), signals, and shutdown in reverse. */
-#include "session.h"
+#include "server.h"
+#include "host.h"
+#include "ip_limits.h"
+#include "listen.h"
+#include "c2s.h"
+#include "router.h"
+#include "account.h"
+#include "roster.h"
 #include "s2s.h"
+#include "standard_modules.h"
+#include "timer.h"
+#include "iq_request.h"
+#include "caps.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -16,6 +27,11 @@
 #include <openssl/ssl.h>
 
 server_t *srv;
+
+/* What federation hands to the router (s2s.h): received stanzas and bounces. */
+static const s2s_local_t federation_local = {router_from_remote, route_stanza};
+/* What the IQ requests (iq_request.h) need from the layers above them. */
+static const iq_request_env_t iq_env = {route_stanza, module_unloading};
 
 static void usage(FILE *fp)
 {
@@ -39,34 +55,6 @@ static config_t *load_config(const char *path, strlist_t *errors)
     config_t *c = config_load(path, (const char *const *)known, errors);
     modules_known_free(known);
     return c;
-}
-
-static int setup_hosts(void)
-{
-    srv->nhosts = srv->cfg->nhosts;
-    srv->hosts = xcalloc(srv->nhosts, sizeof *srv->hosts);
-    for (size_t i = 0; i < srv->nhosts; i++) {
-        char *name = jid_prep_domain(srv->cfg->hosts[i].name);
-        if (!name) {
-            fprintf(stderr, "%s:%d: hosts: '%s' is not a valid domain\n", srv->cfg->hosts[i].file,
-                    srv->cfg->hosts[i].line, srv->cfg->hosts[i].name);
-            return -1;
-        }
-        srv->hosts[i] = xcalloc(1, sizeof(host_t));
-        srv->hosts[i]->name = name;
-        srv->hosts[i]->users = strmap_new();
-    }
-    return 0;
-}
-
-static void free_hosts(void)
-{
-    for (size_t i = 0; i < srv->nhosts; i++) {
-        strmap_free(srv->hosts[i]->users);
-        free(srv->hosts[i]->name);
-        free(srv->hosts[i]);
-    }
-    free(srv->hosts);
 }
 
 static void apply_logging(const config_t *c)
@@ -255,11 +243,12 @@ int main(int argc, char **argv)
     }
     apply_logging(srv->cfg);
 
-    /* Only binding the ports needs root: the storage is opened after the switch to user:, so
-     * that nothing in the user's data_dir is ever opened with privileges. */
+    /* Only binding the ports and opening the module files need root (the module directory, the
+     * build tree say, need not be open to user:); the storage is opened after the switch to user:,
+     * so that nothing in the user's data_dir is ever opened with privileges. */
     srv->base = event_base_new();
     srv->ip_state = strmap_new();
-    if (listen_start() < 0 || drop_privileges(srv->cfg->user) < 0) {
+    if (listen_start() < 0 || modules_open() < 0 || drop_privileges(srv->cfg->user) < 0) {
         log_error("main", "start-up failed");
         return 1;
     }
@@ -270,7 +259,8 @@ int main(int argc, char **argv)
         free(err);
         return 1;
     }
-    if (setup_hosts() < 0 || modules_load() < 0 || caps_start() < 0 || s2s_start() < 0) {
+    iq_requests_start(&iq_env);
+    if (host_setup() < 0 || modules_load() < 0 || caps_start() < 0 || s2s_start(&federation_local) < 0) {
         log_error("main", "start-up failed");
         return 1;
     }
@@ -301,11 +291,8 @@ int main(int argc, char **argv)
     if (done_poll) event_free(done_poll);
     storage_close(srv->store);
     log_info("main", "stopped");
-    free_hosts();
-    size_t pos = 0;
-    void *v;
-    while (strmap_next(srv->ip_state, &pos, NULL, &v)) free(v);
-    strmap_free(srv->ip_state);
+    host_free_all();
+    ip_state_free_all();
     tls_unref(srv->tls);
     config_free(srv->cfg);
     free(srv->config_path);

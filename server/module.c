@@ -1,6 +1,8 @@
-/* server/module.c: loading modules with dlopen, and the registry of what they add: named
- * hooks ordered by priority, disco features and identities. Unloading removes it all. */
+/* server/module.c: loading modules with dlopen, and the registry of what they add: disco features
+ * and identities (their hooks: hook.c). Unloading removes it all. */
+#include "module.h"
 #include "server.h"
+#include "standard_modules.h"
 #include <dlfcn.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -27,52 +29,12 @@ struct module_ctx {
     module_ctx_t *next;
 };
 
-typedef struct hook_entry {
-    int priority;
-    hook_fn fn;
-    void *ud;
-    module_ctx_t *owner;
-} hook_entry_t;
-
-typedef struct hook_list {
-    hook_entry_t *v;
-    size_t n;
-} hook_list_t;
-
 typedef struct feature { char *var; module_ctx_t *owner; } feature_t;
 typedef struct identity { disco_identity_t id; module_ctx_t *owner; } identity_t;
 
-static strmap_t *hooks;             /* name -> hook_list_t */
 static module_ctx_t *loaded;
 static feature_t *features; static size_t nfeatures;
 static identity_t *identities; static size_t nidentities;
-
-void module_hook(module_ctx_t *m, const char *name, int priority, hook_fn fn, void *ud)
-{
-    if (!hooks) hooks = strmap_new();
-    hook_list_t *l = strmap_get(hooks, name);
-    if (!l) {
-        l = xcalloc(1, sizeof *l);
-        strmap_put(hooks, name, l);
-    }
-    l->v = xrealloc(l->v, (l->n + 1) * sizeof *l->v);
-    size_t i = l->n;
-    while (i > 0 && l->v[i - 1].priority < priority) {   /* stable: equal priorities keep load order */
-        l->v[i] = l->v[i - 1];
-        i--;
-    }
-    l->v[i] = (hook_entry_t){priority, fn, ud, m};
-    l->n++;
-}
-
-int hook_fire(hook_event_t *ev)
-{
-    hook_list_t *l = hooks ? strmap_get(hooks, ev->name) : NULL;
-    if (!l) return HOOK_PASS;
-    for (size_t i = 0; i < l->n; i++)
-        if (l->v[i].fn(ev, l->v[i].ud) == HOOK_HANDLED) return HOOK_HANDLED;
-    return HOOK_PASS;
-}
 
 void module_add_feature(module_ctx_t *m, const char *var)
 {
@@ -97,7 +59,6 @@ const cfg_node_t *module_config(module_ctx_t *m) { return config_module_section(
 strlist_t *module_errors(module_ctx_t *m) { return &m->errors; }
 storage_t *module_storage(module_ctx_t *m) { (void)m; return srv->store; }
 store_t *module_store(module_ctx_t *m, const char *table) { return store_module_table(m->store, table); }
-const config_t *server_config(void) { return srv->cfg; }
 const char *module_name(const module_ctx_t *m) { return m->desc->name; }
 int module_unloading(const module_ctx_t *m) { return m->unloading; }
 
@@ -703,33 +664,35 @@ int modules_load_static(const module_t *const *descs)
     return 0;
 }
 
-int modules_load(void)
+/* The modules modules_open found, waiting for modules_load. */
+static mod_set_t opened;
+static int opened_ok;
+
+int modules_open(void)
 {
     strlist_t errors = {0};
-    mod_set_t set;
-    if (mod_set_open(srv->cfg, &set, &errors) < 0) {
+    if (mod_set_open(srv->cfg, &opened, &errors) < 0) {
         for (size_t i = 0; i < errors.n; i++) log_error("modules", "%s", errors.v[i]);
         strlist_free(&errors);
-        mod_set_free(&set, 1);
+        mod_set_free(&opened, 1);
         return -1;
     }
-    return mod_set_start(&set);
+    opened_ok = 1;
+    return 0;
+}
+
+int modules_load(void)
+{
+    if (!opened_ok && modules_open() < 0) return -1;
+    opened_ok = 0;
+    return mod_set_start(&opened);
 }
 
 /* Remove everything m registered (hooks, features, identities, timers). */
 static void module_forget(module_ctx_t *m)
 {
     timers_forget(m);
-    size_t pos = 0;
-    const char *key;
-    void *val;
-    while (hooks && strmap_next(hooks, &pos, &key, &val)) {
-        hook_list_t *l = val;
-        size_t j = 0;
-        for (size_t i = 0; i < l->n; i++)
-            if (l->v[i].owner != m) l->v[j++] = l->v[i];
-        l->n = j;
-    }
+    hook_forget(m);
     size_t j = 0;
     for (size_t i = 0; i < nfeatures; i++) {
         if (features[i].owner == m) free(features[i].var);
@@ -763,15 +726,7 @@ void modules_unload(void)
         if (m->dl) dlclose(m->dl);
         free(m);
     }
-    size_t pos = 0;
-    void *val;
-    while (hooks && strmap_next(hooks, &pos, NULL, &val)) {
-        hook_list_t *l = val;
-        free(l->v);
-        free(l);
-    }
-    strmap_free(hooks);
-    hooks = NULL;
+    hook_free_all();
     free(features); features = NULL;
     free(identities); identities = NULL;
 }

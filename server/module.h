@@ -1,37 +1,30 @@
 /* server/module.h: the API between the civitas core and its modules; this header is its
- * documentation. A module is a shared object exporting one const descriptor, civitas_module. */
+ * documentation. A module is a shared object exporting one const descriptor, civitas_module.
+ * Modules include this header only (and system headers). The API is exactly what it declares and
+ * what the headers it includes declare under CIVITAS_API (api.h): civitasd is built with
+ * -fvisibility=hidden and exports nothing else (scripts/include-graph --exports checks). The
+ * functions keep the prefix of their object (session_, stanza_, jid_, xnode_, storage_, ...). */
 #ifndef CIVITAS_MODULE_H
 #define CIVITAS_MODULE_H
+#include "api.h"
 #include "xml.h"
 #include "jid.h"
 #include "config.h"
 #include "storage.h"
 #include "store.h"        /* module-scoped tables: store_* */
 #include "util.h"        /* xmalloc, xstrdup, xasprintf, strmap: modules use the core's helpers */
+#include "log.h"
+#include "hook.h"        /* hook_event_t, module_hook, hook_fire */
+#include "host.h"        /* host_find, host_name */
+#include "session.h"     /* sessions: send, close, data, presence state, output flow */
+#include "router.h"      /* route_stanza, hook_reply, hook_error */
+#include "stanza.h"      /* stanza_reply, stanza_error, NS_* */
+#include "account.h"     /* account_delete, account_create, account_set_password */
+#include "timer.h"       /* module_add_timer, module_timer_cancel */
+#include "iq_request.h"  /* module_send_iq: IQ requests with a result callback */
+#include "caps.h"        /* XEP-0115 capabilities of a JID */
 
 #define CIVITAS_MODULE_ABI 3     /* 2: module_t gained conf_size and depends; 3: store */
-
-typedef struct session session_t;     /* a client's stream (opaque to modules) */
-typedef struct host host_t;           /* a domain this server serves */
-typedef struct module_ctx module_ctx_t;  /* a loaded module's handle: what it registered */
-
-/* Handlers answer HOOK_HANDLED (stop: the stanza or event is dealt with) or HOOK_PASS
- * (let the next handler, and finally the core's default, have it). */
-enum { HOOK_PASS = 0, HOOK_HANDLED = 1 };
-
-/* What a hook is called with. Fields not meaningful for an event are NULL. */
-typedef struct hook_event {
-    const char *name;        /* the hook's name, e.g. "iq-get/host/urn:xmpp:ping" */
-    xnode_t *stanza;         /* the stanza; the core frees it after the hooks ran unless a
-                                handler sets ev->stanza = NULL to take ownership */
-    session_t *origin;       /* the local client session it came from, or NULL */
-    host_t *host;            /* the local host involved (addressed, or the sender's) */
-    const jid_t *from;       /* sender (for client stanzas: the session's full JID) */
-    const jid_t *to;         /* addressee; for stanzas without 'to', the sender's bare JID */
-    xnode_t *features;       /* "stream-features": append children to offer them */
-} hook_event_t;
-
-typedef int (*hook_fn)(hook_event_t *ev, void *ud);
 
 /* Hook names, after Prosody's (the '<ns>' is the namespace of the IQ's child element):
  *   iq-get/host/<ns>, iq-set/host/<ns>   IQ to the server's domain
@@ -74,12 +67,10 @@ typedef int (*hook_fn)(hook_event_t *ev, void *ud);
  *                                        unsubscribed). See account_delete below.
  *   presence/resend                      send from's current presence to the contact 'to' if it is
  *                                        subscribed (fired by blocking on unblock; presence answers)
- * Handlers of one name run by descending priority (0 is the usual one). */
-void module_hook(module_ctx_t *m, const char *name, int priority, hook_fn fn, void *ud);
-/* Run the handlers of ev->name; returns HOOK_HANDLED when one took it. Used by the core and
- * by modules firing their own events. */
-int hook_fire(hook_event_t *ev);
+ * Handlers of one name run by descending priority (0 is the usual one).
+ * (module_hook and hook_fire: hook.h.) */
 
+CIVITAS_API_BEGIN
 /* XEP-0030 features and identities of the server, collected from every loaded module. */
 void module_add_feature(module_ctx_t *m, const char *var);
 void module_add_identity(module_ctx_t *m, const char *category, const char *type, const char *name);
@@ -98,64 +89,9 @@ storage_t *module_storage(module_ctx_t *m);
  * version before load runs (store.h documents declarations and every store_* call); NULL when the
  * module declared no such table. Valid until the module is unloaded. */
 store_t *module_store(module_ctx_t *m, const char *table);
-const config_t *server_config(void);            /* the running configuration (changes on SIGHUP) */
 const char *module_name(const module_ctx_t *m);
 
-/* Sessions of a user. user_sessions: the first bound session of a local account's bare JID
- * (or NULL), then session_next_in_user. Availability follows the last presence without 'to'. */
-session_t *user_sessions(const jid_t *bare);
-session_t *session_next_in_user(const session_t *s);
-int session_available(const session_t *s);      /* 1 after available presence, 0 otherwise */
-int session_priority(const session_t *s);       /* presence priority, or -129 when not available */
-/* Per-session data of a module, under a key (use the module's name + purpose). The free
- * function runs when the session ends or the key is set again. */
-void *session_get_data(const session_t *s, const char *key);
-void session_set_data(session_t *s, const char *key, void *data, void (*free_fn)(void *));
-/* Close a client's stream with a stream error (condition NULL: a plain close). */
-void session_close(session_t *s, const char *condition, const char *text);
-
-/* Delete a local account (bare: a JID with a localpart of a served host) and everything stored for
- * it, in one transaction with its account event (storage.h, "Account events"). 0 deleted, 1 no such
- * account, -1 storage error (logged; nothing deleted). The consequences follow at the next loop turn,
- * after the caller returned (so an IQ result can still reach the session): the account's sessions
- * end with <not-authorized/>, "user-deleted" fires, the contacts' subscriptions are cancelled. The
- * same happens when civitasctl deletes: the server notices its account event within a second.
- * Design note: deletions travel as stored events, not as calls, so that one path serves every process
- * and survives a restart; a module API that replaces hooks keeps this as one "user-deleted" event. */
-int account_delete(const jid_t *bare);
-
-/* Output flow, for modules that send much at once (offline replay). session_output_queued: bytes
- * written to s and not yet accepted by the TCP layer (plaintext and TLS records); past
- * limits.max_output_buffer (server_config()->max_output_buffer) the session is dropped.
- * session_want_drained: fire "session-drained" (origin s) once, from the event loop, as soon as
- * that number is 0 (at the next loop turn when it is 0 already). Nothing fires for a session that
- * closes first; "session-closed" comes instead. Until stream management exists, "accepted by the
- * TCP layer" is the best a server knows of what the client got. */
-size_t session_output_queued(const session_t *s);
-void session_want_drained(session_t *s);
-
-/* Routing. route_stanza takes ownership: it delivers to a local session, to a local account's
- * hooks, or bounces with the RFC's error. The stanza needs 'to' and 'from' set. */
-void route_stanza(xnode_t *stanza);
-/* Write n to one session (serialised; n stays the caller's). */
-void session_send(session_t *s, const xnode_t *n);
-const jid_t *session_jid(const session_t *s);   /* full JID once bound, else NULL */
-host_t *session_host(const session_t *s);
-const char *session_ip(const session_t *s);     /* the client's address, for per-address limits */
-const char *host_name(const host_t *h);
-host_t *host_find(const char *domain);          /* a served domain, or NULL */
-
-/* Stanza helpers. stanza_reply: <iq type='result'> (or a message/presence of the same kind)
- * with id copied and to/from swapped. stanza_error: a new error reply to st (type is
- * cancel|modify|auth|wait; condition an RFC 6120 §8.3.3 name; text may be NULL); returns NULL
- * when st is itself an error (errors are never answered with errors). */
-xnode_t *stanza_reply(const xnode_t *st);
-xnode_t *stanza_error(const xnode_t *st, const char *type, const char *condition, const char *text);
-/* Route a reply or error built from ev->stanza back to its sender; returns HOOK_HANDLED. For an
- * origin without a bound JID (the preauth hooks) the reply goes straight back on its stream. */
-int hook_reply(hook_event_t *ev, xnode_t *reply);
-/* Answer ev->stanza with an error; returns HOOK_HANDLED. */
-int hook_error(hook_event_t *ev, const char *type, const char *condition);
+CIVITAS_API_END
 
 /* A module's options, declared as rows (nginx-style): the core checks the module's config
  * section against them at --check and at start (unknown keys, types, bounds: FILE:LINE errors
@@ -221,19 +157,7 @@ typedef struct module {
 
 /* The module's conf struct as it applies to host h: a copy with h's `hosts:` overrides, or the
  * descriptor's conf when h has none (or h is NULL). Valid until the module is unloaded. */
-const void *module_host_conf(const module_ctx_t *m, const host_t *h);
-
-#define NS_CLIENT "jabber:client"
-#define NS_SERVER "jabber:server"
-#define NS_STREAMS "http://etherx.jabber.org/streams"
-#define NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
-#define NS_STREAM_ERRORS "urn:ietf:params:xml:ns:xmpp-streams"
-#define NS_TLS "urn:ietf:params:xml:ns:xmpp-tls"
-#define NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
-#define NS_BIND "urn:ietf:params:xml:ns:xmpp-bind"
-#define NS_SESSION "urn:ietf:params:xml:ns:xmpp-session"
-#define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
-#define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
+CIVITAS_API const void *module_host_conf(const module_ctx_t *m, const host_t *h);
 
 /* ---- Hook names as constants -------------------------------------------------------------
  * Use these instead of string literals: a misspelt constant does not compile, a misspelt string
@@ -273,74 +197,16 @@ const void *module_host_conf(const module_ctx_t *m, const host_t *h);
  *                          cache or a disco#info answer) after it sent presence with caps. from =
  *                          that full JID, host = the local host that learnt it, origin = its session
  *                          when local, stanza = the verified disco#info <query/>. Query them with
- *                          caps_features/caps_has_feature below. */
+ *                          caps_features/caps_has_feature (caps.h). */
 #define HOOK_RESOURCE_AVAILABLE "resource-available"
 #define HOOK_RESOURCE_UNAVAILABLE "resource-unavailable"
 #define HOOK_CONTACT_PRESENCE "contact-presence"
 #define HOOK_CAPS_KNOWN "caps-known"
 
-/* ---- Timers ------------------------------------------------------------------------------
- * A timer owned by a module (Prosody's module:add_timer) on the server's event loop. fn runs
- * after ms milliseconds (0 allowed: at the next turn of the loop), and with repeat every ms
- * milliseconds until cancelled. A one-shot timer's handle is freed after fn returns; a repeating
- * one's stays valid until module_timer_cancel (allowed from inside its own fn). Every timer of a
- * module is cancelled when the module unloads: fn never runs after that. m NULL: a core timer
- * (cancelled at shutdown). Never NULL. */
-typedef struct module_timer module_timer_t;
-typedef void (*module_timer_fn)(module_timer_t *t, void *ud);
-module_timer_t *module_add_timer(module_ctx_t *m, long ms, int repeat, module_timer_fn fn, void *ud);
-/* Stop and free a timer (NULL is a no-op). Do not use the handle after: a one-shot timer whose fn
- * already ran is gone, so cancel only timers that are still pending or repeating. */
-void module_timer_cancel(module_timer_t *t);
-
-/* ---- IQ requests with a result callback -----------------------------------------------------
- * Like libstrophe's xmpp_id_handler_add and Prosody's module:send_iq. module_send_iq takes an
- * <iq type='get|set'> with 'to' and 'from' set ('from': this server's domain or a local account's
- * JID: where the answer is addressed) and takes ownership of it. Without an 'id' it gets a random
- * one (128 bits from the CSPRNG, so a third party can neither guess nor predict it); an 'id' the
- * caller set must not be pending already. The IQ is routed (local session, local account, or
- * over federation) and the callback runs exactly once, with one outcome:
- *   IQ_RESULT, IQ_ERROR  the answer: an <iq type='result|error'> with that id, addressed to the
- *                        request's 'from', sent by expected_from (NULL: the request's 'to'). When
- *                        expected_from is a bare JID or a domain (the request went to an account or
- *                        a server), an answer from that JID or without 'from' counts (RFC 6120
- *                        §8.1.2.1). An answer from anyone else is not consumed: it is routed on as
- *                        if no request were pending (to an account or the server it ends there).
- *   IQ_TIMEOUT           nothing within timeout_ms (<= 0: 30 s; at most one hour). reply is a
- *                        synthesized <iq type='error' from=expected_from to=request's from> with
- *                        <error type='wait'><remote-server-timeout/></error>.
- *   IQ_CANCELLED         the owning module unloads (before its unload function runs) or the
- *                        server stops, or iq_request_cancel; reply is NULL. Only to free ud.
- * reply belongs to the core and is valid during the callback only (copy what you keep). The
- * callback may send new requests. Returns a handle valid until the callback has run, or NULL when
- * the IQ is unusable (not get/set, no valid 'to' or 'from', id pending, module unloading): then
- * the IQ is freed and the callback is never called. */
-typedef enum { IQ_RESULT, IQ_ERROR, IQ_TIMEOUT, IQ_CANCELLED } iq_outcome_t;
-typedef void (*iq_result_fn)(iq_outcome_t outcome, const xnode_t *reply, void *ud);
-typedef struct iq_request iq_request_t;
-iq_request_t *module_send_iq(module_ctx_t *m, xnode_t *iq, const char *expected_from, long timeout_ms,
-                             iq_result_fn cb, void *ud);
-const char *iq_request_id(const iq_request_t *r);
-/* Cancel a pending request: the callback runs with IQ_CANCELLED now, a late answer is not
- * consumed. NULL is a no-op. */
-void iq_request_cancel(iq_request_t *r);
-
-/* ---- Presence and capabilities -----------------------------------------------------------
- * A session's current presence: its last available presence without 'to' (as the client sent
- * it, 'from' stamped), or NULL when it is not available. Read-only; valid until the session's
- * next presence. Priority: session_priority above. */
-const xnode_t *session_presence(const session_t *s);
-
-/* XEP-0115 entity capabilities of a full JID (a local session's or a remote contact's whose
- * presence reached a local account), once verified: the disco#info <query/> (identities, features,
- * forms) or NULL while unknown. Valid until the JID's next presence. */
-const xnode_t *caps_info(const jid_t *full);
-/* The features of caps_info as a list (NULL while unknown); caps_has_feature: 1 when known and
- * listed, e.g. caps_has_feature(j, "urn:xmpp:avatar:metadata+notify"). */
-const strlist_t *caps_features(const jid_t *full);
-int caps_has_feature(const jid_t *full, const char *var);
-/* The same for a local session. */
-int session_has_feature(const session_t *s, const char *var);
+/* ---- Timers, IQ requests, presence and capabilities -------------------------------------
+ * module_add_timer, module_timer_cancel: timer.h. module_send_iq (an IQ with a result callback),
+ * iq_request_cancel: iq_request.h. session_presence (a session's current presence): session.h.
+ * caps_info, caps_features, caps_has_feature, session_has_feature (XEP-0115): caps.h. */
 
 /* ---- Roster service ----------------------------------------------------------------------
  * Rosters (RFC 6121 §2, XEP-0237), shared by mod_roster, mod_presence and any module that needs a

@@ -2,6 +2,7 @@
  * (one record per contact, serialised as XML), versions and tombstones (XEP-0237), roster pushes. */
 #include "roster.h"
 #include "server.h"
+#include "stanza.h"
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>

@@ -2,8 +2,14 @@
  * subscription states, pending inbound requests, pre-approvals, versions, tombstones and roster pushes. */
 #ifndef CIVITAS_ROSTER_H
 #define CIVITAS_ROSTER_H
+#include "api.h"
 #include <stdint.h>
-#include "module.h"
+#include "xml.h"
+#include "jid.h"
+#include "util.h"
+#include "config.h"     /* strlist_t */
+#include "session.h"
+#include "api.h"
 
 #define NS_ROSTER "jabber:iq:roster"
 
@@ -28,6 +34,7 @@ typedef struct roster_item {
 } roster_item_t;
 
 typedef struct roster roster_t;   /* one account's roster, loaded in memory */
+CIVITAS_API_BEGIN
 
 /* Load the roster of a local account (owner: its bare JID, with a localpart) from storage.
  * Returns it (free with roster_free), or NULL on a storage error (logged). An account without a
@@ -38,10 +45,13 @@ void roster_free(roster_t *r);                      /* NULL is a no-op */
  * object while it is cached, so a change saved by one holder is seen by all. Drop an account's
  * roster from the cache (account deleted); roster_cache_shutdown empties it at exit. */
 void roster_forget(const jid_t *owner);
+CIVITAS_API_END
+/* For the core only (main.c, account.c). The roster of a deleted account as the account event
+ * `event` keeps it (see storage.h, "Account events"): not cached, nothing of it can be saved. NULL
+ * on a storage error. */
 void roster_cache_shutdown(void);
-/* The roster of a deleted account as the account event `event` keeps it (see storage.h, "Account
- * events"): not cached, nothing of it can be saved. NULL on a storage error. */
 roster_t *roster_load_deleted(const jid_t *owner, int64_t event);
+CIVITAS_API_BEGIN
 
 /* The record of contact jid (a prepared JID string, as in roster_item_t.jid), listed or hidden,
  * or NULL. The pointer stays valid until roster_free. */
@@ -98,5 +108,7 @@ void roster_push(const jid_t *owner, const roster_item_t *it);
 /* The same push to one session of owner, whether interested or not (XEP-0237 §2.4: the changes
  * since the version a client holds are sent as pushes after the empty result). */
 void roster_push_to(session_t *s, const jid_t *owner, const roster_item_t *it);
+
+CIVITAS_API_END
 
 #endif

@@ -1,91 +1,14 @@
 /* server/router.c: where stanzas go. The only place where one session reaches another:
  * the online-user table, RFC 6121 §8 delivery rules, module hooks, and bounces. */
-#include "session.h"
+#include "router.h"
+#include "stanza.h"
 #include "s2s.h"
+#include "caps.h"
+#include "iq_request.h"
 #include <stdlib.h>
 #include <string.h>
 
 static host_t *find_host_of(const jid_t *j) { return j ? host_find(j->domain) : NULL; }
-
-user_t *router_user(host_t *h, const char *bare) { return strmap_get(h->users, bare); }
-
-session_t *user_sessions(const jid_t *bare)
-{
-    host_t *h = find_host_of(bare);
-    user_t *u = h ? router_user(h, bare->bare) : NULL;
-    return u ? u->sessions : NULL;
-}
-
-session_t *router_find_full(const jid_t *j)
-{
-    host_t *h = find_host_of(j);
-    user_t *u = h ? router_user(h, j->bare) : NULL;
-    if (!u || !j->resource) return NULL;
-    for (session_t *s = u->sessions; s; s = s->next_in_user)
-        if (strcmp(s->jid->resource, j->resource) == 0) return s;
-    return NULL;
-}
-
-/* ---- a session's current presence (session_presence, module.h) ---- */
-
-#define PRESENCE_KEY "core.presence"
-
-static void presence_data_free(void *p) { xnode_free(p); }
-
-const xnode_t *session_presence(const session_t *s) { return session_get_data(s, PRESENCE_KEY); }
-
-/* Keep a copy of p as the session's current presence; NULL: not available. */
-static void presence_keep(session_t *s, const xnode_t *p)
-{
-    session_set_data(s, PRESENCE_KEY, p ? xnode_copy(p) : NULL, presence_data_free);
-}
-
-void router_bind(session_t *s)
-{
-    session_t *old = router_find_full(s->jid);
-    if (old) {                        /* RFC 6120 §7.7.2.2: the new session wins */
-        router_unbind(old);
-        session_close(old, "conflict", "replaced by a new session");
-    }
-    user_t *u = router_user(s->host, s->jid->bare);
-    if (!u) {
-        u = xcalloc(1, sizeof *u);
-        u->bare = xstrdup(s->jid->bare);
-        strmap_put(s->host->users, u->bare, u);
-    }
-    s->next_in_user = u->sessions;
-    u->sessions = s;
-}
-
-void router_unbind(session_t *s)
-{
-    if (!s->bound) return;
-    s->bound = 0;
-    user_t *u = router_user(s->host, s->jid->bare);
-    if (u) {
-        for (session_t **pp = &u->sessions; *pp; pp = &(*pp)->next_in_user)
-            if (*pp == s) {
-                *pp = s->next_in_user;
-                break;
-            }
-        if (!u->sessions) {
-            strmap_del(s->host->users, u->bare);
-            free(u->bare);
-            free(u);
-        }
-    }
-    s->next_in_user = NULL;
-    hook_event_t ev = {.name = "session-closed", .origin = s, .host = s->host, .from = s->jid};
-    hook_fire(&ev);
-    if (session_presence(s)) {          /* the stream ended while the resource was available */
-        presence_keep(s, NULL);
-        jid_t *bare = jid_bare_of(s->jid);
-        hook_event_t uev = {.name = HOOK_RESOURCE_UNAVAILABLE, .origin = s, .host = s->host, .from = s->jid, .to = bare};
-        hook_fire(&uev);
-        jid_free(bare);
-    }
-    caps_forget(s->jid);
-}
 
 /* Bounce st with an error to its sender, unless it is an error already. Frees st. */
 static void bounce(xnode_t *st, const char *type, const char *cond)
@@ -123,7 +46,7 @@ static void route_message_bare(host_t *h, const jid_t *to, xnode_t *st, hook_eve
     ev->name = "message/bare";
     if (hook_fire(ev) == HOOK_HANDLED || !ev->stanza) return;
     const char *type = stanza_type(st);
-    user_t *u = router_user(h, to->bare);
+    user_t *u = session_user(h, to->bare);
     /* §8.5.2.1.1 / §8.5.2.2: an error to a bare JID is ignored; groupchat is never delivered to
      * a bare JID (a MUC sends to full JIDs): the sender gets <service-unavailable/> */
     if (strcmp(type, "error") == 0) return;
@@ -161,7 +84,8 @@ static void route_iq_local(host_t *h, const jid_t *to, xnode_t *st, hook_event_t
 }
 
 /* Presence from another account's JID (local or remote) to a local account: the caps service
- * learns from it, then HOOK_CONTACT_PRESENCE. Does not change or take the stanza. */
+ * learns from it, then "contact-presence" (HOOK_CONTACT_PRESENCE, module.h; the core names hooks
+ * by their strings since it cannot include module.h). Does not change or take the stanza. */
 static void contact_presence(const hook_event_t *ev)
 {
     const char *type = xnode_attr(ev->stanza, "type");
@@ -169,7 +93,7 @@ static void contact_presence(const hook_event_t *ev)
     if (!ev->from || jid_bare_equal(ev->from, ev->to)) return;
     caps_presence(ev->host, ev->from, ev->stanza, ev->origin);
     hook_event_t cev = *ev;
-    cev.name = HOOK_CONTACT_PRESENCE;
+    cev.name = "contact-presence";
     hook_fire(&cev);
 }
 
@@ -219,7 +143,7 @@ static void route(xnode_t *st, session_t *origin, const jid_t *from)
         ev.name = strcmp(kind, "message") == 0 ? "message/full"
                   : strcmp(kind, "presence") == 0 ? "presence/full" : "iq/full";
         if (hook_fire(&ev) == HOOK_HANDLED || !ev.stanza) goto out;
-        session_t *s = router_find_full(to);
+        session_t *s = session_find_full(to);
         const char *type = stanza_type(st);
         if (s) session_deliver(s, st);
         else if (strcmp(kind, "message") == 0) {
@@ -254,6 +178,26 @@ void route_stanza(xnode_t *st)
     jid_t *from = from_s ? jid_new(from_s) : NULL;
     route(st, NULL, from);
     jid_free(from);
+}
+
+int hook_reply(hook_event_t *ev, xnode_t *reply)
+{
+    if (reply && ev->origin && !session_jid(ev->origin)) {
+        /* before authentication there is no address to route to: the answer goes back on the
+         * stream, without 'to' and 'from' (RFC 6120 §8.1.2.1, §8.1.1.1) */
+        xnode_set_attr(reply, "to", NULL);
+        xnode_set_attr(reply, "from", NULL);
+        session_send(ev->origin, reply);
+        xnode_free(reply);
+    } else if (reply) {
+        route_stanza(reply);
+    }
+    return HOOK_HANDLED;
+}
+
+int hook_error(hook_event_t *ev, const char *type, const char *condition)
+{
+    return hook_reply(ev, stanza_error(ev->stanza, type, condition, NULL));
 }
 
 /* RFC 6120 §8.2.3 and §8.3: the shape every IQ must have. Returns an error condition or NULL. */
@@ -304,7 +248,7 @@ static void client_presence(session_t *s, xnode_t *st)
     /* the current presence is the session's before any hook runs; the events after the hooks */
     xnode_t *now = s->available ? xnode_copy(st) : NULL;
     xnode_t *ended = !s->available && had_presence ? xnode_copy(st) : NULL;
-    presence_keep(s, now);
+    session_set_presence(s, now);
     caps_presence(s->host, s->jid, st, s);
     jid_t *bare = jid_bare_of(s->jid);
     hook_event_t ev = {.name = "presence/initial", .stanza = st, .origin = s, .host = s->host, .from = s->jid, .to = bare};
@@ -314,16 +258,16 @@ static void client_presence(session_t *s, xnode_t *st)
         /* no presence module: at least the user's own available resources learn of it
          * (RFC 6121 §4.2.2, including the sender) */
         xnode_set_attr(st, "to", bare->bare);
-        user_t *u = router_user(s->host, bare->bare);
+        user_t *u = session_user(s->host, bare->bare);
         for (session_t *o = u ? u->sessions : NULL; o; o = o->next_in_user)
             if (o->available || o == s) session_deliver(o, st);
     }
     xnode_free(ev.stanza);
     if (now && !had_presence) {
-        hook_event_t aev = {.name = HOOK_RESOURCE_AVAILABLE, .stanza = now, .origin = s, .host = s->host, .from = s->jid, .to = bare};
+        hook_event_t aev = {.name = "resource-available", .stanza = now, .origin = s, .host = s->host, .from = s->jid, .to = bare};
         hook_fire(&aev);
     } else if (ended) {
-        hook_event_t uev = {.name = HOOK_RESOURCE_UNAVAILABLE, .stanza = ended, .origin = s, .host = s->host, .from = s->jid, .to = bare};
+        hook_event_t uev = {.name = "resource-unavailable", .stanza = ended, .origin = s, .host = s->host, .from = s->jid, .to = bare};
         hook_fire(&uev);
     }
     xnode_free(now);

@@ -501,8 +501,25 @@ s2s_conn_t *s2s_conn_connect(const struct sockaddr *addr, int addrlen, const s2s
 
 /* ---- the module's life ---- */
 
-int s2s_start(void)
+static const s2s_local_t *local;     /* the router's entries (s2s_start) */
+
+void s2s_deliver_remote(xnode_t *st, const char *authenticated_domain)
 {
+    if (local) local->from_remote(st, authenticated_domain);
+    else xnode_free(st);
+}
+
+void s2s_deliver_bounce(xnode_t *st)
+{
+    if (local) local->route(st);
+    else xnode_free(st);
+}
+
+void s2s_set_local(const s2s_local_t *to_local) { local = to_local; }
+
+int s2s_start(const s2s_local_t *to_local)
+{
+    s2s_set_local(to_local);
     dialback_init();
     if (dns_start(srv->base) < 0) return -1;
     return 0;

@@ -3,6 +3,10 @@
 #ifndef CIVITAS_S2S_H
 #define CIVITAS_S2S_H
 #include "server.h"
+#include "xml.h"
+#include "jid.h"
+#include "host.h"
+#include "stanza.h"
 #include <stdint.h>
 
 #define NS_DIALBACK "jabber:server:dialback"
@@ -18,8 +22,19 @@
  *   "incoming from IP refused: why"               "incoming B -> A refused: why"
  */
 
+/* What federation hands to the core: stanzas received from a peer, already checked by s2s_in
+ * (its 'from' domain is authenticated on the stream, its 'to' is a domain we serve, its namespace
+ * is jabber:client as for local stanzas), and bounces of stanzas that could not be delivered.
+ * main.c passes the router's functions (router.h): federation sits below the router and never
+ * calls up into it by name. Both take ownership. */
+typedef struct s2s_local {
+    void (*from_remote)(xnode_t *st, const char *authenticated_domain);
+    void (*route)(xnode_t *st);
+} s2s_local_t;
 /* Start federation: the dialback secret and the resolver. 0, or -1 after logging why. */
-int s2s_start(void);
+int s2s_start(const s2s_local_t *local);
+/* Only the core's entries, without starting federation (the module fuzz target). */
+void s2s_set_local(const s2s_local_t *local);
 /* After the event loop ended: free every stream, queue and lookup (queued stanzas are dropped). */
 void s2s_stop(void);
 /* SIGTERM: close every stream (incoming with <system-shutdown/>, outgoing with </stream:stream>),
@@ -38,11 +53,6 @@ void s2s_accept(int fd, const char *peer_ip, int direct_tls);
  * not one of our domains are dropped. */
 void s2s_route(xnode_t *st);
 
-/* router.c: a stanza from a remote server, already checked by s2s_in (its 'from' domain is
- * authenticated on the stream, its 'to' is a domain we serve, its namespace is jabber:client as
- * for local stanzas). Routed exactly like a local stanza (hooks, delivery, bounces). Takes
- * ownership. */
-void router_from_remote(xnode_t *st, const char *authenticated_domain);
 
 /* ---------------------------------------------------------------------------------------------
  * Between s2s.c, s2s_in.c, s2s_out.c and dialback.c.
@@ -113,6 +123,10 @@ void s2s_conn_close(s2s_conn_t *c, const char *condition, const char *text, cons
 void s2s_conn_abort(s2s_conn_t *c, const char *why);
 /* Raise the parser's limits and the read rate to the configured post-authentication ones. */
 void s2s_conn_authenticated_limits(s2s_conn_t *c);
+
+/* Hand a stanza to the core (s2s_local_t given to s2s_start); take ownership. */
+void s2s_deliver_remote(xnode_t *st, const char *authenticated_domain);
+void s2s_deliver_bounce(xnode_t *st);
 
 /* Is federation with domain allowed by federation.mode? 1 yes; 0 no with *why set. */
 int s2s_policy_allows(const char *domain, const char **why);

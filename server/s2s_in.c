@@ -1,6 +1,7 @@
 /* server/s2s_in.c: incoming server-to-server streams: required STARTTLS, SASL EXTERNAL (XEP-0178),
  * dialback as receiving and authoritative server (XEP-0220), and the checks on every peer stanza. */
 #include "s2s.h"
+#include "ip_limits.h"
 #include "certcheck.h"
 #include <inttypes.h>
 #include <stdio.h>
@@ -431,7 +432,7 @@ static void handle_stanza(s2s_in_t *in, xnode_t *st)
         char *dom = xstrdup(fj->domain);
         jid_free(fj);
         jid_free(tj);
-        router_from_remote(st, dom);
+        s2s_deliver_remote(st, dom);
         free(dom);
         return;
     }

@@ -77,7 +77,7 @@ static void bounce(xnode_t *st, const char *type, const char *cond, const char *
 {
     xnode_t *e = stanza_error(st, type, cond, text);    /* NULL for errors: never answered */
     xnode_free(st);
-    if (e) route_stanza(e);
+    if (e) s2s_deliver_bounce(e);
 }
 
 static void timer_in(s2s_out_t *o, int64_t ms)

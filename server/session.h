@@ -1,15 +1,52 @@
-/* server/session.h: the client session structure shared by c2s.c (its owner) and router.c.
- * Modules never see it; they use the accessors in module.h. */
+/* server/session.h: a client session, below the router: its state, resource binding (the online
+ * accounts of each host), presence, per-module data, and its output with the accounting of what
+ * the peer has not taken yet. The stream (c2s.c) makes sessions and feeds them; the router delivers
+ * to them; nothing here calls up into either (the transport and stream vtables point down). */
 #ifndef CIVITAS_SESSION_H
 #define CIVITAS_SESSION_H
-#include "server.h"
-#include "scram.h"
+#include "xml.h"
+#include "jid.h"
+#include "host.h"
+#include "api.h"
+
+typedef struct session session_t;     /* a client's stream (opaque to modules) */
+
+/* An account with at least one bound resource (host.users). */
+typedef struct user {
+    char *bare;                 /* "node@domain" */
+    session_t *sessions;        /* linked through session->next_in_user */
+} user_t;
 
 typedef enum {
     C2S_WAIT_HEADER,        /* before the client's stream header */
     C2S_OPEN,               /* header exchanged, negotiating TLS / SASL / bind */
     C2S_CLOSING             /* closing: output is flushed, input ignored, then freed */
 } c2s_state_t;
+
+typedef enum { C2S_PLAIN, C2S_DIRECT_TLS } c2s_kind_t;
+
+/* How bytes reach the peer: TCP with STARTTLS or direct TLS (c2s.c), later WebSocket (RFC 7395).
+ * The session calls these; the transport tells the session about progress with
+ * session_output_progress. */
+typedef struct session_transport {
+    void (*write)(session_t *s, const char *data, size_t len);  /* queue bytes for the peer */
+    size_t (*queued)(const session_t *s);   /* bytes written and not yet accepted by the kernel */
+    void (*watch_output)(session_t *s);     /* call session_output_progress as the backlog shrinks */
+    void (*stop)(session_t *s, int writing_too);   /* stop reading (and writing) */
+    int (*peer_gone)(const session_t *s);   /* 1 when the peer has closed or reset the connection */
+    /* Channel binding data of type ("tls-server-end-point", "tls-exporter"); buf NULL: only
+     * whether it is available. 0, or -1 when it is not. */
+    int (*channel_binding)(const session_t *s, const char *type, unsigned char *buf, size_t *len);
+    void (*free)(session_t *s);             /* release the connection (the session is being freed) */
+} session_transport_t;
+
+/* The stream protocol over the transport (c2s.c): its framing and its own state. */
+typedef struct session_stream {
+    /* Write what ends the stream: the header if none went out yet, the stream error (condition
+     * NULL: none) and the closing tag. */
+    void (*close)(session_t *s, const char *condition, const char *text);
+    void (*free)(session_t *s);             /* release the stream's state (before the transport) */
+} session_stream_t;
 
 typedef struct session_data {
     char *key;
@@ -21,9 +58,13 @@ typedef struct session_data {
 struct session {
     session_t *next, *prev;         /* srv->sessions */
     session_t *next_in_user;        /* user_t.sessions, once bound */
+    const session_transport_t *transport;
+    const session_stream_t *stream;
+    /* the TCP/TLS transport's (c2s.c) */
     struct bufferevent *bev;        /* socket, or TLS filter over it */
     struct ssl_st *ssl;             /* owned by bev once TLS started */
-    tls_t *tls;                     /* certificates this session's TLS uses (ref held) */
+    struct tls *tls;                /* certificates this session's TLS uses (ref held) */
+    /* the stream's (c2s.c, sasl.c) */
     xstream_t *xs;                  /* parser of the current stream */
     c2s_state_t state;
     c2s_kind_t kind;                /* plain (STARTTLS) or direct TLS port */
@@ -35,17 +76,17 @@ struct session {
     unsigned starttls_pending : 1;  /* switch to TLS after the current feed */
     unsigned available : 1;         /* sent available presence */
     unsigned counted_unauth : 1;    /* counted in srv->unauthenticated */
-    unsigned ip_counted : 2;        /* in its ip_state: IP_UNCOUNTED, IP_UNAUTH or IP_SESSION (c2s.c) */
+    unsigned ip_counted : 2;        /* in its ip_state: IP_UNCOUNTED, IP_UNAUTH or IP_SESSION (ip_limits.c) */
     unsigned freeing : 1;
     unsigned want_drained : 1;      /* fire "session-drained" once the output is empty */
-    unsigned drain_watch : 1;       /* on_under_output is installed on the socket's buffer */
+    unsigned drain_watch : 1;       /* the transport's watch_output is installed */
     int priority;                   /* from the last available presence */
     int sasl_failures;              /* on this stream */
     host_t *host;                   /* from the stream header's 'to' */
     char *user;                     /* authenticated localpart */
     jid_t *jid;                     /* full JID once bound */
     char *mech;                     /* SASL mechanism in progress */
-    scram_server_t *scram;
+    struct scram_server *scram;
     char id[33];                    /* stream id */
     char ip[64];                    /* peer address, for limits and logs */
     session_t *ip_next, *ip_prev;   /* ip_state.unauth, while ip_counted is IP_UNAUTH */
@@ -56,5 +97,75 @@ struct session {
     xnode_t *delayed;               /* the failure answer held back by delay_ev */
     session_data_t *data;           /* modules' per-session data */
 };
+
+/* ---- for the core ---- */
+
+/* A new session of peer ip on the list of sessions (srv->sessions); the caller sets transport,
+ * stream and its own fields. */
+session_t *session_new(const char *ip, const session_transport_t *t, const session_stream_t *st);
+/* Queue bytes as they are (stream framing); past limits.max_output_buffer the session is dropped
+ * (a client that never reads must not make the server buffer without bound). */
+void session_write(session_t *s, const char *data, size_t len);
+void session_write_str(session_t *s, const char *str);
+/* Deliver a stanza to a session (its 'to' is that session's full or bare JID). */
+void session_deliver(session_t *s, const xnode_t *st);
+/* Never free a session inside a libevent or expat callback: this marks it, and the loop frees it
+ * once the current callback has returned. */
+void session_free_later(session_t *s);
+/* The transport took some output (or all): a closing session may be freed, "session-drained" may fire. */
+void session_output_progress(session_t *s);
+
+/* The online accounts: session_user is NULL when offline. session_bind adds a bound session
+ * (a session with the same full JID gets <conflict/>, RFC 6120 §7.7.2.2); session_unbind removes
+ * it and fires "session-closed". */
+user_t *session_user(host_t *h, const char *bare);
+void session_bind(session_t *s);
+void session_unbind(session_t *s);
+session_t *session_find_full(const jid_t *j);
+/* After session_unbind's events ("session-closed", then "resource-unavailable" when the resource
+ * was available), fn(full JID) runs: the caps cache (caps.c) forgets the resource. One slot;
+ * NULL: nothing. */
+void session_on_unbind(void (*fn)(const jid_t *full));
+
+/* The session's current presence (session_presence): a copy of p, or NULL: not available. */
+void session_set_presence(session_t *s, const xnode_t *p);
+
+/* ---- the module API (module.h) ---- */
+CIVITAS_API_BEGIN
+/* Sessions of a user. user_sessions: the first bound session of a local account's bare JID
+ * (or NULL), then session_next_in_user. Availability follows the last presence without 'to'. */
+session_t *user_sessions(const jid_t *bare);
+session_t *session_next_in_user(const session_t *s);
+int session_available(const session_t *s);      /* 1 after available presence, 0 otherwise */
+int session_priority(const session_t *s);       /* presence priority, or -129 when not available */
+/* Per-session data of a module, under a key (use the module's name + purpose). The free
+ * function runs when the session ends or the key is set again. */
+void *session_get_data(const session_t *s, const char *key);
+void session_set_data(session_t *s, const char *key, void *data, void (*free_fn)(void *));
+/* Close a client's stream with a stream error (condition NULL: a plain close). Safe from any
+ * callback: the session is freed later at a safe point. */
+void session_close(session_t *s, const char *condition, const char *text);
+/* Write n to one session (serialised; n stays the caller's). */
+void session_send(session_t *s, const xnode_t *n);
+const jid_t *session_jid(const session_t *s);   /* full JID once bound, else NULL */
+host_t *session_host(const session_t *s);
+const char *session_ip(const session_t *s);     /* the client's address, for per-address limits */
+
+/* Output flow, for modules that send much at once (offline replay). session_output_queued: bytes
+ * written to s and not yet accepted by the TCP layer (plaintext and TLS records); past
+ * session_output_limit() bytes (limits.max_output_buffer) the session is dropped.
+ * session_want_drained: fire "session-drained" (origin s) once, from the event loop, as soon as
+ * that number is 0 (at the next loop turn when it is 0 already). Nothing fires for a session that
+ * closes first; "session-closed" comes instead. Until stream management exists, "accepted by the
+ * TCP layer" is the best a server knows of what the client got. */
+size_t session_output_queued(const session_t *s);
+size_t session_output_limit(void);
+void session_want_drained(session_t *s);
+
+/* A session's current presence: its last available presence without 'to' (as the client sent
+ * it, 'from' stamped), or NULL when it is not available. Read-only; valid until the session's
+ * next presence. Priority: session_priority above. */
+const xnode_t *session_presence(const session_t *s);
+CIVITAS_API_END
 
 #endif

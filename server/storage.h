@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "scram.h"
+#include "api.h"
 
 /* One open database. Not thread-safe: use a storage_t from one thread at a time (the writer thread
  * owns it, or the loop thread does). Several processes (civitasd and civitasctl) may open the same
@@ -61,7 +62,7 @@ int storage_account_create(storage_t *s, const char *user, const char *domain,
  * 0 found, 1 no such account or no creds stored for h, -1 error (also: stored creds malformed). */
 int storage_account_get(storage_t *s, const char *user, const char *domain, scram_hash_t h, scram_creds_t *out);
 /* 1 the account exists, 0 it does not, -1 error. */
-int storage_account_exists(storage_t *s, const char *user, const char *domain);
+CIVITAS_API int storage_account_exists(storage_t *s, const char *user, const char *domain);
 /* Replace both creds (same rules as create; a NULL pointer removes that hash's creds).
  * 0 done, 1 no such account, -1 error. */
 int storage_account_set_creds(storage_t *s, const char *user, const char *domain,
@@ -82,6 +83,7 @@ int storage_account_list(storage_t *s, const char *domain, int (*cb)(void *ud, c
  * (store, user, domain, key) -> blob. `store` is a module's namespace of keys, e.g. "vcard". ---- */
 
 /* Insert or replace. val may be NULL when len is 0 (an empty value, still "found" by get). 0/-1. */
+CIVITAS_API_BEGIN
 int storage_kv_set(storage_t *s, const char *store, const char *user, const char *domain, const char *key,
                    const void *val, size_t len);
 /* 0 found: *val is a malloc'd copy the caller frees (never NULL, one extra NUL byte after the
@@ -141,6 +143,7 @@ int storage_tx_depth(storage_t *s);
 /* Human text of the last failure, for logs (never message content; may name users). Owned by s,
  * valid until the next storage call. NULL s gives a fixed text. */
 const char *storage_last_error(storage_t *s);
+CIVITAS_API_END
 /* A number that changes when another connection (civitasctl, another process) has committed
  * since the last call (SQLite's data_version); caches in the server compare it to know when
  * to drop what they hold. -1 on error. */
@@ -187,6 +190,7 @@ int storage_user_event_done(storage_t *s, int64_t id);
  * them from version i to i+1 and runs in its own transaction together with the version bump
  * (recorded in table module_schema). 0 up to date; -1 error (a failed step leaves the previous
  * version), also when the database holds a newer version than n or when called inside a batch. */
+CIVITAS_API_BEGIN
 int storage_module_migrate(storage_t *s, const char *module, const char *const *steps, int n);
 /* The same, with a creation script: when `module` has no version yet, create (several statements
  * allowed) alone takes it to version n, in one transaction; otherwise steps[v] takes it from v to
@@ -223,6 +227,7 @@ typedef struct storage_value {
  * the number of rows changed. -1 on error (also when sql holds more than one statement). */
 int storage_query(storage_t *s, const char *sql, const storage_value_t *params, int nparams,
                   int (*row)(void *ud, const storage_value_t *cols, int ncols), void *ud);
+CIVITAS_API_END
 
 /* Test hook: cap the database at its current size plus `extra_pages` pages (PRAGMA max_page_count),
  * so that tests can provoke "database or disk is full" without filling a disk; extra_pages < 0

@@ -4,6 +4,7 @@
 #define CIVITAS_STORE_H
 #include <string.h>
 #include "storage.h"
+#include "api.h"
 
 /* ---- Declaring tables -------------------------------------------------------------------------
  * A module puts a const store_schema_t in its descriptor (module_t.store, see module.h). Before the
@@ -110,6 +111,8 @@ typedef struct store_schema {
 typedef struct store store_t;                  /* one declared table, opened */
 typedef struct store_module store_module_t;    /* every table of one module */
 
+CIVITAS_API_BEGIN   /* to "For the core": the store_* calls modules make */
+
 /* A row read from a table: one malloc'd block, freed with free() (store_row_free). TEXT and BLOB
  * values are followed by a NUL byte (so XML kept as a blob is also a string); NULL ones have type
  * STORAGE_NULL. */
@@ -196,6 +199,8 @@ int store_changed(store_t *t, storage_watch_t *w);
 
 /* The reason for the last -1 (for logs; never row contents). Valid until the next call on t. */
 const char *store_error(store_t *t);
+
+CIVITAS_API_END
 
 /* ---- For the core ---- */
 

@@ -1,5 +1,6 @@
-/* server/timer.c: timers owned by modules (module_add_timer, module.h) on the libevent loop; the
+/* server/timer.c: timers owned by modules (module_add_timer, timer.h) on the libevent loop; the
  * one place besides the stream code that touches libevent timers, so modules never include it. */
+#include "timer.h"
 #include "server.h"
 #include <stdlib.h>
 

@@ -2,6 +2,7 @@
  * that turns the bytes of an XML stream into stanzas under RFC 6120 §11's restrictions. */
 #ifndef CIVITAS_XML_H
 #define CIVITAS_XML_H
+#include "api.h"
 #include <stddef.h>
 
 /* Namespaces the parser itself must know. */
@@ -37,6 +38,7 @@ struct xnode {
 #define XML_MAX_NAME_LEN 1024
 
 /* A new unlinked element. name must not be NULL; ns NULL is taken as "" (no namespace). */
+CIVITAS_API_BEGIN
 xnode_t *xnode_new(const char *name, const char *ns);
 /* A new unlinked text node holding a copy of text[0..len). */
 xnode_t *xnode_new_text(const char *text, size_t len);
@@ -108,6 +110,7 @@ char *xml_escape_attr(const char *s, size_t *len);
 #define XNODE_PARSE_MAX_DEPTH 256
 #define XNODE_PARSE_MAX_ATTRS 256
 xnode_t *xnode_parse_one(const char *xml, size_t len, const char *default_ns);
+CIVITAS_API_END
 
 /* ---------------------------------------------------------------------------------------------
  * The stream parser: one per direction of one XML stream. It runs expat with namespace processing

@@ -6,8 +6,12 @@
  * stanza has none, its 'to'; the rest is the stanza's XML (jabber:client). Invariants: no crash,
  * leak or UB (the sanitizers); a session the input closed (account removal, conflict) is freed by
  * the core and made again, an account removed is created again. */
-#include "session.h"
+#include "server.h"
+#include "module.h"
+#include "c2s.h"
+#include "ip_limits.h"
 #include "s2s.h"
+#include "standard_modules.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +59,7 @@ static session_t *make_session(const char *user, const char *resource, int *clie
     s->host = srv->hosts[0];
     s->user = xstrdup(user);
     s->jid = jid_make(user, "localhost", resource);
-    router_bind(s);
+    session_bind(s);
     s->bound = 1;
     s->available = 1;
     s->priority = 0;
@@ -135,6 +139,10 @@ static void init(void)
     if (!srv->store) die(err ? err : "storage_open");
     srv->base = event_base_new();
     srv->ip_state = strmap_new();
+    static const s2s_local_t local = {router_from_remote, route_stanza};
+    s2s_set_local(&local);      /* bounces from federation reach the router, as in civitasd */
+    static const iq_request_env_t iq_env = {route_stanza, module_unloading};
+    iq_requests_start(&iq_env); /* module_send_iq routes its requests, as in civitasd */
     srv->nhosts = 1;
     srv->hosts = xcalloc(1, sizeof *srv->hosts);
     srv->hosts[0] = xcalloc(1, sizeof(host_t));
@@ -142,6 +150,7 @@ static void init(void)
     srv->hosts[0]->users = strmap_new();
     if (module_load_static(&harness_module) < 0) die("harness module");
     if (modules_load_static(mods) < 0) die("module load");
+    if (caps_start() < 0) die("caps");
     for (int i = 0; i < 2; i++) {
         ensure_account(names[i]);
         sess[i] = make_session(names[i], "fuzz", &peer_fd[i]);

@@ -1085,23 +1085,33 @@ def presence_from(c, bare, type_=None, timeout=15):
 
 def strophe_client():
     """Path of tests/clients/xmpp_client (built by make check, or built here into a temp dir)."""
-    env = os.environ.get("CIVITAS_XMPP_CLIENT")
+    return test_client("xmpp_client", "CIVITAS_XMPP_CLIENT", ["libstrophe"])
+
+
+def omemo_client():
+    """Path of tests/clients/omemo_client, the legacy OMEMO client (built by make check, or built here)."""
+    return test_client("omemo_client", "CIVITAS_OMEMO_CLIENT", ["libstrophe", "libsignal-protocol-c", "libcrypto"])
+
+
+def test_client(name, env_var, pkgs):
+    """Path of the client program tests/clients/NAME: $ENV_VAR, the build tree's, or compiled here from
+    tests/clients/NAME.c with the pkg-config packages pkgs into a temp dir (rebuilt when the source is newer)."""
+    env = os.environ.get(env_var)
     if env:
         return env
-    b = build_dir()
-    for cand in (os.path.join(b, "tests", "clients", "xmpp_client"),):
-        if os.access(cand, os.X_OK):
-            return cand
-    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "clients", "xmpp_client.c")
-    out = os.path.join(tempfile.gettempdir(), "civitas-xmpp_client-%d" % os.getuid())
+    cand = os.path.join(build_dir(), "tests", "clients", name)
+    if os.access(cand, os.X_OK):
+        return cand
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "clients", name + ".c")
+    out = os.path.join(tempfile.gettempdir(), "civitas-%s-%d" % (name, os.getuid()))
     if not os.access(out, os.X_OK) or os.path.getmtime(out) < os.path.getmtime(src):
-        flags = subprocess.run(["pkg-config", "--cflags", "--libs", "libstrophe"], capture_output=True,
+        flags = subprocess.run(["pkg-config", "--cflags", "--libs"] + pkgs, capture_output=True,
                                text=True, check=True).stdout.split()
         tmp = out + ".%d" % os.getpid()
         r = subprocess.run(["gcc", "-std=gnu11", "-Wall", "-Wextra", "-O1", "-g", src, "-o", tmp] + flags,
                            capture_output=True, text=True)
         if r.returncode != 0:
-            raise HarnessError("building xmpp_client failed:\n" + r.stderr)
+            raise HarnessError("building %s failed:\n%s" % (name, r.stderr))
         os.replace(tmp, out)
     return out
 
@@ -1114,11 +1124,11 @@ def run_strophe(args, timeout=30):
 
 
 class StropheProc:
-    """The libstrophe client running in the background; its stdout lines are collected as they come
+    """The libstrophe client (or another client program, e.g. omemo_client()) running in the background; its stdout lines are collected as they come
     so a test can wait for "bound ..." before talking to it."""
 
-    def __init__(self, args):
-        self.proc = subprocess.Popen([strophe_client()] + list(args), stdin=subprocess.DEVNULL,
+    def __init__(self, args, program=None):
+        self.proc = subprocess.Popen([program or strophe_client()] + list(args), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines = []
         self._cond = threading.Condition()
@@ -1259,6 +1269,132 @@ def self_signed(dirpath, domains):
     if r.returncode != 0:
         raise HarnessError("openssl: " + r.stderr)
     return base + ".crt", base + ".key"
+
+
+# --------------------------------------------------------------------------------------------
+# Prosody as a peer server or as the reference server for client tests
+
+PROSODY = shutil.which("prosody") or "/usr/bin/prosody"
+PROSODYCTL = shutil.which("prosodyctl") or "/usr/bin/prosodyctl"
+
+
+# --------------------------------------------------------------------------------------------
+# Prosody
+
+def prosody_missing(need_unbound=True):
+    """What a test needs of Prosody's installation and does not find, as sentences ([] when complete).
+    Without lua-unbound Prosody silently ignores its unbound = {...} settings, asks the machine's resolver
+    instead of our DNS responder and never finds a test domain: federation tests need it (need_unbound)."""
+    if not os.access(PROSODY, os.X_OK):
+        return ["prosody is not installed"]
+    if not need_unbound:
+        return []
+    with open(PROSODY, errors="replace") as f:
+        shebang = f.readline()
+    lua = shebang[2:].split()[-1] if shebang.startswith("#!") else "lua5.4"
+    try:
+        r = subprocess.run([lua, "-e", 'require "lunbound"'], capture_output=True, text=True, timeout=30)
+    except OSError as e:
+        return ["Prosody's Lua interpreter %s cannot run (%s)" % (lua, e)]
+    if r.returncode != 0:
+        return ["Prosody's Lua (%s) cannot load the module lunbound (package lua-unbound), so Prosody would "
+                "ignore its unbound = {...} settings and never ask our DNS responder" % lua]
+    return []
+
+
+PROSODY_MODULES = ("roster", "saslauth", "tls", "dialback", "disco", "ping", "posix")
+
+
+class Prosody:
+    """Debian's Prosody with its own config, data, log and ports in a temp dir (see /work/shared/PEERS.md).
+    dns_port: our DnsResponder, Prosody's only name server (None: no unbound settings, c2s-only tests).
+    modules: modules_enabled (default: what federation needs); register() users before or after start()."""
+
+    def __init__(self, t, hosts, dns_port=None, cafile=None, modules=PROSODY_MODULES):
+        self.t = t
+        self.hosts = hosts
+        self.dir = tempfile.mkdtemp(prefix="civitas-prosody-")
+        self.c2s_port, self.s2s_port, self.s2s_tls_port = free_port(), free_port(), free_port()
+        self.cert, self.key = self_signed(self.dir, hosts)
+        self.log = os.path.join(self.dir, "prosody.log")
+        self.config = os.path.join(self.dir, "prosody.cfg.lua")
+        root = os.getuid() == 0
+        ssl_extra = ' cafile = "%s";' % cafile if cafile else ""
+        lines = [
+            'pidfile = "%s/prosody.pid"' % self.dir,
+            'data_path = "%s/data"' % self.dir,
+            "daemonize = false",
+            "run_as_root = %s" % ("true" if root else "false"),
+            'interfaces = { "127.0.0.1" }',
+            "c2s_ports = { %d }" % self.c2s_port,
+            "c2s_direct_tls_ports = { }",
+            "s2s_ports = { %d }" % self.s2s_port,
+            "s2s_direct_tls_ports = { %d }" % self.s2s_tls_port,
+            'log = { debug = "%s" }' % self.log,
+            "modules_enabled = { %s }" % "; ".join('"%s"' % m for m in modules),
+            'modules_disabled = { "s2s_bidi" }',
+            "s2s_secure_auth = false",
+            "s2s_require_encryption = true",
+            "c2s_require_encryption = true",
+            'authentication = "internal_hashed"',
+            'ssl = { certificate = "%s"; key = "%s";%s }' % (self.cert, self.key, ssl_extra),
+        ]
+        if dns_port is not None:
+            # our DNS responder only: no /etc/resolv.conf, no /etc/hosts, no root hints
+            lines.append('unbound = { resolvconf = false; hoststxt = false; forward = "127.0.0.1@%d" }' % dns_port)
+        for h in hosts:
+            lines.append('VirtualHost "%s"' % h)
+        with open(self.config, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.makedirs(os.path.join(self.dir, "data"), exist_ok=True)
+        if root:
+            subprocess.run(["chown", "-R", "prosody:prosody", self.dir], check=False)
+        self.proc = None
+
+    def register(self, user, host, pw):
+        r = subprocess.run([PROSODYCTL, "--config", self.config, "register", user, host, pw],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise HarnessError("prosodyctl register failed: %s %s" % (r.stdout, r.stderr))
+
+    def start(self, timeout=20):
+        self.proc = subprocess.Popen([PROSODY, "--config", self.config, "-F"], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise HarnessError("prosody exited with %s:\n%s" % (self.proc.returncode, self.log_text()[-3000:]))
+            try:
+                for p in (self.c2s_port, self.s2s_port, self.s2s_tls_port):
+                    socket.create_connection(("127.0.0.1", p), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise HarnessError("prosody did not listen within %d s:\n%s" % (timeout, self.log_text()[-3000:]))
+
+    def log_text(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def cleanup(self, keep):
+        self.stop()
+        if keep:
+            self.t.diag("prosody files kept in %s" % self.dir)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------

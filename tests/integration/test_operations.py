@@ -3,10 +3,12 @@
 # (user:), and no log level ever records message content; JIDs only when log.jids is on.
 import os
 import pwd
+import shutil
+import tempfile
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Tap, Server, HarnessError, connect_login  # noqa: E402
+from harness import Tap, Server, HarnessError, build_dir, connect_login  # noqa: E402
 
 PW = "pw-ops"
 SECRET = "the-secret-body-7f3a"
@@ -107,6 +109,39 @@ def sqlite_files_as_user(t, srv):
         os.unlink(os.path.join(srv.data_dir, "civitas.db" + suffix))
 
 
+def modules_only_root_can_read(t, nobody):
+    """The module files are opened before civitasd becomes user:, so a module directory that user
+    cannot enter (a build tree under /root, say) still works."""
+    src = os.path.join(build_dir(), "modules", ".libs")
+    with tempfile.TemporaryDirectory(prefix="civitas-mods-") as d:
+        os.chmod(d, 0o700)
+        for f in os.listdir(src):
+            if f.startswith("mod_") and f.endswith(".so"):
+                shutil.copy(os.path.join(src, f), d)
+        old = os.environ.get("CIVITAS_MODULE_DIR")
+        os.environ["CIVITAS_MODULE_DIR"] = d
+        try:
+            with Server(t, start=False, extra_yaml="user: nobody\n") as srv:
+                os.chmod(srv.dir, 0o755)
+                try:
+                    srv.start()
+                    started = True
+                except HarnessError:
+                    started = False
+                t.ok(started and uid_of(srv.proc.pid) == [nobody.pw_uid] * 4,
+                     "user: modules in a directory only root can read are loaded before root is dropped",
+                     lambda: "\n".join(srv.log_tail(10)))
+                if started:
+                    srv.adduser("alice@localhost", PW)
+                    srv.adduser("bob@localhost", PW)
+                    t.ok(exchange(srv), "... and the server serves with them")
+        finally:
+            if old is None:
+                del os.environ["CIVITAS_MODULE_DIR"]
+            else:
+                os.environ["CIVITAS_MODULE_DIR"] = old
+
+
 def main(t):
     if os.geteuid() == 0:
         nobody = pwd.getpwnam("nobody")
@@ -125,6 +160,7 @@ def main(t):
                  repr(owners))
             t.run(links_in_data_dir, t, srv, nobody)
             t.run(sqlite_files_as_user, t, srv)
+        t.run(modules_only_root_can_read, t, nobody)
     else:
         t.skip("dropping root", "the test does not run as root")
 

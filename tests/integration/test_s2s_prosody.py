@@ -3,130 +3,14 @@
 # data and a tiny DNS responder of ours: dialback both ways with untrusted certificates, refusal without
 # dialback, queued stanzas, SRV lookups by civitas, and SASL EXTERNAL both ways once certificates are trusted.
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Tap, Server, Certs, PeerClient, HarnessError, connect_login, q, el_str,  # noqa: E402
+from harness import (Tap, Server, Certs, PeerClient, connect_login, q, el_str,  # noqa: E402
                      NS_CLIENT, NS_PING)
-from harness import error_condition, free_port, DnsResponder, self_signed  # noqa: E402
+from harness import error_condition, free_port, DnsResponder, Prosody, prosody_missing  # noqa: E402
 
 PW = "pw-for-prosody"
-PROSODY = shutil.which("prosody") or "/usr/bin/prosody"
-PROSODYCTL = shutil.which("prosodyctl") or "/usr/bin/prosodyctl"
-
-
-# --------------------------------------------------------------------------------------------
-# Prosody
-
-def prosody_missing():
-    """What this test needs of Prosody's installation and does not find, as sentences ([] when complete).
-    Without lua-unbound Prosody silently ignores its unbound = {...} settings, asks the machine's resolver
-    instead of our DNS responder and never finds civ.example: every scenario would fail its own way."""
-    if not os.access(PROSODY, os.X_OK):
-        return ["prosody is not installed"]
-    with open(PROSODY, errors="replace") as f:
-        shebang = f.readline()
-    lua = shebang[2:].split()[-1] if shebang.startswith("#!") else "lua5.4"
-    try:
-        r = subprocess.run([lua, "-e", 'require "lunbound"'], capture_output=True, text=True, timeout=30)
-    except OSError as e:
-        return ["Prosody's Lua interpreter %s cannot run (%s)" % (lua, e)]
-    if r.returncode != 0:
-        return ["Prosody's Lua (%s) cannot load the module lunbound (package lua-unbound), so Prosody would "
-                "ignore its unbound = {...} settings and never ask our DNS responder" % lua]
-    return []
-
-
-class Prosody:
-    def __init__(self, t, hosts, dns_port, cafile=None):
-        self.t = t
-        self.hosts = hosts
-        self.dir = tempfile.mkdtemp(prefix="civitas-prosody-")
-        self.c2s_port, self.s2s_port, self.s2s_tls_port = free_port(), free_port(), free_port()
-        self.cert, self.key = self_signed(self.dir, hosts)
-        self.log = os.path.join(self.dir, "prosody.log")
-        self.config = os.path.join(self.dir, "prosody.cfg.lua")
-        root = os.getuid() == 0
-        ssl_extra = ' cafile = "%s";' % cafile if cafile else ""
-        lines = [
-            'pidfile = "%s/prosody.pid"' % self.dir,
-            'data_path = "%s/data"' % self.dir,
-            "daemonize = false",
-            "run_as_root = %s" % ("true" if root else "false"),
-            'interfaces = { "127.0.0.1" }',
-            "c2s_ports = { %d }" % self.c2s_port,
-            "c2s_direct_tls_ports = { }",
-            "s2s_ports = { %d }" % self.s2s_port,
-            "s2s_direct_tls_ports = { %d }" % self.s2s_tls_port,
-            'log = { debug = "%s" }' % self.log,
-            'modules_enabled = { "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "posix" }',
-            'modules_disabled = { "s2s_bidi" }',
-            "s2s_secure_auth = false",
-            "s2s_require_encryption = true",
-            "c2s_require_encryption = true",
-            'authentication = "internal_hashed"',
-            # our DNS responder only: no /etc/resolv.conf, no /etc/hosts, no root hints
-            'unbound = { resolvconf = false; hoststxt = false; forward = "127.0.0.1@%d" }' % dns_port,
-            'ssl = { certificate = "%s"; key = "%s";%s }' % (self.cert, self.key, ssl_extra),
-        ]
-        for h in hosts:
-            lines.append('VirtualHost "%s"' % h)
-        with open(self.config, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        os.makedirs(os.path.join(self.dir, "data"), exist_ok=True)
-        if root:
-            subprocess.run(["chown", "-R", "prosody:prosody", self.dir], check=False)
-        self.proc = None
-
-    def register(self, user, host, pw):
-        r = subprocess.run([PROSODYCTL, "--config", self.config, "register", user, host, pw],
-                           capture_output=True, text=True, timeout=30)
-        if r.returncode != 0:
-            raise HarnessError("prosodyctl register failed: %s %s" % (r.stdout, r.stderr))
-
-    def start(self, timeout=20):
-        self.proc = subprocess.Popen([PROSODY, "--config", self.config, "-F"], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise HarnessError("prosody exited with %s:\n%s" % (self.proc.returncode, self.log_text()[-3000:]))
-            try:
-                for p in (self.c2s_port, self.s2s_port, self.s2s_tls_port):
-                    socket.create_connection(("127.0.0.1", p), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise HarnessError("prosody did not listen within %d s:\n%s" % (timeout, self.log_text()[-3000:]))
-
-    def log_text(self):
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def cleanup(self, keep):
-        self.stop()
-        if keep:
-            self.t.diag("prosody files kept in %s" % self.dir)
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def prosody_login(pros, user, host, resource="p"):

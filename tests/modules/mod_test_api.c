@@ -16,7 +16,6 @@
  * At unload it logs "test_api: cancelled <id>" for each request the core cancels, and
  * "test_api: unloaded with N timers": a pending timer's callback never runs after that. */
 #include "module.h"
-#include "log.h"
 #include <stdlib.h>
 #include <string.h>
 

@@ -1,6 +1,5 @@
 /* tests/modules/mod_test_needs.c: a test module that depends on test_types (as omemo on pep). */
 #include "module.h"
-#include "log.h"
 
 static int load(module_ctx_t *m)
 {

@@ -3,7 +3,6 @@
  * each host, and again at unload, so tests/integration/test_module_api.py can check what the core
  * stored (defaults, bounds, per-host overrides, strings that outlive a reload of the config). */
 #include "module.h"
-#include "log.h"
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -54,10 +53,9 @@ static void show(const char *when, const char *who, const struct types_conf *c)
 static void show_all(const char *when)
 {
     show(when, "default", &conf);
-    const config_t *cfg = server_config();
-    for (size_t i = 0; i < cfg->nhosts; i++) {
-        host_t *h = host_find(cfg->hosts[i].name);
-        show(when, cfg->hosts[i].name, module_host_conf(self, h));
+    for (size_t i = 0; i < host_count(); i++) {
+        host_t *h = host_at(i);
+        show(when, host_name(h), module_host_conf(self, h));
     }
 }
 

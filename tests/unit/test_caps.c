@@ -1,6 +1,6 @@
 /* tests/unit/test_caps.c: TAP tests for server/caps_ver.c: the XEP-0115 §5 verification string
  * and hash, with the XEP's own examples (§5.2 simple, §5.3 complex) and the §5.4 rejections. */
-#include "caps.h"
+#include "caps_ver.h"
 #include "util.h"
 #include "tap.h"
 

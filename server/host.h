@@ -1,0 +1,28 @@
+/* server/host.h: the domains this server serves: the host table, made from the config at start,
+ * each host with its table of online accounts (filled by session.c). */
+#ifndef CIVITAS_HOST_H
+#define CIVITAS_HOST_H
+#include "util.h"
+#include "api.h"
+
+typedef struct host host_t;           /* a domain this server serves */
+
+struct host {
+    char *name;                 /* prepared domain */
+    strmap_t *users;            /* bare JID -> user_t (session.h), only accounts that are online */
+};
+
+CIVITAS_API_BEGIN
+const char *host_name(const host_t *h);
+host_t *host_find(const char *domain);          /* a served domain, or NULL */
+/* Every served domain, in the config's order: host_at(0) .. host_at(host_count() - 1). */
+size_t host_count(void);
+host_t *host_at(size_t i);                      /* NULL past the end */
+CIVITAS_API_END
+
+/* main.c: make the table from the config's hosts (0, or -1 after printing FILE:LINE: why), and
+ * free it at the end. */
+int host_setup(void);
+void host_free_all(void);
+
+#endif

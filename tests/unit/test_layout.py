@@ -1,0 +1,58 @@
+#!/usr/bin/python3
+"""The layout of the core (issue 10): server/'s include graph has no cycle, civitasd exports exactly
+the module API (built with -fvisibility=hidden; CIVITAS_API in the headers), and modules see only
+module.h. TAP on stdout."""
+import glob
+import os
+import re
+import subprocess
+import sys
+
+src = os.environ.get("CIVITAS_SRCDIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+build = os.environ.get("CIVITAS_BUILDDIR", src)
+script = os.path.join(src, "scripts", "include-graph")
+civitasd = os.path.join(build, "civitasd")
+n = 0
+
+
+def ok(cond, name, diag=""):
+    global n
+    n += 1
+    print(("ok %d - %s" if cond else "not ok %d - %s") % (n, name))
+    if not cond and diag:
+        for line in str(diag).splitlines():
+            print("# " + line)
+
+
+print("1..4")
+r = subprocess.run([script], capture_output=True, text=True)
+ok(r.returncode == 0, "the include graph of server/ has no cycle", r.stdout + r.stderr)
+
+r = subprocess.run([script, "--exports", civitasd], capture_output=True, text=True)
+ok(r.returncode == 0 and "all declared under CIVITAS_API" in r.stdout,
+   "civitasd exports only what is declared under CIVITAS_API", r.stdout + r.stderr)
+
+# Every core symbol a module uses is exported (else dlopen fails with "undefined symbol").
+def syms(args):
+    out = subprocess.run(["nm"] + args, capture_output=True, text=True).stdout
+    return {l.split()[-1] for l in out.splitlines() if l.split()}
+
+exported = syms(["-D", "--defined-only", civitasd])
+core = syms(["--defined-only", civitasd])
+# the standard modules and the test modules (tests/modules, built by make check)
+sos = sorted(glob.glob(os.path.join(build, "modules", ".libs", "mod_*.so")) +
+             glob.glob(os.path.join(build, "tests", "modules", ".libs", "mod_*.so")))
+missing = set()
+for so in sos:
+    missing |= (syms(["-u", so]) & core) - exported
+ok(sos and not missing, "every core function a module uses is exported (%d modules)" % len(sos),
+   " ".join(sorted(missing)))
+
+bad = []
+for f in sorted(glob.glob(os.path.join(src, "modules", "*.c")) + glob.glob(os.path.join(src, "tests", "modules", "*.c"))):
+    for i, line in enumerate(open(f, encoding="utf-8"), 1):
+        m = re.match(r'\s*#\s*include\s*"([^"]+)"', line)
+        if m and m.group(1) != "module.h":
+            bad.append("%s:%d: %s" % (os.path.basename(f), i, m.group(1)))
+ok(not bad, "modules include only module.h (and system headers)", "\n".join(bad))
+sys.exit(0)
