@@ -34,8 +34,9 @@ typedef struct e2e_conf {
 static const char *const modes[] = {"off", "warn", "require", NULL};
 static e2e_conf_t conf;
 static const module_option_t options[] = {
-    {"mode", MOPT_ENUM, offsetof(e2e_conf_t, mode), MODE_OFF, 0, 0, .choices = modes, .per_host = 1},
-    {NULL}};
+    {.name = "mode", .type = MOPT_ENUM, .offset = offsetof(e2e_conf_t, mode), .def = MODE_OFF, .choices = modes,
+     .per_host = 1},
+    {0}};
 
 static module_ctx_t *self;
 /* "sender-bare recipient-bare" -> when the last notice went out (unix seconds, as a pointer-sized
@@ -47,8 +48,8 @@ static int host_mode(const host_t *h) { return ((const e2e_conf_t *)module_host_
 /* The partner's e2e when the config writes one, else fallback. */
 static int partner_mode(const char *domain, int fallback)
 {
-    const cfg_partner_t *p = config_partner(server_config(), domain);
-    return p && p->e2e_line ? (int)p->e2e : fallback;
+    int e2e = host_partner_e2e(domain);
+    return e2e >= 0 ? e2e : fallback;
 }
 
 /* 1 for a message the policy covers: type chat or normal, with a <body>. */

@@ -44,3 +44,9 @@ void host_free_all(void)
     }
     free(srv->hosts);
 }
+
+int host_partner_e2e(const char *domain)
+{
+    const cfg_partner_t *p = domain ? config_partner(srv->cfg, domain) : NULL;
+    return p && p->e2e_line ? (int)p->e2e : -1;
+}

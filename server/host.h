@@ -18,6 +18,10 @@ host_t *host_find(const char *domain);          /* a served domain, or NULL */
 /* Every served domain, in the config's order: host_at(0) .. host_at(host_count() - 1). */
 size_t host_count(void);
 host_t *host_at(size_t i);                      /* NULL past the end */
+/* The end-to-end encryption policy written for the federation partner domain (federation.partners[]
+ * e2e: 0 off, 1 warn, 2 require), or -1 when domain is no partner or its entry writes none. Reads
+ * the running configuration, so SIGHUP applies. */
+int host_partner_e2e(const char *domain);
 CIVITAS_API_END
 
 /* main.c: make the table from the config's hosts (0, or -1 after printing FILE:LINE: why), and
