@@ -54,6 +54,11 @@ static void user_deleted(host_t *h, const jid_t *bare, int64_t event)
         session_close(ss[i], "not-authorized", "account removed");   /* XEP-0077 §3.2 */
     }
     free(ss);
+    /* a stream that authenticated as the account but has not bound a resource yet would bind and
+     * act for an account that no longer exists */
+    for (session_t *s = srv->sessions; s; s = s->next)
+        if (s->authenticated && !s->bound && s->host == h && s->user && strcmp(s->user, bare->node) == 0)
+            session_close(s, "not-authorized", "account removed");
 
     hook_event_t ev = {.name = "user-deleted", .host = h, .from = bare, .to = bare};
     hook_fire(&ev);
@@ -64,6 +69,16 @@ static void user_deleted(host_t *h, const jid_t *bare, int64_t event)
             for (size_t j = 0; j < avail.n; j++) presence_to("unavailable", avail.v[j], it->jid);
         if ((it->sub & ROSTER_SUB_TO) || it->ask) presence_to("unsubscribe", bare->bare, it->jid);
         if ((it->sub & ROSTER_SUB_FROM) || it->pending_in) presence_to("unsubscribed", bare->bare, it->jid);
+    }
+    /* Between the deletion and this point the account's sessions still ran (stanzas read together
+     * with an XEP-0077 <remove/>, or up to POLL_MS after a civitasctl deletion) and may have stored
+     * rows for it; they are closed now, so remove what they wrote, unless the name is an account
+     * again already. */
+    if (storage_account_exists(srv->store, bare->node, bare->domain) == 0) {
+        if (storage_account_delete(srv->store, bare->node, bare->domain) < 0)
+            log_warn("account", "removing what %s stored after its deletion failed: %s", log_jid(bare->bare),
+                     storage_last_error(srv->store));
+        roster_forget(bare);
     }
     log_info("account", "%s deleted: %zu session%s ended, %zu contact%s told", log_jid(bare->bare), n,
              n == 1 ? "" : "s", r ? roster_count(r) : 0, r && roster_count(r) == 1 ? "" : "s");

@@ -10,7 +10,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Tap, Server, Certs, connect_login, q, el_str, NS_CLIENT  # noqa: E402
+from harness import Tap, Server, Certs, RawClient, connect_login, q, el_str, NS_CLIENT  # noqa: E402
 from harness import free_port  # noqa: E402
 
 PW = "pw-del"
@@ -133,6 +133,42 @@ def remove_in_band(c):
     assert r is not None and r.get("type") == "result", el_str(r)
 
 
+def nothing_written_after_deletion(t, srv):
+    """What the account's own streams send after its deletion and before they are closed (stanzas
+    read together with the <remove/>, or sent before the server noticed a civitasctl deletion) is
+    not stored for whoever registers the name next; a stream that authenticated but has not bound
+    a resource is closed too."""
+    NS_PRIVATE, NS_REG = "jabber:iq:private", "jabber:iq:register"
+    writes = ("<iq type='set' id='p1'><query xmlns='%s'><note xmlns='urn:x'>LEFTOVER</note></query></iq>"
+              "<iq type='set' id='r1'><query xmlns='jabber:iq:roster'><item jid='eve@evil.example'/></query></iq>"
+              % NS_PRIVATE)
+    for how in ("XEP-0077, stanzas in the same write as <remove/>", "civitasctl, stanzas sent right after"):
+        srv.adduser("gina@localhost", PW)
+        c = login(srv, "gina")
+        if how.startswith("XEP-0077"):
+            c.send("<iq type='set' id='rm'><query xmlns='%s'><remove/></query></iq>" % NS_REG + writes)
+        else:
+            r = srv.ctl("user", "del", "gina@localhost")
+            t.ok(r.returncode == 0, "civitasctl user del gina@localhost", r.stderr)
+            c.send(writes)
+        t.ok(c.wait_closed(10), "%s: the stream ends" % how)
+        srv.adduser("gina@localhost", PW + "2")
+        n = login(srv, "gina", pw=PW + "2", resource="new")
+        p = n.iq("get", "<query xmlns='%s'><note xmlns='urn:x'/></query>" % NS_PRIVATE)
+        r = n.iq("get", "<query xmlns='jabber:iq:roster'/>")
+        t.ok("LEFTOVER" not in el_str(p) and "eve@evil.example" not in el_str(r),
+             "%s: the account registered again under the name inherits nothing written after the deletion" % how,
+             lambda: el_str(p) + "\n" + el_str(r))
+        n.end()
+        r = srv.ctl("user", "del", "gina@localhost")
+    srv.adduser("hank@localhost", PW)
+    c = RawClient(srv.port("client"), cafile=srv.ca, server_hostname="localhost")
+    c.login("hank", PW, bind=False)
+    r = srv.ctl("user", "del", "hank@localhost")
+    t.ok(r.returncode == 0 and c.wait_closed(10),
+         "civitasctl: a stream authenticated as the deleted account but not bound yet is closed too")
+
+
 def federated(t):
     certs = Certs()
     pa, pb = free_port(), free_port()
@@ -178,6 +214,7 @@ def main(t):
               "civitasctl, local contact")
         t.run(deletion_cancels_subscriptions, t, srv, srv, remove_in_band, "erin@localhost", "frank@localhost",
               "XEP-0077, local contact")
+        t.run(nothing_written_after_deletion, t, srv)
     t.run(federated, t)
 
 
