@@ -94,6 +94,22 @@ static void gen_legacy(void)
     signal_context_destroy(ctx);
 }
 
+/* With OMEMO_SEED_DIR set, the valid items are also written there as seeds for tests/fuzz/fuzz_omemo_bundle
+ * (its first byte picks the node: 0 legacy bundle, 1 OMEMO:2 bundle, 2 legacy list, 3 OMEMO:2 list). */
+static void seed(const char *name, int node, const char *item_id, const char *payload)
+{
+    const char *dir = getenv("OMEMO_SEED_DIR");
+    if (!dir)
+        return;
+    char *path = fmt("%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fprintf(f, "%c<item xmlns='" NS_PUBSUB "' id='%s'>%s</item>", node, item_id, payload);
+        fclose(f);
+    }
+    free(path);
+}
+
 static xnode_t *item_of(const char *item_id, const char *payload)
 {
     char *xml = fmt("<item xmlns='" NS_PUBSUB "' id='%s'>%s</item>", item_id, payload);
@@ -261,6 +277,7 @@ static void test_legacy(void)
 
     /* the cost: one check = parse of every key + one XEdDSA verification */
     char *x = legacy_xml(&good);
+    seed("legacy_bundle", 0, "current", x);
     item = item_of("current", x);
     int rounds = 500;
     double t0 = now_us();
@@ -376,6 +393,7 @@ static void test_omemo2(void)
         ok(refused(check_omemo2(bad_ids[i], &good, NULL), "item id"), "OMEMO:2: item id '%s': refused", bad_ids[i]);
 
     char *x = omemo2_xml(&good);
+    seed("omemo2_bundle", 1, "31415", x);
     xnode_t *item = item_of("31415", x);
     int rounds = 500;
     double t0 = now_us();
@@ -409,6 +427,8 @@ static const char *check_list(const char *node, const char *outer, const char *n
 
 static void test_devices(void)
 {
+    seed("legacy_list", 2, "current", "<list xmlns='" NS_OMEMO_LEGACY "'><device id='1'/><device id='4294967295'/></list>");
+    seed("omemo2_list", 3, "current", "<devices xmlns='" NS_OMEMO2 "'><device id='7' label='phone'/></devices>");
     omemo_limits_t lim = defaults;
     lim.max_devices = 5;
     ok(check_list(NODE_LEGACY_DEVICES, "list", NS_OMEMO_LEGACY, 5, NULL, &lim) == NULL, "legacy list at the cap: accepted");
