@@ -54,7 +54,7 @@ build() {
         elif [ "$t" = fuzz_omemo_bundle ]; then
             # mod_omemo's checks link libsignal-protocol-c (and OpenSSL, in $libs) themselves
             $cc $cflags -I"$src/modules" $(pkg-config --cflags libsignal-protocol-c) -fsanitize=fuzzer \
-                "$src/tests/fuzz/$t.c" "$src/modules/omemo_bundle.c" $objs $libs \
+                "$src/tests/fuzz/$t.c" $objs $libs \
                 $(pkg-config --libs libsignal-protocol-c) -o "$out/$t"
         else
             $cc $cflags -fsanitize=fuzzer "$src/tests/fuzz/$t.c" $objs $libs -o "$out/$t"

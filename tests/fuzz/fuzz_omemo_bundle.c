@@ -1,7 +1,8 @@
-/* tests/fuzz/fuzz_omemo_bundle.c: libFuzzer target for mod_omemo's checks (modules/omemo_bundle.c): the
+/* tests/fuzz/fuzz_omemo_bundle.c: libFuzzer target for mod_omemo's checks (modules/mod_omemo.c): the
  * input's first byte picks the node (and the limits), the rest is a published <item/>; no crash, no leak,
  * and the verdict is NULL or a non-empty text. The base64 decoder is fed the raw rest as well. */
-#include "omemo_bundle.h"
+#define MOD_OMEMO_CHECKS_ONLY
+#include "mod_omemo.c"       /* the checks, without the hooks */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
