@@ -8,7 +8,7 @@
 #                                            goes to BUILDDIR/tests/fuzz/out/corpus/TARGET)
 #
 # Environment: FUZZ_CC (default clang), FUZZ_CPPFLAGS / FUZZ_LIBS (the libraries' flags; default from
-# pkg-config), FUZZ_TARGETS (default: all six). `run` prints "PASS: fuzz_x" or "FAIL: fuzz_x" per target
+# pkg-config), FUZZ_TARGETS (default: all seven). `run` prints "PASS: fuzz_x" or "FAIL: fuzz_x" per target
 # and exits 1 when any target crashed, leaked, timed out or broke an invariant; the crashing input is
 # kept as BUILDDIR/tests/fuzz/out/crash-fuzz_x-* and the log as BUILDDIR/tests/fuzz/out/fuzz_x.log.
 # Reproduce a crash with: BUILDDIR/tests/fuzz/out/fuzz_x BUILDDIR/tests/fuzz/out/crash-fuzz_x-<hash>
@@ -18,7 +18,7 @@ cmd=$1 src=$2 build=$3
 src=$(cd "$src" && pwd)
 mkdir -p "$build/tests/fuzz/out"
 out=$(cd "$build/tests/fuzz/out" && pwd)
-targets=${FUZZ_TARGETS:-"fuzz_xmlstream fuzz_jid fuzz_scram fuzz_config fuzz_stanza fuzz_modules"}
+targets=${FUZZ_TARGETS:-"fuzz_xmlstream fuzz_jid fuzz_scram fuzz_config fuzz_stanza fuzz_modules fuzz_omemo_bundle"}
 cc=${FUZZ_CC:-clang}
 core="util log jid xml scram config caps_ver"
 # fuzz_modules links the whole server but main.c, and every standard module
@@ -51,6 +51,11 @@ build() {
         echo "  FUZZLD   tests/fuzz/$t"
         if [ "$t" = fuzz_modules ]; then
             build_modules_target
+        elif [ "$t" = fuzz_omemo_bundle ]; then
+            # mod_omemo's checks link libsignal-protocol-c (and OpenSSL, in $libs) themselves
+            $cc $cflags -I"$src/modules" $(pkg-config --cflags libsignal-protocol-c) -fsanitize=fuzzer \
+                "$src/tests/fuzz/$t.c" $objs $libs \
+                $(pkg-config --libs libsignal-protocol-c) -o "$out/$t"
         else
             $cc $cflags -fsanitize=fuzzer "$src/tests/fuzz/$t.c" $objs $libs -o "$out/$t"
         fi
@@ -87,8 +92,8 @@ run() {
         work="$out/corpus/$t"           # new inputs found go here, never into the source tree
         mkdir -p "$work"
         dict=""
-        case $t in fuzz_xmlstream|fuzz_stanza|fuzz_modules) dict="-dict=$src/tests/fuzz/xml.dict" ;; esac
-        case $t in fuzz_xmlstream|fuzz_jid) maxlen=16384 ;; *) maxlen=8192 ;; esac
+        case $t in fuzz_xmlstream|fuzz_stanza|fuzz_modules|fuzz_omemo_bundle) dict="-dict=$src/tests/fuzz/xml.dict" ;; esac
+        case $t in fuzz_xmlstream|fuzz_jid|fuzz_omemo_bundle) maxlen=16384 ;; *) maxlen=8192 ;; esac
         rm -f "$out/crash-$t-"*
         # -timeout: one input taking 10 s is a bug (quadratic parsing); -rss_limit_mb: so is 2 GB
         if "$out/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=$maxlen \

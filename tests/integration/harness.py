@@ -1090,25 +1090,30 @@ def strophe_client():
 
 def omemo_client():
     """Path of tests/clients/omemo_client, the legacy OMEMO client (built by make check, or built here)."""
-    return test_client("omemo_client", "CIVITAS_OMEMO_CLIENT", ["libstrophe", "libsignal-protocol-c", "libcrypto"])
+    return test_client("omemo_client", "CIVITAS_OMEMO_CLIENT", ["libstrophe", "libsignal-protocol-c", "libcrypto"],
+                       common=["signal_crypto.c"])
 
 
-def test_client(name, env_var, pkgs):
+def test_client(name, env_var, pkgs, common=()):
     """Path of the client program tests/clients/NAME: $ENV_VAR, the build tree's, or compiled here from
-    tests/clients/NAME.c with the pkg-config packages pkgs into a temp dir (rebuilt when the source is newer)."""
+    tests/clients/NAME.c (and the files `common` of tests/common/) with the pkg-config packages pkgs into a
+    temp dir (rebuilt when a source is newer)."""
     env = os.environ.get(env_var)
     if env:
         return env
     cand = os.path.join(build_dir(), "tests", "clients", name)
     if os.access(cand, os.X_OK):
         return cand
-    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "clients", name + ".c")
+    tests = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    src = os.path.join(tests, "clients", name + ".c")
+    srcs = [src] + [os.path.join(tests, "common", c) for c in common]
     out = os.path.join(tempfile.gettempdir(), "civitas-%s-%d" % (name, os.getuid()))
-    if not os.access(out, os.X_OK) or os.path.getmtime(out) < os.path.getmtime(src):
+    if not os.access(out, os.X_OK) or any(os.path.getmtime(out) < os.path.getmtime(p) for p in srcs):
         flags = subprocess.run(["pkg-config", "--cflags", "--libs"] + pkgs, capture_output=True,
                                text=True, check=True).stdout.split()
         tmp = out + ".%d" % os.getpid()
-        r = subprocess.run(["gcc", "-std=gnu11", "-Wall", "-Wextra", "-O1", "-g", src, "-o", tmp] + flags,
+        r = subprocess.run(["gcc", "-std=gnu11", "-Wall", "-Wextra", "-O1", "-g", "-I", os.path.join(tests, "common")]
+                           + srcs + ["-o", tmp] + flags,
                            capture_output=True, text=True)
         if r.returncode != 0:
             raise HarnessError("building %s failed:\n%s" % (name, r.stderr))
