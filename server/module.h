@@ -208,6 +208,36 @@ CIVITAS_API const void *module_host_conf(const module_ctx_t *m, const host_t *h)
  * iq_request_cancel: iq_request.h. session_presence (a session's current presence): session.h.
  * caps_info, caps_features, caps_has_feature, session_has_feature (XEP-0115): caps.h. */
 
+/* ---- Message flow ------------------------------------------------------------------------
+ * Every message the router delivers passes the same three points, whatever its route: to a local
+ * bare or full JID, to another server (after "route/remote", which blocking uses), from a local
+ * client, from federation, sent by a module (route_stanza, bounces included) or replayed from
+ * storage (route_replay, mod_offline). IQs and presence do not pass them. For a local account the
+ * addressing hooks (message/bare, message/full) run first; RFC 6121 §8.5 decides in the router
+ * (an error to a bare JID is ignored and groupchat to it bounced before "pre"; a message to a full
+ * JID without that resource continues as to the bare JID and passes "pre" once).
+ *   message/deliver/pre    right before delivery. ev->stanza may be changed in place (e.g. a
+ *                          XEP-0359 <stanza-id/> stamped); HOOK_HANDLED stops it (the core frees
+ *                          it unless the handler took it: ev->stanza = NULL). from/to/host as in
+ *                          the addressing hooks; origin = the local sender's session or NULL.
+ *   message/deliver/post   after it was written to one or more sessions or handed to federation:
+ *                          once per message, not per resource. Read-only (archive, push). For a
+ *                          remote addressee it fires when federation takes the message; a later
+ *                          failure reaches the sender as a bounce (itself a message).
+ *   message/undelivered    a message to a local account that no session took (none available with
+ *                          a non-negative priority, or all on hold: session_hold_bare): offline
+ *                          storage, push. HOOK_HANDLED: kept (or answered); otherwise the core
+ *                          drops a headline and bounces anything else (<service-unavailable/>).
+ *                          Also fired for an address without an account: handlers check.
+ * Replay: a stored message delivered later goes through route_replay, which fires "pre" and "post"
+ * again with ev->replay = 1. Rule against doubles: such a message passed "pre" and "undelivered"
+ * when it arrived, so a handler stamps (pre) and archives (post, undelivered) only when
+ * ev->replay == 0; with ev->replay == 1 it may look (push, counters) but keeps the stored stamp.
+ * So every message is stamped once and archived once, at "post" or at "undelivered". */
+#define HOOK_MESSAGE_DELIVER_PRE "message/deliver/pre"
+#define HOOK_MESSAGE_DELIVER_POST "message/deliver/post"
+#define HOOK_MESSAGE_UNDELIVERED "message/undelivered"
+
 /* ---- Roster service ----------------------------------------------------------------------
  * Rosters (RFC 6121 §2, XEP-0237), shared by mod_roster, mod_presence and any module that needs a
  * user's contacts: roster_load, roster_find, roster_save (versions and roster pushes), interested

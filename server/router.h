@@ -18,6 +18,11 @@ CIVITAS_API_BEGIN
 /* Routing. route_stanza takes ownership: it delivers to a local session, to a local account's
  * hooks, or bounces with the RFC's error. The stanza needs 'to' and 'from' set. */
 void route_stanza(xnode_t *stanza);
+/* Deliver a message stored for s's account (offline replay) to session s through the same hooks
+ * as live delivery, with ev->replay = 1: "message/deliver/pre" (may change or stop it), the
+ * write, "message/deliver/post". Takes ownership. Returns 1 when written, 0 when a handler
+ * stopped it. */
+int route_replay(session_t *s, xnode_t *st);
 /* Route a reply or error built from ev->stanza back to its sender; returns HOOK_HANDLED. For an
  * origin without a bound JID (the preauth hooks) the reply goes straight back on its stream. */
 int hook_reply(hook_event_t *ev, xnode_t *reply);

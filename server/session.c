@@ -259,6 +259,7 @@ void session_set_presence(session_t *s, const xnode_t *p)
 
 int session_priority(const session_t *s) { return s->available ? s->priority : -129; }
 int session_available(const session_t *s) { return s->available; }
+void session_hold_bare(session_t *s, int on) { s->hold_bare = on ? 1 : 0; }
 
 void *session_get_data(const session_t *s, const char *key)
 {

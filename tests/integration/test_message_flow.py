@@ -1,0 +1,186 @@
+#!/usr/bin/python3
+# tests/integration/test_message_flow.py: the message flow hooks of module.h ("Message flow": message/
+# deliver/pre, message/deliver/post, message/undelivered) on every route, driven through the test module
+# tests/modules/mod_test_flow.c (built by make check, found via CIVITAS_MODULE_DIR), which stamps a
+# XEP-0359 <stanza-id/> in pre and records every call.
+import atexit
+import glob
+import os
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Tap, Server, Certs, connect_login, q, el_str, free_port, build_dir,  # noqa: E402
+                     NS_CLIENT)
+
+NS_T = "urn:civitas:test-flow"
+NS_SID = "urn:xmpp:sid:0"
+PW = "pw-message-flow"
+SRC = os.environ.get("CIVITAS_SRCDIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+
+
+def standard_modules():
+    with open(os.path.join(SRC, "modules", "standard.list")) as f:
+        return [l.strip() for l in f if l.strip() and not l.startswith("#")]
+
+
+MODULES = standard_modules() + ["test_flow"]
+
+
+def module_dir():
+    """Every standard module and mod_test_flow in one directory (CIVITAS_MODULE_DIR), or None."""
+    b = build_dir()
+    test = os.path.join(b, "tests", "modules", ".libs", "mod_test_flow.so")
+    if not os.path.exists(test):
+        return None
+    d = tempfile.mkdtemp(prefix="civitas-mods-")
+    atexit.register(shutil.rmtree, d, True)
+    for p in glob.glob(os.path.join(b, "modules", ".libs", "mod_*.so")) + [test]:
+        os.symlink(p, os.path.join(d, os.path.basename(p)))
+    return d
+
+
+def events(c, domain="localhost"):
+    """(name, replay, to, body, sid) of every hook call the module recorded since the last call."""
+    r = c.iq("set", "<cmd xmlns='%s'><events/></cmd>" % NS_T, to=domain)
+    ev = r.find(q(NS_T, "events")) if r is not None else None
+    return [(e.get("name"), e.get("replay"), e.get("to"), e.get("body"), e.get("sid"))
+            for e in (ev if ev is not None else [])]
+
+
+def of_body(ev, body):
+    return [e for e in ev if e[3] == body]
+
+
+def sid_of(m):
+    s = m.find(q(NS_SID, "stanza-id")) if m is not None else None
+    return (s.get("by"), s.get("id")) if s is not None else None
+
+
+def login(srv, user, resource="r", domain="localhost", priority=None):
+    c = connect_login(srv, user, PW, resource=resource, domain=domain)
+    c.presence(priority=priority)
+    c.ping_server(domain=domain)
+    return c
+
+
+def local_routes(t, srv):
+    alice = login(srv, "alice")
+    bob1 = login(srv, "bob", "one")
+    bob2 = login(srv, "bob", "two")
+    events(alice)
+    # to the bare JID: both resources have priority 0 (RFC 6121 §8.5.2.1.1: both get it), post once
+    alice.message("bob@localhost", "to-bare")
+    m1, m2 = bob1.expect_message("to-bare"), bob2.expect_message("to-bare")
+    t.ok(sid_of(m1) is not None and sid_of(m1) == sid_of(m2) and sid_of(m1)[0] == "localhost",
+         "bare JID: pre stamped one <stanza-id/> that every resource got", lambda: el_str(m1))
+    ev = of_body(events(alice), "to-bare")
+    t.is_([(e[0], e[1]) for e in ev], [("pre", "0"), ("post", "0")],
+          "bare JID: pre, then post once for two resources, no undelivered")
+    # to a full JID
+    alice.message("bob@localhost/two", "to-full")
+    m = bob2.expect_message("to-full")
+    t.ok(sid_of(m) is not None, "full JID: the stanza carries the stamp", lambda: el_str(m))
+    ev = of_body(events(alice), "to-full")
+    t.is_([(e[0], e[1], e[2]) for e in ev], [("pre", "0", "bob@localhost/two"), ("post", "0", "bob@localhost/two")],
+          "full JID: pre and post once")
+    # a message a module routes itself (route_stanza)
+    r = alice.iq("set", "<cmd xmlns='%s'><send to='bob@localhost/one' body='from-module'/></cmd>" % NS_T,
+                 to="localhost")
+    t.ok(r is not None and r.get("type") == "result", "the module sent its message")
+    m = bob1.expect_message("from-module")
+    t.ok(sid_of(m) is not None and m.get("from") == "localhost", "module-originated: stamped too",
+         lambda: el_str(m))
+    ev = of_body(events(alice), "from-module")
+    t.is_([(e[0], e[1]) for e in ev], [("pre", "0"), ("post", "0")], "module-originated: pre and post once")
+    for c in (alice, bob1, bob2):
+        c.end()
+
+
+def offline_replay(t, srv):
+    alice = login(srv, "alice")
+    events(alice)
+    alice.message("carol@localhost", "stored")
+    alice.ping_server()
+    ev = of_body(events(alice), "stored")
+    t.is_([(e[0], e[1]) for e in ev], [("pre", "0"), ("undelivered", "0")],
+          "offline: pre, then undelivered once (mod_offline keeps it), no post")
+    sid = ev[0][4] if ev else None
+    # RFC 6121 §8.5.2.1.1 with a negative priority: not a receiver, undelivered as well
+    neg = login(srv, "carol", "neg", priority=-1)
+    alice.message("carol@localhost", "stored-2")
+    alice.ping_server()
+    ev = of_body(events(alice), "stored-2")
+    t.is_([e[0] for e in ev], ["pre", "undelivered"], "offline: a negative-priority resource takes nothing")
+    neg.end()
+    carol = login(srv, "carol")
+    m = carol.expect_message("stored")
+    m2 = carol.expect_message("stored-2")
+    t.ok(m is not None and m2 is not None, "offline: both messages replayed")
+    t.ok(sid_of(m) == ("localhost", sid), "offline: the replayed message keeps the stamp of its arrival",
+         lambda: "%s vs %s" % (el_str(m), sid))
+    ev = of_body(events(alice), "stored")
+    t.is_([(e[0], e[1]) for e in ev], [("pre", "1"), ("post", "1")],
+          "offline replay: pre and post once each, with the replay flag")
+    # a message to a user who does not exist: undelivered, then the core bounces it
+    alice.message("nobody@localhost", "to-nobody")
+    err = alice.expect(lambda el: el.tag == q(NS_CLIENT, "message") and el.get("type") == "error")
+    t.ok(err is not None, "no such account: bounced", lambda: alice.dump())
+    ev = of_body(events(alice), "to-nobody")
+    t.ok([e[0] for e in ev][:2] == ["pre", "undelivered"], "no such account: pre, undelivered", lambda: repr(ev))
+    alice.end()
+    carol.end()
+
+
+def partner(domain, port, ca):
+    return "    - domain: %s\n      route: \"127.0.0.1:%d\"\n      ca: \"%s\"\n" % (domain, port, ca)
+
+
+def federation(t):
+    certs = Certs()
+    pa, pb = free_port(), free_port()
+    lst = lambda p: {"client": ["127.0.0.1:0"], "client_tls": ["127.0.0.1:0"], "server": ["127.0.0.1:%d" % p]}  # noqa
+    a = Server(t, hosts=["a.example"], certs=certs, listen=lst(pa), start=False, modules=MODULES, extra_yaml=(
+        "federation:\n  mode: allowlist\n  dialback: false\n  partners:\n" + partner("b.example", pb, certs.ca)))
+    b = Server(t, hosts=["b.example"], certs=certs, listen=lst(pb), start=False, modules=MODULES, extra_yaml=(
+        "federation:\n  mode: allowlist\n  dialback: false\n  partners:\n" + partner("a.example", pa, certs.ca)))
+    with a, b:
+        a.start()
+        b.start()
+        a.adduser("alice@a.example", PW)
+        b.adduser("bob@b.example", PW)
+        alice = login(a, "alice", domain="a.example")
+        bob = login(b, "bob", domain="b.example")
+        events(alice, "a.example")
+        events(bob, "b.example")
+        alice.message("bob@b.example/r", "to-remote")
+        m = bob.expect_message("to-remote", timeout=20)
+        t.ok(m is not None, "s2s: the message arrives", lambda: bob.dump())
+        stamps = [(s.get("by"), s.get("id")) for s in (m.findall(q(NS_SID, "stanza-id")) if m is not None else [])]
+        t.ok(("a.example", "1") in stamps, "s2s: stamped by the sending server's pre", lambda: repr(stamps))
+        ev = of_body(events(alice, "a.example"), "to-remote")
+        t.is_([(e[0], e[1], e[2]) for e in ev], [("pre", "0", "bob@b.example/r"), ("post", "0", "bob@b.example/r")],
+              "s2s out: pre and post once on the sending server")
+        ev = of_body(events(bob, "b.example"), "to-remote")
+        t.is_([e[0] for e in ev], ["pre", "post"], "s2s in: pre and post once on the receiving server")
+        alice.end()
+        bob.end()
+
+
+def main(t):
+    d = module_dir()
+    if d is None:
+        t.ok(False, "tests/modules/mod_test_flow.c is built (make check builds it)")
+        return
+    os.environ["CIVITAS_MODULE_DIR"] = d
+    with Server(t, modules=MODULES) as srv:
+        for u in ("alice", "bob", "carol"):
+            srv.adduser("%s@localhost" % u, PW)
+        t.run(local_routes, t, srv)
+        t.run(offline_replay, t, srv)
+    t.run(federation, t)
+
+
+if __name__ == "__main__":
+    Tap().main(main)
