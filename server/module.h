@@ -238,6 +238,24 @@ CIVITAS_API const void *module_host_conf(const module_ctx_t *m, const host_t *h)
 #define HOOK_MESSAGE_DELIVER_POST "message/deliver/post"
 #define HOOK_MESSAGE_UNDELIVERED "message/undelivered"
 
+/* ---- Lifecycle events --------------------------------------------------------------------
+ * Fired by the core from the loop (never inside the call that caused them), whoever acted:
+ *   user-created       an account was created (to = from = its bare JID; host set)
+ *   password-changed   an account's password was set (the same fields)
+ * Both travel like "user-deleted" (above; storage.h "Account events"): account_create,
+ * account_set_password (XEP-0077) and civitasctl user add/passwd record a stored event in the same
+ * transaction as the write, and the server fires the hook once per event: at the next loop turn
+ * for its own writes, within a second for another process's, at the next start for writes made
+ * while no server ran. Events of one account fire in the order they happened.
+ *   host-started       each served host (host set), once the modules are loaded, before the server
+ *                      reports ready and before the account events left from while it was down
+ *   host-stopping      each served host at SIGTERM/SIGINT, while the sessions are still open
+ * Handlers return HOOK_PASS; there is no stanza. */
+#define HOOK_USER_CREATED "user-created"
+#define HOOK_PASSWORD_CHANGED "password-changed"
+#define HOOK_HOST_STARTED "host-started"
+#define HOOK_HOST_STOPPING "host-stopping"
+
 /* ---- Roster service ----------------------------------------------------------------------
  * Rosters (RFC 6121 §2, XEP-0237), shared by mod_roster, mod_presence and any module that needs a
  * user's contacts: roster_load, roster_find, roster_save (versions and roster pushes), interested

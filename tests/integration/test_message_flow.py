@@ -2,16 +2,19 @@
 # tests/integration/test_message_flow.py: the message flow hooks of module.h ("Message flow": message/
 # deliver/pre, message/deliver/post, message/undelivered) on every route, driven through the test module
 # tests/modules/mod_test_flow.c (built by make check, found via CIVITAS_MODULE_DIR), which stamps a
-# XEP-0359 <stanza-id/> in pre and records every call.
+# XEP-0359 <stanza-id/> in pre and records every call; and the lifecycle events (user-created,
+# password-changed, host-started, host-stopping), whoever acts: civitasctl or XEP-0077 in-band.
 import atexit
 import glob
+import re
 import os
 import shutil
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Tap, Server, Certs, connect_login, q, el_str, free_port, build_dir,  # noqa: E402
+from harness import (Tap, Server, Certs, RawClient, connect_login, q, el_str, free_port, build_dir,  # noqa: E402
                      NS_CLIENT)
 
 NS_T = "urn:civitas:test-flow"
@@ -133,6 +136,61 @@ def offline_replay(t, srv):
     carol.end()
 
 
+NS_REG = "jabber:iq:register"
+POLL_S = 1.0      # server/account.c POLL_MS: how often the server looks for another process's writes
+
+
+def lifecycle_seen(c, name, who, settle=POLL_S * 2.5, timeout=10):
+    """How often event name for who was recorded: waits until it was (or timeout), then another
+    `settle` seconds, so that a second firing within the poll interval would be counted too."""
+    n, deadline, until = 0, time.monotonic() + timeout, None
+    while time.monotonic() < (until or deadline):
+        n += len([e for e in events(c) if e[0] == name and e[2] == who])
+        if n and until is None:
+            until = time.monotonic() + settle
+        c.ping_server(timeout=0.2)
+    return n
+
+
+def lifecycle(t, srv):
+    t.ok(srv.wait_log(r"test_flow: event host-started localhost") is not None,
+         "host-started fired for the host at start")
+    alice = login(srv, "alice")
+    events(alice)
+    r = srv.ctl("user", "add", "dave@localhost", input="pw-dave\n")
+    t.is_(r.returncode, 0, "civitasctl user add while the server runs")
+    t.is_(lifecycle_seen(alice, "user-created", "dave@localhost"), 1,
+          "civitasctl user add: user-created fired once, within the poll interval")
+    r = srv.ctl("user", "passwd", "dave@localhost", input="pw-dave-2\n")
+    t.is_(r.returncode, 0, "civitasctl user passwd while the server runs")
+    t.is_(lifecycle_seen(alice, "password-changed", "dave@localhost"), 1,
+          "civitasctl user passwd: password-changed fired once")
+    # XEP-0077 in-band: registration before authentication, then a password change (§3.3)
+    c = RawClient(srv.port("client"), cafile=srv.ca)
+    c.open_stream()
+    c.starttls()
+    c.open_stream()
+    r = c.iq("set", "<query xmlns='%s'><username>erin</username><password>pw-erin</password></query>" % NS_REG)
+    t.ok(r is not None and r.get("type") == "result", "XEP-0077: in-band registration", lambda: el_str(r))
+    c.close()
+    t.is_(lifecycle_seen(alice, "user-created", "erin@localhost"), 1, "in-band registration: user-created once")
+    r = alice.iq("set", "<query xmlns='%s'><username>alice</username><password>%s</password></query>"
+                 % (NS_REG, PW))
+    t.ok(r is not None and r.get("type") == "result", "XEP-0077 §3.3: in-band password change", lambda: el_str(r))
+    t.is_(lifecycle_seen(alice, "password-changed", "alice@localhost"), 1, "in-band password change: once")
+    alice.end()
+
+
+def host_stopping(t):
+    srv = Server(t, modules=MODULES, extra_yaml="register:\n  allow_registration: true\n")
+    with srv:
+        srv.adduser("alice@localhost", PW)
+        t.run(lifecycle, t, srv)
+        srv.stop()
+        t.ok(re.search(r"test_flow: event host-stopping localhost", srv.log()) is not None,
+             "host-stopping fired for the host at SIGTERM", lambda: srv.log_tail())
+
+
 def partner(domain, port, ca):
     return "    - domain: %s\n      route: \"127.0.0.1:%d\"\n      ca: \"%s\"\n" % (domain, port, ca)
 
@@ -180,6 +238,7 @@ def main(t):
         t.run(local_routes, t, srv)
         t.run(offline_replay, t, srv)
     t.run(federation, t)
+    t.run(host_stopping, t)
 
 
 if __name__ == "__main__":

@@ -94,7 +94,10 @@ static int load(module_ctx_t *m)
     module_hook(m, HOOK_MESSAGE_DELIVER_POST, 0, on_event, "post");
     /* before mod_offline (0), which stores and stops it: every call is seen */
     module_hook(m, HOOK_MESSAGE_UNDELIVERED, 10, on_event, "undelivered");
-    module_hook(m, HOOK_USER_DELETED, 0, on_event, HOOK_USER_DELETED);
+    static const char *const lifecycle[] = {HOOK_USER_CREATED, HOOK_PASSWORD_CHANGED, HOOK_USER_DELETED,
+                                            HOOK_HOST_STARTED, HOOK_HOST_STOPPING};
+    for (size_t i = 0; i < sizeof lifecycle / sizeof lifecycle[0]; i++)
+        module_hook(m, lifecycle[i], 0, on_event, (void *)lifecycle[i]);
     module_hook(m, "iq-set/host/" NS_TEST, 0, on_cmd, NULL);
     return 0;
 }
