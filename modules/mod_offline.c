@@ -108,7 +108,7 @@ static int on_message(hook_event_t *ev, void *ud)
     }
     if (n >= conf.max_messages) {
         log_info("offline", "offline storage of %s is full (%d messages)", log_jid(to->bare), n);
-        return hook_error(ev, "cancel", "service-unavailable");
+        return hook_error_cond(ev, STANZA_ERR_SERVICE_UNAVAILABLE);
     }
     size_t len;
     char *xml = xnode_serialize(ev->stanza, NS_CLIENT, &len);
@@ -119,7 +119,7 @@ static int on_message(hook_event_t *ev, void *ud)
         /* disk full, read-only database: not kept, and the sender is told to try later (issue 5);
          * the storage recovers by itself when the condition ends */
         log_warn("offline", "storing an offline message failed: %s", storage_last_error(store));
-        return hook_error(ev, "wait", "resource-constraint");
+        return hook_error_cond(ev, STANZA_ERR_RESOURCE_CONSTRAINT);
     }
     log_debug("offline", "stored message %lld for %s", (long long)id, log_jid(to->bare));
     return HOOK_HANDLED;
@@ -204,11 +204,8 @@ static send_result_t send_stored(session_t *s, const jid_t *bare, const stored_t
         log_warn("offline", "dropping unreadable offline message %lld", (long long)m->id);
         return SEND_SKIPPED;
     }
-    char stamp[32];
-    time_t t = (time_t)m->when;
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char stamp[XEP0082_SIZE];
+    xep0082_timestamp(stamp, sizeof stamp, m->when);
     xnode_t *d = xnode_add_elem(st, "delay", NS_DELAY);
     xnode_set_attr(d, "from", bare->domain);
     xnode_set_attr(d, "stamp", stamp);

@@ -534,11 +534,8 @@ static void remember_unavailable(const jid_t *user, const xnode_t *pres)
 {
     xnode_t *c = xnode_copy(pres);
     xnode_set_attr(c, "to", NULL);
-    char stamp[32];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char stamp[XEP0082_SIZE];
+    xep0082_timestamp(stamp, sizeof stamp, (int64_t)time(NULL));
     xnode_t *d = xnode_add_elem(c, "delay", NS_DELAY);     /* XEP-0203: when it was last seen */
     xnode_set_attr(d, "from", user->domain);
     xnode_set_attr(d, "stamp", stamp);

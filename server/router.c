@@ -254,6 +254,11 @@ int hook_error(hook_event_t *ev, const char *type, const char *condition)
     return hook_reply(ev, stanza_error(ev->stanza, type, condition, NULL));
 }
 
+int hook_error_cond(hook_event_t *ev, stanza_err_t cond)
+{
+    return hook_reply(ev, stanza_error_cond(ev->stanza, cond, NULL));
+}
+
 /* RFC 6120 §8.2.3 and §8.3: the shape every IQ must have. Returns an error condition or NULL. */
 static const char *iq_invalid(const xnode_t *st)
 {

@@ -4,6 +4,7 @@
 #define CIVITAS_ROUTER_H
 #include "session.h"
 #include "hook.h"
+#include "stanza.h"
 #include "api.h"
 
 /* A stanza from a local client session (from already stamped). Takes ownership. */
@@ -28,6 +29,8 @@ int route_replay(session_t *s, xnode_t *st);
 int hook_reply(hook_event_t *ev, xnode_t *reply);
 /* Answer ev->stanza with an error; returns HOOK_HANDLED. */
 int hook_error(hook_event_t *ev, const char *type, const char *condition);
+/* Answer ev->stanza with a typed error (stanza.h: cond's default type, no text); HOOK_HANDLED. */
+int hook_error_cond(hook_event_t *ev, stanza_err_t cond);
 CIVITAS_API_END
 
 #endif
