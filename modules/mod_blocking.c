@@ -187,12 +187,6 @@ static int on_outbound(hook_event_t *ev, void *ud)
     return HOOK_HANDLED;
 }
 
-/* The requester must be the account itself (no 'to', or its own bare JID). */
-static int own_request(const hook_event_t *ev)
-{
-    return ev->origin && ev->from && ev->to && jid_bare_equal(ev->from, ev->to) && !ev->to->resource;
-}
-
 static int item_cb(void *ud, const char *key, const void *val, size_t len)
 {
     (void)val; (void)len;
@@ -204,7 +198,7 @@ static int item_cb(void *ud, const char *key, const void *val, size_t len)
 static int on_get(hook_event_t *ev, void *ud)
 {
     (void)ud;
-    if (!own_request(ev)) return hook_error(ev, "cancel", "service-unavailable");
+    if (!hook_own_account(ev)) return hook_error(ev, "cancel", "service-unavailable");
     xnode_t *child = xnode_first_elem(ev->stanza);
     if (strcmp(child->name, "blocklist") != 0) return hook_error(ev, "modify", "bad-request");
     xnode_t *r = stanza_reply(ev->stanza);
@@ -361,7 +355,7 @@ static const char *apply(const jid_t *owner, jid_t **items, int n, int add)
 static int on_set(hook_event_t *ev, void *ud)
 {
     (void)ud;
-    if (!own_request(ev)) return hook_error(ev, "cancel", "service-unavailable");
+    if (!hook_own_account(ev)) return hook_error(ev, "cancel", "service-unavailable");
     xnode_t *child = xnode_first_elem(ev->stanza);
     int add = strcmp(child->name, "block") == 0;
     if (!add && strcmp(child->name, "unblock") != 0) return hook_error(ev, "modify", "bad-request");

@@ -19,11 +19,6 @@ static struct vcard_conf {
 
 static storage_t *store;
 
-static int own_request(const hook_event_t *ev)
-{
-    return ev->origin && ev->from && ev->to && jid_bare_equal(ev->from, ev->to);
-}
-
 /* XEP-0054 §3.1 and §3.3: the stored vCard; none: an empty <vCard/> for the owner, and
  * <service-unavailable/> for anyone else (also for an account that does not exist, so that
  * the answer does not tell the two apart). */
@@ -33,7 +28,7 @@ static int on_get(hook_event_t *ev, void *ud)
     const jid_t *to = ev->to;
     xnode_t *child = xnode_first_elem(ev->stanza);
     if (!to->node || strcmp(child->name, "vCard") != 0) return hook_error_cond(ev, STANZA_ERR_BAD_REQUEST);
-    int own = own_request(ev);
+    int own = hook_own_account(ev);
     if (!own) {
         int ex = storage_account_exists(store, to->node, to->domain);
         if (ex < 0) return hook_error(ev, "wait", "internal-server-error");
@@ -101,7 +96,7 @@ static int on_presence(hook_event_t *ev, void *ud)
 static int on_set(hook_event_t *ev, void *ud)
 {
     (void)ud;
-    if (!own_request(ev)) return hook_error_cond(ev, STANZA_ERR_FORBIDDEN);
+    if (!hook_own_account(ev)) return hook_error_cond(ev, STANZA_ERR_FORBIDDEN);
     xnode_t *child = xnode_first_elem(ev->stanza);
     if (strcmp(child->name, "vCard") != 0) return hook_error_cond(ev, STANZA_ERR_BAD_REQUEST);
     size_t len;

@@ -256,6 +256,21 @@ CIVITAS_API const void *module_host_conf(const module_ctx_t *m, const host_t *h)
 #define HOOK_HOST_STARTED "host-started"
 #define HOOK_HOST_STOPPING "host-stopping"
 
+/* ---- Stanza ownership: one rule ----------------------------------------------------------
+ * A function that sends or routes a stanza *takes* it when it is the end of its road, and only
+ * *reads* it when the stanza goes on to other places:
+ *   takes (never touch st afterwards): route_stanza, route_replay, hook_reply (its reply),
+ *     module_send_iq (iq_request.h).
+ *   reads (the caller still owns and frees it): session_send, and every hook_fire: ev->stanza
+ *     belongs to whoever fired the hook (the core frees the stanzas it fires) unless a handler
+ *     takes it by setting ev->stanza = NULL; a handler that takes it must also return
+ *     HOOK_HANDLED, and nobody else may keep a pointer to it past the handler.
+ *   builds (the caller owns the result): stanza_reply, stanza_error, stanza_error_cond,
+ *     xnode_copy, xnode_parse_one.
+ * Errors: typed conditions (stanza_err_t, stanza.h) with hook_error_cond / stanza_error_cond;
+ * hook_own_account (router.h) is the "own account?" check; xep0082_timestamp (stanza.h) the
+ * XEP-0082 time format. */
+
 /* ---- Roster service ----------------------------------------------------------------------
  * Rosters (RFC 6121 §2, XEP-0237), shared by mod_roster, mod_presence and any module that needs a
  * user's contacts: roster_load, roster_find, roster_save (versions and roster pushes), interested

@@ -254,6 +254,11 @@ int hook_error(hook_event_t *ev, const char *type, const char *condition)
     return hook_reply(ev, stanza_error(ev->stanza, type, condition, NULL));
 }
 
+int hook_own_account(const hook_event_t *ev)
+{
+    return ev->origin && ev->from && ev->to && ev->to->node && !ev->to->resource && jid_bare_equal(ev->from, ev->to);
+}
+
 int hook_error_cond(hook_event_t *ev, stanza_err_t cond)
 {
     return hook_reply(ev, stanza_error_cond(ev->stanza, cond, NULL));

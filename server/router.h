@@ -29,6 +29,11 @@ int route_replay(session_t *s, xnode_t *st);
 int hook_reply(hook_event_t *ev, xnode_t *reply);
 /* Answer ev->stanza with an error; returns HOOK_HANDLED. */
 int hook_error(hook_event_t *ev, const char *type, const char *condition);
+/* 1 when ev came from a local client session of the very account it addresses (its bare JID, or
+ * no 'to', which the core turns into that): the check before a user's own data is read or
+ * changed (roster, vCard, private XML, blocking list). 0 otherwise (another account, a remote
+ * sender, the server itself). */
+int hook_own_account(const hook_event_t *ev);
 /* Answer ev->stanza with a typed error (stanza.h: cond's default type, no text); HOOK_HANDLED. */
 int hook_error_cond(hook_event_t *ev, stanza_err_t cond);
 CIVITAS_API_END
