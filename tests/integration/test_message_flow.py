@@ -4,44 +4,20 @@
 # tests/modules/mod_test_flow.c (built by make check, found via CIVITAS_MODULE_DIR), which stamps a
 # XEP-0359 <stanza-id/> in pre and records every call; and the lifecycle events (user-created,
 # password-changed, host-started, host-stopping), whoever acts: civitasctl or XEP-0077 in-band.
-import atexit
-import glob
-import re
 import os
-import shutil
+import re
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Tap, Server, Certs, RawClient, connect_login, q, el_str, free_port, build_dir,  # noqa: E402
+from harness import (Tap, Server, Certs, RawClient, connect_login, q, el_str, free_port,  # noqa: E402
                      NS_CLIENT)
+from test_module_runtime import standard_modules, module_dir, partner  # noqa: E402
 
 NS_T = "urn:civitas:test-flow"
 NS_SID = "urn:xmpp:sid:0"
 PW = "pw-message-flow"
-SRC = os.environ.get("CIVITAS_SRCDIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
-
-
-def standard_modules():
-    with open(os.path.join(SRC, "modules", "standard.list")) as f:
-        return [l.strip() for l in f if l.strip() and not l.startswith("#")]
-
-
 MODULES = standard_modules() + ["test_flow"]
-
-
-def module_dir():
-    """Every standard module and mod_test_flow in one directory (CIVITAS_MODULE_DIR), or None."""
-    b = build_dir()
-    test = os.path.join(b, "tests", "modules", ".libs", "mod_test_flow.so")
-    if not os.path.exists(test):
-        return None
-    d = tempfile.mkdtemp(prefix="civitas-mods-")
-    atexit.register(shutil.rmtree, d, True)
-    for p in glob.glob(os.path.join(b, "modules", ".libs", "mod_*.so")) + [test]:
-        os.symlink(p, os.path.join(d, os.path.basename(p)))
-    return d
 
 
 def events(c, domain="localhost"):
@@ -191,10 +167,6 @@ def host_stopping(t):
              "host-stopping fired for the host at SIGTERM", lambda: srv.log_tail())
 
 
-def partner(domain, port, ca):
-    return "    - domain: %s\n      route: \"127.0.0.1:%d\"\n      ca: \"%s\"\n" % (domain, port, ca)
-
-
 def federation(t):
     certs = Certs()
     pa, pb = free_port(), free_port()
@@ -227,7 +199,7 @@ def federation(t):
 
 
 def main(t):
-    d = module_dir()
+    d = module_dir("mod_test_flow")
     if d is None:
         t.ok(False, "tests/modules/mod_test_flow.c is built (make check builds it)")
         return
