@@ -24,22 +24,16 @@ static const char *stanza_type(const xnode_t *st)
     return t ? t : "";
 }
 
-/* RFC 6121 §8.5.2.1: the available resources with the highest non-negative priority. Sessions
- * on hold (session_hold_bare) are no receivers, except of headlines (all_nonneg). */
+/* RFC 6121 §8.5.2.1: a headline (all_nonneg) to every available resource with a non-negative
+ * priority; anything else to those session_receives_bare names (sessions on hold excepted). */
 static int deliver_to_bare(user_t *u, const xnode_t *st, int all_nonneg)
 {
-    int best = -1, n = 0;
+    int n = 0;
     for (session_t *s = u ? u->sessions : NULL; s; s = s->next_in_user)
-        if ((all_nonneg || !s->hold_bare) && session_priority(s) > best) best = session_priority(s);
-    if (best < 0) return 0;
-    for (session_t *s = u->sessions; s; s = s->next_in_user) {
-        int p = session_priority(s);
-        if (!all_nonneg && s->hold_bare) continue;
-        if (p == best || (all_nonneg && p >= 0)) {
+        if (all_nonneg ? session_priority(s) >= 0 : session_receives_bare(s)) {
             session_deliver(s, st);
             n++;
         }
-    }
     return n;
 }
 

@@ -173,6 +173,12 @@ const xnode_t *session_presence(const session_t *s);
  * while offline replay writes older messages to it (mod_offline). Headlines and messages to its
  * full JID still reach it. */
 void session_hold_bare(session_t *s, int on);
+/* RFC 6121 §8.5.2.1.1, the router's rule for a normal or chat message to a bare JID: the priority
+ * of the resources it goes to (the highest non-negative one among the available sessions not on
+ * hold), or -1 when none would take it (then it is "message/undelivered"). session_receives_bare:
+ * whether s is one of those resources. Headlines go to every non-negative resource instead. */
+int user_delivery_priority(const jid_t *bare);
+int session_receives_bare(const session_t *s);
 CIVITAS_API_END
 
 #endif
