@@ -20,11 +20,7 @@ static int running;             /* run_events is on the stack (hooks may delete 
 
 static void presence_to(const char *type, const char *from, const char *to)
 {
-    xnode_t *p = xnode_new("presence", NS_CLIENT);
-    xnode_set_attr(p, "type", type);
-    xnode_set_attr(p, "from", from);
-    xnode_set_attr(p, "to", to);
-    route_stanza(p);
+    route_stanza(stanza_presence(type, from, to));
 }
 
 /* One deleted account of host h; event: its account event (the roster copy lives there). The

@@ -268,8 +268,9 @@ CIVITAS_API const void *module_host_conf(const module_ctx_t *m, const host_t *h)
  *   builds (the caller owns the result): stanza_reply, stanza_error, stanza_error_cond,
  *     xnode_copy, xnode_parse_one.
  * Errors: typed conditions (stanza_err_t, stanza.h) with hook_error_cond / stanza_error_cond;
- * hook_own_account (router.h) is the "own account?" check; xep0082_timestamp (stanza.h) the
- * XEP-0082 time format. */
+ * hook_own_account (router.h) is the "own account?" check; stanza_presence and stanza_push_iq
+ * (stanza.h) build a presence and a push; xep0082_timestamp (stanza.h) the XEP-0082 time format;
+ * session_receives_bare (session.h) the resources a bare-JID message goes to. */
 
 /* ---- Roster service ----------------------------------------------------------------------
  * Rosters (RFC 6121 §2, XEP-0237), shared by mod_roster, mod_presence and any module that needs a

@@ -36,6 +36,28 @@ xnode_t *stanza_error(const xnode_t *st, const char *type, const char *condition
     return e;
 }
 
+xnode_t *stanza_presence(const char *type, const char *from, const char *to)
+{
+    xnode_t *p = xnode_new("presence", NS_CLIENT);
+    if (type) xnode_set_attr(p, "type", type);
+    if (from) xnode_set_attr(p, "from", from);
+    if (to) xnode_set_attr(p, "to", to);
+    return p;
+}
+
+xnode_t *stanza_push_iq(const char *from, const char *to, xnode_t *payload)
+{
+    xnode_t *iq = xnode_new("iq", NS_CLIENT);
+    char id[5 + 16 + 1] = "push-";
+    random_hex(id + 5, 8);
+    xnode_set_attr(iq, "type", "set");
+    xnode_set_attr(iq, "id", id);
+    if (from) xnode_set_attr(iq, "from", from);
+    xnode_set_attr(iq, "to", to);
+    if (payload) xnode_add_child(iq, payload);
+    return iq;
+}
+
 /* RFC 6120 §8.3.3: each condition and the type its definition (and example) gives it */
 static const struct { const char *name, *type; } conditions[STANZA_ERR_COUNT] = {
     [STANZA_ERR_BAD_REQUEST] = {"bad-request", "modify"},

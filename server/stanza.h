@@ -66,6 +66,14 @@ int stanza_err_from_name(const char *name);
 /* stanza_error with cond's name and default type (NULL: st is an error, or cond out of range). */
 xnode_t *stanza_error_cond(const xnode_t *st, stanza_err_t cond, const char *text);
 
+/* Stanzas modules keep building. stanza_presence: <presence/> with the given type, from and to
+ * (each omitted when NULL). stanza_push_iq: an <iq type='set'/> from `from` (omitted when NULL)
+ * to `to`, with a random id ("push-" and 16 hex digits) and payload as its child (taken; may be
+ * NULL) -- a roster push (RFC 6121 §2.1.6), a blocking push (XEP-0191 §3.3), any server push.
+ * Both return a new stanza the caller owns (route_stanza or session_send it). */
+xnode_t *stanza_presence(const char *type, const char *from, const char *to);
+xnode_t *stanza_push_iq(const char *from, const char *to, xnode_t *payload);
+
 /* XEP-0082 DateTime of a Unix time, in UTC with whole seconds ("2026-12-02T11:13:00Z"), as the
  * <delay/> of XEP-0203, XEP-0202's <utc/> and MAM want it. Writes buf (at least XEP0082_SIZE
  * bytes) and returns it. */

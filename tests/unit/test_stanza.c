@@ -72,10 +72,33 @@ static void test_timestamp(void)
     ok(xep0082_timestamp(small, sizeof small, 0)[0] == '\0', "a buffer too small gives an empty string");
 }
 
+static void test_builders(void)
+{
+    xnode_t *p = stanza_presence("unavailable", "a@x/r", "b@y");
+    ok(strcmp(p->name, "presence") == 0 && strcmp(p->ns, NS_CLIENT) == 0
+       && strcmp(xnode_attr(p, "type"), "unavailable") == 0 && strcmp(xnode_attr(p, "from"), "a@x/r") == 0
+       && strcmp(xnode_attr(p, "to"), "b@y") == 0, "stanza_presence: type, from, to");
+    xnode_free(p);
+    p = stanza_presence(NULL, NULL, "b@y");
+    ok(!xnode_attr(p, "type") && !xnode_attr(p, "from"), "stanza_presence: NULL leaves the attribute out (available)");
+    xnode_free(p);
+    xnode_t *a = stanza_push_iq("a@x", "a@x/r", xnode_new("query", "jabber:iq:roster"));
+    xnode_t *b = stanza_push_iq(NULL, "a@x/r", NULL);
+    const char *ia = xnode_attr(a, "id"), *ib = xnode_attr(b, "id");
+    ok(strcmp(xnode_attr(a, "type"), "set") == 0 && strcmp(xnode_attr(a, "from"), "a@x") == 0
+       && xnode_child(a, "query", "jabber:iq:roster") && !xnode_attr(b, "from") && !xnode_first_elem(b),
+       "stanza_push_iq: an IQ set carrying the payload, 'from' only when given");
+    ok(ia && ib && strlen(ia) == 21 && strncmp(ia, "push-", 5) == 0 && strcmp(ia, ib) != 0,
+       "stanza_push_iq: a random id per push");
+    xnode_free(a);
+    xnode_free(b);
+}
+
 int main(void)
 {
     test_table();
     test_error_cond();
     test_timestamp();
+    test_builders();
     return done_testing();
 }
