@@ -187,12 +187,6 @@ static int on_outbound(hook_event_t *ev, void *ud)
     return HOOK_HANDLED;
 }
 
-/* The requester must be the account itself (no 'to', or its own bare JID). */
-static int own_request(const hook_event_t *ev)
-{
-    return ev->origin && ev->from && ev->to && jid_bare_equal(ev->from, ev->to) && !ev->to->resource;
-}
-
 static int item_cb(void *ud, const char *key, const void *val, size_t len)
 {
     (void)val; (void)len;
@@ -204,7 +198,7 @@ static int item_cb(void *ud, const char *key, const void *val, size_t len)
 static int on_get(hook_event_t *ev, void *ud)
 {
     (void)ud;
-    if (!own_request(ev)) return hook_error(ev, "cancel", "service-unavailable");
+    if (!hook_own_account(ev)) return hook_error(ev, "cancel", "service-unavailable");
     xnode_t *child = xnode_first_elem(ev->stanza);
     if (strcmp(child->name, "blocklist") != 0) return hook_error(ev, "modify", "bad-request");
     xnode_t *r = stanza_reply(ev->stanza);
@@ -223,15 +217,7 @@ static void push(const jid_t *bare, const xnode_t *change)
 {
     for (session_t *s = user_sessions(bare); s; s = session_next_in_user(s)) {
         if (!session_get_data(s, DATA_INTERESTED)) continue;
-        char id[17];
-        random_hex(id, 8);
-        xnode_t *iq = xnode_new("iq", NS_CLIENT);
-        xnode_set_attr(iq, "type", "set");
-        char *pid = xasprintf("push-%s", id);
-        xnode_set_attr(iq, "id", pid);
-        free(pid);
-        xnode_set_attr(iq, "to", session_jid(s)->full);
-        xnode_add_child(iq, xnode_copy(change));
+        xnode_t *iq = stanza_push_iq(NULL, session_jid(s)->full, xnode_copy(change));
         session_send(s, iq);
         xnode_free(iq);
     }
@@ -254,11 +240,7 @@ static void send_unavailable(const jid_t *owner, const jid_t *blocked)
     if (!host_find(blocked->domain)) {
         for (session_t *s = user_sessions(owner); s; s = session_next_in_user(s)) {
             if (!session_available(s)) continue;
-            xnode_t *p = xnode_new("presence", NS_CLIENT);
-            xnode_set_attr(p, "type", "unavailable");
-            xnode_set_attr(p, "from", session_jid(s)->full);
-            xnode_set_attr(p, "to", blocked->full);
-            route_own(p);
+            route_own(stanza_presence("unavailable", session_jid(s)->full, blocked->full));
         }
         return;
     }
@@ -268,10 +250,7 @@ static void send_unavailable(const jid_t *owner, const jid_t *blocked)
         if (blocked->resource ? !jid_equal(cj, blocked) : !session_available(c)) continue;
         for (session_t *s = user_sessions(owner); s; s = session_next_in_user(s)) {
             if (!session_available(s)) continue;
-            xnode_t *p = xnode_new("presence", NS_CLIENT);
-            xnode_set_attr(p, "type", "unavailable");
-            xnode_set_attr(p, "from", session_jid(s)->full);
-            xnode_set_attr(p, "to", cj->full);
+            xnode_t *p = stanza_presence("unavailable", session_jid(s)->full, cj->full);
             session_send(c, p);
             xnode_free(p);
         }
@@ -361,7 +340,7 @@ static const char *apply(const jid_t *owner, jid_t **items, int n, int add)
 static int on_set(hook_event_t *ev, void *ud)
 {
     (void)ud;
-    if (!own_request(ev)) return hook_error(ev, "cancel", "service-unavailable");
+    if (!hook_own_account(ev)) return hook_error(ev, "cancel", "service-unavailable");
     xnode_t *child = xnode_first_elem(ev->stanza);
     int add = strcmp(child->name, "block") == 0;
     if (!add && strcmp(child->name, "unblock") != 0) return hook_error(ev, "modify", "bad-request");

@@ -62,16 +62,12 @@ static int on_outbound(hook_event_t *ev, void *ud)
 }
 
 /* §6: a message to the user reaches the addressed (or best) resources itself; the other enabled
- * resources get it as <received/>. best: the priority the core delivers to for a bare JID. */
+ * resources get it as <received/> (session_receives_bare: the core's choice for a bare JID). */
 static void received(const jid_t *to, const xnode_t *st, const session_t *direct)
 {
     jid_t *bare = jid_bare_of(to);
-    int best = -1;
-    if (!direct)
-        for (session_t *s = user_sessions(bare); s; s = session_next_in_user(s))
-            if (session_priority(s) > best) best = session_priority(s);
     for (session_t *s = user_sessions(bare); s; s = session_next_in_user(s)) {
-        int gets_original = direct ? s == direct : (best >= 0 && session_priority(s) == best);
+        int gets_original = direct ? s == direct : session_receives_bare(s);
         if (!gets_original && enabled(s) && session_available(s)) copy_to(s, bare, st, "received");
     }
     jid_free(bare);

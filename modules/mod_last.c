@@ -47,10 +47,10 @@ static int on_bare(hook_event_t *ev, void *ud)
 {
     (void)ud;
     const jid_t *to = ev->to;
-    if (!authorized(ev->from, to)) return hook_error(ev, "auth", "forbidden");
+    if (!authorized(ev->from, to)) return hook_error_cond(ev, STANZA_ERR_FORBIDDEN);
     int ex = storage_account_exists(store, to->node, to->domain);
     if (ex < 0) return hook_error(ev, "wait", "internal-server-error");
-    if (ex == 0) return hook_error(ev, "cancel", "service-unavailable");
+    if (ex == 0) return hook_error_cond(ev, STANZA_ERR_SERVICE_UNAVAILABLE);
     for (session_t *s = user_sessions(to); s; s = session_next_in_user(s))
         if (session_available(s)) return reply_seconds(ev, 0, NULL);
     void *val;
@@ -60,7 +60,7 @@ static int on_bare(hook_event_t *ev, void *ud)
         log_warn("last", "reading last activity failed: %s", storage_last_error(store));
         return hook_error(ev, "wait", "internal-server-error");
     }
-    if (r == 1) return hook_error(ev, "cancel", "service-unavailable");
+    if (r == 1) return hook_error_cond(ev, STANZA_ERR_SERVICE_UNAVAILABLE);
     /* stored as "<unix seconds>\n<status text>" */
     char *nl = memchr(val, '\n', len);
     long long when = strtoll(val, NULL, 10);

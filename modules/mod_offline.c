@@ -80,24 +80,15 @@ static strmap_t *replaying;     /* bare JID -> the replay_t of the session repla
 
 static replay_t *replay_of(const session_t *s) { return s ? session_get_data(s, REPLAY_KEY) : NULL; }
 
-/* 1 when one of the account's resources is available with a non-negative priority and is not
- * replaying (the core then delivers: RFC 6121 §8.5.2.1). */
-static int has_receiver(const jid_t *bare)
-{
-    for (session_t *s = user_sessions(bare); s; s = session_next_in_user(s)) {
-        const replay_t *r = replay_of(s);
-        if (session_priority(s) >= 0 && !(r && r->active)) return 1;
-    }
-    return 0;
-}
-
-/* "message/bare": also reached for a full JID without that resource (the core re-routes normal
- * and chat messages to the bare JID, RFC 6121 §8.5.3.2.1). */
+/* "message/undelivered": no receiver took it (RFC 6121 §8.5.2.2; a session replaying is on hold
+ * and no receiver: what arrives meanwhile is stored behind the rest and delivered in order). Also
+ * reached for a full JID without that resource (the core re-routes normal and chat messages to the
+ * bare JID, §8.5.3.2.1). "message/deliver/pre" ran already: what is stored is the stamped stanza. */
 static int on_message(hook_event_t *ev, void *ud)
 {
     (void)ud;
     const jid_t *to = ev->to;
-    if (!to || !to->node || has_receiver(to)) return HOOK_PASS;
+    if (!to || !to->node) return HOOK_PASS;
     const char *type = xnode_attr(ev->stanza, "type");
     if (type && (strcmp(type, "error") == 0 || strcmp(type, "headline") == 0 || strcmp(type, "groupchat") == 0))
         return HOOK_PASS;   /* the core's rules: errors and headlines dropped, groupchat bounced */
@@ -117,7 +108,7 @@ static int on_message(hook_event_t *ev, void *ud)
     }
     if (n >= conf.max_messages) {
         log_info("offline", "offline storage of %s is full (%d messages)", log_jid(to->bare), n);
-        return hook_error(ev, "cancel", "service-unavailable");
+        return hook_error_cond(ev, STANZA_ERR_SERVICE_UNAVAILABLE);
     }
     size_t len;
     char *xml = xnode_serialize(ev->stanza, NS_CLIENT, &len);
@@ -128,7 +119,7 @@ static int on_message(hook_event_t *ev, void *ud)
         /* disk full, read-only database: not kept, and the sender is told to try later (issue 5);
          * the storage recovers by itself when the condition ends */
         log_warn("offline", "storing an offline message failed: %s", storage_last_error(store));
-        return hook_error(ev, "wait", "resource-constraint");
+        return hook_error_cond(ev, STANZA_ERR_RESOURCE_CONSTRAINT);
     }
     log_debug("offline", "stored message %lld for %s", (long long)id, log_jid(to->bare));
     return HOOK_HANDLED;
@@ -178,6 +169,7 @@ static void replay_finish(session_t *s, replay_t *r, int hand_over)
 {
     if (!r->active) return;
     r->active = 0;
+    session_hold_bare(s, 0);
     if (strmap_get(replaying, r->bare) == r) strmap_del(replaying, r->bare);
     jid_t *bare = hand_over ? jid_new(r->bare) : NULL;
     for (session_t *o = bare ? user_sessions(bare) : NULL; o; o = session_next_in_user(o)) {
@@ -212,17 +204,13 @@ static send_result_t send_stored(session_t *s, const jid_t *bare, const stored_t
         log_warn("offline", "dropping unreadable offline message %lld", (long long)m->id);
         return SEND_SKIPPED;
     }
-    char stamp[32];
-    time_t t = (time_t)m->when;
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char stamp[XEP0082_SIZE];
+    xep0082_timestamp(stamp, sizeof stamp, m->when);
     xnode_t *d = xnode_add_elem(st, "delay", NS_DELAY);
     xnode_set_attr(d, "from", bare->domain);
     xnode_set_attr(d, "stamp", stamp);
-    session_send(s, st);
-    xnode_free(st);
-    return SEND_WRITTEN;
+    /* the same hooks as live delivery, with ev->replay = 1 (module.h, "Message flow") */
+    return route_replay(s, st) ? SEND_WRITTEN : SEND_SKIPPED;
 }
 
 /* One step of a replay: everything written so far was accepted by the TCP layer (at the start,
@@ -262,6 +250,7 @@ static void replay_start(session_t *s, replay_t *r)
 {
     if (r->active || strmap_get(replaying, r->bare)) return;   /* running here, or in another session */
     r->active = 1;
+    session_hold_bare(s, 1);
     strmap_put(replaying, r->bare, r);
     expire_old(0);
     replay_step(s, r);
@@ -327,7 +316,7 @@ static int load(module_ctx_t *m)
     expire_old(1);
     module_add_feature(m, "msgoffline");
     replaying = strmap_new();
-    module_hook(m, "message/bare", 0, on_message, NULL);
+    module_hook(m, HOOK_MESSAGE_UNDELIVERED, 0, on_message, NULL);
     /* before a presence module's handlers, which may end the event */
     module_hook(m, "presence/self", 10, on_presence, NULL);
     module_hook(m, "session-drained", 0, on_drained, NULL);

@@ -105,15 +105,6 @@ static size_t state_count(const session_t *s, char kind)
 
 /* ---- helpers ---- */
 
-static xnode_t *presence_new(const char *type, const char *from, const char *to)
-{
-    xnode_t *p = xnode_new("presence", NS_CLIENT);
-    if (type) xnode_set_attr(p, "type", type);
-    if (from) xnode_set_attr(p, "from", from);
-    if (to) xnode_set_attr(p, "to", to);
-    return p;
-}
-
 /* Route a copy of p addressed to `to` (from kept, or replaced when from is not NULL). */
 static void route_copy(const xnode_t *p, const char *from, const char *to)
 {
@@ -137,7 +128,7 @@ static void send_resources_presence(const jid_t *user, const char *to, int unava
     for (session_t *s = user_sessions(user); s; s = session_next_in_user(s)) {
         if (!session_available(s)) continue;
         const xnode_t *last = state_last(s);
-        if (unavailable) route_stanza(presence_new("unavailable", session_jid(s)->full, to));
+        if (unavailable) route_stanza(stanza_presence("unavailable", session_jid(s)->full, to));
         else if (last) route_copy(last, session_jid(s)->full, to);
     }
 }
@@ -170,7 +161,7 @@ static void add_text_cut(xnode_t *parent, const xnode_t *from, size_t max)
  * stanza. The caller owns the result. */
 static xnode_t *pending_compact(const xnode_t *st)
 {
-    xnode_t *p = presence_new("subscribe", xnode_attr(st, "from"), xnode_attr(st, "to"));
+    xnode_t *p = stanza_presence("subscribe", xnode_attr(st, "from"), xnode_attr(st, "to"));
     const char *id = xnode_attr(st, "id");
     if (id && strlen(id) <= PENDING_ID_MAX) xnode_set_attr(p, "id", id);
     const xnode_t *status = xnode_child(st, "status", NS_CLIENT);
@@ -193,7 +184,7 @@ static void inbound_subscribe(const jid_t *user, roster_t *r, roster_item_t *it,
         /* §3.1.3 ¶2: already subscribed: the server answers for the contact, and since the other
          * side evidently lost track, it also gets the current presence */
         roster_free(r);
-        route_stanza(presence_new("subscribed", user->bare, contact));
+        route_stanza(stanza_presence("subscribed", user->bare, contact));
         send_resources_presence(user, contact, 0);
         return;
     }
@@ -207,7 +198,7 @@ static void inbound_subscribe(const jid_t *user, roster_t *r, roster_item_t *it,
         it->listed = 1;
         roster_save(r, it, 1);
         roster_free(r);
-        route_stanza(presence_new("subscribed", user->bare, contact));
+        route_stanza(stanza_presence("subscribed", user->bare, contact));
         send_resources_presence(user, contact, 0);
         return;
     }
@@ -281,7 +272,7 @@ static void answer_probe(const jid_t *user, const char *prober_bare, const char 
         int subscribed = roster_is_subscribed(user, prober, ROSTER_SUB_FROM);
         jid_free(prober);
         if (!subscribed) {      /* no presence is revealed; the prober's server learns it has no subscription */
-            route_stanza(presence_new("unsubscribed", user->bare, prober_bare));
+            route_stanza(stanza_presence("unsubscribed", user->bare, prober_bare));
             return;
         }
     }
@@ -296,7 +287,7 @@ static void answer_probe(const jid_t *user, const char *prober_bare, const char 
     if (sent) return;
     const xnode_t *unavail = strmap_get(last_unavailable, user->bare);
     if (unavail) route_copy(unavail, NULL, reply_to);
-    else route_stanza(presence_new("unavailable", user->bare, reply_to));
+    else route_stanza(stanza_presence("unavailable", user->bare, reply_to));
 }
 
 /* ---- presence addressed to a local account ---- */
@@ -314,7 +305,7 @@ static void inbound_special(hook_event_t *ev, const char *type)
      * exist. §8.5.1: the other stanzas to a missing account are silently ignored. */
     if (exists == 0 && strcmp(type, "probe") == 0) {
         jid_t *contact = jid_bare_of(from);
-        route_stanza(presence_new("unsubscribed", user->bare, contact->bare));
+        route_stanza(stanza_presence("unsubscribed", user->bare, contact->bare));
         jid_free(contact);
     } else if (exists == 1) {
         jid_t *contact = jid_bare_of(from);
@@ -534,11 +525,8 @@ static void remember_unavailable(const jid_t *user, const xnode_t *pres)
 {
     xnode_t *c = xnode_copy(pres);
     xnode_set_attr(c, "to", NULL);
-    char stamp[32];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char stamp[XEP0082_SIZE];
+    xep0082_timestamp(stamp, sizeof stamp, (int64_t)time(NULL));
     xnode_t *d = xnode_add_elem(c, "delay", NS_DELAY);     /* XEP-0203: when it was last seen */
     xnode_set_attr(d, "from", user->domain);
     xnode_set_attr(d, "stamp", stamp);
@@ -622,9 +610,9 @@ static int on_initial(hook_event_t *ev, void *ud)
         xnode_free(c);
     }
     /* §4.3.1: probes from the bare JID to every contact the user is subscribed to */
-    for (size_t i = 0; i < probe.n; i++) route_stanza(presence_new("probe", user->bare, probe.v[i]));
+    for (size_t i = 0; i < probe.n; i++) route_stanza(stanza_presence("probe", user->bare, probe.v[i]));
     /* §3.1.2 last ¶: an unanswered request is sent again when a resource becomes available */
-    for (size_t i = 0; i < ask.n; i++) route_stanza(presence_new("subscribe", user->bare, ask.v[i]));
+    for (size_t i = 0; i < ask.n; i++) route_stanza(stanza_presence("subscribe", user->bare, ask.v[i]));
     strlist_free(&probe);
     strlist_free(&ask);
     return HOOK_PASS;
@@ -666,7 +654,7 @@ static int on_self(hook_event_t *ev, void *ud)
     if (strcmp(type, "unavailable") == 0) {
         broadcast_unavailable(s, ev->from, p, 1);
     } else {            /* type='error' from the client: taken as unavailable (the core did so too) */
-        xnode_t *u = presence_new("unavailable", ev->from->full, NULL);
+        xnode_t *u = stanza_presence("unavailable", ev->from->full, NULL);
         broadcast_unavailable(s, ev->from, u, 1);
         xnode_free(u);
     }
@@ -679,7 +667,7 @@ static int on_closed(hook_event_t *ev, void *ud)
     (void)ud;
     session_t *s = ev->origin;
     if (!ev->from || (!state_last(s) && !state_count(s, 'd'))) return HOOK_PASS;
-    xnode_t *u = presence_new("unavailable", ev->from->full, NULL);
+    xnode_t *u = stanza_presence("unavailable", ev->from->full, NULL);
     broadcast_unavailable(s, ev->from, u, 0);
     xnode_free(u);
     return HOOK_PASS;

@@ -49,12 +49,12 @@ static int reserved(const char *ns)
 static int check_request(hook_event_t *ev, xnode_t **query)
 {
     if (!ev->origin || !ev->from || !jid_bare_equal(ev->from, ev->to)) {
-        hook_error(ev, "auth", "forbidden");
+        hook_error_cond(ev, STANZA_ERR_FORBIDDEN);
         return -1;
     }
     *query = xnode_first_elem(ev->stanza);
     if (strcmp((*query)->name, "query") != 0) {
-        hook_error(ev, "modify", "bad-request");
+        hook_error_cond(ev, STANZA_ERR_BAD_REQUEST);
         return -1;
     }
     return 0;
@@ -68,10 +68,10 @@ static int on_get(hook_event_t *ev, void *ud)
     xnode_t *query;
     if (check_request(ev, &query) < 0) return HOOK_HANDLED;
     xnode_t *first = xnode_first_elem(query);
-    if (!first) return hook_error(ev, "modify", "bad-request");   /* "Bad Format" (§3 table) */
+    if (!first) return hook_error_cond(ev, STANZA_ERR_BAD_REQUEST);   /* "Bad Format" (§3 table) */
     for (xnode_t *c = first; c; c = xnode_next_elem(c))
-        if (strcmp(c->ns, first->ns) != 0) return hook_error(ev, "modify", "bad-request");
-    if (reserved(first->ns)) return hook_error(ev, "modify", "not-acceptable");
+        if (strcmp(c->ns, first->ns) != 0) return hook_error_cond(ev, STANZA_ERR_BAD_REQUEST);
+    if (reserved(first->ns)) return hook_error_cond(ev, STANZA_ERR_NOT_ACCEPTABLE);
     xnode_t *reply = stanza_reply(ev->stanza);
     xnode_t *rq = xnode_add_elem(reply, "query", NS_PRIVATE);
     for (xnode_t *c = first; c; c = xnode_next_elem(c)) {
@@ -123,9 +123,9 @@ static int on_set(hook_event_t *ev, void *ud)
     if (check_request(ev, &query) < 0) return HOOK_HANDLED;
     long fresh = 0;
     const char *bare = ev->to->bare;
-    if (!xnode_first_elem(query)) return hook_error(ev, "modify", "not-acceptable");
+    if (!xnode_first_elem(query)) return hook_error_cond(ev, STANZA_ERR_NOT_ACCEPTABLE);
     for (xnode_t *c = xnode_first_elem(query); c; c = xnode_next_elem(c)) {
-        if (reserved(c->ns)) return hook_error(ev, "modify", "not-acceptable");
+        if (reserved(c->ns)) return hook_error_cond(ev, STANZA_ERR_NOT_ACCEPTABLE);
         char *name = key_of(c);
         store_row_t *row;
         int r = store_get(fragments, (storage_value_t[]){STORE_VAL_TEXT(bare), STORE_VAL_TEXT(name)}, &row);

@@ -74,11 +74,7 @@ static int on_get(hook_event_t *ev, void *ud)
 /* Route a presence of type `type` from the account's bare JID (or `from`) to the contact. */
 static void send_presence(const char *type, const char *from, const char *to)
 {
-    xnode_t *p = xnode_new("presence", NS_CLIENT);
-    if (type) xnode_set_attr(p, "type", type);
-    xnode_set_attr(p, "from", from);
-    xnode_set_attr(p, "to", to);
-    route_stanza(p);
+    route_stanza(stanza_presence(type, from, to));
 }
 
 /* RFC 6121 §2.5.2: removing an item also ends the subscriptions both ways. */

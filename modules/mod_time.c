@@ -6,11 +6,8 @@
 static int on_time(hook_event_t *ev, void *ud)
 {
     (void)ud;
-    char buf[32];
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char buf[XEP0082_SIZE];
+    xep0082_timestamp(buf, sizeof buf, (int64_t)time(NULL));
     xnode_t *r = stanza_reply(ev->stanza);
     xnode_t *q = xnode_add_elem(r, "time", "urn:xmpp:time");
     xnode_add_text(xnode_add_elem(q, "tzo", NULL), "+00:00");

@@ -19,11 +19,6 @@ static struct vcard_conf {
 
 static storage_t *store;
 
-static int own_request(const hook_event_t *ev)
-{
-    return ev->origin && ev->from && ev->to && jid_bare_equal(ev->from, ev->to);
-}
-
 /* XEP-0054 §3.1 and §3.3: the stored vCard; none: an empty <vCard/> for the owner, and
  * <service-unavailable/> for anyone else (also for an account that does not exist, so that
  * the answer does not tell the two apart). */
@@ -32,12 +27,12 @@ static int on_get(hook_event_t *ev, void *ud)
     (void)ud;
     const jid_t *to = ev->to;
     xnode_t *child = xnode_first_elem(ev->stanza);
-    if (!to->node || strcmp(child->name, "vCard") != 0) return hook_error(ev, "modify", "bad-request");
-    int own = own_request(ev);
+    if (!to->node || strcmp(child->name, "vCard") != 0) return hook_error_cond(ev, STANZA_ERR_BAD_REQUEST);
+    int own = hook_own_account(ev);
     if (!own) {
         int ex = storage_account_exists(store, to->node, to->domain);
         if (ex < 0) return hook_error(ev, "wait", "internal-server-error");
-        if (ex == 0) return hook_error(ev, "cancel", "service-unavailable");
+        if (ex == 0) return hook_error_cond(ev, STANZA_ERR_SERVICE_UNAVAILABLE);
     }
     void *val;
     size_t len;
@@ -52,7 +47,7 @@ static int on_get(hook_event_t *ev, void *ud)
         free(val);
         if (!card) log_warn("vcard", "a stored vCard of %s does not parse", log_jid(to->bare));
     }
-    if (!card && !own) return hook_error(ev, "cancel", "service-unavailable");
+    if (!card && !own) return hook_error_cond(ev, STANZA_ERR_SERVICE_UNAVAILABLE);
     xnode_t *reply = stanza_reply(ev->stanza);
     xnode_add_child(reply, card ? card : xnode_new("vCard", NS_VCARD));
     return hook_reply(ev, reply);
@@ -101,12 +96,12 @@ static int on_presence(hook_event_t *ev, void *ud)
 static int on_set(hook_event_t *ev, void *ud)
 {
     (void)ud;
-    if (!own_request(ev)) return hook_error(ev, "auth", "forbidden");
+    if (!hook_own_account(ev)) return hook_error_cond(ev, STANZA_ERR_FORBIDDEN);
     xnode_t *child = xnode_first_elem(ev->stanza);
-    if (strcmp(child->name, "vCard") != 0) return hook_error(ev, "modify", "bad-request");
+    if (strcmp(child->name, "vCard") != 0) return hook_error_cond(ev, STANZA_ERR_BAD_REQUEST);
     size_t len;
     char *xml = xnode_serialize(child, NULL, &len);
-    if (!xml) return hook_error(ev, "modify", "bad-request");
+    if (!xml) return hook_error_cond(ev, STANZA_ERR_BAD_REQUEST);
     if (len > (size_t)conf.max_size) {
         free(xml);
         return hook_reply(ev, stanza_error(ev->stanza, "modify", "not-acceptable", "the vCard is too large"));

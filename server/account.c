@@ -1,5 +1,6 @@
-/* server/account.c: accounts going away. Every deletion (XEP-0077 through account_delete, or
- * civitasctl in another process) becomes one "user-deleted" event handled here, at a safe point. */
+/* server/account.c: accounts coming, changing and going. Every creation, password change and
+ * deletion (XEP-0077 through account_*, or civitasctl in another process) is a stored account
+ * event, fired here once as "user-created", "password-changed" or "user-deleted", at a safe point. */
 #include "account.h"
 #include "server.h"
 #include "router.h"
@@ -19,11 +20,7 @@ static int running;             /* run_events is on the stack (hooks may delete 
 
 static void presence_to(const char *type, const char *from, const char *to)
 {
-    xnode_t *p = xnode_new("presence", NS_CLIENT);
-    xnode_set_attr(p, "type", type);
-    xnode_set_attr(p, "from", from);
-    xnode_set_attr(p, "to", to);
-    route_stanza(p);
+    route_stanza(stanza_presence(type, from, to));
 }
 
 /* One deleted account of host h; event: its account event (the roster copy lives there). The
@@ -95,12 +92,15 @@ static void run_events(void)
         int64_t id;
         char *kind, *user, *domain;
         if ((r = storage_user_event_next(srv->store, &id, &kind, &user, &domain)) != 0) break;
-        if (strcmp(kind, STORAGE_EVENT_USER_DELETED) == 0) {
-            jid_t *bare = jid_make(user, domain, NULL);
-            host_t *h = bare ? host_find(bare->domain) : NULL;
-            if (h) user_deleted(h, bare, id);
-            jid_free(bare);
+        jid_t *bare = jid_make(user, domain, NULL);
+        host_t *h = bare ? host_find(bare->domain) : NULL;
+        if (h && strcmp(kind, STORAGE_EVENT_USER_DELETED) == 0) user_deleted(h, bare, id);
+        else if (h && (strcmp(kind, STORAGE_EVENT_USER_CREATED) == 0 || strcmp(kind, STORAGE_EVENT_PASSWORD_CHANGED) == 0)) {
+            /* "user-created", "password-changed": the hook names are the event kinds */
+            hook_event_t ev = {.name = kind, .host = h, .from = bare, .to = bare};
+            hook_fire(&ev);
         }
+        jid_free(bare);
         free(kind);
         free(user);
         free(domain);
@@ -132,6 +132,13 @@ static void ensure_run_ev(void)
     if (!run_ev && srv->base) run_ev = evtimer_new(srv->base, on_run, NULL);
 }
 
+/* Handle the account event just recorded at the next loop turn, after the caller returned. */
+static void events_soon(void)
+{
+    ensure_run_ev();
+    if (run_ev) event_active(run_ev, EV_TIMEOUT, 0);
+}
+
 int account_delete(const jid_t *bare)
 {
     if (!bare || !bare->node) return -1;
@@ -140,8 +147,7 @@ int account_delete(const jid_t *bare)
         log_warn("account", "deleting %s failed: %s", log_jid(bare->bare), storage_last_error(srv->store));
         return -1;
     }
-    ensure_run_ev();
-    if (run_ev) event_active(run_ev, EV_TIMEOUT, 0);
+    events_soon();
     return r;
 }
 
@@ -163,6 +169,7 @@ int account_create(const jid_t *bare, const char *password)
     int r = storage_account_create(srv->store, bare->node, bare->domain, &sha1, &sha256);
     explicit_bzero(&sha1, sizeof sha1);
     explicit_bzero(&sha256, sizeof sha256);
+    if (r == 0) events_soon();
     return r;
 }
 
@@ -173,6 +180,7 @@ int account_set_password(const jid_t *bare, const char *password)
     int r = storage_account_set_creds(srv->store, bare->node, bare->domain, &sha1, &sha256);
     explicit_bzero(&sha1, sizeof sha1);
     explicit_bzero(&sha256, sizeof sha256);
+    if (r == 0) events_soon();
     return r;
 }
 

@@ -24,6 +24,9 @@ typedef struct hook_event {
     const jid_t *from;       /* sender (for client stanzas: the session's full JID) */
     const jid_t *to;         /* addressee; for stanzas without 'to', the sender's bare JID */
     xnode_t *features;       /* "stream-features": append children to offer them */
+    int replay;              /* message/deliver/pre and /post: 1 for a stored message delivered
+                                again (offline replay, route_replay): it passed
+                                "message/deliver/pre" and "message/undelivered" when it arrived */
 } hook_event_t;
 
 typedef int (*hook_fn)(hook_event_t *ev, void *ud);

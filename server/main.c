@@ -102,12 +102,22 @@ static void on_term_timeout(evutil_socket_t fd, short what, void *arg)
 
 static void check_done(evutil_socket_t fd, short what, void *arg);
 
+/* "host-started" / "host-stopping" (module.h) for every served host, in the config's order. */
+static void fire_hosts(const char *name)
+{
+    for (size_t i = 0; i < host_count(); i++) {
+        hook_event_t ev = {.name = name, .host = host_at(i)};
+        hook_fire(&ev);
+    }
+}
+
 static void on_term(evutil_socket_t sig, short what, void *arg)
 {
     (void)what; (void)arg;
     if (srv->shutting_down) return;
     log_info("main", "signal %d: closing every stream", (int)sig);
     srv->shutting_down = 1;
+    fire_hosts("host-stopping");    /* while every session is still there */
     listen_stop();
     c2s_close_all();
     s2s_close_all();
@@ -264,6 +274,7 @@ int main(int argc, char **argv)
         log_error("main", "start-up failed");
         return 1;
     }
+    fire_hosts("host-started");     /* before the account events left while no server ran */
     account_events_start();
     struct event *ev_term = evsignal_new(srv->base, SIGTERM, on_term, NULL);
     struct event *ev_int = evsignal_new(srv->base, SIGINT, on_term, NULL);

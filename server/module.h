@@ -208,6 +208,70 @@ CIVITAS_API const void *module_host_conf(const module_ctx_t *m, const host_t *h)
  * iq_request_cancel: iq_request.h. session_presence (a session's current presence): session.h.
  * caps_info, caps_features, caps_has_feature, session_has_feature (XEP-0115): caps.h. */
 
+/* ---- Message flow ------------------------------------------------------------------------
+ * Every message the router delivers passes the same three points, whatever its route: to a local
+ * bare or full JID, to another server (after "route/remote", which blocking uses), from a local
+ * client, from federation, sent by a module (route_stanza, bounces included) or replayed from
+ * storage (route_replay, mod_offline). IQs and presence do not pass them. For a local account the
+ * addressing hooks (message/bare, message/full) run first; RFC 6121 §8.5 decides in the router
+ * (an error to a bare JID is ignored and groupchat to it bounced before "pre"; a message to a full
+ * JID without that resource continues as to the bare JID and passes "pre" once).
+ *   message/deliver/pre    right before delivery. ev->stanza may be changed in place (e.g. a
+ *                          XEP-0359 <stanza-id/> stamped); HOOK_HANDLED stops it (the core frees
+ *                          it unless the handler took it: ev->stanza = NULL). from/to/host as in
+ *                          the addressing hooks; origin = the local sender's session or NULL.
+ *   message/deliver/post   after it was written to one or more sessions or handed to federation:
+ *                          once per message, not per resource. Read-only (archive, push). For a
+ *                          remote addressee it fires when federation takes the message; a later
+ *                          failure reaches the sender as a bounce (itself a message).
+ *   message/undelivered    a message to a local account that no session took (none available with
+ *                          a non-negative priority, or all on hold: session_hold_bare): offline
+ *                          storage, push. HOOK_HANDLED: kept (or answered); otherwise the core
+ *                          drops a headline and bounces anything else (<service-unavailable/>).
+ *                          Also fired for an address without an account: handlers check.
+ * Replay: a stored message delivered later goes through route_replay, which fires "pre" and "post"
+ * again with ev->replay = 1. Rule against doubles: such a message passed "pre" and "undelivered"
+ * when it arrived, so a handler stamps (pre) and archives (post, undelivered) only when
+ * ev->replay == 0; with ev->replay == 1 it may look (push, counters) but keeps the stored stamp.
+ * So every message is stamped once and archived once, at "post" or at "undelivered". */
+#define HOOK_MESSAGE_DELIVER_PRE "message/deliver/pre"
+#define HOOK_MESSAGE_DELIVER_POST "message/deliver/post"
+#define HOOK_MESSAGE_UNDELIVERED "message/undelivered"
+
+/* ---- Lifecycle events --------------------------------------------------------------------
+ * Fired by the core from the loop (never inside the call that caused them), whoever acted:
+ *   user-created       an account was created (to = from = its bare JID; host set)
+ *   password-changed   an account's password was set (the same fields)
+ * Both travel like "user-deleted" (above; storage.h "Account events"): account_create,
+ * account_set_password (XEP-0077) and civitasctl user add/passwd record a stored event in the same
+ * transaction as the write, and the server fires the hook once per event: at the next loop turn
+ * for its own writes, within a second for another process's, at the next start for writes made
+ * while no server ran. Events of one account fire in the order they happened.
+ *   host-started       each served host (host set), once the modules are loaded, before the server
+ *                      reports ready and before the account events left from while it was down
+ *   host-stopping      each served host at SIGTERM/SIGINT, while the sessions are still open
+ * Handlers return HOOK_PASS; there is no stanza. */
+#define HOOK_USER_CREATED "user-created"
+#define HOOK_PASSWORD_CHANGED "password-changed"
+#define HOOK_HOST_STARTED "host-started"
+#define HOOK_HOST_STOPPING "host-stopping"
+
+/* ---- Stanza ownership: one rule ----------------------------------------------------------
+ * A function that sends or routes a stanza *takes* it when it is the end of its road, and only
+ * *reads* it when the stanza goes on to other places:
+ *   takes (never touch st afterwards): route_stanza, route_replay, hook_reply (its reply),
+ *     module_send_iq (iq_request.h).
+ *   reads (the caller still owns and frees it): session_send, and every hook_fire: ev->stanza
+ *     belongs to whoever fired the hook (the core frees the stanzas it fires) unless a handler
+ *     takes it by setting ev->stanza = NULL; a handler that takes it must also return
+ *     HOOK_HANDLED, and nobody else may keep a pointer to it past the handler.
+ *   builds (the caller owns the result): stanza_reply, stanza_error, stanza_error_cond,
+ *     xnode_copy, xnode_parse_one.
+ * Errors: typed conditions (stanza_err_t, stanza.h) with hook_error_cond / stanza_error_cond;
+ * hook_own_account (router.h) is the "own account?" check; stanza_presence and stanza_push_iq
+ * (stanza.h) build a presence and a push; xep0082_timestamp (stanza.h) the XEP-0082 time format;
+ * session_receives_bare (session.h) the resources a bare-JID message goes to. */
+
 /* ---- Roster service ----------------------------------------------------------------------
  * Rosters (RFC 6121 §2, XEP-0237), shared by mod_roster, mod_presence and any module that needs a
  * user's contacts: roster_load, roster_find, roster_save (versions and roster pushes), interested

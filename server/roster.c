@@ -387,17 +387,10 @@ int roster_interested(const session_t *s) { return (int)(intptr_t)session_get_da
 
 void roster_push_to(session_t *s, const jid_t *owner, const roster_item_t *it)
 {
-    static unsigned long seq;
     const jid_t *to = session_jid(s);
     if (!to) return;
-    xnode_t *iq = xnode_new("iq", NS_CLIENT);
-    char id[40];
-    snprintf(id, sizeof id, "push%lu", ++seq);
-    xnode_set_attr(iq, "type", "set");
-    xnode_set_attr(iq, "id", id);
-    xnode_set_attr(iq, "from", owner->bare);
-    xnode_set_attr(iq, "to", to->full);
-    xnode_t *q = xnode_add_elem(iq, "query", NS_ROSTER);
+    xnode_t *q = xnode_new("query", NS_ROSTER);
+    xnode_t *iq = stanza_push_iq(owner->bare, to->full, q);
     if (roster_interested(s) == 2) {
         char ver[32];
         snprintf(ver, sizeof ver, "%" PRId64, it->ver);

@@ -24,21 +24,37 @@ static const char *stanza_type(const xnode_t *st)
     return t ? t : "";
 }
 
-/* RFC 6121 §8.5.2.1: the available resources with the highest non-negative priority. */
+/* RFC 6121 §8.5.2.1: a headline (all_nonneg) to every available resource with a non-negative
+ * priority; anything else to those session_receives_bare names (sessions on hold excepted). */
 static int deliver_to_bare(user_t *u, const xnode_t *st, int all_nonneg)
 {
-    int best = -1, n = 0;
+    int n = 0;
     for (session_t *s = u ? u->sessions : NULL; s; s = s->next_in_user)
-        if (session_priority(s) > best) best = session_priority(s);
-    if (best < 0) return 0;
-    for (session_t *s = u->sessions; s; s = s->next_in_user) {
-        int p = session_priority(s);
-        if (p == best || (all_nonneg && p >= 0)) {
+        if (all_nonneg ? session_priority(s) >= 0 : session_receives_bare(s)) {
             session_deliver(s, st);
             n++;
         }
-    }
     return n;
+}
+
+/* ---- the message flow hooks (module.h, "Message flow"): for messages only ---- */
+
+/* "message/deliver/pre": 1 when a handler stopped the message (ev->stanza is then freed by the
+ * caller unless a handler took it). */
+static int message_pre(hook_event_t *ev)
+{
+    if (strcmp(ev->stanza->name, "message") != 0) return 0;
+    ev->name = "message/deliver/pre";
+    return hook_fire(ev) == HOOK_HANDLED || !ev->stanza;
+}
+
+/* "message/deliver/post": once per message, after it was written or handed to federation. */
+static void message_post(hook_event_t *ev)
+{
+    if (!ev->stanza || strcmp(ev->stanza->name, "message") != 0) return;
+    hook_event_t pev = *ev;
+    pev.name = "message/deliver/post";
+    hook_fire(&pev);
 }
 
 static void route_message_bare(host_t *h, const jid_t *to, xnode_t *st, hook_event_t *ev)
@@ -55,11 +71,18 @@ static void route_message_bare(host_t *h, const jid_t *to, xnode_t *st, hook_eve
         bounce(st, "cancel", "service-unavailable");
         return;
     }
+    if (message_pre(ev)) return;
     /* headline goes to every non-negative resource (§8.5.2.1.1); others to the best ones */
-    if (deliver_to_bare(u, st, strcmp(type, "headline") == 0) > 0) return;
-    /* §8.5.2.2: no available resource. Offline storage is a module's job (it hooks above);
-     * without one: errors and headlines are dropped, anything else bounces. */
-    if (strcmp(type, "error") == 0 || strcmp(type, "headline") == 0) return;
+    int headline = strcmp(type, "headline") == 0;
+    if (deliver_to_bare(u, st, headline) > 0) {
+        message_post(ev);
+        return;
+    }
+    /* §8.5.2.2: no available resource. Offline storage and push are modules' jobs (they hook
+     * "message/undelivered"); without one: headlines are dropped, anything else bounces. */
+    ev->name = "message/undelivered";
+    if (hook_fire(ev) == HOOK_HANDLED || !ev->stanza) return;
+    if (headline) return;
     ev->stanza = NULL;
     bounce(st, "cancel", "service-unavailable");
 }
@@ -121,6 +144,10 @@ static void route(xnode_t *st, session_t *origin, const jid_t *from)
          * here too (blocking filters it as the local hooks do for local recipients) */
         ev.name = "route/remote";
         if (hook_fire(&ev) == HOOK_HANDLED || !ev.stanza) goto out;
+        if (message_pre(&ev)) goto out;
+        /* post before federation takes it (it may send and free it at once): from here on the
+         * message is committed; a later failure comes back to the sender as a bounce */
+        message_post(&ev);
         ev.stanza = NULL;
         s2s_route(st);
         goto out;
@@ -145,8 +172,11 @@ static void route(xnode_t *st, session_t *origin, const jid_t *from)
         if (hook_fire(&ev) == HOOK_HANDLED || !ev.stanza) goto out;
         session_t *s = session_find_full(to);
         const char *type = stanza_type(st);
-        if (s) session_deliver(s, st);
-        else if (strcmp(kind, "message") == 0) {
+        if (s) {
+            if (message_pre(&ev)) goto out;
+            session_deliver(s, st);
+            message_post(&ev);
+        } else if (strcmp(kind, "message") == 0) {
             /* §8.5.3.2.1: no such resource: normal and chat are treated as to the bare JID */
             if (strcmp(type, "groupchat") == 0) {
                 ev.stanza = NULL;
@@ -180,6 +210,24 @@ void route_stanza(xnode_t *st)
     jid_free(from);
 }
 
+int route_replay(session_t *s, xnode_t *st)
+{
+    const char *from_s = xnode_attr(st, "from"), *to_s = xnode_attr(st, "to");
+    jid_t *from = from_s ? jid_new(from_s) : NULL;
+    jid_t *to = to_s ? jid_new(to_s) : NULL;
+    hook_event_t ev = {.stanza = st, .host = s->host, .from = from, .to = to ? to : s->jid, .replay = 1};
+    int written = 0;
+    if (!message_pre(&ev)) {
+        session_deliver(s, ev.stanza);
+        message_post(&ev);
+        written = 1;
+    }
+    xnode_free(ev.stanza);
+    jid_free(from);
+    jid_free(to);
+    return written;
+}
+
 int hook_reply(hook_event_t *ev, xnode_t *reply)
 {
     if (reply && ev->origin && !session_jid(ev->origin)) {
@@ -198,6 +246,16 @@ int hook_reply(hook_event_t *ev, xnode_t *reply)
 int hook_error(hook_event_t *ev, const char *type, const char *condition)
 {
     return hook_reply(ev, stanza_error(ev->stanza, type, condition, NULL));
+}
+
+int hook_own_account(const hook_event_t *ev)
+{
+    return ev->origin && ev->from && ev->to && ev->to->node && !ev->to->resource && jid_bare_equal(ev->from, ev->to);
+}
+
+int hook_error_cond(hook_event_t *ev, stanza_err_t cond)
+{
+    return hook_reply(ev, stanza_error_cond(ev->stanza, cond, NULL));
 }
 
 /* RFC 6120 §8.2.3 and §8.3: the shape every IQ must have. Returns an error condition or NULL. */

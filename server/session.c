@@ -183,6 +183,20 @@ session_t *user_sessions(const jid_t *bare)
     return u ? u->sessions : NULL;
 }
 
+int user_delivery_priority(const jid_t *bare)
+{
+    int best = -1;
+    for (session_t *s = user_sessions(bare); s; s = s->next_in_user)
+        if (!s->hold_bare && session_priority(s) > best) best = session_priority(s);
+    return best;
+}
+
+int session_receives_bare(const session_t *s)
+{
+    if (!s->jid || s->hold_bare || !s->available || s->priority < 0) return 0;
+    return s->priority == user_delivery_priority(s->jid);
+}
+
 session_t *session_find_full(const jid_t *j)
 {
     host_t *h = find_host_of(j);
@@ -259,6 +273,7 @@ void session_set_presence(session_t *s, const xnode_t *p)
 
 int session_priority(const session_t *s) { return s->available ? s->priority : -129; }
 int session_available(const session_t *s) { return s->available; }
+void session_hold_bare(session_t *s, int on) { s->hold_bare = on ? 1 : 0; }
 
 void *session_get_data(const session_t *s, const char *key)
 {

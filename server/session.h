@@ -80,6 +80,7 @@ struct session {
     unsigned freeing : 1;
     unsigned want_drained : 1;      /* fire "session-drained" once the output is empty */
     unsigned drain_watch : 1;       /* the transport's watch_output is installed */
+    unsigned hold_bare : 1;         /* not a receiver of bare-JID messages (session_hold_bare) */
     int priority;                   /* from the last available presence */
     int sasl_failures;              /* on this stream */
     host_t *host;                   /* from the stream header's 'to' */
@@ -166,6 +167,18 @@ void session_want_drained(session_t *s);
  * it, 'from' stamped), or NULL when it is not available. Read-only; valid until the session's
  * next presence. Priority: session_priority above. */
 const xnode_t *session_presence(const session_t *s);
+
+/* While held (on = 1), s is not a receiver of normal and chat messages to its bare JID (RFC 6121
+ * §8.5.2.1 picks among the others; with none left the message is "message/undelivered"), e.g.
+ * while offline replay writes older messages to it (mod_offline). Headlines and messages to its
+ * full JID still reach it. */
+void session_hold_bare(session_t *s, int on);
+/* RFC 6121 §8.5.2.1.1, the router's rule for a normal or chat message to a bare JID: the priority
+ * of the resources it goes to (the highest non-negative one among the available sessions not on
+ * hold), or -1 when none would take it (then it is "message/undelivered"). session_receives_bare:
+ * whether s is one of those resources. Headlines go to every non-negative resource instead. */
+int user_delivery_priority(const jid_t *bare);
+int session_receives_bare(const session_t *s);
 CIVITAS_API_END
 
 #endif

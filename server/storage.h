@@ -170,6 +170,11 @@ int64_t storage_last_insert_id(storage_t *s);
  * civitasctl while no server runs is handled at the next start. The copy is the only data of a
  * deleted account kept after the deletion, and only until the server has handled the event. ---- */
 #define STORAGE_EVENT_USER_DELETED "user-deleted"
+/* storage_account_create and storage_account_set_creds record, in the same transaction as the
+ * write, a STORAGE_EVENT_USER_CREATED / STORAGE_EVENT_PASSWORD_CHANGED event (no rows copied):
+ * the server fires "user-created" / "password-changed" once for each, whichever process wrote. */
+#define STORAGE_EVENT_USER_CREATED "user-created"
+#define STORAGE_EVENT_PASSWORD_CHANGED "password-changed"
 #define STORAGE_CONTACTS_STORE "roster"
 
 /* The oldest event: 0 with *id and malloc'd *kind, *user, *domain (the caller frees them); 1 none;

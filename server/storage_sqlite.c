@@ -751,6 +751,23 @@ static sqlite3_stmt *account_write_stmt(storage_t *s, int id, const char *user, 
     return st;
 }
 
+static int record_event(storage_t *s, const char *kind, const char *user, const char *domain);
+
+/* One account write and, when it changed a row, its account event, in one transaction. */
+static int account_write(storage_t *s, sqlite3_stmt *st, const char *what, const char *event,
+                         const char *user, const char *domain)
+{
+    int kind = tx_begin(s);
+    if (kind < 0) {
+        done(st);
+        return -1;
+    }
+    int ok = run(s, st, what) == 0, changed = ok && sqlite3_changes(s->db) > 0;
+    if (changed && record_event(s, event, user, domain) < 0) ok = 0;
+    if (tx_end(s, kind, ok) < 0) return -1;
+    return changed ? 0 : 1;
+}
+
 int storage_account_create(storage_t *s, const char *user, const char *domain,
                            const scram_creds_t *sha1, const scram_creds_t *sha256)
 {
@@ -761,8 +778,7 @@ int storage_account_create(storage_t *s, const char *user, const char *domain,
         done(st);
         return db_fail(s, rc, "bind");
     }
-    if (run(s, st, "create account") < 0) return -1;
-    return sqlite3_changes(s->db) == 0 ? 1 : 0;
+    return account_write(s, st, "create account", STORAGE_EVENT_USER_CREATED, user, domain);
 }
 
 int storage_account_set_creds(storage_t *s, const char *user, const char *domain,
@@ -770,8 +786,7 @@ int storage_account_set_creds(storage_t *s, const char *user, const char *domain
 {
     sqlite3_stmt *st = account_write_stmt(s, ST_ACC_SET, user, domain, sha1, sha256);
     if (!st) return -1;
-    if (run(s, st, "set credentials") < 0) return -1;
-    return sqlite3_changes(s->db) == 0 ? 1 : 0;
+    return account_write(s, st, "set credentials", STORAGE_EVENT_PASSWORD_CHANGED, user, domain);
 }
 
 /* Copy a blob column into dst, which must receive exactly want bytes (want 0: 1..max bytes). */
@@ -930,6 +945,16 @@ static int delete_from_user_table(storage_t *s, const user_table_t *t, const cha
     return r;
 }
 
+/* An account event of kind (STORAGE_EVENT_*) for user@domain. 0 / -1 */
+static int record_event(storage_t *s, const char *kind, const char *user, const char *domain)
+{
+    storage_value_t p[3] = {{.type = STORAGE_TEXT, .p = kind, .len = strlen(kind)},
+                            {.type = STORAGE_TEXT, .p = user, .len = strlen(user)},
+                            {.type = STORAGE_TEXT, .p = domain, .len = strlen(domain)}};
+    return storage_query(s, "INSERT INTO user_events (kind, user, domain) VALUES (?, ?, ?)", p, 3, NULL, NULL) < 0
+           ? -1 : 0;
+}
+
 /* The "user-deleted" event of an account, with a copy of its STORAGE_CONTACTS_STORE rows. */
 static int record_deletion(storage_t *s, const char *user, const char *domain)
 {
@@ -937,8 +962,7 @@ static int record_deletion(storage_t *s, const char *user, const char *domain)
                              .len = strlen(STORAGE_EVENT_USER_DELETED)},
                             {.type = STORAGE_TEXT, .p = user, .len = strlen(user)},
                             {.type = STORAGE_TEXT, .p = domain, .len = strlen(domain)}};
-    if (storage_query(s, "INSERT INTO user_events (kind, user, domain) VALUES (?, ?, ?)", p, 3, NULL, NULL) < 0)
-        return -1;
+    if (record_event(s, STORAGE_EVENT_USER_DELETED, user, domain) < 0) return -1;
     storage_value_t q[4] = {{.type = STORAGE_INT, .i = sqlite3_last_insert_rowid(s->db)},
                             {.type = STORAGE_TEXT, .p = STORAGE_CONTACTS_STORE, .len = strlen(STORAGE_CONTACTS_STORE)},
                             p[1], p[2]};

@@ -32,11 +32,11 @@ def standard_modules():
 MODULES = standard_modules() + ["test_api"]
 
 
-def module_dir():
-    """A directory with every standard module and mod_test_api, as CIVITAS_MODULE_DIR; None when the
-    test module is not built."""
+def module_dir(test_module="mod_test_api"):
+    """A directory with every standard module and the test module, as CIVITAS_MODULE_DIR; None when
+    the test module is not built."""
     b = build_dir()
-    test = os.path.join(b, "tests", "modules", ".libs", "mod_test_api.so")
+    test = os.path.join(b, "tests", "modules", ".libs", test_module + ".so")
     if not os.path.exists(test):
         return None
     d = tempfile.mkdtemp(prefix="civitas-mods-")

@@ -484,6 +484,22 @@ static void test_user_events(storage_t *s)
     }
     ok(storage_user_event_next(s, &id, &kind, &user, &domain) == 1, "account events: none after handling them");
     storage_account_create(s, "dora", "a.example", &a, NULL);
+    static const char *const expect[] = {STORAGE_EVENT_USER_CREATED, STORAGE_EVENT_PASSWORD_CHANGED};
+    ok(storage_account_create(s, "dora", "a.example", &a, NULL) == 1
+       && storage_account_set_creds(s, "dora", "a.example", &a, NULL) == 0
+       && storage_account_set_creds(s, "ghost", "a.example", &a, NULL) == 1, "account events: create, again, set creds");
+    int seen = 0;
+    for (int i = 0; i < 3 && storage_user_event_next(s, &id, &kind, &user, &domain) == 0; i++) {
+        if (i < 2 && strcmp(kind, expect[i]) == 0 && strcmp(user, "dora") == 0 && strcmp(domain, "a.example") == 0)
+            seen++;
+        else
+            seen = -10;
+        free(kind);
+        free(user);
+        free(domain);
+        storage_user_event_done(s, id);
+    }
+    ok(seen == 2, "account events: creating and setting creds left user-created, password-changed (no more)");
     storage_kv_set(s, STORAGE_CONTACTS_STORE, "dora", "a.example", "eve@b.example", "r1", 2);
     storage_kv_set(s, STORAGE_CONTACTS_STORE, "dora", "a.example", "fred@a.example", "r2", 2);
     storage_kv_set(s, "vcard", "dora", "a.example", "card", "not copied", 10);
