@@ -9,6 +9,7 @@
 typedef struct session session_t;     /* a client's stream (opaque to modules) */
 typedef struct host host_t;           /* a domain this server serves */
 typedef struct module_ctx module_ctx_t;  /* a loaded module's handle: what it registered */
+typedef struct component component_t;   /* a domain a module serves (component.h) */
 
 /* Handlers answer HOOK_HANDLED (stop: the stanza or event is dealt with) or HOOK_PASS
  * (let the next handler, and finally the core's default, have it). */
@@ -27,6 +28,7 @@ typedef struct hook_event {
     int replay;              /* message/deliver/pre and /post: 1 for a stored message delivered
                                 again (offline replay, route_replay): it passed
                                 "message/deliver/pre" and "message/undelivered" when it arrived */
+    component_t *component;  /* stanzas to a component (component.h): the component addressed */
 } hook_event_t;
 
 typedef int (*hook_fn)(hook_event_t *ev, void *ud);

@@ -693,6 +693,7 @@ static void module_forget(module_ctx_t *m)
 {
     timers_forget(m);
     hook_forget(m);
+    component_forget(m);
     size_t j = 0;
     for (size_t i = 0; i < nfeatures; i++) {
         if (features[i].owner == m) free(features[i].var);
@@ -727,6 +728,7 @@ void modules_unload(void)
         free(m);
     }
     hook_free_all();
+    component_forget(NULL);
     free(features); features = NULL;
     free(identities); identities = NULL;
 }

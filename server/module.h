@@ -23,8 +23,10 @@
 #include "timer.h"       /* module_add_timer, module_timer_cancel */
 #include "iq_request.h"  /* module_send_iq: IQ requests with a result callback */
 #include "caps.h"        /* XEP-0115 capabilities of a JID */
+#include "component.h"   /* module_add_component: subdomains a module serves; disco items */
 
-#define CIVITAS_MODULE_ABI 3     /* 2: module_t gained conf_size and depends; 3: store */
+#define CIVITAS_MODULE_ABI 4     /* 2: module_t gained conf_size and depends; 3: store;
+                                    4: hook_event_t.component */
 
 /* Hook names, after Prosody's (the '<ns>' is the namespace of the IQ's child element):
  *   iq-get/host/<ns>, iq-set/host/<ns>   IQ to the server's domain
@@ -76,7 +78,6 @@ void module_add_feature(module_ctx_t *m, const char *var);
 void module_add_identity(module_ctx_t *m, const char *category, const char *type, const char *name);
 size_t module_feature_count(void);
 const char *module_feature(size_t i);
-typedef struct disco_identity { const char *category, *type, *name; } disco_identity_t;
 size_t module_identity_count(void);
 const disco_identity_t *module_identity(size_t i);
 

@@ -5,6 +5,7 @@
 #include "s2s.h"
 #include "caps.h"
 #include "iq_request.h"
+#include "component.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,6 +107,31 @@ static void route_iq_local(host_t *h, const jid_t *to, xnode_t *st, hook_event_t
     bounce(st, "cancel", "service-unavailable");
 }
 
+/* A stanza to a component's domain or a JID at it: its handler, then the core's defaults
+ * (component.h). */
+static void route_component(component_t *c, const jid_t *to, xnode_t *st, hook_event_t *ev)
+{
+    const char *kind = st->name, *type = stanza_type(st);
+    int iq = strcmp(kind, "iq") == 0, message = strcmp(kind, "message") == 0;
+    ev->name = iq ? "component/iq" : message ? "component/message" : "component/presence";
+    if (component_fire(c, ev) == HOOK_HANDLED || !ev->stanza) return;
+    if (iq) {
+        if (strcmp(type, "get") != 0 && strcmp(type, "set") != 0) return;
+        if (!to->node && !to->resource) {
+            xnode_t *child = xnode_first_elem(st);
+            char *name = xasprintf("iq-%s/component/%s", type, child ? child->ns : "");
+            ev->name = name;
+            int r = hook_fire(ev);
+            free(name);
+            if (r == HOOK_HANDLED || !ev->stanza) return;
+        }
+    } else if (!message || strcmp(type, "error") == 0 || strcmp(type, "headline") == 0) {
+        return;                     /* presence, errors and headlines nobody took are dropped */
+    }
+    ev->stanza = NULL;
+    bounce(st, "cancel", "service-unavailable");
+}
+
 /* Presence from another account's JID (local or remote) to a local account: the caps service
  * learns from it, then "contact-presence" (HOOK_CONTACT_PRESENCE, module.h; the core names hooks
  * by their strings since it cannot include module.h). Does not change or take the stanza. */
@@ -139,6 +165,12 @@ static void route(xnode_t *st, session_t *origin, const jid_t *from)
     }
     hook_event_t ev = {.stanza = st, .origin = origin, .host = h, .from = from, .to = to};
     if (h && to->node && strcmp(st->name, "presence") == 0) contact_presence(&ev);
+    component_t *c = h ? NULL : component_find(to->domain);
+    if (c) {
+        ev.host = component_parent(c);
+        route_component(c, to, st, &ev);
+        goto out;
+    }
     if (!h) {                       /* a remote domain: federation queues, sends or bounces it */
         /* the last look before it leaves: what a module sends on a local user's behalf passes
          * here too (blocking filters it as the local hooks do for local recipients) */

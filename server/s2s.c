@@ -34,7 +34,7 @@ int s2s_policy_allows(const char *domain, const char **why)
         *why = "federation is off";
         return 0;
     }
-    if (host_find(domain)) {
+    if (host_find(domain) || component_find(domain)) {
         *why = "that is one of our own domains";
         return 0;
     }

@@ -6,6 +6,7 @@
 #include "xml.h"
 #include "jid.h"
 #include "host.h"
+#include "component.h"
 #include "stanza.h"
 #include <stdint.h>
 

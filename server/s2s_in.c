@@ -150,6 +150,7 @@ static int in_open(s2s_conn_t *c, const char *ns_stream, const char *name, const
     const char *to = s2s_attr(attrs, "to"), *from = s2s_attr(attrs, "from"), *version = s2s_attr(attrs, "version");
     char *dom = to ? jid_prep_domain(to) : NULL;
     host_t *h = dom ? host_find(dom) : NULL;
+    if (dom && !h) h = component_host(dom);         /* a component's domain is ours too */
     free(dom);
     if (in->host && h != in->host) h = NULL;        /* a restart may not switch domains */
     char *pfrom = from ? jid_prep_domain(from) : NULL;
@@ -331,7 +332,7 @@ static void handle_db_result(s2s_in_t *in, xnode_t *el)
     in_pair_t *p;
     if (!from) {
         s2s_conn_close(in->conn, "invalid-from", NULL, "dialback with an invalid from");
-    } else if (!to || !host_find(to)) {
+    } else if (!to || (!host_find(to) && !component_find(to))) {
         log_info("s2s", "incoming %s -> %s refused: not a domain of ours", from, to_a);
         db_answer(in, "result", to_a, from, NULL, "error", "item-not-found");
     } else if (!s2s_policy_allows(from, &why)) {
@@ -398,7 +399,7 @@ static void handle_db_verify(s2s_in_t *in, xnode_t *el)
     char *from = jid_prep_domain(from_a), *to = jid_prep_domain(to_a), *key = trimmed_text(el);
     if (!from) {
         s2s_conn_close(in->conn, "invalid-from", NULL, "db:verify with an invalid from");
-    } else if (!to || !host_find(to)) {
+    } else if (!to || (!host_find(to) && !component_find(to))) {
         db_answer(in, "verify", to_a, from, id, "error", "item-not-found");
     } else {
         int valid = dialback_check(from, to, id, key);
@@ -420,7 +421,7 @@ static void handle_stanza(s2s_in_t *in, xnode_t *st)
     /* RFC 6120 §4.9.3.11, §4.9.3.6, §4.9.3.9 */
     if (!fj || !tj) {
         s2s_conn_close(in->conn, "improper-addressing", NULL, "stanza without a valid from/to");
-    } else if (!host_find(tj->domain)) {
+    } else if (!host_find(tj->domain) && !component_find(tj->domain)) {
         s2s_conn_close(in->conn, "host-unknown", NULL, "stanza to a domain we do not serve");
     } else if (!(p = pair_find(in, fj->domain, tj->domain)) || !p->ok) {
         s2s_conn_close(in->conn, "invalid-from", NULL, "stanza from a domain not authenticated on this stream");

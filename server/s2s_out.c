@@ -71,6 +71,14 @@ static void try_target(s2s_out_t *o);
 static void try_addr(s2s_out_t *o);
 static const s2s_conn_cb_t out_cb;
 
+/* The host whose certificate a stream from `local` presents: a component's parent's (component.h;
+ * when that certificate does not name the component's domain, the peer falls back to dialback). */
+static const char *out_cert_host(const char *local)
+{
+    const host_t *h = component_cert_host(local);
+    return h ? host_name(h) : local;
+}
+
 /* ---- small things ---- */
 
 static void bounce(xnode_t *st, const char *type, const char *cond, const char *text)
@@ -285,7 +293,7 @@ static void out_tcp_up(s2s_conn_t *c)
     s2s_out_t *o = c->owner;
     if (!o) return;
     if (o->targets && o->targets[o->ti].direct_tls) {
-        struct ssl_st *ssl = tls_new_client_ssl(srv->tls, o->local, o->remote);
+        struct ssl_st *ssl = tls_new_client_ssl(srv->tls, out_cert_host(o->local), o->remote);
         if (!ssl) {
             s2s_conn_abort(c, "cannot set up TLS");
             return;
@@ -434,7 +442,7 @@ static int out_stanza(s2s_conn_t *c, xnode_t *el)
     if (strcmp(el->ns, NS_STREAMS) == 0 && strcmp(el->name, "features") == 0) {
         handle_features(o, el);
     } else if (strcmp(el->ns, NS_TLS) == 0 && strcmp(el->name, "proceed") == 0 && !c->tls_active) {
-        struct ssl_st *ssl = tls_new_client_ssl(srv->tls, o->local, o->remote);
+        struct ssl_st *ssl = tls_new_client_ssl(srv->tls, out_cert_host(o->local), o->remote);
         if (!ssl) {
             out_fail(o, "remote-server-not-found", "cannot set up TLS");
         } else {
@@ -705,7 +713,7 @@ void s2s_route(xnode_t *st)
     const char *why = NULL;
     size_t bytes = 0;
     char *xml = NULL;
-    if (!from || !to || !host_find(from->domain)) {
+    if (!from || !to || (!host_find(from->domain) && !component_find(from->domain))) {
         log_debug("s2s", "dropped a stanza to a remote domain without a local sender");
         xnode_free(st);
     } else if (srv->shutting_down) {
