@@ -1,5 +1,6 @@
 /* modules/mod_disco.c: XEP-0030 Service Discovery for the server's domain: identity and the
- * features every loaded module registered; items (none yet, components will add them). */
+ * features every loaded module registered; items: the host's components and the items modules
+ * added (component.h); and the disco#info of each component's domain. */
 #include "module.h"
 #include <string.h>
 
@@ -24,12 +25,77 @@ static int on_info(hook_event_t *ev, void *ud)
     return hook_reply(ev, r);
 }
 
+/* The host's items: the components it is the parent of, and the plain items modules added. */
+static void host_items(xnode_t *q, const host_t *h)
+{
+    for (size_t i = 0; i < component_count(); i++) {
+        const component_t *c = component_at(i);
+        if (component_parent(c) != h) continue;
+        xnode_t *e = xnode_add_elem(q, "item", NULL);
+        xnode_set_attr(e, "jid", component_domain(c));
+        if (component_name(c)) xnode_set_attr(e, "name", component_name(c));
+    }
+    for (size_t i = 0; i < module_item_count(); i++) {
+        const disco_item_t *it = module_item(i);
+        if (it->host != h) continue;
+        xnode_t *e = xnode_add_elem(q, "item", NULL);
+        xnode_set_attr(e, "jid", it->jid);
+        if (it->node) xnode_set_attr(e, "node", it->node);
+        if (it->name) xnode_set_attr(e, "name", it->name);
+    }
+}
+
 static int on_items(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    xnode_t *r = stanza_reply(ev->stanza);
+    xnode_t *q = xnode_add_elem(r, "query", NS_DISCO_ITEMS);
+    const char *node = xnode_attr(xnode_first_elem(ev->stanza), "node");
+    if (!node || !*node) host_items(q, ev->host);
+    return hook_reply(ev, r);
+}
+
+/* disco#info of a component's domain: what its module registered, plus disco itself. */
+static int on_component_info(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    const component_t *c = ev->component;
+    const char *node = xnode_attr(xnode_first_elem(ev->stanza), "node");
+    if (!c || (node && *node)) return hook_error(ev, "cancel", "item-not-found");
+    xnode_t *r = stanza_reply(ev->stanza);
+    xnode_t *q = xnode_add_elem(r, "query", NS_DISCO_INFO);
+    for (size_t i = 0; i < component_identity_count(c); i++) {
+        const disco_identity_t *id = component_identity(c, i);
+        xnode_t *e = xnode_add_elem(q, "identity", NULL);
+        xnode_set_attr(e, "category", id->category);
+        xnode_set_attr(e, "type", id->type);
+        if (id->name) xnode_set_attr(e, "name", id->name);
+    }
+    int info = 0, items = 0;
+    for (size_t i = 0; i < component_feature_count(c); i++) {
+        const char *f = component_feature(c, i);
+        info |= strcmp(f, NS_DISCO_INFO) == 0;
+        items |= strcmp(f, NS_DISCO_ITEMS) == 0;
+        xnode_set_attr(xnode_add_elem(q, "feature", NULL), "var", f);
+    }
+    if (!info) xnode_set_attr(xnode_add_elem(q, "feature", NULL), "var", NS_DISCO_INFO);
+    if (!items) xnode_set_attr(xnode_add_elem(q, "feature", NULL), "var", NS_DISCO_ITEMS);
+    return hook_reply(ev, r);
+}
+
+/* disco#items of a component's domain that its module did not answer: none. */
+static int on_component_items(hook_event_t *ev, void *ud)
 {
     (void)ud;
     xnode_t *r = stanza_reply(ev->stanza);
     xnode_add_elem(r, "query", NS_DISCO_ITEMS);
     return hook_reply(ev, r);
+}
+
+static void component_hooks(module_ctx_t *m)
+{
+    module_hook(m, "iq-get/component/" NS_DISCO_INFO, 0, on_component_info, NULL);
+    module_hook(m, "iq-get/component/" NS_DISCO_ITEMS, 0, on_component_items, NULL);
 }
 
 static int load(module_ctx_t *m)
@@ -39,6 +105,7 @@ static int load(module_ctx_t *m)
     module_add_feature(m, NS_DISCO_ITEMS);
     module_hook(m, "iq-get/host/" NS_DISCO_INFO, 0, on_info, NULL);
     module_hook(m, "iq-get/host/" NS_DISCO_ITEMS, 0, on_items, NULL);
+    component_hooks(m);
     return 0;
 }
 
