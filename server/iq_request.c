@@ -1,6 +1,7 @@
 /* server/iq_request.c: IQ requests sent by the core or a module with a result callback
  * (module_send_iq, iq_request.h): the pending table, answer matching by id and sender, time-outs. */
 #include "iq_request.h"
+#include "component.h"
 #include "timer.h"
 #include "host.h"
 #include "stanza.h"
@@ -91,7 +92,7 @@ iq_request_t *module_send_iq(module_ctx_t *m, xnode_t *iq, const char *expected_
     jid_t *peer = expected_from ? jid_new(expected_from) : (to_s ? jid_new(to_s) : NULL);
     const char *id = xnode_attr(iq, "id");
     int ok = cb && strcmp(iq->name, "iq") == 0 && type && (strcmp(type, "get") == 0 || strcmp(type, "set") == 0) &&
-             to && from && peer && host_find(from->domain) && env && (!m || !env->unloading(m)) &&
+             to && from && peer && (host_find(from->domain) || component_find(from->domain)) && env && (!m || !env->unloading(m)) &&
              (!id || (*id && !strmap_get(pending, id)));
     if (!ok) {
         jid_free(to); jid_free(from); jid_free(peer);

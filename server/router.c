@@ -157,15 +157,15 @@ static void route(xnode_t *st, session_t *origin, const jid_t *from)
         return;
     }
     host_t *h = find_host_of(to);
+    component_t *c = h ? NULL : component_find(to->domain);
     /* the answer to an IQ request of the core or a module (iq_request.c) goes no further */
-    if (h && strcmp(st->name, "iq") == 0 && iq_request_deliver(st, from, to)) {
+    if ((h || c) && strcmp(st->name, "iq") == 0 && iq_request_deliver(st, from, to)) {
         xnode_free(st);
         jid_free(to);
         return;
     }
     hook_event_t ev = {.stanza = st, .origin = origin, .host = h, .from = from, .to = to};
     if (h && to->node && strcmp(st->name, "presence") == 0) contact_presence(&ev);
-    component_t *c = h ? NULL : component_find(to->domain);
     if (c) {
         ev.host = component_parent(c);
         route_component(c, to, st, &ev);

@@ -64,6 +64,18 @@ def local(t, srv):
              "ping to %s: result from it" % to, lambda: el_str(r) if r is not None else c.dump())
     echo(t, c, "svc.localhost", "one", "domain")
     echo(t, c, "echo@svc.localhost/res", "two", "full JID")
+    # the component's own IQ requests (module_send_iq from its domain): the answer reaches it
+    c.message("echo@svc.localhost/res", "ping-me")
+    iq = c.expect(lambda el: el.tag == q(NS_CLIENT, "iq") and el.get("type") == "get"
+                  and el.find(q(NS_PING, "ping")) is not None, timeout=10)
+    t.ok(iq is not None and iq.get("from") == "echo@svc.localhost/res", "the component's IQ request reaches the client",
+         lambda: el_str(iq) if iq is not None else c.dump())
+    if iq is not None:
+        c.send("<iq type='result' id='%s' to='%s'/>" % (iq.get("id"), iq.get("from")))
+    m = c.expect(lambda el: el.tag == q(NS_CLIENT, "message") and (el.findtext(q(NS_CLIENT, "body")) or "").startswith("pinged:"),
+                 timeout=10)
+    t.is_(m.findtext(q(NS_CLIENT, "body")) if m is not None else None, "pinged: result",
+          "the answer to the component's IQ request reaches its callback")
     # unknown JIDs at the component: its own error
     r = ping(c, "nobody@svc.localhost/x")
     t.ok(r is not None and r.get("type") == "error" and error_condition(r) == "item-not-found"
