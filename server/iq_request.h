@@ -12,8 +12,8 @@ typedef struct module_ctx module_ctx_t;  /* a loaded module's handle (hook.h) */
 CIVITAS_API_BEGIN
 /* Like libstrophe's xmpp_id_handler_add and Prosody's module:send_iq. module_send_iq takes an
  * <iq type='get|set'> with 'to' and 'from' set ('from': this server's domain, a local account's
- * JID, or a component's domain or a JID at it: where the answer is addressed) and takes ownership of it. Without an 'id' it gets a random
- * one (128 bits from the CSPRNG, so a third party can neither guess nor predict it); an 'id' the
+ * JID, or a component's domain or a JID at it: where the answer is addressed) and takes ownership
+ * of it. Without an 'id' it gets a random one (128 bits from the CSPRNG, so a third party can neither guess nor predict it); an 'id' the
  * caller set must not be pending already. The IQ is routed (local session, local account, or
  * over federation) and the callback runs exactly once, with one outcome:
  *   IQ_RESULT, IQ_ERROR  the answer: an <iq type='result|error'> with that id, addressed to the
