@@ -22,7 +22,9 @@ CIVITAS_API_BEGIN
  * from what is registered below); any other IQ get/set and any message (not error or headline)
  * is answered <service-unavailable/>; presence is dropped. What the component sends goes out
  * through route_stanza with 'from' at its domain, to local users and over federation. Returns
- * NULL (logged) when the domain is invalid or taken. Removed when m is unloaded. */
+ * NULL (logged) when the domain is invalid or taken. Removed when m is unloaded. Messages to a
+ * component end at it: they do not pass the message flow hooks (module.h, "Message flow"); what
+ * it sends to accounts does. Its IQ requests (module_send_iq from its domain) work as a host's. */
 component_t *module_add_component(module_ctx_t *m, host_t *parent, const char *domain, const char *name,
                                   hook_fn fn, void *ud);
 const char *component_domain(const component_t *c);

@@ -67,6 +67,12 @@
  *                                        handlers drop whatever they hold for the account. Afterwards
  *                                        the core tells the contacts (unavailable, unsubscribe,
  *                                        unsubscribed). See account_delete below.
+ *   component/iq, component/message, component/presence
+ *                                        not hooks: the names a component's own handler is called
+ *                                        with (component.h, module_add_component)
+ *   iq-get/component/<ns>, iq-set/component/<ns>
+ *                                        an IQ to a component's bare domain its handler passed on
+ *                                        (ev->component set; mod_disco answers disco#info/#items)
  *   presence/resend                      send from's current presence to the contact 'to' if it is
  *                                        subscribed (fired by blocking on unblock; presence answers)
  * Handlers of one name run by descending priority (0 is the usual one).
