@@ -79,6 +79,15 @@ const char *module_feature(size_t i);
 typedef struct disco_identity { const char *category, *type, *name; } disco_identity_t;
 size_t module_identity_count(void);
 const disco_identity_t *module_identity(size_t i);
+/* XEP-0030 for an account's bare JID: what mod_disco answers disco#info to user@host with (besides
+ * the identity account/registered and the disco features), e.g. pubsub/pep and PEP's features
+ * (XEP-0163 §1). Removed at the module's unload like the server's. */
+void module_add_account_feature(module_ctx_t *m, const char *var);
+void module_add_account_identity(module_ctx_t *m, const char *category, const char *type, const char *name);
+size_t module_account_feature_count(void);
+const char *module_account_feature(size_t i);
+size_t module_account_identity_count(void);
+const disco_identity_t *module_account_identity(size_t i);
 
 /* The module's own section of the config (top-level key named after the module), or NULL.
  * Read it with cfg_get_int/cfg_get_bool/cfg_get_string/cfg_check_keys from config.h. */
