@@ -211,6 +211,10 @@ CIVITAS_API const void *module_host_conf(const module_ctx_t *m, const host_t *h)
 #define HOOK_RESOURCE_UNAVAILABLE "resource-unavailable"
 #define HOOK_CONTACT_PRESENCE "contact-presence"
 #define HOOK_CAPS_KNOWN "caps-known"
+/* mod_pep (XEP-0163): fired before an item is stored. stanza = the whole publish IQ (read-only),
+ * origin = the publisher's session, from = its full JID, to = the owner's bare JID, host set. A
+ * handler that returns HOOK_HANDLED has answered the IQ with an error; nothing is stored. */
+#define HOOK_PEP_PUBLISH "pep/publish"
 
 /* ---- Timers, IQ requests, presence and capabilities -------------------------------------
  * module_add_timer, module_timer_cancel: timer.h. module_send_iq (an IQ with a result callback),
