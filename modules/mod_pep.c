@@ -296,7 +296,7 @@ static void send_event(const char *owner, const char *to, xnode_t *items_el)
     static unsigned long counter;
     char id[32];
     snprintf(id, sizeof id, "pep%lu", ++counter);
-    xnode_t *m = xnode_new("message", NULL);
+    xnode_t *m = xnode_new("message", NS_CLIENT);
     xnode_set_attr(m, "from", owner);
     xnode_set_attr(m, "to", to);
     xnode_set_attr(m, "type", "headline");
