@@ -43,13 +43,17 @@ static const store_column_t item_columns[] = {
     {"owner", STORE_TEXT}, {"node", STORE_TEXT}, {"id", STORE_TEXT}, {"seq", STORE_INT},
     {"publisher", STORE_TEXT}, {"time", STORE_INT}, {"payload", STORE_BLOB}, {.name = NULL}};
 static const store_index_t item_indexes[] = {{"by_seq", "owner, node, seq"}, {.name = NULL}};
+enum { S_OWNER, S_NODE, S_JID };
+static const store_column_t sub_columns[] = {
+    {"owner", STORE_TEXT}, {"node", STORE_TEXT}, {"jid", STORE_TEXT}, {.name = NULL}};
 static const store_table_t tables[] = {
+    {.name = "subscriptions", .columns = sub_columns, .key = "owner, node, jid", .account = "owner"},
     {.name = "nodes", .columns = node_columns, .key = "owner, node", .account = "owner"},
     {.name = "items", .columns = item_columns, .key = "owner, node, id", .account = "owner", .indexes = item_indexes},
     {.name = NULL}};
 static const store_schema_t schema = {.version = 1, .tables = tables};
 
-static store_t *nodes, *items;
+static store_t *nodes, *items, *subs;
 
 /* ---- node configuration ---- */
 enum { ACCESS_OPEN, ACCESS_PRESENCE, ACCESS_WHITELIST };
@@ -264,11 +268,17 @@ static xnode_t *item_xml(const store_row_t *row, int with_payload, const char *n
 
 static int is_owner(const hook_event_t *ev) { return ev->from && jid_bare_equal(ev->from, ev->to); }
 
+static int can_read(const jid_t *owner, const jid_t *who, const node_config_t *c)
+{
+    if (!who) return 0;
+    if (jid_bare_equal(owner, who) || c->access == ACCESS_OPEN) return 1;
+    return c->access == ACCESS_PRESENCE && roster_is_subscribed(owner, who, ROSTER_SUB_FROM);
+}
+
 /* 1 allowed; otherwise answers with the XEP-0060 §6.5.9 error and returns 0. */
 static int may_read(hook_event_t *ev, const node_config_t *c)
 {
-    if (is_owner(ev) || c->access == ACCESS_OPEN) return 1;
-    if (c->access == ACCESS_PRESENCE && ev->from && roster_is_subscribed(ev->to, ev->from, ROSTER_SUB_FROM)) return 1;
+    if (can_read(ev->to, ev->from, c)) return 1;
     xnode_t *e = stanza_error(ev->stanza, c->access == ACCESS_PRESENCE ? "auth" : "cancel",
                               c->access == ACCESS_PRESENCE ? "not-authorized" : "not-allowed", NULL);
     xnode_t *err = xnode_child(e, "error", NULL);
@@ -291,9 +301,15 @@ static int pubsub_error(hook_event_t *ev, const char *type, const char *cond, co
 /* Full JIDs of remote contacts that sent available presence to a local account: "owner\nfull". */
 static strmap_t *remote_present;
 
+static strmap_t *notify_sent;      /* while notify() runs: the JIDs already sent to */
+
 static void send_event(const char *owner, const char *to, xnode_t *items_el)
 {
     static unsigned long counter;
+    if (notify_sent) {
+        if (strmap_get(notify_sent, to)) return;
+        strmap_put(notify_sent, to, (void *)1);
+    }
     char id[32];
     snprintf(id, sizeof id, "pep%lu", ++counter);
     xnode_t *m = xnode_new("message", NS_CLIENT);
@@ -328,6 +344,7 @@ static void notify(const char *owner_s, const char *node, xnode_t *items_el)
     jid_t *owner = jid_new(owner_s);
     if (!owner) return;
     notify_ctx_t n = {owner_s, node, items_el, xasprintf("%s+notify", node)};
+    notify_sent = strmap_new();
     for (session_t *s = user_sessions(owner); s; s = session_next_in_user(s))
         if (session_available(s)) send_event(owner_s, session_jid(s)->full, items_el);
     roster_t *r = roster_load(owner);
@@ -347,6 +364,21 @@ static void notify(const char *owner_s, const char *node, xnode_t *items_el)
     const char *key;
     void *val;
     while (strmap_next(remote_present, &pos, &key, &val)) notify_remote(key, val, &n);
+    /* explicit subscriptions (XEP-0060 §6.1), as long as the access model still lets them read */
+    node_config_t c;
+    int have = node_get(owner_s, node, &c);
+    storage_value_t p[] = {STORE_VAL_TEXT(owner_s), STORE_VAL_TEXT(node)};
+    store_page_t page = {0};
+    if (store_range(subs, &(store_range_t){.prefix = p, .nprefix = 2, .limit = STORE_MAX_LIMIT}, &page) == 0) {
+        for (int i = 0; i < page.n; i++) {
+            jid_t *sj = jid_new(page.rows[i]->col[S_JID].p);
+            if (sj && (have != 0 || can_read(owner, sj, &c))) send_event(owner_s, sj->full, items_el);
+            jid_free(sj);
+        }
+    }
+    store_page_free(&page);
+    strmap_free(notify_sent);
+    notify_sent = NULL;
     free(n.feature);
     jid_free(owner);
 }
@@ -626,6 +658,83 @@ static int do_create(hook_event_t *ev, xnode_t *ps, xnode_t *req)
     return hook_reply(ev, stanza_reply(ev->stanza));
 }
 
+/* XEP-0060 §6.1: subscribe (jid must be the requester's bare or full JID), §6.2 unsubscribe. */
+static int do_subscribe(hook_event_t *ev, xnode_t *req, int sub)
+{
+    const char *owner = ev->to->bare, *node = xnode_attr(req, "node"), *js = xnode_attr(req, "jid");
+    if (!node || !*node) return pubsub_error(ev, "modify", "bad-request", "nodeid-required");
+    jid_t *j = js ? jid_new(js) : NULL;
+    if (!j || !ev->from || !jid_bare_equal(j, ev->from)) {
+        jid_free(j);
+        return pubsub_error(ev, "modify", "bad-request", j || !js ? "invalid-jid" : "jid-required");
+    }
+    node_config_t c;
+    int r = node_get(owner, node, &c);
+    if (r < 0) { jid_free(j); return internal_error(ev, "reading a node"); }
+    if (r == 1) { jid_free(j); return hook_error(ev, "cancel", "item-not-found"); }
+    storage_value_t key[] = {STORE_VAL_TEXT(owner), STORE_VAL_TEXT(node), STORE_VAL_TEXT(j->full)};
+    if (!sub) {
+        int d = store_delete(subs, key);
+        jid_free(j);
+        if (d < 0) return internal_error(ev, "unsubscribing");
+        if (d == 0) return pubsub_error(ev, "cancel", "unexpected-request", "not-subscribed");
+        return hook_reply(ev, stanza_reply(ev->stanza));
+    }
+    if (!may_read(ev, &c)) { jid_free(j); return HOOK_HANDLED; }
+    storage_value_t p[] = {STORE_VAL_TEXT(owner), STORE_VAL_TEXT(node)};
+    int n = store_count(subs, &(store_range_t){.prefix = p, .nprefix = 2});
+    if (n < 0 || store_put(subs, key, NULL) < 0) { jid_free(j); return internal_error(ev, "subscribing"); }
+    (void)n;
+    xnode_t *reply = stanza_reply(ev->stanza);
+    xnode_t *se = xnode_add_elem(xnode_add_elem(reply, "pubsub", NS_PUBSUB), "subscription", NULL);
+    xnode_set_attr(se, "node", node);
+    xnode_set_attr(se, "jid", j->full);
+    xnode_set_attr(se, "subscription", "subscribed");
+    char *owner_copy = xstrdup(owner), *node_copy = xstrdup(node);
+    hook_reply(ev, reply);
+    if (c.send_last != SENDLAST_NEVER) {      /* §6.1.7: the last item at subscription */
+        store_page_t ip = {0};
+        if (items_page(owner_copy, node_copy, 1, &ip) == 0 && ip.n == 1) {
+            xnode_t *el = xnode_new("items", NS_PUBSUB_EVENT);
+            xnode_set_attr(el, "node", node_copy);
+            xnode_add_child(el, item_xml(ip.rows[0], 1, NS_PUBSUB_EVENT));
+            send_event(owner_copy, j->full, el);
+            xnode_free(el);
+        }
+        store_page_free(&ip);
+    }
+    free(owner_copy);
+    free(node_copy);
+    jid_free(j);
+    return HOOK_HANDLED;
+}
+
+/* XEP-0060 §5.6: the requester's subscriptions at this service (optionally of one node). */
+static int do_subscriptions(hook_event_t *ev, xnode_t *req)
+{
+    const char *only = xnode_attr(req, "node");
+    storage_value_t o = STORE_VAL_TEXT(ev->to->bare);
+    store_page_t page = {0};
+    if (!ev->from || store_range(subs, &(store_range_t){.prefix = &o, .nprefix = 1, .limit = STORE_MAX_LIMIT}, &page) < 0)
+        return internal_error(ev, "listing subscriptions");
+    xnode_t *reply = stanza_reply(ev->stanza);
+    xnode_t *out = xnode_add_elem(xnode_add_elem(reply, "pubsub", NS_PUBSUB), "subscriptions", NULL);
+    if (only) xnode_set_attr(out, "node", only);
+    for (int i = 0; i < page.n; i++) {
+        const store_row_t *row = page.rows[i];
+        jid_t *sj = jid_new(row->col[S_JID].p);
+        if (sj && jid_bare_equal(sj, ev->from) && (!only || strcmp(only, row->col[S_NODE].p) == 0)) {
+            xnode_t *se = xnode_add_elem(out, "subscription", NULL);
+            xnode_set_attr(se, "node", row->col[S_NODE].p);
+            xnode_set_attr(se, "jid", sj->full);
+            xnode_set_attr(se, "subscription", "subscribed");
+        }
+        jid_free(sj);
+    }
+    store_page_free(&page);
+    return hook_reply(ev, reply);
+}
+
 static int on_pubsub_set(hook_event_t *ev, void *ud)
 {
     (void)ud;
@@ -636,6 +745,8 @@ static int on_pubsub_set(hook_event_t *ev, void *ud)
         if (strcmp(c->name, "publish") == 0) return do_publish(ev, ps, c);
         if (strcmp(c->name, "retract") == 0) return do_retract(ev, c);
         if (strcmp(c->name, "create") == 0) return do_create(ev, ps, c);
+        if (strcmp(c->name, "subscribe") == 0) return do_subscribe(ev, c, 1);
+        if (strcmp(c->name, "unsubscribe") == 0) return do_subscribe(ev, c, 0);
     }
     return pubsub_error(ev, "cancel", "feature-not-implemented", NULL);
 }
@@ -648,6 +759,7 @@ static int on_pubsub_get(hook_event_t *ev, void *ud)
     if (strcmp(ps->name, "pubsub") != 0) return hook_error(ev, "modify", "bad-request");
     xnode_t *c = xnode_first_elem(ps);
     if (c && strcmp(c->name, "items") == 0) return do_items(ev, c);
+    if (c && strcmp(c->name, "subscriptions") == 0) return do_subscriptions(ev, c);
     return pubsub_error(ev, "cancel", "feature-not-implemented", NULL);
 }
 
@@ -703,6 +815,12 @@ static int on_owner(hook_event_t *ev, void *ud)
         xnode_set_attr(el, "node", node);
         hook_reply(ev, stanza_reply(ev->stanza));
         notify(owner_copy, xnode_attr(el, "node"), el);
+        if (del) {
+            storage_value_t p[] = {STORE_VAL_TEXT(owner_copy), STORE_VAL_TEXT(xnode_attr(el, "node"))};
+            int n;
+            do n = store_delete_range(subs, &(store_range_t){.prefix = p, .nprefix = 2, .limit = STORE_MAX_LIMIT});
+            while (n == STORE_MAX_LIMIT);
+        }
         xnode_free(el);
         free(owner_copy);
         return HOOK_HANDLED;
@@ -736,12 +854,14 @@ static int on_disco_items(hook_event_t *ev, void *ud)
 static const char *const features[] = {
     "publish", "publish-options", "auto-create", "persistent-items", "retrieve-items", "multi-items",
     "item-ids", "config-node", "config-node-max", "filtered-notifications", "retract-items", "delete-nodes",
-    "purge-nodes", "access-presence", "access-open", "access-whitelist", "create-nodes", NULL};
+    "purge-nodes", "access-presence", "access-open", "access-whitelist", "create-nodes", "subscribe",
+    "retrieve-subscriptions", NULL};
 
 static int load(module_ctx_t *m)
 {
     nodes = module_store(m, "nodes");
     items = module_store(m, "items");
+    subs = module_store(m, "subscriptions");
     remote_present = strmap_new();
     module_add_account_identity(m, "pubsub", "pep", NULL);
     module_add_account_feature(m, NS_PUBSUB);

@@ -114,7 +114,8 @@ def disco(t, srv):
                                                 "purge-nodes", "retract-items", "filtered-notifications")),
          "the account's features include pubsub#publish, #publish-options, #auto-create, ... (XEP-0163 §6.1)",
          lambda: repr(feats))
-    t.ok(NS_PS + "#subscribe" not in feats, "explicit subscriptions are not advertised (not implemented)")
+    t.ok(NS_PS + "#subscribe" in feats and NS_PS + "#retrieve-subscriptions" in feats,
+         "and #subscribe, #retrieve-subscriptions (Monal looks for subscribe)", lambda: repr(feats))
     b = connect_login(srv, "bob", PW, resource="d")
     r = b.iq("get", "<query xmlns='%s'/>" % NS_INFO, to="alice@localhost")
     ids = [(i.get("category"), i.get("type")) for i in r.iter(q(NS_INFO, "identity"))] if ok(r) else []
@@ -270,6 +271,48 @@ def notifications(t, srv):
         c.end()
 
 
+def subscriptions(t, srv):
+    k = connect_login(srv, "kim", PW, resource="p")
+    h = connect_login(srv, "hal", PW, resource="s")
+    h.presence()
+    node = "urn:test:open"
+    publish(k, node, "<x xmlns='urn:test'>first</x>", "o1", options={"access_model": "open"})
+    publish(k, "urn:test:closed", "<x xmlns='urn:test'/>", "c1")
+    sub = "<pubsub xmlns='%s'><subscribe node='%s' jid='%s'/></pubsub>"
+    r = h.iq("set", sub % (NS_PS, node, "kim@localhost"), to="kim@localhost")
+    t.ok(error_condition(r) == "bad-request" and app_error(r) == ["invalid-jid"],
+         "XEP-0060 §6.1.3.1: subscribing another JID -> <bad-request/> + <invalid-jid/>", el_str(r))
+    r = h.iq("set", sub % (NS_PS, "urn:test:closed", "hal@localhost"), to="kim@localhost")
+    t.is_(error_condition(r), "not-authorized", "XEP-0060 §6.1.3.2: presence access model, not a contact")
+    r = h.iq("set", sub % (NS_PS, node, "hal@localhost"), to="kim@localhost")
+    se = r.find(".//" + q(NS_PS, "subscription")) if ok(r) else None
+    t.ok(se is not None and se.get("subscription") == "subscribed" and se.get("jid") == "hal@localhost",
+         "XEP-0060 §6.1: a non-contact subscribes to an open node", el_str(r))
+    ev = event_of(h, node)
+    it = ev.find(".//" + q(NS_PSE, "item")) if ev is not None else None
+    t.ok(it is not None and it.get("id") == "o1", "XEP-0060 §6.1.7: the last item is sent at subscription",
+         lambda: el_str(ev))
+    r = h.iq("get", "<pubsub xmlns='%s'><subscriptions/></pubsub>" % NS_PS, to="kim@localhost")
+    t.is_([(x.get("node"), x.get("jid")) for x in r.iter(q(NS_PS, "subscription"))] if ok(r) else None,
+          [(node, "hal@localhost")], "XEP-0060 §5.6: the requester's subscriptions")
+    publish(k, node, "<x xmlns='urn:test'>second</x>", "o2", options={"access_model": "open"})
+    ev = event_of(h, node)
+    it = ev.find(".//" + q(NS_PSE, "item")) if ev is not None else None
+    t.ok(it is not None and it.get("id") == "o2", "the subscriber gets the notification of a publish",
+         lambda: el_str(ev))
+    r = h.iq("set", "<pubsub xmlns='%s'><unsubscribe node='%s' jid='hal@localhost'/></pubsub>" % (NS_PS, node),
+             to="kim@localhost")
+    t.ok(ok(r), "XEP-0060 §6.2: unsubscribe", el_str(r))
+    publish(k, node, "<x xmlns='urn:test'>third</x>", "o3", options={"access_model": "open"})
+    t.ok(event_of(h, node, timeout=0.5) is None, "no notification after unsubscribing")
+    r = h.iq("set", "<pubsub xmlns='%s'><unsubscribe node='%s' jid='hal@localhost'/></pubsub>" % (NS_PS, node),
+             to="kim@localhost")
+    t.ok(error_condition(r) == "unexpected-request" and app_error(r) == ["not-subscribed"],
+         "XEP-0060 §6.2.3.2: unsubscribing without a subscription", el_str(r))
+    k.end()
+    h.end()
+
+
 def limits(t, srv):
     a = connect_login(srv, "ivy", PW, resource="p")
     r = publish(a, "urn:test:big", "<big xmlns='urn:test'>%s</big>" % ("x" * 1100))
@@ -311,9 +354,9 @@ def restart_and_delete(t, srv):
 
 def main(t):
     srv = Server(t, extra_yaml=YAML)
-    for u in ("alice", "bob", "carol", "dave", "erin", "fay", "gary", "hal", "ivy", "jack"):
+    for u in ("alice", "bob", "carol", "dave", "erin", "fay", "gary", "hal", "ivy", "jack", "kim"):
         srv.adduser("%s@localhost" % u, PW)
-    for fn in (disco, publish_options, max_items_retract_purge_delete, notifications, limits, restart_and_delete):
+    for fn in (disco, publish_options, max_items_retract_purge_delete, notifications, subscriptions, limits, restart_and_delete):
         t.run(fn, t, srv)
     t.ok(srv.stop() == 0, "civitasd exits 0 after SIGTERM", lambda: srv.log_tail(30))
 
