@@ -9,7 +9,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Tap, Server, connect_login, q, el_str, error_condition, NS_CLIENT  # noqa: E402
+from harness import Tap, Server, Certs, connect_login, free_port, q, el_str, error_condition, NS_CLIENT  # noqa: E402
 
 PW = "pw-for-pep"
 NS_PS = "http://jabber.org/protocol/pubsub"
@@ -352,6 +352,69 @@ def restart_and_delete(t, srv):
     b.end()
 
 
+def partner(domain, port, ca):
+    return "    - domain: %s\n      route: \"127.0.0.1:%d\"\n      ca: \"%s\"\n" % (domain, port, ca)
+
+
+def federated(t):
+    """A remote contact: items of an open node over s2s, +notify by the caps of its full JID learnt from
+    presence that came over s2s, the last item when those caps become known."""
+    certs = Certs()
+    pa, pb = free_port(), free_port()
+    lst = lambda p: {"client": ["127.0.0.1:0"], "server": ["127.0.0.1:%d" % p]}  # noqa: E731
+    fed = "federation:\n  mode: allowlist\n  dialback: false\n  partners:\n"
+    a = Server(t, hosts=["a.example"], certs=certs, listen=lst(pa), start=False,
+               extra_yaml=fed + partner("b.example", pb, certs.ca))
+    b = Server(t, hosts=["b.example"], certs=certs, listen=lst(pb), start=False,
+               extra_yaml=fed + partner("a.example", pa, certs.ca))
+    with a, b:
+        a.start()
+        b.start()
+        a.adduser("alice@a.example", PW)
+        b.adduser("bob@b.example", PW)
+        alice = connect_login(a, "alice", PW, resource="r", domain="a.example")
+        alice.presence()
+        bob = connect_login(b, "bob", PW, resource="r", domain="b.example")
+        r = publish(alice, MOOD, "<mood xmlns='%s'><sad/></mood>" % MOOD, "m1")
+        r = publish(alice, TUNE, "<tune xmlns='%s'/>" % TUNE, "t1", options={"access_model": "open"})
+        r, ids = items(bob, "alice@a.example", TUNE)
+        t.is_(ids, ["t1"], "s2s: a remote user reads an open node")
+        r, ids = items(bob, "alice@a.example", MOOD)
+        t.is_(error_condition(r), "not-authorized", "s2s: and not a presence node while not subscribed")
+        bob.send("<presence to='alice@a.example' type='subscribe'/>")
+        alice.expect(lambda el: el.tag == q(NS_CLIENT, "presence") and el.get("type") == "subscribe", 20)
+        alice.send("<presence to='bob@b.example' type='subscribed'/>")
+        bob.expect(lambda el: el.tag == q(NS_CLIENT, "presence") and el.get("type") == "subscribed", 20)
+        r, ids = items(bob, "alice@a.example", MOOD)
+        t.is_(ids, ["m1"], "s2s: a subscribed remote contact reads the presence node")
+        feats = [NS_CAPS, NS_INFO, MOOD + "+notify"]
+        ver = caps_ver(feats)
+        bob.send("<presence to='alice@a.example'><c xmlns='%s' hash='sha-1' node='%s' ver='%s'/></presence>"
+                 % (NS_CAPS, CAPS_NODE, ver))
+        iq = bob.expect(lambda el: el.tag == q(NS_CLIENT, "iq") and el.get("type") == "get"
+                        and el.find(q(NS_INFO, "query")) is not None, 20)
+        if iq is not None:
+            bob.send("<iq type='result' id='%s' to='%s'><query xmlns='%s' node='%s#%s'>"
+                     "<identity category='client' type='pc' name='pep-test'/>%s</query></iq>"
+                     % (iq.get("id"), iq.get("from"), NS_INFO, CAPS_NODE, ver,
+                        "".join("<feature var='%s'/>" % f for f in feats)))
+        ev = event_of(bob, MOOD, timeout=20)
+        it = ev.find(".//" + q(NS_PSE, "item")) if ev is not None else None
+        t.ok(it is not None and it.get("id") == "m1" and ev.get("from") == "alice@a.example",
+             "XEP-0163 §4.3.3 over s2s: when the remote resource's caps (mood+notify) are known it gets the last item",
+             lambda: bob.dump())
+        publish(alice, MOOD, "<mood xmlns='%s'><happy/></mood>" % MOOD, "m2")
+        ev = event_of(bob, MOOD, timeout=20)
+        it = ev.find(".//" + q(NS_PSE, "item")) if ev is not None else None
+        t.ok(it is not None and it.get("id") == "m2", "s2s: a new item is notified to the remote contact's full JID",
+             lambda: bob.dump())
+        publish(alice, TUNE, "<tune xmlns='%s'/>" % TUNE, "t2", options={"access_model": "open"})
+        alice.ping_server(domain="a.example")
+        t.ok(event_of(bob, TUNE, timeout=1) is None, "s2s: no notification for a node without +notify")
+        alice.end()
+        bob.end()
+
+
 def main(t):
     srv = Server(t, extra_yaml=YAML)
     for u in ("alice", "bob", "carol", "dave", "erin", "fay", "gary", "hal", "ivy", "jack", "kim"):
@@ -359,6 +422,7 @@ def main(t):
     for fn in (disco, publish_options, max_items_retract_purge_delete, notifications, subscriptions, limits, restart_and_delete):
         t.run(fn, t, srv)
     t.ok(srv.stop() == 0, "civitasd exits 0 after SIGTERM", lambda: srv.log_tail(30))
+    t.run(federated, t)
 
 
 Tap(timeout=180).main(main)
