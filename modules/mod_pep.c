@@ -54,6 +54,7 @@ static const store_table_t tables[] = {
 static const store_schema_t schema = {.version = 1, .tables = tables};
 
 static store_t *nodes, *items, *subs;
+static storage_t *accounts;
 
 /* ---- node configuration ---- */
 enum { ACCESS_OPEN, ACCESS_PRESENCE, ACCESS_WHITELIST };
@@ -268,6 +269,17 @@ static xnode_t *item_xml(const store_row_t *row, int with_payload, const char *n
 
 static int is_owner(const hook_event_t *ev) { return ev->from && jid_bare_equal(ev->from, ev->to); }
 
+/* RFC 6121 §8.5.1: a request to an account that does not exist gets <service-unavailable/>.
+ * 1 when it exists (or is the requester); otherwise answered, 0. */
+static int account_ok(hook_event_t *ev)
+{
+    if (is_owner(ev)) return 1;
+    int ex = storage_account_exists(accounts, ev->to->node, ev->to->domain);
+    if (ex > 0) return 1;
+    hook_error(ev, ex < 0 ? "wait" : "cancel", ex < 0 ? "internal-server-error" : "service-unavailable");
+    return 0;
+}
+
 static int can_read(const jid_t *owner, const jid_t *who, const node_config_t *c)
 {
     if (!who) return 0;
@@ -298,7 +310,10 @@ static int pubsub_error(hook_event_t *ev, const char *type, const char *cond, co
 
 /* ---- notifications ---- */
 
-/* Full JIDs of remote contacts that sent available presence to a local account: "owner\nfull". */
+/* Full JIDs of remote contacts that sent available presence to a local account: "owner\nfull"
+ * (at most REMOTE_PRESENT_MAX; an entry goes at the JID's unavailable presence or the owner's
+ * deletion). */
+#define REMOTE_PRESENT_MAX 100000
 static strmap_t *remote_present;
 
 static strmap_t *notify_sent;      /* while notify() runs: the JIDs already sent to */
@@ -462,6 +477,18 @@ static int on_caps_known_remote(hook_event_t *ev, void *ud)
     return HOOK_PASS;
 }
 
+static int on_user_deleted(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (!ev->to) return HOOK_PASS;
+    size_t ol = strlen(ev->to->bare), pos = 0;
+    const char *key;
+    void *val;
+    while (strmap_next(remote_present, &pos, &key, &val))
+        if (strncmp(key, ev->to->bare, ol) == 0 && key[ol] == '\n') strmap_del(remote_present, key);
+    return HOOK_PASS;
+}
+
 static int on_contact_presence(hook_event_t *ev, void *ud)
 {
     (void)ud;
@@ -469,7 +496,8 @@ static int on_contact_presence(hook_event_t *ev, void *ud)
     char *key = xasprintf("%s\n%s", ev->to->bare, ev->from->full);
     const char *type = xnode_attr(ev->stanza, "type");
     if (type && strcmp(type, "unavailable") == 0) strmap_del(remote_present, key);
-    else if (!strmap_get(remote_present, key)) strmap_put(remote_present, key, (void *)1);
+    else if (!strmap_get(remote_present, key) && strmap_count(remote_present) < REMOTE_PRESENT_MAX)
+        strmap_put(remote_present, key, (void *)1);
     free(key);
     return HOOK_PASS;
 }
@@ -739,6 +767,7 @@ static int on_pubsub_set(hook_event_t *ev, void *ud)
 {
     (void)ud;
     if (!ev->to->node) return HOOK_PASS;
+    if (!account_ok(ev)) return HOOK_HANDLED;
     xnode_t *ps = xnode_first_elem(ev->stanza);
     if (strcmp(ps->name, "pubsub") != 0) return hook_error(ev, "modify", "bad-request");
     for (xnode_t *c = xnode_first_elem(ps); c; c = xnode_next_elem(c)) {
@@ -755,6 +784,7 @@ static int on_pubsub_get(hook_event_t *ev, void *ud)
 {
     (void)ud;
     if (!ev->to->node) return HOOK_PASS;
+    if (!account_ok(ev)) return HOOK_HANDLED;
     xnode_t *ps = xnode_first_elem(ev->stanza);
     if (strcmp(ps->name, "pubsub") != 0) return hook_error(ev, "modify", "bad-request");
     xnode_t *c = xnode_first_elem(ps);
@@ -768,6 +798,7 @@ static int on_owner(hook_event_t *ev, void *ud)
 {
     (void)ud;
     if (!ev->to->node) return HOOK_PASS;
+    if (!account_ok(ev)) return HOOK_HANDLED;
     xnode_t *ps = xnode_first_elem(ev->stanza);
     xnode_t *c = ps ? xnode_first_elem(ps) : NULL;
     if (strcmp(ps->name, "pubsub") != 0 || !c) return hook_error(ev, "modify", "bad-request");
@@ -862,6 +893,7 @@ static int load(module_ctx_t *m)
     nodes = module_store(m, "nodes");
     items = module_store(m, "items");
     subs = module_store(m, "subscriptions");
+    accounts = module_storage(m);
     remote_present = strmap_new();
     module_add_account_identity(m, "pubsub", "pep", NULL);
     module_add_account_feature(m, NS_PUBSUB);
@@ -879,6 +911,7 @@ static int load(module_ctx_t *m)
     module_hook(m, HOOK_CAPS_KNOWN, 0, on_caps_known, NULL);
     module_hook(m, HOOK_CAPS_KNOWN, 0, on_caps_known_remote, NULL);
     module_hook(m, HOOK_CONTACT_PRESENCE, 0, on_contact_presence, NULL);
+    module_hook(m, HOOK_USER_DELETED, 0, on_user_deleted, NULL);
     return 0;
 }
 

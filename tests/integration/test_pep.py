@@ -141,6 +141,8 @@ def publish_options(t, srv):
     pub = r.find(".//" + q(NS_PS, "publish")) if ok(r) else None
     t.ok(pub is not None and pub.get("node") == TUNE and pub.find(q(NS_PS, "item")).get("id") == "t1",
          "XEP-0163 §4.3 / XEP-0060 §7.1.2: publish auto-creates the node; the result names the item", el_str(r))
+    r, ids = items(b, "nobody@localhost", TUNE)
+    t.is_(error_condition(r), "service-unavailable", "RFC 6121 §8.5.1: items of an account that does not exist")
     r, ids = items(b, "carol@localhost", TUNE)
     t.ok(error_condition(r) == "not-authorized" and app_error(r) == ["presence-subscription-required"],
          "XEP-0060 §6.5.9.5: the default access model is presence: a non-contact gets <not-authorized/> with "
