@@ -445,6 +445,7 @@ static int on_caps_known(hook_event_t *ev, void *ud)
             jid_free(c);
         }
         roster_free(r);
+        jid_free(bare);
         return HOOK_PASS;
     }
     return HOOK_PASS;   /* a remote resource: on_caps_known_remote */

@@ -424,6 +424,7 @@ def main(t):
     for fn in (disco, publish_options, max_items_retract_purge_delete, notifications, subscriptions, limits, restart_and_delete):
         t.run(fn, t, srv)
     t.ok(srv.stop() == 0, "civitasd exits 0 after SIGTERM", lambda: srv.log_tail(30))
+    t.ok(not srv.sanitizer_reports(), "no sanitizer report in the civitasd log", lambda: "\n".join(srv.sanitizer_reports()))
     t.run(federated, t)
 
 
