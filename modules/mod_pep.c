@@ -61,7 +61,8 @@ enum { ACCESS_OPEN, ACCESS_PRESENCE, ACCESS_WHITELIST };
 static const char *const access_names[] = {"open", "presence", "whitelist", NULL};
 enum { SENDLAST_NEVER, SENDLAST_ON_SUB, SENDLAST_ON_SUB_AND_PRESENCE };
 static const char *const sendlast_names[] = {"never", "on_sub", "on_sub_and_presence", NULL};
-#define MAX_ITEMS_MAX (-1L)       /* pubsub#max_items "max": the module's max_items */
+#define MAX_ITEMS_MAX (-1L)
+#define MAX_NAME 1024             /* bytes of a node name or an item id */       /* pubsub#max_items "max": the module's max_items */
 
 typedef struct node_config {
     int access;
@@ -520,6 +521,9 @@ static int do_publish(hook_event_t *ev, xnode_t *ps, xnode_t *pub)
     xnode_t *item = xnode_child(pub, "item", NS_PUBSUB);
     xnode_t *payload = item ? xnode_first_elem(item) : NULL;
     if (!item || !payload) return pubsub_error(ev, "modify", "bad-request", item ? "payload-required" : "item-required");
+    const char *given_id = xnode_attr(item, "id");
+    if (strlen(node) > MAX_NAME || (given_id && strlen(given_id) > MAX_NAME))
+        return hook_reply(ev, stanza_error(ev->stanza, "modify", "not-acceptable", "node name or item id too long"));
     if (xnode_next_elem(payload) || xnode_next_elem(item)) return pubsub_error(ev, "modify", "bad-request", "invalid-payload");
     node_config_t cur, want;
     int r = node_get(owner, node, &cur);
@@ -672,6 +676,8 @@ static int do_create(hook_event_t *ev, xnode_t *ps, xnode_t *req)
     const char *owner = ev->to->bare, *node = xnode_attr(req, "node");
     if (!is_owner(ev)) return hook_error(ev, "auth", "forbidden");
     if (!node || !*node) return pubsub_error(ev, "modify", "not-acceptable", "nodeid-required");
+    if (strlen(node) > MAX_NAME)
+        return hook_reply(ev, stanza_error(ev->stanza, "modify", "not-acceptable", "node name too long"));
     node_config_t c = default_config, old;
     int r = node_get(owner, node, &old);
     if (r < 0) return internal_error(ev, "reading a node");

@@ -323,6 +323,12 @@ def limits(t, srv):
     r = publish(a, "urn:test:m", "<x xmlns='urn:test'/>", options={"max_items": "51"})
     t.ok(error_condition(r) == "conflict" and app_error(r) == ["precondition-not-met"],
          "pubsub#max_items above pep.max_items cannot be met", el_str(r))
+    r = publish(a, "urn:test:" + "n" * 1100, "<x xmlns='urn:test'/>")
+    t.is_(error_condition(r), "not-acceptable", "a node name longer than 1024 bytes is refused")
+    r = publish(a, "urn:test:id", "<x xmlns='urn:test'/>", "i" * 1100)
+    t.is_(error_condition(r), "not-acceptable", "an item id longer than 1024 bytes is refused")
+    r = a.iq("set", "<pubsub xmlns='%s'><create node='urn:test:%s'/></pubsub>" % (NS_PS, "c" * 1100))
+    t.is_(error_condition(r), "not-acceptable", "create: a node name longer than 1024 bytes is refused")
     codes = []
     for i in range(7):
         codes.append(error_condition(publish(a, "urn:test:n%d" % i, "<x xmlns='urn:test'/>")))
