@@ -62,7 +62,8 @@ static const char *const access_names[] = {"open", "presence", "whitelist", NULL
 enum { SENDLAST_NEVER, SENDLAST_ON_SUB, SENDLAST_ON_SUB_AND_PRESENCE };
 static const char *const sendlast_names[] = {"never", "on_sub", "on_sub_and_presence", NULL};
 #define MAX_ITEMS_MAX (-1L)
-#define MAX_NAME 1024             /* bytes of a node name or an item id */       /* pubsub#max_items "max": the module's max_items */
+#define MAX_NAME 1024             /* bytes of a node name or an item id */
+#define MAX_SUBS 1000             /* explicit subscriptions per node */       /* pubsub#max_items "max": the module's max_items */
 
 typedef struct node_config {
     int access;
@@ -718,8 +719,14 @@ static int do_subscribe(hook_event_t *ev, xnode_t *req, int sub)
     if (!may_read(ev, &c)) { jid_free(j); return HOOK_HANDLED; }
     storage_value_t p[] = {STORE_VAL_TEXT(owner), STORE_VAL_TEXT(node)};
     int n = store_count(subs, &(store_range_t){.prefix = p, .nprefix = 2});
-    if (n < 0 || store_put(subs, key, NULL) < 0) { jid_free(j); return internal_error(ev, "subscribing"); }
-    (void)n;
+    store_row_t *had = NULL;
+    int g = n < 0 ? -1 : store_get(subs, key, &had);
+    store_row_free(had);
+    if (g == 1 && n >= MAX_SUBS) {
+        jid_free(j);
+        return hook_reply(ev, stanza_error(ev->stanza, "wait", "resource-constraint", "too many subscriptions"));
+    }
+    if (g < 0 || store_put(subs, key, NULL) < 0) { jid_free(j); return internal_error(ev, "subscribing"); }
     xnode_t *reply = stanza_reply(ev->stanza);
     xnode_t *se = xnode_add_elem(xnode_add_elem(reply, "pubsub", NS_PUBSUB), "subscription", NULL);
     xnode_set_attr(se, "node", node);

@@ -311,6 +311,16 @@ def subscriptions(t, srv):
              to="kim@localhost")
     t.ok(error_condition(r) == "unexpected-request" and app_error(r) == ["not-subscribed"],
          "XEP-0060 §6.2.3.2: unsubscribing without a subscription", el_str(r))
+    # at most 1000 subscriptions per node (a subscriber may name any of its full JIDs)
+    for i in range(1000):
+        h.send("<iq type='set' id='many%d' to='kim@localhost'><pubsub xmlns='%s'><subscribe node='%s' "
+               "jid='hal@localhost/r%d'/></pubsub></iq>" % (i, NS_PS, node, i))
+    last = h.expect(lambda el: el.tag == q(NS_CLIENT, "iq") and el.get("id") == "many999", 30)
+    t.ok(ok(last), "1000 subscriptions to one node are accepted", el_str(last))
+    r = h.iq("set", sub % (NS_PS, node, "hal@localhost/one-more"), to="kim@localhost")
+    t.is_(error_condition(r), "resource-constraint", "the 1001st subscription to a node is refused")
+    r = h.iq("set", sub % (NS_PS, node, "hal@localhost/r5"), to="kim@localhost")
+    t.ok(ok(r), "renewing an existing subscription still works", el_str(r))
     k.end()
     h.end()
 
