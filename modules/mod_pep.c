@@ -43,11 +43,13 @@ static const store_column_t item_columns[] = {
     {"owner", STORE_TEXT}, {"node", STORE_TEXT}, {"id", STORE_TEXT}, {"seq", STORE_INT},
     {"publisher", STORE_TEXT}, {"time", STORE_INT}, {"payload", STORE_BLOB}, {.name = NULL}};
 static const store_index_t item_indexes[] = {{"by_seq", "owner, node, seq"}, {.name = NULL}};
-enum { S_OWNER, S_NODE, S_JID };
+enum { S_OWNER, S_NODE, S_JID, S_SUBSCRIBER };
 static const store_column_t sub_columns[] = {
-    {"owner", STORE_TEXT}, {"node", STORE_TEXT}, {"jid", STORE_TEXT}, {.name = NULL}};
+    {"owner", STORE_TEXT}, {"node", STORE_TEXT}, {"jid", STORE_TEXT}, {"subscriber", STORE_TEXT}, {.name = NULL}};
+static const store_index_t sub_indexes[] = {{"by_subscriber", "subscriber"}, {.name = NULL}};
 static const store_table_t tables[] = {
-    {.name = "subscriptions", .columns = sub_columns, .key = "owner, node, jid", .account = "owner"},
+    {.name = "subscriptions", .columns = sub_columns, .key = "owner, node, jid", .account = "owner",
+     .indexes = sub_indexes},
     {.name = "nodes", .columns = node_columns, .key = "owner, node", .account = "owner"},
     {.name = "items", .columns = item_columns, .key = "owner, node, id", .account = "owner", .indexes = item_indexes},
     {.name = NULL}};
@@ -484,6 +486,13 @@ static int on_user_deleted(hook_event_t *ev, void *ud)
 {
     (void)ud;
     if (!ev->to) return HOOK_PASS;
+    /* the deleted account's own subscriptions to other accounts' nodes (its nodes went with it) */
+    storage_value_t b = STORE_VAL_TEXT(ev->to->bare);
+    int n;
+    do n = store_delete_range(subs, &(store_range_t){.index = "by_subscriber", .prefix = &b, .nprefix = 1,
+                                                     .limit = STORE_MAX_LIMIT});
+    while (n == STORE_MAX_LIMIT);
+    if (n < 0) log_warn("pep", "deleting subscriptions of a deleted account failed: %s", store_error(subs));
     size_t ol = strlen(ev->to->bare), pos = 0;
     const char *key;
     void *val;
@@ -708,7 +717,8 @@ static int do_subscribe(hook_event_t *ev, xnode_t *req, int sub)
     int r = node_get(owner, node, &c);
     if (r < 0) { jid_free(j); return internal_error(ev, "reading a node"); }
     if (r == 1) { jid_free(j); return hook_error(ev, "cancel", "item-not-found"); }
-    storage_value_t key[] = {STORE_VAL_TEXT(owner), STORE_VAL_TEXT(node), STORE_VAL_TEXT(j->full)};
+    storage_value_t key[] = {STORE_VAL_TEXT(owner), STORE_VAL_TEXT(node), STORE_VAL_TEXT(j->full),
+                             STORE_VAL_TEXT(j->bare)};   /* the key and, for store_put, the row */
     if (!sub) {
         int d = store_delete(subs, key);
         jid_free(j);

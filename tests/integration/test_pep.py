@@ -7,6 +7,7 @@ import base64
 import hashlib
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Tap, Server, Certs, connect_login, free_port, q, el_str, error_condition, NS_CLIENT  # noqa: E402
@@ -321,8 +322,26 @@ def subscriptions(t, srv):
     t.is_(error_condition(r), "resource-constraint", "the 1001st subscription to a node is refused")
     r = h.iq("set", sub % (NS_PS, node, "hal@localhost/r5"), to="kim@localhost")
     t.ok(ok(r), "renewing an existing subscription still works", el_str(r))
-    k.end()
     h.end()
+    # the subscriber's account is deleted: its subscriptions go (a new account of that name has none)
+    srv.ctl("user", "del", "hal@localhost")
+    srv.adduser("hal@localhost", PW)
+    subs = None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            h = connect_login(srv, "hal", PW, resource="again")
+        except Exception:
+            time.sleep(0.1)
+            continue
+        r = h.iq("get", "<pubsub xmlns='%s'><subscriptions/></pubsub>" % NS_PS, to="kim@localhost")
+        h.end()
+        subs = [x.get("jid") for x in r.iter(q(NS_PS, "subscription"))] if ok(r) else None
+        if subs == []:
+            break
+        time.sleep(0.1)
+    t.is_(subs, [], "deleting the subscriber's account removes its subscriptions to other accounts' nodes")
+    k.end()
 
 
 def limits(t, srv):
