@@ -33,27 +33,72 @@ typedef struct feature { char *var; module_ctx_t *owner; } feature_t;
 typedef struct identity { disco_identity_t id; module_ctx_t *owner; } identity_t;
 
 static module_ctx_t *loaded;
-static feature_t *features; static size_t nfeatures;
-static identity_t *identities; static size_t nidentities;
+/* The server's (domain's) disco registry, and the one every account's bare JID answers with. */
+typedef struct disco_reg { feature_t *f; size_t nf; identity_t *id; size_t nid; } disco_reg_t;
+static disco_reg_t server_reg, account_reg;
 
-void module_add_feature(module_ctx_t *m, const char *var)
+static void reg_add_feature(disco_reg_t *r, module_ctx_t *m, const char *var)
 {
-    for (size_t i = 0; i < nfeatures; i++)
-        if (strcmp(features[i].var, var) == 0) return;
-    features = xrealloc(features, (nfeatures + 1) * sizeof *features);
-    features[nfeatures++] = (feature_t){xstrdup(var), m};
+    for (size_t i = 0; i < r->nf; i++)
+        if (strcmp(r->f[i].var, var) == 0) return;
+    r->f = xrealloc(r->f, (r->nf + 1) * sizeof *r->f);
+    r->f[r->nf++] = (feature_t){xstrdup(var), m};
 }
 
+static void reg_add_identity(disco_reg_t *r, module_ctx_t *m, const char *category, const char *type, const char *name)
+{
+    r->id = xrealloc(r->id, (r->nid + 1) * sizeof *r->id);
+    r->id[r->nid++] = (identity_t){{xstrdup(category), xstrdup(type), name ? xstrdup(name) : NULL}, m};
+}
+
+static void reg_forget(disco_reg_t *r, const module_ctx_t *m)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < r->nf; i++) {
+        if (r->f[i].owner == m) free(r->f[i].var);
+        else r->f[j++] = r->f[i];
+    }
+    r->nf = j;
+    j = 0;
+    for (size_t i = 0; i < r->nid; i++) {
+        if (r->id[i].owner == m) {
+            free((char *)r->id[i].id.category);
+            free((char *)r->id[i].id.type);
+            free((char *)r->id[i].id.name);
+        } else r->id[j++] = r->id[i];
+    }
+    r->nid = j;
+}
+
+static void reg_free(disco_reg_t *r)
+{
+    free(r->f);
+    free(r->id);
+    *r = (disco_reg_t){0};
+}
+
+void module_add_feature(module_ctx_t *m, const char *var) { reg_add_feature(&server_reg, m, var); }
 void module_add_identity(module_ctx_t *m, const char *category, const char *type, const char *name)
 {
-    identities = xrealloc(identities, (nidentities + 1) * sizeof *identities);
-    identities[nidentities++] = (identity_t){{xstrdup(category), xstrdup(type), xstrdup(name)}, m};
+    reg_add_identity(&server_reg, m, category, type, name);
 }
+size_t module_feature_count(void) { return server_reg.nf; }
+const char *module_feature(size_t i) { return i < server_reg.nf ? server_reg.f[i].var : NULL; }
+size_t module_identity_count(void) { return server_reg.nid; }
+const disco_identity_t *module_identity(size_t i) { return i < server_reg.nid ? &server_reg.id[i].id : NULL; }
 
-size_t module_feature_count(void) { return nfeatures; }
-const char *module_feature(size_t i) { return i < nfeatures ? features[i].var : NULL; }
-size_t module_identity_count(void) { return nidentities; }
-const disco_identity_t *module_identity(size_t i) { return i < nidentities ? &identities[i].id : NULL; }
+void module_add_account_feature(module_ctx_t *m, const char *var) { reg_add_feature(&account_reg, m, var); }
+void module_add_account_identity(module_ctx_t *m, const char *category, const char *type, const char *name)
+{
+    reg_add_identity(&account_reg, m, category, type, name);
+}
+size_t module_account_feature_count(void) { return account_reg.nf; }
+const char *module_account_feature(size_t i) { return i < account_reg.nf ? account_reg.f[i].var : NULL; }
+size_t module_account_identity_count(void) { return account_reg.nid; }
+const disco_identity_t *module_account_identity(size_t i)
+{
+    return i < account_reg.nid ? &account_reg.id[i].id : NULL;
+}
 
 const cfg_node_t *module_config(module_ctx_t *m) { return config_module_section(srv->cfg, m->desc->name); }
 strlist_t *module_errors(module_ctx_t *m) { return &m->errors; }
@@ -694,21 +739,8 @@ static void module_forget(module_ctx_t *m)
     timers_forget(m);
     hook_forget(m);
     component_forget(m);
-    size_t j = 0;
-    for (size_t i = 0; i < nfeatures; i++) {
-        if (features[i].owner == m) free(features[i].var);
-        else features[j++] = features[i];
-    }
-    nfeatures = j;
-    j = 0;
-    for (size_t i = 0; i < nidentities; i++) {
-        if (identities[i].owner == m) {
-            free((char *)identities[i].id.category);
-            free((char *)identities[i].id.type);
-            free((char *)identities[i].id.name);
-        } else identities[j++] = identities[i];
-    }
-    nidentities = j;
+    reg_forget(&server_reg, m);
+    reg_forget(&account_reg, m);
 }
 
 void modules_unload(void)
@@ -729,6 +761,6 @@ void modules_unload(void)
     }
     hook_free_all();
     component_forget(NULL);
-    free(features); features = NULL;
-    free(identities); identities = NULL;
+    reg_free(&server_reg);
+    reg_free(&account_reg);
 }

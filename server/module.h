@@ -86,6 +86,15 @@ size_t module_feature_count(void);
 const char *module_feature(size_t i);
 size_t module_identity_count(void);
 const disco_identity_t *module_identity(size_t i);
+/* XEP-0030 for an account's bare JID: what mod_disco answers disco#info to user@host with (besides
+ * the identity account/registered and the disco features), e.g. pubsub/pep and PEP's features
+ * (XEP-0163 §1). Removed at the module's unload like the server's. */
+void module_add_account_feature(module_ctx_t *m, const char *var);
+void module_add_account_identity(module_ctx_t *m, const char *category, const char *type, const char *name);
+size_t module_account_feature_count(void);
+const char *module_account_feature(size_t i);
+size_t module_account_identity_count(void);
+const disco_identity_t *module_account_identity(size_t i);
 
 /* The module's own section of the config (top-level key named after the module), or NULL.
  * Read it with cfg_get_int/cfg_get_bool/cfg_get_string/cfg_check_keys from config.h. */
@@ -209,6 +218,10 @@ CIVITAS_API const void *module_host_conf(const module_ctx_t *m, const host_t *h)
 #define HOOK_RESOURCE_UNAVAILABLE "resource-unavailable"
 #define HOOK_CONTACT_PRESENCE "contact-presence"
 #define HOOK_CAPS_KNOWN "caps-known"
+/* mod_pep (XEP-0163): fired before an item is stored. stanza = the whole publish IQ (read-only),
+ * origin = the publisher's session, from = its full JID, to = the owner's bare JID, host set. A
+ * handler that returns HOOK_HANDLED has answered the IQ with an error; nothing is stored. */
+#define HOOK_PEP_PUBLISH "pep/publish"
 
 /* ---- Timers, IQ requests, presence and capabilities -------------------------------------
  * module_add_timer, module_timer_cancel: timer.h. module_send_iq (an IQ with a result callback),

@@ -425,6 +425,29 @@ def federation(t):
         bob.end()
 
 
+def pep_and_account_disco(t, srv):
+    """Issue 10: a module's account disco feature; mod_pep's "pep/publish" hook (the contract mod_omemo uses)."""
+    a = connect_login(srv, "alice", PW, resource="pep")
+    r = a.iq("get", "<query xmlns='%s'/>" % NS_DISCO_INFO, to="alice@localhost")
+    feats = [f.get("var") for f in r.iter(q(NS_DISCO_INFO, "feature"))] if r is not None else []
+    t.ok(NS_T in feats, "module_add_account_feature: the feature is in the account's disco#info", el_str(r))
+    ps = "http://jabber.org/protocol/pubsub"
+    r = a.iq("set", "<pubsub xmlns='%s'><publish node='%s:refuse'><item id='1'><x xmlns='urn:x'/></item></publish>"
+             "</pubsub>" % (ps, NS_T))
+    text = r.find(".//{urn:ietf:params:xml:ns:xmpp-stanzas}text") if r is not None else None
+    t.ok(r is not None and r.get("type") == "error" and text is not None
+         and text.text == "from=alice@localhost/pep to=alice@localhost origin=alice@localhost/pep",
+         "pep/publish: the handler saw publisher, owner and session, and its error answered the publish", el_str(r))
+    r = a.iq("get", "<pubsub xmlns='%s'><items node='%s:refuse'/></pubsub>" % (ps, NS_T))
+    t.ok(r is not None and r.find(".//{urn:ietf:params:xml:ns:xmpp-stanzas}item-not-found") is not None,
+         "pep/publish: nothing was stored (not even the node)", el_str(r))
+    r = a.iq("set", "<pubsub xmlns='%s'><publish node='%s:other'><item id='1'><x xmlns='urn:x'/></item></publish>"
+             "</pubsub>" % (ps, NS_T))
+    t.ok(r is not None and r.get("type") == "result", "pep/publish: a handler that passes lets the publish through",
+         el_str(r))
+    a.end()
+
+
 def main(t):
     d = module_dir()
     if d is None:
@@ -437,6 +460,7 @@ def main(t):
         t.run(timers, t, srv)
         t.run(iq_local, t, srv)
         t.run(presence_events, t, srv)
+        t.run(pep_and_account_disco, t, srv)
         r = t.run(caps, t, srv)
         if r:
             t.run(caps_after_restart, t, srv, *r)

@@ -235,9 +235,27 @@ static int on_cmd(hook_event_t *ev, void *ud)
     return hook_error(ev, "cancel", "feature-not-implemented");
 }
 
+/* "pep/publish" (mod_pep): a publish to the node NS_TEST ":refuse" is refused with
+ * <not-acceptable/> and a text naming what the event carried; nothing is stored then. */
+static int on_pep_publish(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    const xnode_t *ps = xnode_first_elem(ev->stanza);
+    const xnode_t *pub = ps ? xnode_child(ps, "publish", "http://jabber.org/protocol/pubsub") : NULL;
+    const char *node = pub ? xnode_attr(pub, "node") : NULL;
+    if (!node || strcmp(node, NS_TEST ":refuse") != 0) return HOOK_PASS;
+    char *text = xasprintf("from=%s to=%s origin=%s", ev->from ? ev->from->full : "-", ev->to ? ev->to->full : "-",
+                           ev->origin && session_jid(ev->origin) ? session_jid(ev->origin)->full : "-");
+    hook_reply(ev, stanza_error(ev->stanza, "modify", "not-acceptable", text));
+    free(text);
+    return HOOK_HANDLED;
+}
+
 static int load(module_ctx_t *m)
 {
     self = m;
+    module_add_account_feature(m, NS_TEST);
+    module_hook(m, HOOK_PEP_PUBLISH, 0, on_pep_publish, NULL);
     events = xnode_new("events", NS_TEST);
     module_add_feature(m, NS_TEST);
     module_hook(m, "iq-set/host/" NS_TEST, 0, on_cmd, NULL);
@@ -245,8 +263,6 @@ static int load(module_ctx_t *m)
     module_hook(m, HOOK_RESOURCE_UNAVAILABLE, 0, on_event, NULL);
     module_hook(m, HOOK_CONTACT_PRESENCE, 0, on_event, NULL);
     module_hook(m, HOOK_CAPS_KNOWN, 0, on_event, NULL);
-    /* Per-account service discovery (issue 10, another item) belongs here: the module would
-     * register its disco#info features for accounts' bare JIDs next to module_add_feature. */
     return 0;
 }
 
