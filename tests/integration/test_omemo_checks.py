@@ -132,7 +132,7 @@ def main(t):
         return
     os.environ["CIVITAS_MODULE_DIR"] = d
     extra = "omemo:\n  max_devices: %d\n  hosts:\n    %s:\n      check_bundles: false\n" % (MAX_DEVICES, HOSTS[1])
-    srv = Server(t, hosts=HOSTS, modules=standard_modules() + ["pep", "omemo"], extra_yaml=extra, start=False)
+    srv = Server(t, hosts=HOSTS, modules=[m for m in standard_modules() if m not in ("pep", "omemo")] + ["pep", "omemo"], extra_yaml=extra, start=False)
     t.run(check_config, t, srv)
     with srv:
         srv.start()
