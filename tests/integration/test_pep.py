@@ -138,6 +138,10 @@ def publish_options(t, srv):
     b = connect_login(srv, "dave", PW, resource="p")
     r, ids = items(a, None, TUNE)
     t.is_(error_condition(r), "item-not-found", "XEP-0060 §6.5.9.11: items of a node that does not exist")
+    req = r.find("%s/%s" % (q(NS_PS, "pubsub"), q(NS_PS, "items"))) if r is not None else None
+    t.ok(req is not None and req.get("node") == TUNE,
+         "RFC 6120 §8.3.1: the error carries the request's <pubsub><items/> (Profanity 0.13.1 reads it as an "
+         "empty device list and then publishes its own)", lambda: el_str(r))
     r = publish(a, TUNE, "<tune xmlns='%s'><artist>A</artist></tune>" % TUNE, "t1")
     pub = r.find(".//" + q(NS_PS, "publish")) if ok(r) else None
     t.ok(pub is not None and pub.get("node") == TUNE and pub.find(q(NS_PS, "item")).get("id") == "t1",
