@@ -14,7 +14,8 @@
       directory with `ejabberdctl import_prosody`.
   benchdata.py table RESULTS [SERVER ...]
       RESULTS holds lines "SERVER RESULT scenario=... k=v ..." (loadgen output prefixed with the
-      server's name). Prints the table: absolute figures per server and civitas/peer ratios.
+      server's name). Prints the table: absolute figures per server and civitas/peer ratios (and
+      civitas-basemods/civitas-base when both were measured: see run --baseline).
 """
 import base64
 import hashlib
@@ -160,7 +161,12 @@ def cmd_table(path, servers=None):
     res = parse_results(path)
     servers = servers or list(res)
     peers = [s for s in servers if s != "civitas"]
-    head = ["", *servers] + ["civitas/%s" % p for p in peers if "civitas" in servers]
+    # ratio columns (a, b): a/b; civitas against each other server, and with --baseline's third
+    # instance also the core's change alone (this build with the old module set against the old build)
+    ratios = [("civitas", p) for p in peers if "civitas" in servers]
+    if "civitas-basemods" in servers and "civitas-base" in servers:
+        ratios.append(("civitas-basemods", "civitas-base"))
+    head = ["", *servers] + ["%s/%s" % r for r in ratios]
     rows = []
     idle_ns = sorted({int(k.split(":")[1]) for r in res.values() for k in r if k.startswith("idle:")})
     expanded = []
@@ -172,14 +178,13 @@ def cmd_table(path, servers=None):
     for label, key, field, better, digits in expanded:
         vals = [value(res.get(s, {}).get(key), field) for s in servers]
         row = [label] + [fnum(v, digits) if v is not None else "n/a" for v in vals]
-        if "civitas" in servers:
-            c = value(res.get("civitas", {}).get(key), field)
-            for p in peers:
-                v = value(res.get(p, {}).get(key), field)
-                try:
-                    row.append("%.2fx" % (float(c) / float(v)) if better is not None else "")
-                except (TypeError, ValueError, ZeroDivisionError):
-                    row.append("n/a" if better is not None else "")
+        for a, b in ratios:
+            c = value(res.get(a, {}).get(key), field)
+            v = value(res.get(b, {}).get(key), field)
+            try:
+                row.append("%.2fx" % (float(c) / float(v)) if better is not None else "")
+            except (TypeError, ValueError, ZeroDivisionError):
+                row.append("n/a" if better is not None else "")
         rows.append(row)
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
     line = lambda r: "  ".join(str(c).ljust(widths[0]) if i == 0 else str(c).rjust(widths[i])
