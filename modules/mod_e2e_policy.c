@@ -45,6 +45,12 @@ static strmap_t *noticed;
 
 static int host_mode(const host_t *h) { return ((const e2e_conf_t *)module_host_conf(self, h))->mode; }
 
+/* 1 when no host has a policy (module options change only with a restart) and no partner entry
+ * writes one (the running config, SIGHUP applies): then every message passes, and the hooks return
+ * before they parse a JID (that parse was the module's whole per-message cost). */
+static int hosts_all_off = 1;
+static int nothing_to_do(void) { return hosts_all_off && !host_any_partner_e2e(); }
+
 /* The partner's e2e when the config writes one, else fallback. */
 static int partner_mode(const char *domain, int fallback)
 {
@@ -152,7 +158,7 @@ static int apply(hook_event_t *ev, int mode, const host_t *h, const jid_t *from,
 static int on_outbound(hook_event_t *ev, void *ud)
 {
     (void)ud;
-    if (!ev->origin || !ev->from || !covered(ev->stanza)) return HOOK_PASS;
+    if (nothing_to_do() || !ev->origin || !ev->from || !covered(ev->stanza)) return HOOK_PASS;
     const char *to_s = xnode_attr(ev->stanza, "to");
     jid_t *to = to_s ? jid_new(to_s) : jid_bare_of(ev->from);
     if (!to || !to->node) {         /* invalid (the router answers) or the server itself */
@@ -176,7 +182,7 @@ static int on_outbound(hook_event_t *ev, void *ud)
 static int on_inbound(hook_event_t *ev, void *ud)
 {
     (void)ud;
-    if (ev->origin || !ev->from || !ev->to || !ev->host || !covered(ev->stanza)) return HOOK_PASS;
+    if (nothing_to_do() || ev->origin || !ev->from || !ev->to || !ev->host || !covered(ev->stanza)) return HOOK_PASS;
     if (!ev->from->node || !ev->to->node || host_find(ev->from->domain)) return HOOK_PASS;
     return apply(ev, partner_mode(ev->from->domain, host_mode(ev->host)), ev->host, ev->from, ev->to);
 }
@@ -184,6 +190,9 @@ static int on_inbound(hook_event_t *ev, void *ud)
 static int load(module_ctx_t *m)
 {
     self = m;
+    hosts_all_off = 1;
+    for (size_t i = 0; i < host_count(); i++)
+        if (host_mode(host_at(i)) != MODE_OFF) hosts_all_off = 0;
     noticed = strmap_new();
     module_add_timer(m, PURGE_MS, 1, purge, NULL);    /* cancelled by the core at unload */
     /* after blocking (100), before carbons (5) and offline storage (0): a refused message is not

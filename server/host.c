@@ -50,3 +50,10 @@ int host_partner_e2e(const char *domain)
     const cfg_partner_t *p = domain ? config_partner(srv->cfg, domain) : NULL;
     return p && p->e2e_line ? (int)p->e2e : -1;
 }
+
+int host_any_partner_e2e(void)
+{
+    for (size_t i = 0; i < srv->cfg->npartners; i++)
+        if (srv->cfg->partners[i].e2e_line) return 1;
+    return 0;
+}

@@ -22,6 +22,8 @@ host_t *host_at(size_t i);                      /* NULL past the end */
  * e2e: 0 off, 1 warn, 2 require), or -1 when domain is no partner or its entry writes none. Reads
  * the running configuration, so SIGHUP applies. */
 int host_partner_e2e(const char *domain);
+/* 1 when some federation partner's entry writes an e2e policy (host_partner_e2e >= 0 for it). */
+int host_any_partner_e2e(void);
 CIVITAS_API_END
 
 /* main.c: make the table from the config's hosts (0, or -1 after printing FILE:LINE: why), and
