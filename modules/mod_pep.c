@@ -1401,6 +1401,7 @@ static int load(module_ctx_t *m)
     module_hook(m, "iq-set/bare/" NS_PRIVATE, 10, on_private_set, NULL);
     module_add_account_feature(m, NS_BM2 "#compat");
     module_add_account_feature(m, NS_BM2 "#compat-pep");
+    module_add_account_feature(m, "urn:xmpp:bookmarks-conversion:0");     /* XEP-0411 §2 */
     module_hook(m, HOOK_CAPS_KNOWN, 0, on_caps_known, NULL);
     module_hook(m, HOOK_CAPS_KNOWN, 0, on_caps_known_remote, NULL);
     module_hook(m, HOOK_CONTACT_PRESENCE, 0, on_contact_presence, NULL);

@@ -96,6 +96,8 @@ def raw(t, srv):
     t.ok(BM2 + "#compat" in feats and BM2 + "#compat-pep" in feats,
          "XEP-0402 §5.3 / XEP-0411: the account advertises urn:xmpp:bookmarks:1#compat and #compat-pep "
          "(Monal uses 0402 only then)", lambda: repr(feats))
+    t.ok("urn:xmpp:bookmarks-conversion:0" in feats, "XEP-0411 §2: and urn:xmpp:bookmarks-conversion:0",
+         lambda: repr(feats))
 
     # 0402 -> legacy
     r = publish2(a, ROOM1, "<conference xmlns='%s' name='Tea &amp; Cake' autojoin='true'><nick>Ann</nick>"
