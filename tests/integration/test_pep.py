@@ -7,6 +7,7 @@
 import base64
 import hashlib
 import os
+import sqlite3
 import sys
 import time
 
@@ -383,10 +384,21 @@ def restart_and_delete(t, srv):
     publish(a, "urn:test:keep", payload, "k", options={"access_model": "open"})
     a.end()
     srv.stop()
+    # CONTRACT.md: a data_dir of the release before pubsub#roster_groups_allowed (pep schema 1, no
+    # roster_groups column) is upgraded in place at the start
+    db = sqlite3.connect(os.path.join(srv.data_dir, "civitas.db"))
+    with db:
+        db.execute("ALTER TABLE pep_nodes DROP COLUMN roster_groups")
+        db.execute("UPDATE module_schema SET version = 1 WHERE module = 'pep'")
+    db.close()
     srv.start()
+    db = sqlite3.connect(os.path.join(srv.data_dir, "civitas.db"))
+    ver = db.execute("SELECT version FROM module_schema WHERE module = 'pep'").fetchone()
+    db.close()
+    t.is_(ver, (2,), "a pep schema 1 database is upgraded to 2 at the start")
     b = connect_login(srv, "bob", PW, resource="r")
     r, ids = items(b, "jack@localhost", "urn:test:keep")
-    t.is_(ids, ["k"], "items and node configuration survive a restart")
+    t.is_(ids, ["k"], "items and node configuration survive a restart (and the upgrade)")
     r = srv.ctl("user", "del", "jack@localhost")
     srv.adduser("jack@localhost", PW)
     r, ids = items(b, "jack@localhost", "urn:test:keep")
