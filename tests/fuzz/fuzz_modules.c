@@ -100,8 +100,8 @@ static const module_t harness_module = {.abi = CIVITAS_MODULE_ABI, .name = "fuzz
 static void settle(void)
 {
     char buf[65536];
-    for (int i = 0; i < 2; i++)
-        if (sess[i]->state == C2S_CLOSING || sess[i]->freeing || !sess[i]->bound) unbound[i] = 1;
+    for (int i = 0; i < 2; i++)     /* unbound: already freed, perhaps by the last loop run below */
+        if (!unbound[i] && (sess[i]->state == C2S_CLOSING || sess[i]->freeing || !sess[i]->bound)) unbound[i] = 1;
     event_base_loop(srv->base, EVLOOP_NONBLOCK);
     for (int i = 0; i < 2; i++) {
         while (recv(peer_fd[i], buf, sizeof buf, MSG_DONTWAIT) > 0) {
