@@ -276,53 +276,90 @@ static void room_destroy(room_t *r)
     room_free(r);
 }
 
-static void load_rooms(void)
+static room_t *load_room(const storage_value_t *c)
 {
-    storage_value_t *after = NULL;
+    room_t *r = room_new(c[R_JID].p);
+    if (*(char *)c[R_NAME].p) r->cfg.name = xstrdup(c[R_NAME].p);
+    if (*(char *)c[R_DESC].p) r->cfg.desc = xstrdup(c[R_DESC].p);
+    if (*(char *)c[R_PASSWORD].p) r->cfg.password = xstrdup(c[R_PASSWORD].p);
+    if (*(char *)c[R_SUBJECT].p) r->subject = xstrdup(c[R_SUBJECT].p);
+    if (*(char *)c[R_SUBJECT_NICK].p) r->subject_nick = xstrdup(c[R_SUBJECT_NICK].p);
+    r->cfg.flags = (int)c[R_FLAGS].i | F_PERSISTENT;
+    r->cfg.max_users = c[R_MAX_USERS].i;
+    r->cfg.history = c[R_HISTORY].i;
+    r->created = c[R_CREATED].i;
+    storage_value_t p = STORE_VAL_TEXT(r->jid);
+    store_range_t ar = {.prefix = &p, .nprefix = 1, .limit = STORE_MAX_LIMIT};
+    store_page_t ap = {0};
+    if (store_range(t_affs, &ar, &ap) == 0)
+        for (int j = 0; j < ap.n; j++) {
+            long a = ap.rows[j]->col[A_AFF].i;
+            if (a >= AFF_OUTCAST && a <= AFF_OWNER && a != AFF_NONE)
+                strmap_put(r->affs, ap.rows[j]->col[A_JID].p, (void *)(intptr_t)(a + 1));
+        }
+    store_page_free(&ap);
+    return r;
+}
+
+static void destroy_room(room_t *r, const xnode_t *destroy);
+
+/* Bring the rooms in memory in line with the table: at start, and after civitasctl changed it
+ * (muc create: load the room; muc destroy: destroy it, telling its occupants). */
+static void sync_rooms(void)
+{
+    strmap_t *seen = strmap_new();
     storage_value_t last;
     char *lastjid = NULL;
     for (;;) {
         store_range_t rr = {.limit = 1000};
-        if (after) rr.after = (store_bound_t){after, 1, 0};
+        if (lastjid) rr.after = (store_bound_t){&last, 1, 0};
         store_page_t page = {0};
         if (store_range(t_rooms, &rr, &page) < 0) {
             log_error("muc", "loading rooms failed: %s", store_error(t_rooms));
-            break;
+            free(lastjid);
+            strmap_free(seen);
+            return;
         }
         for (int i = 0; i < page.n; i++) {
-            storage_value_t *c = page.rows[i]->col;
-            room_t *r = room_new(c[R_JID].p);
-            if (*(char *)c[R_NAME].p) r->cfg.name = xstrdup(c[R_NAME].p);
-            if (*(char *)c[R_DESC].p) r->cfg.desc = xstrdup(c[R_DESC].p);
-            if (*(char *)c[R_PASSWORD].p) r->cfg.password = xstrdup(c[R_PASSWORD].p);
-            if (*(char *)c[R_SUBJECT].p) r->subject = xstrdup(c[R_SUBJECT].p);
-            if (*(char *)c[R_SUBJECT_NICK].p) r->subject_nick = xstrdup(c[R_SUBJECT_NICK].p);
-            r->cfg.flags = (int)c[R_FLAGS].i | F_PERSISTENT;
-            r->cfg.max_users = c[R_MAX_USERS].i;
-            r->cfg.history = c[R_HISTORY].i;
-            r->created = c[R_CREATED].i;
-            storage_value_t p = STORE_VAL_TEXT(r->jid);
-            store_range_t ar = {.prefix = &p, .nprefix = 1, .limit = STORE_MAX_LIMIT};
-            store_page_t ap = {0};
-            if (store_range(t_affs, &ar, &ap) == 0)
-                for (int j = 0; j < ap.n; j++) {
-                    long a = ap.rows[j]->col[A_AFF].i;
-                    if (a >= AFF_OUTCAST && a <= AFF_OWNER && a != AFF_NONE)
-                        strmap_put(r->affs, ap.rows[j]->col[A_JID].p, (void *)(intptr_t)(a + 1));
-                }
-            store_page_free(&ap);
+            const storage_value_t *c = page.rows[i]->col;
+            strmap_put(seen, c[R_JID].p, seen);
+            if (!strmap_get(rooms, c[R_JID].p)) load_room(c);
         }
         int more = page.more && page.n > 0;
         if (more) {
             free(lastjid);
             lastjid = xstrdup(page.rows[page.n - 1]->col[R_JID].p);
             last = STORE_VAL_TEXT(lastjid);
-            after = &last;
         }
         store_page_free(&page);
         if (!more) break;
     }
     free(lastjid);
+    size_t pos = 0, n = 0;
+    const char *k;
+    void *v;
+    char **gone = NULL;
+    while (strmap_next(rooms, &pos, &k, &v))
+        if (has_flag(v, F_PERSISTENT) && !strmap_get(seen, k)) {
+            gone = xrealloc(gone, (n + 1) * sizeof *gone);
+            gone[n++] = xstrdup(k);
+        }
+    for (size_t i = 0; i < n; i++) {
+        room_t *r = strmap_get(rooms, gone[i]);
+        if (r) destroy_room(r, NULL);
+        free(gone[i]);
+    }
+    free(gone);
+    strmap_free(seen);
+}
+
+static storage_watch_t rooms_watch;
+
+static void on_sync_timer(module_timer_t *t, void *ud)
+{
+    (void)t;
+    (void)ud;
+    if (store_changed(t_rooms, &rooms_watch) != 0) sync_rooms();
 }
 
 /* ---- XML helpers ---- */
@@ -658,7 +695,7 @@ static int presence_error(hook_event_t *ev, stanza_err_t cond)
 {
     xnode_t *e = stanza_error_cond(ev->stanza, cond, NULL);
     if (!e) return HOOK_HANDLED;
-    xnode_add_elem(e, "x", NS_MUC);
+    if (!xnode_child(e, "x", NS_MUC)) xnode_add_elem(e, "x", NS_MUC);
     return hook_reply(ev, e);
 }
 
@@ -1489,7 +1526,9 @@ static int load(module_ctx_t *m)
         component_add_feature(c, NS_OCCUPANT_ID);
         component_add_feature(c, NS_MUC "#self-ping-optimization");
     }
-    load_rooms();
+    store_changed(t_rooms, &rooms_watch);
+    sync_rooms();
+    module_add_timer(m, 1000, 1, on_sync_timer, NULL);
     module_hook(m, HOOK_SESSION_CLOSED, 0, on_session_gone, NULL);
     module_hook(m, HOOK_RESOURCE_UNAVAILABLE, 0, on_session_gone, NULL);
     module_hook(m, HOOK_HOST_STOPPING, 0, on_host_stopping, NULL);

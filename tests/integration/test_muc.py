@@ -9,6 +9,7 @@
 # second civitas server over federation.
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Tap, Server, Certs, connect_login, q, el_str, error_condition, free_port,  # noqa: E402
@@ -459,13 +460,37 @@ def persistence(t, srv, alice, bob):
     t.ok("kept" in hist, "... and its history", lambda: bob.dump())
     r = alice.iq("get", "<query xmlns='%s'/>" % NS_INFO, to="lobby@" + SVC)
     t.is_(error_condition(r), "item-not-found", "a temporary room does not survive a restart")
-    leave(bob, room, "Bob")
+    # civitasctl muc list / create / destroy while the server runs
+    r = srv.ctl("muc", "list")
+    t.ok(r.returncode == 0 and r.stdout.split() == [room], "civitasctl muc list prints the persistent rooms",
+         lambda: r.stdout + r.stderr)
+    r = srv.ctl("muc", "create", "townhall@" + SVC, "carol@localhost")
+    t.is_(r.returncode, 0, "civitasctl muc create")
+    r = srv.ctl("muc", "create", "townhall@elsewhere.example", "carol@localhost")
+    t.is_(r.returncode, 1, "civitasctl muc create: a room at a domain that is no MUC service is refused")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        r = alice.iq("get", "<query xmlns='%s'/>" % NS_INFO, to="townhall@" + SVC)
+        if r is not None and r.get("type") == "result":
+            break
+    t.ok(r is not None and r.get("type") == "result" and "muc_persistent" in features(r),
+         "the running server picks up a room civitasctl created", lambda: el_str(r))
+    r = alice.iq("get", "<query xmlns='%s'><item affiliation='owner'/></query>" % NS_ADMIN, to="townhall@" + SVC)
+    t.is_(error_condition(r), "forbidden", "... owned by the account named (not alice)")
+    r = srv.ctl("muc", "destroy", room)
+    t.is_(r.returncode, 0, "civitasctl muc destroy")
+    d = bob.expect(lambda el: is_presence(el, room + "/Bob", "unavailable"), timeout=15)
+    dx = d.find(q(NS_USER, "x")) if d is not None else None
+    t.ok(dx is not None and dx.find(q(NS_USER, "destroy")) is not None,
+         "... the running server destroys the room and tells its occupants", lambda: el_str(d))
+    r = srv.ctl("muc", "destroy", room)
+    t.is_(r.returncode, 1, "civitasctl muc destroy of a room that does not exist: 1")
     # rooms per user
     for i in range(10):
         p, _, _ = join(alice, "cap%d@%s" % (i, SVC), "Alice")
         if p is None or p.get("type") == "error":
             break
-    t.ok(p is not None and error_condition(p) == "resource-constraint" and i == 7,
+    t.ok(p is not None and error_condition(p) == "resource-constraint" and i == 8,
          "muc.max_rooms_per_user (8): the ninth room is refused with resource-constraint",
          lambda: "%d %s" % (i, el_str(p)))
     return alice, bob
