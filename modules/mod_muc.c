@@ -354,12 +354,14 @@ static void sync_rooms(void)
 }
 
 static storage_watch_t rooms_watch;
+static void relays_expire(int all);
 
 static void on_sync_timer(module_timer_t *t, void *ud)
 {
     (void)t;
     (void)ud;
     if (store_changed(t_rooms, &rooms_watch) != 0) sync_rooms();
+    relays_expire(0);
 }
 
 /* ---- XML helpers ---- */
@@ -1405,10 +1407,89 @@ static int is_query(const xnode_t *q, const char *name, const char *ns)
     return q && strcmp(q->name, name) == 0 && strcmp(q->ns, ns) == 0;
 }
 
+/* IQs between occupants (vCards, pings, software version; XEP-0045 lets the room relay them): with a fresh id
+ * from the sender's occupant JID to one session of the target (vcard-temp to its bare JID), and the
+ * answer back. Unanswered relays are forgotten after RELAY_TTL seconds. */
+#define RELAY_TTL 120
+#define RELAY_MAX 10000
+typedef struct relay {
+    char *id;                    /* the asker's id */
+    char *to;                    /* the asker's real JID */
+    char *from;                  /* the target's occupant JID (the answer comes from it) */
+    char *target;                /* the real JID the IQ went to */
+    char *asker_nick_jid;        /* the asker's occupant JID (the answer is addressed to it) */
+    int64_t at;
+} relay_t;
+static strmap_t *relays;
+
+static void relay_free(relay_t *rl)
+{
+    free(rl->id);
+    free(rl->to);
+    free(rl->from);
+    free(rl->target);
+    free(rl->asker_nick_jid);
+    free(rl);
+}
+
+static void relays_expire(int all)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+    int64_t old = now_unix() - RELAY_TTL;
+    while (relays && strmap_next(relays, &pos, &k, &v))
+        if (all || ((relay_t *)v)->at < old) {
+            strmap_del(relays, k);
+            relay_free(v);
+        }
+}
+
+static int relay_iq(hook_event_t *ev, room_t *r, occupant_t *me, occupant_t *t)
+{
+    if (strmap_count(relays) >= RELAY_MAX) return hook_error_cond(ev, STANZA_ERR_RESOURCE_CONSTRAINT);
+    xnode_t *q = xnode_first_elem(ev->stanza);
+    int vcard = q && strcmp(q->name, "vCard") == 0 && strcmp(q->ns, "vcard-temp") == 0;
+    char id[33];
+    random_hex(id, 12);
+    relay_t *rl = xcalloc(1, sizeof *rl);
+    rl->id = xstrdup(xnode_attr(ev->stanza, "id") ? xnode_attr(ev->stanza, "id") : "");
+    rl->to = xstrdup(ev->from->full);
+    rl->from = occ_jid(r, t->nick);
+    rl->at = now_unix();
+    strmap_put(relays, id, rl);
+    xnode_t *iq = xnode_copy(ev->stanza);
+    xnode_set_attr(iq, "id", id);
+    rl->target = xstrdup(vcard ? t->bare : t->s[0].full);
+    rl->asker_nick_jid = occ_jid(r, me->nick);
+    send_to(iq, rl->asker_nick_jid, rl->target);
+    return HOOK_HANDLED;
+}
+
+/* A result or error to an occupant JID: the answer to a relayed IQ. */
+static void relay_answer(hook_event_t *ev)
+{
+    const char *id = xnode_attr(ev->stanza, "id");
+    relay_t *rl = id ? strmap_get(relays, id) : NULL;
+    if (!rl || !ev->to->resource) return;
+    /* only the entity it was sent to answers it, to the occupant JID it was sent from */
+    if (strcmp(rl->target, ev->from->full) != 0 || strcmp(rl->asker_nick_jid, ev->to->full) != 0) return;
+    strmap_del(relays, id);
+    xnode_t *iq = xnode_copy(ev->stanza);
+    xnode_set_attr(iq, "id", rl->id[0] ? rl->id : NULL);
+    send_to(iq, rl->from, rl->to);
+    relay_free(rl);
+}
+
 static int on_iq(hook_event_t *ev, room_t *r)
 {
     const char *type = xnode_attr(ev->stanza, "type");
     if (!type || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0)) {
+        const char *id = xnode_attr(ev->stanza, "id");
+        if (r && ev->to->resource && id && strmap_get(relays, id)) {
+            relay_answer(ev);
+            return HOOK_HANDLED;
+        }
         occupant_t *o = r ? find_session(r, ev->from->full) : NULL;
         if (o && type && strcmp(type, "error") == 0) session_leaves(r, o, ev->from->full, NULL, 333);
         return HOOK_HANDLED;
@@ -1423,7 +1504,7 @@ static int on_iq(hook_event_t *ev, room_t *r)
         occupant_t *t = strmap_get(r->occ, ev->to->resource);
         if (!t) return hook_error_cond(ev, STANZA_ERR_ITEM_NOT_FOUND);
         if (get && is_query(q, "ping", NS_PING) && t == me) return hook_reply(ev, stanza_reply(ev->stanza));
-        return hook_error_cond(ev, STANZA_ERR_SERVICE_UNAVAILABLE);
+        return relay_iq(ev, r, me, t);
     }
     if (get && is_query(q, "query", NS_DISCO_INFO)) return room_info(ev, r);
     if (get && is_query(q, "query", NS_DISCO_ITEMS)) {
@@ -1510,6 +1591,7 @@ static int load(module_ctx_t *m)
     t_ids = module_store(m, "ids");
     t_msgs = module_store(m, "messages");
     rooms = strmap_new();
+    relays = strmap_new();
     for (size_t i = 0; i < host_count(); i++) {
         host_t *h = host_at(i);
         const struct muc_conf *hc = module_host_conf(m, h);
@@ -1544,6 +1626,9 @@ static void unload(module_ctx_t *m)
     while (strmap_next(rooms, &pos, &k, &v)) room_free(v);
     strmap_free(rooms);
     rooms = NULL;
+    relays_expire(1);
+    strmap_free(relays);
+    relays = NULL;
 }
 
 const module_t civitas_module = {

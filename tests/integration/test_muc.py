@@ -274,6 +274,22 @@ def messages(t, srv, alice, bob):
     carol.send("<message to='%s/Alice' type='groupchat'><body>wrong</body></message>" % room)
     e = carol.expect(lambda el: el.tag == q(NS_CLIENT, "message") and el.get("type") == "error", timeout=10)
     t.is_(error_condition(e), "bad-request", "groupchat to an occupant JID: bad-request")
+    # IQs between occupants are relayed (vcard-temp to the bare JID, where the server answers)
+    r = carol.iq("get", "<vCard xmlns='vcard-temp'/>", to=room + "/Alice", id="vc1")
+    t.ok(r is not None and r.get("from") == room + "/Alice" and r.get("id") == "vc1",
+         "a vCard request to an occupant JID is answered through the room, from that occupant JID", lambda: el_str(r))
+    carol.send("<iq type='get' id='ver1' to='%s/Alice'><query xmlns='jabber:iq:version'/></iq>" % room)
+    fw = alice.expect(lambda el: el.tag == q(NS_CLIENT, "iq") and el.get("type") == "get"
+                      and el.find(q("jabber:iq:version", "query")) is not None, timeout=10)
+    t.ok(fw is not None and fw.get("from") == room + "/Carol" and fw.get("id") != "ver1",
+         "an IQ to an occupant JID reaches the occupant from the asker's occupant JID", lambda: el_str(fw))
+    if fw is not None:
+        alice.send("<iq type='result' id='%s' to='%s'><query xmlns='jabber:iq:version'><name>a</name></query></iq>"
+                   % (fw.get("id"), fw.get("from")))
+    r = carol.expect(lambda el: el.tag == q(NS_CLIENT, "iq") and el.get("id") == "ver1", timeout=10)
+    t.ok(r is not None and r.get("type") == "result" and r.get("from") == room + "/Alice"
+         and r.find(q("jabber:iq:version", "query")) is not None, "... and its answer comes back with the asker's id",
+         lambda: el_str(r))
     # subject: participants may not change it by default, moderators may
     carol.send("<message to='%s' type='groupchat'><subject>mine</subject></message>" % room)
     e = carol.expect(lambda el: el.tag == q(NS_CLIENT, "message") and el.get("type") == "error", timeout=10)
