@@ -1558,6 +1558,7 @@ static int on_session_gone(hook_event_t *ev, void *ud)
     return HOOK_PASS;
 }
 
+/* The service of a stopping host goes away with it: every occupant of its rooms is told (332). */
 static int on_host_stopping(hook_event_t *ev, void *ud)
 {
     (void)ud;
@@ -1566,20 +1567,31 @@ static int on_host_stopping(hook_event_t *ev, void *ud)
     void *v;
     while (strmap_next(rooms, &pos, &k, &v)) {
         room_t *r = v;
+        const char *at = strchr(r->jid, '@');
+        component_t *c = at ? component_find(at + 1) : NULL;
+        if (!c || component_parent(c) != ev->host) continue;
         size_t p2 = 0;
         const char *k2;
         void *v2;
+        pres_opts_t op = {.type = "unavailable", .codes = {332}, .ncodes = 1};
         while (strmap_next(r->occ, &p2, &k2, &v2)) {
             occupant_t *o = v2;
-            pres_opts_t op = {.type = "unavailable", .codes = {332}, .ncodes = 1};
-            for (size_t i = 0; i < o->ns; i++) {
-                jid_t *j = jid_new(o->s[i].full);
-                if (j && ev->host && host_find(j->domain) == ev->host) send_presence(r, o, o, o->s[i].full, &op);
-                else if (j && !host_find(j->domain) && ev->host == host_at(0)) send_presence(r, o, o, o->s[i].full, &op);
-                jid_free(j);
-            }
+            for (size_t i = 0; i < o->ns; i++) send_presence(r, o, o, o->s[i].full, &op);
         }
     }
+    return HOOK_PASS;
+}
+
+/* A deleted account's rows are gone (the core deletes them by the tables' account column); drop its
+ * affiliations from the rooms in memory too. */
+static int on_user_deleted(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (!ev->to) return HOOK_PASS;
+    size_t pos = 0;
+    const char *k;
+    void *v;
+    while (strmap_next(rooms, &pos, &k, &v)) strmap_del(((room_t *)v)->affs, ev->to->bare);
     return HOOK_PASS;
 }
 
@@ -1614,6 +1626,7 @@ static int load(module_ctx_t *m)
     module_hook(m, HOOK_SESSION_CLOSED, 0, on_session_gone, NULL);
     module_hook(m, HOOK_RESOURCE_UNAVAILABLE, 0, on_session_gone, NULL);
     module_hook(m, HOOK_HOST_STOPPING, 0, on_host_stopping, NULL);
+    module_hook(m, HOOK_USER_DELETED, 0, on_user_deleted, NULL);
     return 0;
 }
 
