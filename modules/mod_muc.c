@@ -1358,7 +1358,7 @@ static int room_info(hook_event_t *ev, room_t *r)
     xnode_set_attr(id, "type", "text");
     xnode_set_attr(id, "name", r->cfg.name ? r->cfg.name : ev->to->node);
     const char *feats[] = {
-        NS_MUC, NS_DISCO_INFO, NS_SID, NS_OCCUPANT_ID, NS_MUC "#stable_id", NS_MUC "#self-ping-optimization",
+        NS_MUC, NS_DISCO_INFO, NS_SID, NS_OCCUPANT_ID, "urn:xmpp:mam:2", "urn:xmpp:mam:2#extended", NS_MUC "#stable_id", NS_MUC "#self-ping-optimization",
         has_flag(r, F_PUBLIC) ? "muc_public" : "muc_hidden",
         has_flag(r, F_PERSISTENT) ? "muc_persistent" : "muc_temporary",
         has_flag(r, F_MEMBERS_ONLY) ? "muc_membersonly" : "muc_open",
@@ -1481,6 +1481,146 @@ static void relay_answer(hook_event_t *ev)
     relay_free(rl);
 }
 
+/* ---- XEP-0313 on the room JID (MUC-MAM): the archive muc_messages, paged by (ts, id) ----
+ * Filters start, end, before-id, after-id (XEP-0313 §4.1.1 and "extended"); RSM max, before, after.
+ * Readable by occupants and affiliated users; in rooms that are not members-only by anyone not banned. */
+#define NS_MAM "urn:xmpp:mam:2"
+#define NS_RSM "http://jabber.org/protocol/rsm"
+#define NS_FORWARD "urn:xmpp:forward:0"
+#define MAM_MAX 250
+
+static int mam_form(hook_event_t *ev)
+{
+    xnode_t *reply = stanza_reply(ev->stanza);
+    xnode_t *q = xnode_add_elem(reply, "query", NS_MAM);
+    xnode_t *x = xnode_add_elem(q, "x", NS_XDATA);
+    xnode_set_attr(x, "type", "form");
+    form_field(x, "FORM_TYPE", "hidden", NULL, NS_MAM);
+    form_field(x, "start", "text-single", NULL, NULL);
+    form_field(x, "end", "text-single", NULL, NULL);
+    form_field(x, "before-id", "text-single", NULL, NULL);
+    form_field(x, "after-id", "text-single", NULL, NULL);
+    return hook_reply(ev, reply);
+}
+
+/* The archive position (ts, id) of the message with stanza-id sid: 0, or -1 when there is none. */
+static int mam_position(const room_t *r, const char *sid, int64_t *ts, int64_t *id)
+{
+    storage_value_t p[] = {STORE_VAL_TEXT(r->jid), STORE_VAL_TEXT(sid)};
+    store_range_t rr = {.index = "by_sid", .prefix = p, .nprefix = 2, .limit = 1};
+    store_page_t page = {0};
+    int rc = -1;
+    if (store_range(t_msgs, &rr, &page) == 0 && page.n == 1) {
+        *ts = page.rows[0]->col[M_TS].i;
+        *id = page.rows[0]->col[M_ID].i;
+        rc = 0;
+    }
+    store_page_free(&page);
+    return rc;
+}
+
+static int mam_query(hook_event_t *ev, room_t *r, occupant_t *me)
+{
+    int aff = get_aff(r, ev->from->bare);
+    if (aff == AFF_OUTCAST || (!me && aff < AFF_MEMBER && has_flag(r, F_MEMBERS_ONLY)))
+        return hook_error_cond(ev, STANZA_ERR_FORBIDDEN);
+    xnode_t *q = xnode_first_elem(ev->stanza);
+    const char *queryid = xnode_attr(q, "queryid");
+    char *start = NULL, *end = NULL, *before_id = NULL, *after_id = NULL;
+    xnode_t *x = xnode_child(q, "x", NS_XDATA);
+    for (xnode_t *f = x ? xnode_first_elem(x) : NULL; f; f = xnode_next_elem(f)) {
+        const char *var = xnode_attr(f, "var");
+        if (strcmp(f->name, "field") != 0 || !var) continue;
+        char **dst = strcmp(var, "start") == 0 ? &start : strcmp(var, "end") == 0 ? &end
+                   : strcmp(var, "before-id") == 0 ? &before_id : strcmp(var, "after-id") == 0 ? &after_id : NULL;
+        if (dst && !*dst) *dst = child_text(f, "value", NS_XDATA);
+    }
+    xnode_t *set = xnode_child(q, "set", NS_RSM);
+    long max = 50;
+    int last_page = 0;
+    if (set) {
+        char *m = child_text(set, "max", NS_RSM);
+        if (m) max = strtol(m, NULL, 10);
+        free(m);
+        xnode_t *b = xnode_child(set, "before", NS_RSM);
+        char *bt = b ? xnode_text(b) : NULL;
+        if (b && !*bt) last_page = 1;
+        else if (bt && !before_id) before_id = xstrdup(bt);
+        free(bt);
+        char *at = child_text(set, "after", NS_RSM);
+        if (at && !after_id) after_id = at;
+        else free(at);
+    }
+    if (max < 0) max = 0;
+    if (max > MAM_MAX) max = MAM_MAX;
+    int err = -1;
+    storage_value_t p = STORE_VAL_TEXT(r->jid);
+    storage_value_t lo[2], hi[2];
+    store_range_t rr = {.index = "by_time", .prefix = &p, .nprefix = 1};
+    int64_t ts, id;
+    int64_t s_ts = start ? parse_stamp(start) : -1, e_ts = end ? parse_stamp(end) : -1;
+    if ((start && s_ts < 0) || (end && e_ts < 0)) err = STANZA_ERR_BAD_REQUEST;
+    if (err < 0 && after_id) {
+        if (mam_position(r, after_id, &ts, &id) < 0) err = STANZA_ERR_ITEM_NOT_FOUND;
+        lo[0] = STORE_VAL_INT(ts);
+        lo[1] = STORE_VAL_INT(id);
+        rr.after = (store_bound_t){lo, 2, 0};
+    } else if (err < 0 && start) {
+        lo[0] = STORE_VAL_INT(s_ts);
+        rr.after = (store_bound_t){lo, 1, 1};
+    }
+    if (err < 0 && before_id) {
+        if (mam_position(r, before_id, &ts, &id) < 0) err = STANZA_ERR_ITEM_NOT_FOUND;
+        hi[0] = STORE_VAL_INT(ts);
+        hi[1] = STORE_VAL_INT(id);
+        rr.before = (store_bound_t){hi, 2, 0};
+        last_page = 1;
+    } else if (err < 0 && end) {
+        hi[0] = STORE_VAL_INT(e_ts);
+        rr.before = (store_bound_t){hi, 1, 1};
+    }
+    free(start);
+    free(end);
+    free(before_id);
+    free(after_id);
+    if (err >= 0) return hook_error_cond(ev, (stanza_err_t)err);
+    int count = store_count(t_msgs, &rr);
+    store_page_t page = {0};
+    rr.reverse = last_page;
+    rr.limit = max > 0 ? (int)max : 1;
+    if (store_range(t_msgs, &rr, &page) < 0) return hook_error_cond(ev, STANZA_ERR_INTERNAL_SERVER_ERROR);
+    int n = max > 0 ? page.n : 0;
+    const char *first = NULL, *last = NULL;
+    for (int k = 0; k < n; k++) {
+        storage_value_t *c = page.rows[last_page ? n - 1 - k : k]->col;
+        xnode_t *orig = xnode_parse_one(c[M_XML].p, c[M_XML].len, NS_CLIENT);
+        if (!orig) continue;
+        if (!first) first = c[M_STANZA_ID].p;
+        last = c[M_STANZA_ID].p;
+        xnode_t *m = xnode_new("message", NS_CLIENT);
+        xnode_t *res = xnode_add_elem(m, "result", NS_MAM);
+        if (queryid) xnode_set_attr(res, "queryid", queryid);
+        xnode_set_attr(res, "id", c[M_STANZA_ID].p);
+        xnode_t *fw = xnode_add_elem(res, "forwarded", NS_FORWARD);
+        char stamp[XEP0082_SIZE];
+        xep0082_timestamp(stamp, sizeof stamp, c[M_TS].i);
+        xnode_set_attr(xnode_add_elem(fw, "delay", NS_DELAY), "stamp", stamp);
+        xnode_add_child(fw, orig);
+        send_to(m, r->jid, ev->from->full);
+    }
+    xnode_t *reply = stanza_reply(ev->stanza);
+    xnode_t *fin = xnode_add_elem(reply, "fin", NS_MAM);
+    if (max == 0 ? count <= 0 : !page.more) xnode_set_attr(fin, "complete", "true");
+    xnode_t *rs = xnode_add_elem(fin, "set", NS_RSM);
+    if (first) add_text_elem(rs, "first", NS_RSM, first);
+    if (last) add_text_elem(rs, "last", NS_RSM, last);
+    char buf[32];
+    snprintf(buf, sizeof buf, "%d", count < 0 ? 0 : count);
+    add_text_elem(rs, "count", NS_RSM, buf);
+    store_page_free(&page);
+    return hook_reply(ev, reply);
+}
+
 static int on_iq(hook_event_t *ev, room_t *r)
 {
     const char *type = xnode_attr(ev->stanza, "type");
@@ -1513,6 +1653,7 @@ static int on_iq(hook_event_t *ev, room_t *r)
         return hook_reply(ev, reply);
     }
     if (get && is_query(q, "ping", NS_PING)) return hook_reply(ev, stanza_reply(ev->stanza));
+    if (is_query(q, "query", NS_MAM)) return get ? mam_form(ev) : mam_query(ev, r, me);
     if (is_query(q, "query", NS_MUC_OWNER)) return on_owner(ev, r, type);
     if (is_query(q, "query", NS_MUC_ADMIN)) {
         xnode_t *item = xnode_child(q, "item", NS_MUC_ADMIN);

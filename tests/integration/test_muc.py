@@ -263,6 +263,46 @@ def messages(t, srv, alice, bob):
     p, _, _ = join(carol, room, "Carol", extra="<history since='2999-01-01T00:00:00Z'/>")
     hist = [el for el in carol.inbox if el.tag == q(NS_CLIENT, "message") and el.find(q(NS_DELAY, "delay")) is not None]
     t.is_(len(hist), 0, "history since a future time: none")
+    # MUC-MAM (XEP-0313 on the room JID) over the same archive
+    def mam(c, rsm="", form="", qid="q1"):
+        x = ("<x xmlns='%s' type='submit'><field var='FORM_TYPE' type='hidden'><value>urn:xmpp:mam:2</value></field>%s</x>"
+             % (NS_X, form)) if form else ""
+        iid = c.next_id("mam")
+        c.send("<iq type='set' id='%s' to='%s'><query xmlns='urn:xmpp:mam:2' queryid='%s'>%s%s</query></iq>"
+               % (iid, room, qid, x, rsm))
+        fin = c.expect(lambda el: el.tag == q(NS_CLIENT, "iq") and el.get("id") == iid, timeout=10)
+        res = []
+        while True:
+            m = c.expect(lambda el: el.tag == q(NS_CLIENT, "message") and el.find(q("urn:xmpp:mam:2", "result")) is not None,
+                         timeout=0.1)
+            if m is None:
+                break
+            r_ = m.find(q("urn:xmpp:mam:2", "result"))
+            fm = r_.find(q("urn:xmpp:forward:0", "forwarded")).find(q(NS_CLIENT, "message"))
+            res.append((r_.get("id"), fm.findtext(q(NS_CLIENT, "body")), r_.get("queryid"), m.get("from")))
+        return fin, res
+    t.ok("urn:xmpp:mam:2" in features(carol.iq("get", "<query xmlns='%s'/>" % NS_INFO, to=room)),
+         "the room advertises urn:xmpp:mam:2")
+    fin, res = mam(carol, "<set xmlns='http://jabber.org/protocol/rsm'><max>2</max></set>")
+    f = fin.find(q("urn:xmpp:mam:2", "fin")) if fin is not None else None
+    t.ok(fin is not None and fin.get("type") == "result" and [b for _, b, _, _ in res] == ["m2", "m3"]
+         and all(qi == "q1" and fr == room for _, _, qi, fr in res) and f.get("complete") is None
+         and f.findtext("{http://jabber.org/protocol/rsm}set/{http://jabber.org/protocol/rsm}count") == "5",
+         "MUC-MAM: the first page, oldest first, from the room with the queryid; count 5; not complete",
+         lambda: el_str(fin) + repr(res))
+    fin2, res2 = mam(carol, "<set xmlns='http://jabber.org/protocol/rsm'><max>10</max><after>%s</after></set>"
+                     % (res[-1][0] if res else "x"))
+    f2 = fin2.find(q("urn:xmpp:mam:2", "fin")) if fin2 is not None else None
+    t.ok([b for _, b, _, _ in res2] == ["m4", "m5", "m6"] and f2 is not None and f2.get("complete") == "true",
+         "MUC-MAM: RSM after the last id gives the rest; complete", lambda: el_str(fin2) + repr(res2))
+    fin3, res3 = mam(carol, "<set xmlns='http://jabber.org/protocol/rsm'><max>2</max><before/></set>")
+    t.is_([b for _, b, _, _ in res3], ["m5", "m6"], "MUC-MAM: RSM <before/>: the last page, in chronological order")
+    t.ok(res and mb is not None and all(len(i) > 8 for i, _, _, _ in res), "MUC-MAM result ids are the stanza-ids")
+    fin4, res4 = mam(carol, "<set xmlns='http://jabber.org/protocol/rsm'><after>nonexistent</after></set>")
+    t.is_(error_condition(fin4), "item-not-found", "MUC-MAM: an unknown RSM id: item-not-found")
+    fin5, res5 = mam(carol, form="<field var='start'><value>2999-01-01T00:00:00Z</value></field>")
+    t.ok(fin5 is not None and fin5.get("type") == "result" and res5 == [], "MUC-MAM: start in the future: nothing",
+         lambda: el_str(fin5))
     # private messages
     carol.send("<message to='%s/Alice' type='chat'><body>psst</body></message>" % room)
     pm = alice.expect_message("psst", timeout=10)
