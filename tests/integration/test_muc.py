@@ -579,6 +579,9 @@ def federation(t):
         p, others, subj = join(bob, room, "Bob", timeout=30)
         t.ok(p is not None and p.get("type") is None and [o.get("from") for o in others] == [room + "/Alice"]
              and subj is not None, "s2s: a user of another civitas enters a room", lambda: el_str(p) + bob.dump())
+        e, _, _ = join(bob, "bobs@conference.a.example", "Bob", timeout=30)
+        t.ok(e is not None and error_condition(e) == "not-allowed",
+             "s2s: a remote user may not create rooms (muc.remote_create false)", lambda: el_str(e))
         groupchat(bob, room, "from b")
         t.ok(gc_from(alice, room + "/Bob", "from b", timeout=20) is not None, "s2s: the remote occupant's message reaches the room")
         groupchat(alice, room, "from a")
