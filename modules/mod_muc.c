@@ -586,8 +586,9 @@ static long attr_long(const xnode_t *n, const char *name, long def)
 /* XEP-0082 DateTime to Unix time; -1 when it is none. */
 static int64_t parse_stamp(const char *s)
 {
-    int Y, M, D, h, m, sec;
-    if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d", &Y, &M, &D, &h, &m, &sec) != 6) return -1;
+    int Y, M, D, h, m, sec, used = 0;
+    if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &Y, &M, &D, &h, &m, &sec, &used) != 6 || used != 19) return -1;
+    if (Y < 1970 || M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60) return -1;
     /* days from civil (Howard Hinnant's algorithm) */
     Y -= M <= 2;
     long era = (Y >= 0 ? Y : Y - 399) / 400;
@@ -598,7 +599,7 @@ static int64_t parse_stamp(const char *s)
     int64_t t = (int64_t)days * 86400 + h * 3600 + m * 60 + sec;
     const char *tz = s + 19;
     if (*tz == '.') while (*++tz >= '0' && *tz <= '9') {}
-    if ((*tz == '+' || *tz == '-') && strlen(tz) >= 6) {
+    if ((*tz == '+' || *tz == '-') && strlen(tz) == 6) {
         int oh = atoi(tz + 1), om = atoi(tz + 4);
         t -= (*tz == '+' ? 1 : -1) * (oh * 3600 + om * 60);
     }
@@ -873,14 +874,17 @@ static void broadcast_message(room_t *r, occupant_t *o, xnode_t *st)
     xnode_free(m);
 }
 
-/* XEP-0045 §7.8.2 mediated invitations (and §7.8.2 declines) sent to the room. */
+/* XEP-0045 §7.8.2 mediated invitations (and declines) sent to the room; at most MAX_INVITES a message. */
+#define MAX_INVITES 20
 static int on_invite(hook_event_t *ev, room_t *r, occupant_t *o, xnode_t *x)
 {
     int aff = get_aff(r, ev->from->bare);
-    for (xnode_t *c = xnode_first_elem(x); c; c = xnode_next_elem(c)) {
+    int n = 0;
+    for (xnode_t *c = xnode_first_elem(x); c && n < MAX_INVITES; c = xnode_next_elem(c)) {
         if (strcmp(c->ns, NS_MUC_USER) != 0) continue;
         int invite = strcmp(c->name, "invite") == 0, decline = strcmp(c->name, "decline") == 0;
         if (!invite && !decline) continue;
+        n++;
         jid_t *to = jid_new(xnode_attr(c, "to"));
         if (!to) return hook_error_cond(ev, STANZA_ERR_JID_MALFORMED);
         if (invite) {
