@@ -3,7 +3,7 @@
  * subject and affiliations) are also kept in the module's tables and loaded at start. Every
  * groupchat message is kept in muc_messages (the room's archive: stanza-id, time, nick, real bare
  * JID, occupant-id, the stanza as broadcast), trimmed to max_history per room; history on join
- * reads it, and MUC-MAM (XEP-0313 on the room JID) can page it by (room, ts) or (room, stanza_id).
+ * reads it, and MUC-MAM (XEP-0313 on the room JID) pages it by (room, ts) and (room, stanza_id).
  * Occupant ids (XEP-0421) are random per (room, real bare JID) and kept in muc_ids, so they stay
  * stable across sessions and restarts without a keyed hash.
  *
@@ -26,7 +26,9 @@
 #define NS_DELAY "urn:xmpp:delay"
 #define NS_PING "urn:xmpp:ping"
 #define NS_HINTS "urn:xmpp:hints"
-#define NS_CONFERENCE "jabber:x:conference"
+#define NS_MAM "urn:xmpp:mam:2"
+#define NS_RSM "http://jabber.org/protocol/rsm"
+#define NS_FORWARD "urn:xmpp:forward:0"
 #define FORM_ROOMCONFIG NS_MUC "#roomconfig"
 #define FORM_ROOMINFO NS_MUC "#roominfo"
 
@@ -76,7 +78,6 @@ static const store_table_t tables[] = {
 static const store_schema_t schema = {.version = 1, .tables = tables};
 
 static store_t *t_rooms, *t_affs, *t_ids, *t_msgs;
-static module_ctx_t *self;
 
 /* ---- rooms in memory ---- */
 enum { AFF_OUTCAST, AFF_NONE, AFF_MEMBER, AFF_ADMIN, AFF_OWNER };
@@ -365,7 +366,6 @@ static void on_sync_timer(module_timer_t *t, void *ud)
 }
 
 /* ---- XML helpers ---- */
-static xnode_t *child_ns(const xnode_t *n, const char *name, const char *ns) { return xnode_child(n, name, ns); }
 
 static char *child_text(const xnode_t *n, const char *name, const char *ns)
 {
@@ -734,7 +734,7 @@ static int on_join(hook_event_t *ev, room_t *r)
 {
     const char *nick = ev->to->resource;
     const char *full = ev->from->full, *bare = ev->from->bare;
-    xnode_t *mx = child_ns(ev->stanza, "x", NS_MUC);
+    xnode_t *mx = xnode_child(ev->stanza, "x", NS_MUC);
     int created = 0;
     if (!r) {
         if (!conf.remote_create && !host_find(ev->from->domain)) return presence_error(ev, STANZA_ERR_NOT_ALLOWED);
@@ -763,7 +763,7 @@ static int on_join(hook_event_t *ev, room_t *r)
         if (!o && aff < AFF_ADMIN && (long)strmap_count(r->occ) >= max_users(r))
             return presence_error(ev, STANZA_ERR_SERVICE_UNAVAILABLE);
     }
-    xnode_t *hist = mx ? child_ns(mx, "history", NS_MUC) : NULL;
+    xnode_t *hist = mx ? xnode_child(mx, "history", NS_MUC) : NULL;
     if (o) {            /* another session of the same user under the same nick */
         o->s = xrealloc(o->s, (o->ns + 1) * sizeof *o->s);
         o->s[o->ns++].full = xstrdup(full);
@@ -936,7 +936,7 @@ static int on_message(hook_event_t *ev, room_t *r)
         return HOOK_HANDLED;
     }
     if (strcmp(type, "groupchat") != 0) {
-        xnode_t *x = child_ns(ev->stanza, "x", NS_MUC_USER);
+        xnode_t *x = xnode_child(ev->stanza, "x", NS_MUC_USER);
         if (x) return on_invite(ev, r, o, x);
         return hook_error_cond(ev, o ? STANZA_ERR_BAD_REQUEST : STANZA_ERR_NOT_ACCEPTABLE);
     }
@@ -1362,7 +1362,8 @@ static int room_info(hook_event_t *ev, room_t *r)
     xnode_set_attr(id, "type", "text");
     xnode_set_attr(id, "name", r->cfg.name ? r->cfg.name : ev->to->node);
     const char *feats[] = {
-        NS_MUC, NS_DISCO_INFO, NS_SID, NS_OCCUPANT_ID, "urn:xmpp:mam:2", "urn:xmpp:mam:2#extended", NS_MUC "#stable_id", NS_MUC "#self-ping-optimization",
+        NS_MUC, NS_DISCO_INFO, NS_SID, NS_OCCUPANT_ID, NS_MAM, NS_MAM "#extended", NS_MUC "#stable_id",
+        NS_MUC "#self-ping-optimization",
         has_flag(r, F_PUBLIC) ? "muc_public" : "muc_hidden",
         has_flag(r, F_PERSISTENT) ? "muc_persistent" : "muc_temporary",
         has_flag(r, F_MEMBERS_ONLY) ? "muc_membersonly" : "muc_open",
@@ -1488,9 +1489,6 @@ static void relay_answer(hook_event_t *ev)
 /* ---- XEP-0313 on the room JID (MUC-MAM): the archive muc_messages, paged by (ts, id) ----
  * Filters start, end, before-id, after-id (XEP-0313 §4.1.1 and "extended"); RSM max, before, after.
  * Readable by occupants and affiliated users; in rooms that are not members-only by anyone not banned. */
-#define NS_MAM "urn:xmpp:mam:2"
-#define NS_RSM "http://jabber.org/protocol/rsm"
-#define NS_FORWARD "urn:xmpp:forward:0"
 #define MAM_MAX 250
 
 static int mam_form(hook_event_t *ev)
@@ -1643,7 +1641,7 @@ static int on_iq(hook_event_t *ev, room_t *r)
     if (!r) return hook_error_cond(ev, STANZA_ERR_ITEM_NOT_FOUND);
     occupant_t *me = find_session(r, ev->from->full);
     if (ev->to->resource) {
-        /* XEP-0410: a self-ping is answered by the room; anything else to an occupant is not relayed */
+        /* XEP-0410: a self-ping is answered by the room; other IQs to an occupant are relayed */
         if (!me) return hook_error_cond(ev, STANZA_ERR_NOT_ACCEPTABLE);
         occupant_t *t = strmap_get(r->occ, ev->to->resource);
         if (!t) return hook_error_cond(ev, STANZA_ERR_ITEM_NOT_FOUND);
@@ -1742,7 +1740,6 @@ static int on_user_deleted(hook_event_t *ev, void *ud)
 
 static int load(module_ctx_t *m)
 {
-    self = m;
     t_rooms = module_store(m, "rooms");
     t_affs = module_store(m, "affiliations");
     t_ids = module_store(m, "ids");
