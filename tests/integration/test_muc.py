@@ -544,12 +544,25 @@ def persistence(t, srv, alice, bob):
          "... the running server destroys the room and tells its occupants", lambda: el_str(d))
     r = srv.ctl("muc", "destroy", room)
     t.is_(r.returncode, 1, "civitasctl muc destroy of a room that does not exist: 1")
-    # rooms per user
+    # deleting an account drops its affiliations (also from rooms in memory)
+    rec = "records@" + SVC
+    create(alice, rec, "Alice", {"muc#roomconfig_persistentroom": "1"})
+    admin(alice, rec, "<item jid='dave@localhost' affiliation='member'/>")
+    r = srv.ctl("user", "del", "dave@localhost")
+    t.is_(r.returncode, 0, "civitasctl user del dave")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        r = alice.iq("get", "<query xmlns='%s'><item affiliation='member'/></query>" % NS_ADMIN, to=rec)
+        if r is not None and not list(r.iter(q(NS_ADMIN, "item"))):
+            break
+    t.ok(r is not None and r.get("type") == "result" and not list(r.iter(q(NS_ADMIN, "item"))),
+         "a deleted account loses its affiliations", lambda: el_str(r))
+    # rooms per user (alice owns one room now)
     for i in range(10):
         p, _, _ = join(alice, "cap%d@%s" % (i, SVC), "Alice")
         if p is None or p.get("type") == "error":
             break
-    t.ok(p is not None and error_condition(p) == "resource-constraint" and i == 8,
+    t.ok(p is not None and error_condition(p) == "resource-constraint" and i == 7,
          "muc.max_rooms_per_user (8): the ninth room is refused with resource-constraint",
          lambda: "%d %s" % (i, el_str(p)))
     return alice, bob
