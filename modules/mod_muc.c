@@ -1003,7 +1003,7 @@ static xnode_t *config_form(const room_t *r)
     for (size_t i = 0; i < sizeof choices / sizeof *choices && choices[i] <= conf.max_occupants; i++) {
         char c[32];
         snprintf(c, sizeof c, "%ld", choices[i]);
-        option(f, NULL, c);
+        option(f, c, c);
     }
     snprintf(buf, sizeof buf, "%ld", r->cfg.history);
     form_field(x, "muc#maxhistoryfetch", "text-single", "Messages sent on join", buf);
