@@ -4,7 +4,7 @@
 #include "jid.h"
 #include "scram.h"
 #include "standard_modules.h"
-#include "storage.h"
+#include "storage_internal.h"
 #include "util.h"
 #include <getopt.h>
 #include <stdio.h>
