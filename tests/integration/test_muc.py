@@ -605,6 +605,20 @@ def federation(t):
         alice.end()
 
 
+def configured_host(t):
+    """CONTRACT.md: muc: {host: ...} names the service."""
+    with Server(t, extra_yaml="muc:\n  host: chat.localhost\n") as srv:
+        srv.adduser("alice@localhost", PW)
+        c = connect_login(srv, "alice", PW, resource="a")
+        c.presence()
+        r = c.iq("get", "<query xmlns='%s'/>" % NS_ITEMS, to="localhost")
+        jids = [i.get("jid") for i in r.iter(q(NS_ITEMS, "item"))] if r is not None else []
+        t.ok("chat.localhost" in jids and SVC not in jids, "muc.host: the service is chat.localhost", lambda: el_str(r))
+        p, _, _ = join(c, "room@chat.localhost", "Alice", x=False)
+        t.ok(p is not None and p.get("type") is None and 201 in codes(p), "muc.host: rooms live there", lambda: el_str(p))
+        c.end()
+
+
 def main(t):
     with Server(t, extra_yaml=YAML) as srv:
         for u in ("alice", "bob", "carol", "dave"):
@@ -620,6 +634,7 @@ def main(t):
         t.run(invites_and_ghosts, t, srv, alice, bob)
         t.run(persistence, t, srv, alice, bob)
     t.run(federation, t)
+    t.run(configured_host, t)
 
 
 if __name__ == "__main__":
