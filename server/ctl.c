@@ -1,5 +1,5 @@
-/* server/ctl.c: civitasctl, the admin's command-line tool: accounts (add, del, passwd, list)
- * written straight to the storage the server uses. Exit 0 ok, 1 user error, 2 usage error. */
+/* server/ctl.c: civitasctl, the admin's command-line tool: accounts (add, del, passwd, list) and
+ * group chat rooms (muc list, create, destroy) written straight to the storage the server uses. Exit 0 ok, 1 user error, 2 usage error. */
 #include "config.h"
 #include "jid.h"
 #include "scram.h"
@@ -20,6 +20,9 @@ static void usage(FILE *fp)
                 "  user del JID       delete an account and every piece of data stored for it\n"
                 "  user passwd JID    set a new password, read from stdin\n"
                 "  user list DOMAIN   print the accounts of DOMAIN, one bare JID a line\n"
+                "  muc list           print the persistent rooms, one room JID a line\n"
+                "  muc create ROOM OWNER  create a persistent, public room owned by the account OWNER\n"
+                "  muc destroy ROOM   destroy a persistent room (its occupants are told)\n"
                 "options: --config FILE, --help, --version\n");
 }
 
@@ -117,6 +120,109 @@ out:
     return rc;
 }
 
+/* ---- muc: the rows of mod_muc's tables (modules/mod_muc.c: muc_rooms, muc_affiliations,
+ * muc_messages), written with SQL because civitasctl loads no modules; a running server notices
+ * within a second (store_changed) and loads or destroys the room. ---- */
+#define MUC_F_PERSISTENT 1       /* mod_muc's room flags */
+#define MUC_F_PUBLIC 2
+#define MUC_AFF_OWNER 4          /* mod_muc's affiliation numbers */
+
+static int print_room(void *ud, const storage_value_t *cols, int ncols)
+{
+    (void)ud;
+    if (ncols == 1 && cols[0].type == STORAGE_TEXT) printf("%.*s\n", (int)cols[0].len, (const char *)cols[0].p);
+    return 0;
+}
+
+/* The room JID must be a bare JID at a MUC service of this config (muc.host or conference.<host>). */
+static jid_t *room_jid(const config_t *c, const char *arg)
+{
+    jid_t *j = jid_new(arg);
+    if (!j || !j->node || j->resource) {
+        fprintf(stderr, "civitasctl: '%s' is not a valid room JID (room@service)\n", arg);
+        jid_free(j);
+        return NULL;
+    }
+    const cfg_node_t *sec = config_module_section(c, "muc");
+    const cfg_node_t *top = sec ? cfg_child(sec, "host") : NULL;
+    const cfg_node_t *hosts = sec ? cfg_child(sec, "hosts") : NULL;
+    for (size_t i = 0; i < c->nhosts; i++) {
+        const cfg_node_t *hs = hosts ? cfg_child(hosts, c->hosts[i].name) : NULL;
+        const cfg_node_t *h = hs ? cfg_child(hs, "host") : NULL;
+        if (!h) h = top;
+        char *svc = h && h->type == CFG_SCALAR ? xstrdup(h->value) : xasprintf("conference.%s", c->hosts[i].name);
+        char *d = jid_prep_domain(svc);
+        int same = d && strcmp(d, j->domain) == 0;
+        free(d);
+        free(svc);
+        if (same) return j;
+    }
+    fprintf(stderr, "civitasctl: %s is not a group chat service of this server (muc.host or conference.<host>)\n",
+            j->domain);
+    jid_free(j);
+    return NULL;
+}
+
+static int muc_cmd(const config_t *c, storage_t *st, int nargs, char **args)
+{
+    if (strcmp(args[1], "list") == 0 && nargs == 2) {
+        if (storage_query(st, "SELECT jid FROM muc_rooms ORDER BY jid", NULL, 0, print_room, NULL) < 0) {
+            fprintf(stderr, "civitasctl: storage error (has the muc module ever run?): %s\n", storage_last_error(st));
+            return 1;
+        }
+        return 0;
+    }
+    jid_t *room = nargs >= 3 ? room_jid(c, args[2]) : NULL;
+    if (!room) return 1;
+    storage_value_t key = {.type = STORAGE_TEXT, .p = room->bare, .len = strlen(room->bare)};
+    int exists = storage_query(st, "SELECT jid FROM muc_rooms WHERE jid = ?", &key, 1, NULL, NULL);
+    int rc = 1;
+    if (exists < 0) {
+        fprintf(stderr, "civitasctl: storage error (has the muc module ever run?): %s\n", storage_last_error(st));
+    } else if (strcmp(args[1], "create") == 0 && nargs == 4) {
+        jid_t *owner = account_jid(c, args[3]);
+        if (!owner) goto out;
+        if (exists > 0) {
+            fprintf(stderr, "civitasctl: %s already exists\n", room->bare);
+        } else if (storage_begin(st) == 0) {
+            storage_value_t row[] = {key, {.type = STORAGE_INT, .i = MUC_F_PERSISTENT | MUC_F_PUBLIC},
+                                     {.type = STORAGE_INT, .i = now_unix()}};
+            storage_value_t aff[] = {key, {.type = STORAGE_TEXT, .p = owner->bare, .len = strlen(owner->bare)},
+                                     {.type = STORAGE_INT, .i = MUC_AFF_OWNER}};
+            if (storage_query(st, "INSERT INTO muc_rooms (jid, name, description, password, subject, subject_nick, "
+                                  "flags, max_users, history, created) VALUES (?, '', '', '', '', '', ?, 0, 20, ?)",
+                              row, 3, NULL, NULL) < 0 ||
+                storage_query(st, "INSERT INTO muc_affiliations (room, jid, affiliation, reason) VALUES (?, ?, ?, '')",
+                              aff, 3, NULL, NULL) < 0 || storage_commit(st) < 0) {
+                fprintf(stderr, "civitasctl: storage error: %s\n", storage_last_error(st));
+                storage_rollback(st);
+            } else {
+                rc = 0;
+            }
+        }
+        jid_free(owner);
+    } else if (strcmp(args[1], "destroy") == 0 && nargs == 3) {
+        if (exists == 0) {
+            fprintf(stderr, "civitasctl: %s does not exist (temporary rooms end with their last occupant)\n", room->bare);
+        } else if (storage_begin(st) == 0) {
+            if (storage_query(st, "DELETE FROM muc_affiliations WHERE room = ?", &key, 1, NULL, NULL) < 0 ||
+                storage_query(st, "DELETE FROM muc_messages WHERE room = ?", &key, 1, NULL, NULL) < 0 ||
+                storage_query(st, "DELETE FROM muc_rooms WHERE jid = ?", &key, 1, NULL, NULL) < 0 || storage_commit(st) < 0) {
+                fprintf(stderr, "civitasctl: storage error: %s\n", storage_last_error(st));
+                storage_rollback(st);
+            } else {
+                rc = 0;
+            }
+        }
+    } else {
+        usage(stderr);
+        rc = 2;
+    }
+out:
+    jid_free(room);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
@@ -135,9 +241,11 @@ int main(int argc, char **argv)
     }
     int nargs = argc - optind;
     char **args = argv + optind;
-    if (!config_path || nargs != 3 || strcmp(args[0], "user") != 0 ||
+    int muc = nargs >= 2 && strcmp(args[0], "muc") == 0 &&
+              (strcmp(args[1], "list") == 0 || strcmp(args[1], "create") == 0 || strcmp(args[1], "destroy") == 0);
+    if (!config_path || (!muc && (nargs != 3 || strcmp(args[0], "user") != 0 ||
         (strcmp(args[1], "add") != 0 && strcmp(args[1], "del") != 0 && strcmp(args[1], "passwd") != 0 &&
-         strcmp(args[1], "list") != 0)) {
+         strcmp(args[1], "list") != 0)))) {
         usage(stderr);
         return 2;
     }
@@ -159,7 +267,7 @@ int main(int argc, char **argv)
         config_free(c);
         return 1;
     }
-    int rc = user_cmd(c, st, args[1], args[2]);
+    int rc = muc ? muc_cmd(c, st, nargs, args) : user_cmd(c, st, args[1], args[2]);
     storage_close(st);
     config_free(c);
     return rc;
