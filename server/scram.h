@@ -122,6 +122,11 @@ void scram_server_set_iterations(scram_server_t *s, unsigned iterations);
 const char *scram_server_claimed_username(const scram_server_t *s);
 /* After OK: the decoded authzid from the gs2 header, or NULL (also before OK). Owned by s. */
 const char *scram_server_authzid(const scram_server_t *s);
+/* XEP-0474 (SSDP): add ",h=<base64(H(advertised))>" to the server-first message, H being the
+ * mechanism's hash; advertised is the sorted mechanism list joined by 0x1E, then 0x1F and the sorted
+ * channel-binding types joined by 0x1E when XEP-0440 advertised them. Call before the first step.
+ * 0/-1. */
+int scram_server_set_ssdp(scram_server_t *s, const char *advertised);
 /* Test hook: use `snonce` as the server part of the nonce instead of random bytes, so the
  * RFC examples can be replayed. Call before the first step. 0, or -1 when snonce is empty,
  * over 64 bytes, or not printable ASCII without ','. Never use outside tests. */

@@ -88,6 +88,7 @@ struct session {
     jid_t *jid;                     /* full JID once bound */
     char *mech;                     /* SASL mechanism in progress */
     struct scram_server *scram;
+    struct sasl2_req *sasl2;        /* XEP-0388: the <authenticate/> request in progress (sasl2.c) */
     char id[33];                    /* stream id */
     char ip[64];                    /* peer address, for limits and logs */
     session_t *ip_next, *ip_prev;   /* ip_state.unauth, while ip_counted is IP_UNAUTH */
