@@ -68,7 +68,7 @@ static void c2s_free(session_t *s)
     ip_state_release(s->ip);
     xstream_free(s->xs);
     scram_server_free(s->scram);
-    sasl2_reset(s);
+    sasl_drop_sasl2(s);
     if (s->delay_ev) event_free(s->delay_ev);
     xnode_free(s->delayed);
     free(s->mech);
@@ -352,11 +352,20 @@ static void authenticated(session_t *s)
     s->reset_pending = 1;
 }
 
-void c2s_authenticated_inline(session_t *s)
+
+/* XEP-0388 §2.6.1: after SASL2's <success/> no restart, the authenticated features at once; then
+ * "session-bound" when XEP-0386 bound the stream inside it. */
+static void sasl2_element(session_t *s, xnode_t *el)
 {
-    if (s->state != C2S_OPEN || s->freeing) return;
+    int was = s->authenticated, was_bound = s->bound;
+    sasl2_handle(s, el);
+    if (was || !s->authenticated || s->state != C2S_OPEN || s->freeing) return;
     authenticated_limits(s);
     send_features(s);
+    if (!was_bound && s->bound) {
+        hook_event_t ev = {.name = "session-bound", .origin = s, .host = s->host, .from = s->jid};
+        hook_fire(&ev);
+    }
 }
 
 static void sasl_element(session_t *s, xnode_t *el)
@@ -378,17 +387,6 @@ static void iq_error(session_t *s, xnode_t *iq, const char *type, const char *co
     xnode_free(e);
 }
 
-int c2s_bind(session_t *s, const char *resource)
-{
-    jid_t *j = jid_make(s->user, s->host->name, resource);
-    if (!j) return -1;
-    s->jid = j;
-    session_bind(s);     /* a session with the same full JID gets <conflict/> (RFC 6120 §7.7.2.2) */
-    s->bound = 1;
-    log_info("c2s", "%s: bound %s", s->ip, log_jid(j->full));
-    return 0;
-}
-
 static void handle_bind(session_t *s, xnode_t *iq, xnode_t *bind)
 {
     xnode_t *res = xnode_child(bind, "resource", NS_BIND);
@@ -407,7 +405,7 @@ static void handle_bind(session_t *s, xnode_t *iq, xnode_t *bind)
         resource = xasprintf("civitas-%s", r);
     }
     free(want);
-    int bad = c2s_bind(s, resource) < 0;
+    int bad = session_bind_resource(s, resource) < 0;
     free(resource);
     if (bad) {
         iq_error(s, iq, "modify", "bad-request");
@@ -507,7 +505,7 @@ static int dispatch(session_t *s, xnode_t *el)
     } else if (!s->authenticated) {
         xnode_t *child = xnode_first_elem(el);
         if (strcmp(el->ns, NS_SASL) == 0) sasl_element(s, el);
-        else if (strcmp(el->ns, NS_SASL2) == 0) sasl2_handle(s, el);   /* no restart: sasl2_success */
+        else if (strcmp(el->ns, NS_SASL2) == 0) sasl2_element(s, el);
         else if (strcmp(el->name, "iq") == 0 && strcmp(el->ns, NS_CLIENT) == 0 && child &&
                  strcmp(child->ns, "jabber:iq:register") == 0 && xnode_attr(el, "id")) {
             if (handle_preauth_iq(s, el)) el = NULL;

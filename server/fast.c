@@ -12,7 +12,7 @@
  * once even before the "password-changed" event revokes the rows. */
 #include "fast.h"
 #include "sasl.h"
-#include "sasl2.h"
+#include "sasl2_req.h"
 #include "server.h"
 #include "stanza.h"
 #include "scram.h"

@@ -1,7 +1,7 @@
 /* server/sasl.c: SASL negotiation on a client stream (RFC 6120 §6): the mechanisms offered,
  * SCRAM (RFC 5802/7677, -PLUS with channel binding) and PLAIN, and the per-address back-off. */
 #include "sasl.h"
-#include "sasl2.h"
+#include "sasl2_req.h"
 #include "server.h"
 #include "ip_limits.h"
 #include "stanza.h"
@@ -41,6 +41,14 @@ static int mech_offered(session_t *s, const char *mech)
 {
     if (!s->tls_active || !mech_enabled(mech)) return 0;
     return 1;       /* tls-server-end-point works on every TLS connection with a certificate */
+}
+
+void sasl_drop_sasl2(session_t *s)
+{
+    if (!s->sasl2) return;
+    sasl2_req_clear(s->sasl2);
+    free(s->sasl2);
+    s->sasl2 = NULL;
 }
 
 int sasl_mech_offered(session_t *s, const char *mech) { return mech_offered(s, mech); }
@@ -116,8 +124,8 @@ static const scram_server_cb_t scram_cb = {get_creds, get_cb_data};
 
 static void send_sasl(session_t *s, const char *what, const char *data, size_t len)
 {
-    if (s->sasl2 && strcmp(what, "success") == 0) {   /* SASL2's <success/> carries more (sasl2.c) */
-        sasl2_success(s, data, len);
+    if (s->sasl2 && s->sasl2->on_success && strcmp(what, "success") == 0) {   /* SASL2's <success/> carries more (sasl2.c) */
+        s->sasl2->on_success(s, data, len);
         return;
     }
     char *b64 = NULL;
@@ -225,7 +233,7 @@ void sasl_fail_as(session_t *s, const char *user, const char *condition)
         xnode_add_elem(f, condition, NS_SASL);
         const char *text = failure_text(condition);
         if (text) xnode_add_text(xnode_add_elem(f, "text", NULL), text);
-        sasl2_reset(s);
+        sasl_drop_sasl2(s);
     } else {
         f = xnode_new("failure", NS_SASL);
         xnode_add_elem(f, condition, NULL);
@@ -385,7 +393,7 @@ static void handle_auth(session_t *s, xnode_t *el)
         session_close(s, "policy-violation", "already authenticated");
         return;
     }
-    sasl2_reset(s);         /* this exchange speaks RFC 6120's profile */
+    sasl_drop_sasl2(s);     /* this exchange speaks RFC 6120's profile */
     if (!s->tls_active) {   /* every mechanism needs TLS here (RFC 6120 §6.5.2) */
         sasl_fail(s, "encryption-required");
         return;

@@ -16,8 +16,10 @@ int sasl_plus_offered(session_t *s);
 void sasl_handle(session_t *s, xnode_t *el);
 
 /* ---- shared with SASL2 (sasl2.c): one exchange, one back-off, whichever profile carries it.
- * The profile is XEP-0388's while s->sasl2 is set (challenges, <failure/> and <success/> are
- * then written in urn:xmpp:sasl:2, and success goes through sasl2_success), else RFC 6120's. */
+ * The profile is XEP-0388's while s->sasl2 is set (challenges and <failure/> are then written in
+ * urn:xmpp:sasl:2, <success/> by s->sasl2->on_success), else RFC 6120's. */
+/* Drop the SASL2 request of s, if any (a failure, a legacy <auth/>, the end of the stream). */
+void sasl_drop_sasl2(session_t *s);
 int sasl_mech_offered(session_t *s, const char *mech);
 const char *sasl_mechanism_at(size_t i);      /* every known mechanism, then NULL */
 /* XEP-0474: the string whose hash the SCRAM server-first carries ("h="); malloc'd. */

@@ -5,7 +5,6 @@
 #include "sasl2.h"
 #include "sasl.h"
 #include "fast.h"
-#include "c2s.h"
 #include "hook.h"
 #include "server.h"
 #include "stanza.h"
@@ -14,14 +13,6 @@
 #include <string.h>
 
 #define UA_KEY "sasl2.user-agent"   /* session data: the client's user-agent id (XEP-0388 §2.3) */
-
-void sasl2_reset(session_t *s)
-{
-    if (!s->sasl2) return;
-    sasl2_req_clear(s->sasl2);
-    free(s->sasl2);
-    s->sasl2 = NULL;
-}
 
 void sasl2_add_features(session_t *s, xnode_t *features)
 {
@@ -48,6 +39,8 @@ void sasl2_add_features(session_t *s, xnode_t *features)
 }
 
 /* A failure in SASL2's profile for a request that may not exist yet. */
+static void success(session_t *s, const char *extra, size_t extra_len);
+
 static void fail(session_t *s, const char *cond)
 {
     if (!s->sasl2) s->sasl2 = xcalloc(1, sizeof *s->sasl2);
@@ -61,11 +54,13 @@ static void handle_authenticate(session_t *s, xnode_t *el)
         return;
     }
     sasl_reset(s);          /* a new request in the middle of an exchange aborts it */
-    sasl2_reset(s);
+    sasl_drop_sasl2(s);
     s->sasl2 = xcalloc(1, sizeof *s->sasl2);
     sasl2_req_t *r = s->sasl2;
     const char *cond;
-    if (sasl2_parse_authenticate(el, r, &cond) < 0) {
+    int parsed = sasl2_parse_authenticate(el, r, &cond);
+    r->on_success = success;
+    if (parsed < 0) {
         fail(s, cond);
         return;
     }
@@ -121,7 +116,7 @@ static xnode_t *bind2(session_t *s, sasl2_req_t *r)
     char *tag = r->tag ? jid_prep_resource(r->tag) : NULL;
     char *res = tag && !strchr(tag, '/') ? xasprintf("%s/%s", tag, rnd) : xstrdup(rnd);
     free(tag);
-    int ok = c2s_bind(s, res) == 0;
+    int ok = session_bind_resource(s, res) == 0;
     free(res);
     if (!ok) return NULL;
     xnode_t *bound = xnode_new("bound", NS_BIND2);
@@ -146,7 +141,7 @@ static xnode_t *bind2(session_t *s, sasl2_req_t *r)
     return bound;
 }
 
-void sasl2_success(session_t *s, const char *extra, size_t extra_len)
+static void success(session_t *s, const char *extra, size_t extra_len)
 {
     sasl2_req_t *r = s->sasl2;
     xnode_t *ok = xnode_new("success", NS_SASL2);
@@ -167,7 +162,6 @@ void sasl2_success(session_t *s, const char *extra, size_t extra_len)
         free(name);
     }
     xnode_t *bound = r->bind && !s->bound ? bind2(s, r) : NULL;
-    int bound_now = bound != NULL;
     char *authz = s->jid ? xstrdup(s->jid->full) : xasprintf("%s@%s", s->user, s->host->name);
     xnode_add_text(xnode_add_elem(ok, "authorization-identifier", NULL), authz);
     free(authz);
@@ -183,11 +177,5 @@ void sasl2_success(session_t *s, const char *extra, size_t extra_len)
     xnode_free(ok);
     if (r->software || r->device) log_debug("c2s", "%s: user agent %s%s%s", s->ip, r->software ? r->software : "",
                                             r->device ? " on " : "", r->device ? r->device : "");
-    sasl2_reset(s);
-    /* §2.6.1: <success/> is followed by the features of the authenticated stream, no restart */
-    c2s_authenticated_inline(s);
-    if (bound_now && s->state == C2S_OPEN) {
-        hook_event_t ev = {.name = "session-bound", .origin = s, .host = s->host, .from = s->jid};
-        hook_fire(&ev);
-    }
+    sasl_drop_sasl2(s);     /* the caller sends the features (sasl2.h) */
 }

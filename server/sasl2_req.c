@@ -1,7 +1,7 @@
-/* server/sasl2_parse.c: the SASL2 request (XEP-0388 <authenticate/> with XEP-0386 <bind/> and
+/* server/sasl2_req.c: the SASL2 request (XEP-0388 <authenticate/> with XEP-0386 <bind/> and
  * XEP-0484 <request-token/>/<fast/>) and the HT-* initial response, parsed without the server so
  * that tests/fuzz/fuzz_sasl2 can drive them. */
-#include "sasl2.h"
+#include "sasl2_req.h"
 #include "scram.h"
 #include "util.h"
 #include <ctype.h>
