@@ -2,7 +2,7 @@
  * (draft-schmaus-kitten-sasl-ht) inside SASL2, tokens issued in <success/> and rotated.
  *
  * What is stored is SHA-256(token), never the token. The HT mechanisms key an HMAC with the token;
- * tokens are FAST_TOKEN_RAW random bytes, 80 characters in base64, longer than SHA-256's 64-byte
+ * tokens are FAST_TOKEN_RAW random bytes, 96 characters in hex, longer than SHA-256's 64-byte
  * block, and RFC 2104 §2 keys an HMAC with a longer key by its hash: HMAC(token, m) equals
  * HMAC(SHA-256(token), m), so the stored hash checks a token without the token itself. A stolen
  * database row is still as good as the token for these mechanisms (as with any HT server).
@@ -19,10 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <openssl/crypto.h>
-#include <openssl/rand.h>
 
-#define FAST_TOKEN_RAW 60           /* bytes; base64: 80 characters, above the 64-byte HMAC block */
+#define FAST_TOKEN_RAW 48           /* random bytes; in hex 96 characters, above the 64-byte HMAC block */
 
 static const char *const mechs[] = {"HT-SHA-256-EXPR", "HT-SHA-256-ENDP", "HT-SHA-256-NONE", NULL};
 
@@ -61,11 +59,11 @@ static int cred_tag(session_t *s, const char *user, unsigned char *tag)
     scram_creds_t c;
     unsigned char d[SCRAM_MAX_KEY];
     static const char label[] = "civitas FAST credentials";
-    int r = storage_account_get(srv->store, user, s->host->name, SCRAM_SHA256, &c) == 0 &&
-                    scram_hmac(SCRAM_SHA256, c.stored_key, scram_hash_len(SCRAM_SHA256), label, sizeof label - 1, d) == 0
-                ? 0
-                : -1;
-    memcpy(tag, d, FAST_TAG_LEN);
+    int r = -1;
+    if (storage_account_get(srv->store, user, s->host->name, SCRAM_SHA256, &c) == 0 &&
+        scram_hmac(SCRAM_SHA256, c.stored_key, scram_hash_len(SCRAM_SHA256), label, sizeof label - 1, d) == 0)
+        r = 0;
+    if (r == 0) memcpy(tag, d, FAST_TAG_LEN);
     explicit_bzero(&c, sizeof c);
     return r;
 }
@@ -111,10 +109,10 @@ void fast_authenticate(session_t *s, sasl2_req_t *r)
         fast_slot_t *sl = i == 0 ? &row.fresh : &row.current;    /* §6.1: 'new' first */
         if (!sl->used || strcmp(sl->mech, r->mechanism) != 0) continue;   /* bound to its mechanism */
         ht_hmac(sl->hash, "Initiator", cb, cblen, expect);
-        if (hlen == FAST_HASH_LEN && CRYPTO_memcmp(expect, hash, FAST_HASH_LEN) == 0) used = sl;
+        if (hlen == FAST_HASH_LEN && scram_memeq(expect, hash, FAST_HASH_LEN)) used = sl;
     }
     if (!used) goto fail;
-    if (used->expiry <= now_unix() || cred_tag(s, user, tag) < 0 || CRYPTO_memcmp(tag, row.tag, FAST_TAG_LEN) != 0) {
+    if (used->expiry <= now_unix() || cred_tag(s, user, tag) < 0 || !scram_memeq(tag, row.tag, FAST_TAG_LEN)) {
         cond = "credentials-expired";   /* §5.2: a token the server no longer trusts */
         goto fail;
     }
@@ -160,14 +158,9 @@ xnode_t *fast_after_success(session_t *s, sasl2_req_t *r)
     fast_row_t row;
     if (fast_row_load(srv->store, s->user, s->host->name, r->ua_id, &row) < 0) return NULL;
     if (row.revoked) memset(&row, 0, sizeof row);
-    unsigned char raw[FAST_TOKEN_RAW];
-    char *token = NULL;
-    if (cred_tag(s, s->user, row.tag) < 0 || RAND_bytes(raw, sizeof raw) != 1 ||
-        base64_encode(raw, sizeof raw, &token) < 0) {
-        explicit_bzero(raw, sizeof raw);
-        return NULL;
-    }
-    explicit_bzero(raw, sizeof raw);
+    char token[2 * FAST_TOKEN_RAW + 1];
+    if (cred_tag(s, s->user, row.tag) < 0) return NULL;
+    random_hex(token, FAST_TOKEN_RAW);
     /* §3.5: a new token goes to the 'new' slot, replacing one never used */
     memset(&row.fresh, 0, sizeof row.fresh);
     row.fresh.used = 1;
@@ -183,8 +176,7 @@ xnode_t *fast_after_success(session_t *s, sasl2_req_t *r)
     } else {
         log_warn("c2s", "%s: storing a FAST token failed: %s", s->ip, storage_last_error(srv->store));
     }
-    explicit_bzero(token, strlen(token));
-    free(token);
+    explicit_bzero(token, sizeof token);
     explicit_bzero(&row, sizeof row);
     return t;
 }

@@ -124,7 +124,8 @@ static const scram_server_cb_t scram_cb = {get_creds, get_cb_data};
 
 static void send_sasl(session_t *s, const char *what, const char *data, size_t len)
 {
-    if (s->sasl2 && s->sasl2->on_success && strcmp(what, "success") == 0) {   /* SASL2's <success/> carries more (sasl2.c) */
+    /* SASL2's <success/> carries more (sasl2.c) */
+    if (s->sasl2 && s->sasl2->on_success && strcmp(what, "success") == 0) {
         s->sasl2->on_success(s, data, len);
         return;
     }

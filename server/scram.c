@@ -390,6 +390,8 @@ static int nonce_valid(const char *p, size_t n)
     return 1;
 }
 
+int scram_memeq(const void *a, const void *b, size_t n) { return CRYPTO_memcmp(a, b, n) == 0; }
+
 int scram_server_set_ssdp(scram_server_t *s, const char *advertised)
 {
     if (!s || !advertised || s->state != ST_FIRST) return -1;

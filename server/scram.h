@@ -69,6 +69,9 @@ CIVITAS_API int scram_digest(scram_hash_t h, const void *data, size_t len, unsig
 int scram_salted_password(scram_hash_t h, const char *password, const unsigned char *salt, size_t salt_len,
                           unsigned iterations, unsigned char *out);
 
+/* 1 when the n bytes at a and b are equal, compared in constant time (secrets, MACs), else 0. */
+int scram_memeq(const void *a, const void *b, size_t n);
+
 /* PLAIN message "authzid\0authcid\0passwd": 0 and malloc'd strings (authzid NULL when empty)
  * or -1 when malformed (wrong number of NULs, empty authcid or password, invalid UTF-8, over
  * 1024 bytes); on -1 all three are set to NULL. No SASLprep is applied: the caller normalizes
