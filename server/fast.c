@@ -106,14 +106,14 @@ void fast_authenticate(session_t *s, sasl2_req_t *r)
     found = r_load == 0;
     if (found && row.revoked) cond = "credentials-expired";
     for (int i = 0; found && i < 2 && !used; i++) {
-        fast_slot_t *sl = i == 0 ? &row.fresh : &row.current;    /* §6.1: 'new' first */
+        fast_slot_t *sl = i == 0 ? &row.fresh : &row.current;    /* §5.1: 'new' first */
         if (!sl->used || strcmp(sl->mech, r->mechanism) != 0) continue;   /* bound to its mechanism */
         ht_hmac(sl->hash, "Initiator", cb, cblen, expect);
         if (hlen == FAST_HASH_LEN && scram_memeq(expect, hash, FAST_HASH_LEN)) used = sl;
     }
     if (!used) goto fail;
     if (used->expiry <= now_unix() || cred_tag(s, user, tag) < 0 || !scram_memeq(tag, row.tag, FAST_TAG_LEN)) {
-        cond = "credentials-expired";   /* §5.2: a token the server no longer trusts */
+        cond = "credentials-expired";   /* §4.2: a token the server no longer trusts */
         goto fail;
     }
     if (r->has_count) {   /* §3.4: a count at or below one already processed is a replay */

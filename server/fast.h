@@ -11,7 +11,7 @@
 #define FAST_TAG_LEN 16
 #define FAST_MECH_MAX 24
 
-/* One token of a client (XEP-0484 §6.1's two slots, 'new' and 'current'). The token itself is not
+/* One token of a client (XEP-0484 §5.1's two slots, 'new' and 'current'). The token itself is not
  * stored: hash is SHA-256(token), see fast.c for why that is also the HMAC key. */
 typedef struct fast_slot {
     int used;

@@ -60,7 +60,7 @@ const char *sasl_mechanism_at(size_t i)
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
-/* XEP-0474 §4.1: the offered mechanisms sorted (i;octet) joined by 0x1E, then 0x1F and the sorted
+/* XEP-0474 §6.1: the offered mechanisms sorted (i;octet) joined by 0x1E, then 0x1F and the sorted
  * channel-binding types when XEP-0440 advertised them. The same lists go to both SASL profiles. */
 char *sasl_ssdp_string(session_t *s)
 {

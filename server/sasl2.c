@@ -101,7 +101,7 @@ void sasl2_handle(session_t *s, xnode_t *el)
     } else if (strcmp(el->name, "abort") == 0) {
         fail(s, "aborted");
     } else {
-        /* §2.5: nothing else while authenticating */
+        /* §2.4: nothing else while authenticating */
         session_close(s, "unsupported-stanza-type", NULL);
     }
 }

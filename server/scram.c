@@ -642,7 +642,7 @@ static const char *client_first(scram_server_t *s, const char *msg, char **out)
     }
     free(s->nonce);
     s->nonce = full;
-    /* XEP-0474 §4.1: the hash of what was advertised, signed by the proofs like the rest */
+    /* XEP-0474 §6.1: the hash of what was advertised, signed by the proofs like the rest */
     char *ssdp = NULL;
     if (s->ssdp) {
         unsigned char d[SCRAM_MAX_KEY];

@@ -41,7 +41,7 @@ def cb_types(f):
 
 
 def ssdp_hash(hname, mechs, cbs):
-    """XEP-0474 §4.1: sorted mechanisms joined by 0x1E, then 0x1F and the sorted channel bindings."""
+    """XEP-0474 §6.1: sorted mechanisms joined by 0x1E, then 0x1F and the sorted channel bindings."""
     s = "\x1e".join(sorted(mechs))
     if cbs is not None:
         s += "\x1f" + "\x1e".join(sorted(cbs))
@@ -193,7 +193,7 @@ def scram_login(t, srv):
               "XEP-0388 §2.6.1: without Bind2 <authorization-identifier/> is the bare JID (%s)" % mech)
         hname = HASHES[mech.replace("-PLUS", "")]
         t.is_(attrs.get("h"), ssdp_hash(hname, sasl2_mechanisms(f), cb_types(f)),
-              "XEP-0474 §4.1: the server-first of %s carries h = %s(sorted mechanisms, channel bindings)"
+              "XEP-0474 §6.1: the server-first of %s carries h = %s(sorted mechanisms, channel bindings)"
               % (mech, hname))
         pf = c.post_features()
         t.ok(pf is not None and pf.find(q(NS_BIND, "bind")) is not None
@@ -216,7 +216,7 @@ def legacy_ssdp(t, srv):
     ch = c.expect(q(NS_SASL, "challenge"))
     attrs = dict(kv.split("=", 1) for kv in base64.b64decode(ch.text).decode().split(",")) if ch is not None else {}
     t.is_(attrs.get("h"), ssdp_hash("sha256", mechs, cb_types(f)),
-          "XEP-0474 §4.1: RFC 6120 SASL's SCRAM server-first carries h over the <mechanisms/> list too")
+          "XEP-0474 §6.1: RFC 6120 SASL's SCRAM server-first carries h over the <mechanisms/> list too")
     c.close()
 
 
@@ -333,7 +333,7 @@ def fast_tokens(t, srv):
     r, cond = c.fast(USER, tok, mech="HT-SHA-256-NONE", ua=ua, count=1)
     t.is_(cond, "not-authorized", "XEP-0484 §3.4: a token issued for -ENDP is refused with -NONE")
     r, cond = c.fast(USER, tok, ua=None, count=1)
-    t.is_(cond, "not-authorized", "XEP-0484 §5.1: FAST without a user-agent id fails")
+    t.is_(cond, "not-authorized", "XEP-0484 §4.1: FAST without a user-agent id fails")
     c.end()
     # a good FAST login with Bind2
     c = Sasl2Client(srv)
@@ -405,12 +405,12 @@ def fast_revocation(t, srv):
     c = Sasl2Client(srv)
     c.start()
     r, cond = c.fast("carol", tok, mech="HT-SHA-256-NONE", ua=ua)
-    t.is_(cond, "credentials-expired", "XEP-0484 §5.2: after a password change the token is refused with "
+    t.is_(cond, "credentials-expired", "XEP-0484 §4.2: after a password change the token is refused with "
           "<credentials-expired/>")
     ok, cond, _ = c.scram("carol", "carol-pw-2", extra="<user-agent id='%s'/><request-token xmlns='%s' "
                           "mechanism='HT-SHA-256-NONE'/>" % (ua, NS_FAST))
     tok2 = token_of(ok)[0]
-    t.ok(tok2, "XEP-0484 §5.1: the client falls back to the password and gets a new token")
+    t.ok(tok2, "XEP-0484 §4.1: the client falls back to the password and gets a new token")
     c.end()
     ua3, tok3 = tokens["HT-SHA-256-ENDP"]
     c = Sasl2Client(srv)
