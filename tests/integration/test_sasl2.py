@@ -10,9 +10,12 @@ import hmac
 import os
 import re
 import secrets
+import ssl
 import sys
 import uuid
 import warnings
+
+from OpenSSL import SSL  # pyOpenSSL: Python's ssl module cannot export keying material (tls-exporter)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Tap, Server, Certs, RawClient, connect_login, q, el_str, local_name,  # noqa: E402
@@ -118,7 +121,7 @@ class Sasl2Client(RawClient):
 
     def fast(self, user, token, mech="HT-SHA-256-ENDP", ua=None, count=None, extra="", invalidate=False):
         """XEP-0484 authentication with a token. Returns (success or None, condition)."""
-        cb = self.channel_binding_data() if mech.endswith("-ENDP") else b""
+        cb = self.channel_binding_data() if mech[-5:] in ("-ENDP", "-EXPR") else b""
         key = token.encode()
         ih = hmac.new(key, b"Initiator" + cb, hashlib.sha256).digest()
         attrs = (" count='%d'" % count if count is not None else "") + (" invalidate='true'" if invalidate else "")
@@ -136,6 +139,66 @@ class Sasl2Client(RawClient):
     def post_features(self):
         """XEP-0388 §2.6.1: <success/> is followed by <stream:features/> without a restart."""
         return self.expect(q(NS_STREAM, "features"))
+
+
+class ExporterSocket:
+    """A pyOpenSSL TLS connection with what RawClient uses of an ssl.SSLSocket, plus RFC 9266's
+    tls-exporter channel binding (EXPORTER-Channel-Binding, 32 bytes, no context)."""
+
+    def __init__(self, sock, cafile, server_hostname):
+        ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        ctx.load_verify_locations(cafile)
+        ctx.set_verify(SSL.VERIFY_PEER, lambda conn, cert, errno, depth, ok: bool(ok))
+        sock.settimeout(None)
+        self.raw = sock
+        self.conn = SSL.Connection(ctx, sock)
+        self.conn.set_tlsext_host_name(server_hostname.encode())
+        self.conn.set_connect_state()
+        self.conn.do_handshake()
+
+    def exporter(self):
+        return self.conn.export_keying_material(b"EXPORTER-Channel-Binding", 32)
+
+    def version(self):
+        return self.conn.get_protocol_version_name()
+
+    def getpeercert(self, binary_form=True):
+        from OpenSSL.crypto import dump_certificate, FILETYPE_ASN1
+        return dump_certificate(FILETYPE_ASN1, self.conn.get_peer_certificate())
+
+    def sendall(self, data):
+        self.conn.sendall(data)
+
+    def recv(self, n):
+        try:
+            return self.conn.recv(n)
+        except SSL.WantReadError:
+            raise ssl.SSLWantReadError()
+        except (SSL.ZeroReturnError, SSL.SysCallError):
+            return b""
+
+    def pending(self):
+        return self.conn.pending()
+
+    def settimeout(self, t):
+        pass    # blocking; RawClient selects before each read
+
+    def fileno(self):
+        return self.raw.fileno()
+
+    def close(self):
+        self.raw.close()
+
+
+class ExporterClient(Sasl2Client):
+    """A Sasl2Client over pyOpenSSL whose -PLUS and HT-*-EXPR use tls-exporter."""
+
+    def _wrap_tls(self, context=None):
+        self.sock = ExporterSocket(self.sock, self.cafile, self.server_hostname)
+        self.tls = True
+
+    def channel_binding_data(self):
+        return self.sock.exporter()
 
 
 def authz(el):
@@ -430,6 +493,38 @@ def fast_revocation(t, srv):
     t.ok(r.returncode != 0, "civitasctl user revoke-tokens of an unknown account fails")
 
 
+def tls_exporter(t, srv):
+    c = ExporterClient(srv)
+    f = c.start()
+    t.ok(c.sock.version() == "TLSv1.3" and "tls-exporter" in (cb_types(f) or []),
+         "XEP-0440: tls-exporter is advertised on TLS 1.3 (%s)" % c.sock.version(), el_str(f))
+    ua = str(uuid.uuid4())
+    ok, cond, attrs = c.scram(USER, PW, "SCRAM-SHA-256-PLUS", cb_type="tls-exporter",
+                              extra="<user-agent id='%s'/><request-token xmlns='%s' mechanism='HT-SHA-256-EXPR'/>"
+                              % (ua, NS_FAST))
+    t.ok(ok is not None, "RFC 9266 + XEP-0388: SCRAM-SHA-256-PLUS with tls-exporter over SASL2 (%s)" % cond, c.dump)
+    t.is_(attrs.get("h"), ssdp_hash("sha256", sasl2_mechanisms(f), cb_types(f)),
+          "XEP-0474 §6.1: h covers tls-exporter in the channel-binding list")
+    tok = token_of(ok)[0]
+    c.end()
+    c = ExporterClient(srv)
+    c.start()
+    r, cond = c.fast(USER, tok, mech="HT-SHA-256-EXPR", ua=ua, count=1)
+    t.ok(r is not None, "XEP-0484: HT-SHA-256-EXPR with the token, tls-exporter bound (%s)" % cond, c.dump)
+    c.end()
+    # the tls-server-end-point data under the name tls-exporter: the binding does not match
+    c = ExporterClient(srv)
+    c.start()
+    real = c.channel_binding_data
+    c.channel_binding_data = lambda: hashlib.sha256(c.peer_cert_der()).digest()
+    ok, cond, _ = c.scram(USER, PW, "SCRAM-SHA-256-PLUS", cb_type="tls-exporter")
+    t.is_(cond, "not-authorized", "RFC 5802 §6: channel-binding data that is not this connection's tls-exporter fails")
+    r, cond = c.fast(USER, tok, mech="HT-SHA-256-EXPR", ua=ua, count=2)
+    t.is_(cond, "not-authorized", "XEP-0484: HT-SHA-256-EXPR with other binding data fails")
+    c.channel_binding_data = real
+    c.end()
+
+
 def main(t):
     certs = Certs()
     with Server(t, certs=certs, extra_yaml="limits:\n  sasl_failures_per_ip: 1000\n") as srv:
@@ -442,6 +537,7 @@ def main(t):
         t.run(bind2_carbons, t, srv)
         t.run(fast_tokens, t, srv)
         t.run(fast_revocation, t, srv)
+        t.run(tls_exporter, t, srv)
 
 
 if __name__ == "__main__":
