@@ -128,15 +128,21 @@ static xnode_t *bind2(session_t *s, sasl2_req_t *r)
         hook_fire(&ev);    /* read-only for handlers; a feature nobody enables is left out */
         free(name);
     }
-    /* §3.2: "SHOULD terminate any earlier sessions from the same client" */
+    /* §3.2: "SHOULD terminate any earlier sessions from the same client": unbound at once, as
+     * RFC 6120 §7.7.2.2 does with a session of the same full JID, so nothing more is routed to them */
     if (r->ua_id[0]) {
+        session_t *old[16];
+        size_t n = 0;
         jid_t *bare = jid_bare_of(s->jid);
-        for (session_t *o = user_sessions(bare); o; o = session_next_in_user(o)) {
+        for (session_t *o = user_sessions(bare); o && n < sizeof old / sizeof *old; o = session_next_in_user(o)) {
             const char *ua = session_get_data(o, UA_KEY);
-            if (o != s && ua && strcmp(ua, r->ua_id) == 0)
-                session_close(o, "conflict", "Replaced by a new session of the same client");
+            if (o != s && ua && strcmp(ua, r->ua_id) == 0) old[n++] = o;
         }
         jid_free(bare);
+        for (size_t i = 0; i < n; i++) {
+            session_unbind(old[i]);
+            session_close(old[i], "conflict", "Replaced by a new session of the same client");
+        }
     }
     return bound;
 }
