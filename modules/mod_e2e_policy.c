@@ -25,7 +25,7 @@
 #define NOTICE_MAX 10000                    /* conversations remembered; when full, no further notices */
 #define PURGE_MS (10 * 60 * 1000)           /* how often expired conversations are forgotten */
 
-enum { MODE_OFF = E2E_OFF, MODE_WARN = E2E_WARN, MODE_REQUIRE = E2E_REQUIRE };
+enum { MODE_OFF = HOST_E2E_OFF, MODE_WARN = HOST_E2E_WARN, MODE_REQUIRE = HOST_E2E_REQUIRE };
 
 typedef struct e2e_conf {
     int mode;                               /* MODE_*: index into modes[] */

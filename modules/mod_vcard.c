@@ -67,8 +67,8 @@ static int photo_hash(const xnode_t *card, char *hex)
     unsigned char *data = NULL, md[20];
     size_t len = 0;
     int r = (*b64 && base64_decode(b64, strlen(b64), &data, &len) == 0 &&
-             scram_digest(SCRAM_SHA1, data, len, md) == 0) ? 0 : -1;
-    for (int i = 0; r == 0 && i < 20; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+             digest_sha1(data, len, md) == 0) ? 0 : -1;
+    if (r == 0) hex_encode(md, 20, hex);
     free(data);
     free(b64);
     return r;

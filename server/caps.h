@@ -4,7 +4,7 @@
 #define CIVITAS_CAPS_H
 #include "xml.h"
 #include "jid.h"
-#include "config.h"     /* strlist_t */
+#include "strlist.h"
 #include "session.h"
 #include "api.h"
 

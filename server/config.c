@@ -58,31 +58,6 @@ static char *cstrndup(config_t *c, const char *s, size_t n)
 static char *cstrdup(config_t *c, const char *s) { return s ? cstrndup(c, s, strlen(s)) : NULL; }
 
 /* ---------------------------------------------------------------------------------------------- */
-/* strlist                                                                                         */
-
-int strlist_add(strlist_t *l, const char *s)
-{
-    char *copy = strdup(s ? s : "");
-    char **v = copy ? realloc(l->v, (l->n + 1) * sizeof *v) : NULL;
-    if (!v) {
-        free(copy);
-        return -1;
-    }
-    v[l->n++] = copy;
-    l->v = v;
-    return 0;
-}
-
-void strlist_free(strlist_t *l)
-{
-    if (!l) return;
-    for (size_t i = 0; i < l->n; i++) free(l->v[i]);
-    free(l->v);
-    l->v = NULL;
-    l->n = 0;
-}
-
-/* ---------------------------------------------------------------------------------------------- */
 /* errors                                                                                          */
 
 /* Append "FILE:LINE: message". Control characters (which quoted YAML can smuggle into keys and

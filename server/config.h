@@ -5,14 +5,10 @@
 #include "api.h"
 #include <stddef.h>
 
-/* A growable list of strings. {0} is an empty list; every string is a malloc'd copy owned by the list. */
-typedef struct strlist {
-    char **v;                          /* v[0..n-1] */
-    size_t n;
-} strlist_t;
+#include "strlist.h"      /* strlist_t */
 
 typedef enum { FED_OPEN = 0, FED_ALLOWLIST, FED_OFF } fed_mode_t;
-typedef enum { E2E_OFF = 0, E2E_WARN, E2E_REQUIRE } e2e_policy_t;
+typedef enum { E2E_OFF = 0, E2E_WARN, E2E_REQUIRE } e2e_policy_t;  /* host_partner_e2e's HOST_E2E_* */
 
 /* One node of the YAML tree as written, kept for module sections (validated later by the module
  * through cfg_get_* below). Everything in it is owned by the config_t it came from. */
@@ -103,8 +99,6 @@ config_t *config_load_buffer(const char *path, const char *data, size_t len, con
                              strlist_t *errors);
 void config_free(config_t *c);                /* NULL ok */
 
-CIVITAS_API void strlist_free(strlist_t *l);              /* frees the strings and the array, leaves {0}; NULL ok */
-CIVITAS_API int strlist_add(strlist_t *l, const char *s); /* appends a copy; -1 when out of memory */
 
 const cfg_host_t *config_host(const config_t *c, const char *domain);       /* NULL when not served */
 const cfg_partner_t *config_partner(const config_t *c, const char *domain); /* NULL when not a partner */
@@ -113,13 +107,13 @@ const cfg_partner_t *config_partner(const config_t *c, const char *domain); /* N
  * gives the default and 0. On a bad value append "FILE:LINE: module.key: message" to errors and
  * return -1 (*out then holds the default). Booleans: true/false/yes/no/on/off; integers: decimal. */
 const cfg_node_t *config_module_section(const config_t *c, const char *module); /* NULL if absent */
-CIVITAS_API int cfg_get_int(const cfg_node_t *section, const char *key, long def, long min, long max, long *out, strlist_t *errors);
-CIVITAS_API int cfg_get_bool(const cfg_node_t *section, const char *key, int def, int *out, strlist_t *errors);
+int cfg_get_int(const cfg_node_t *section, const char *key, long def, long min, long max, long *out, strlist_t *errors);
+int cfg_get_bool(const cfg_node_t *section, const char *key, int def, int *out, strlist_t *errors);
 /* *out points into the config (valid until config_free) or is def. Empty and null values are errors. */
-CIVITAS_API int cfg_get_string(const cfg_node_t *section, const char *key, const char *def, const char **out, strlist_t *errors);
+int cfg_get_string(const cfg_node_t *section, const char *key, const char *def, const char **out, strlist_t *errors);
 /* Every key of `section` must be in allowed[] (NULL-terminated); otherwise
  * "FILE:LINE: unknown key 'x' in section 'offline'" for each -> -1. */
-CIVITAS_API int cfg_check_keys(const cfg_node_t *section, const char *const *allowed, strlist_t *errors);
+int cfg_check_keys(const cfg_node_t *section, const char *const *allowed, strlist_t *errors);
 /* More types, same contract. Enum: one of choices[] (NULL-terminated), *out its index. Duration: whole
  * seconds or a whole number with s, m, h, d ("30s", "5m", "72h", "14d"), *out in seconds. Size: bytes or a
  * whole number with a binary unit K, M, G, T (also k, m, g, t and KiB, MiB, GiB, TiB: "512K", "10MiB"), *out

@@ -5,7 +5,7 @@
 #include "scram.h"
 #include "fast.h"
 #include "standard_modules.h"
-#include "storage.h"
+#include "storage_internal.h"
 #include "util.h"
 #include <getopt.h>
 #include <stdio.h>

@@ -1,7 +1,8 @@
 /* server/dialback.c: XEP-0220 dialback keys as XEP-0185 recommends: HMAC-SHA256 keyed with
  * SHA-256 of a per-process secret from the CSPRNG, checked in constant time. */
-#include "s2s.h"
+#include "dialback.h"
 #include "scram.h"
+#include "util.h"
 #include <stdlib.h>
 #include <string.h>
 

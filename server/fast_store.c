@@ -2,7 +2,7 @@
  * client) and their revocation; linked into civitasctl as well (user revoke-tokens). */
 #include "fast.h"
 #include "util.h"
-#include "config.h"
+#include "strlist.h"
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>

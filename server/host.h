@@ -21,6 +21,7 @@ host_t *host_at(size_t i);                      /* NULL past the end */
 /* The end-to-end encryption policy written for the federation partner domain (federation.partners[]
  * e2e: 0 off, 1 warn, 2 require), or -1 when domain is no partner or its entry writes none. Reads
  * the running configuration, so SIGHUP applies. */
+enum { HOST_E2E_OFF = 0, HOST_E2E_WARN = 1, HOST_E2E_REQUIRE = 2 };
 int host_partner_e2e(const char *domain);
 /* 1 when some federation partner's entry writes an e2e policy (host_partner_e2e >= 0 for it). */
 int host_any_partner_e2e(void);

@@ -100,7 +100,6 @@ const disco_identity_t *module_account_identity(size_t i)
     return i < account_reg.nid ? &account_reg.id[i].id : NULL;
 }
 
-const cfg_node_t *module_config(module_ctx_t *m) { return config_module_section(srv->cfg, m->desc->name); }
 strlist_t *module_errors(module_ctx_t *m) { return &m->errors; }
 storage_t *module_storage(module_ctx_t *m) { (void)m; return srv->store; }
 store_t *module_store(module_ctx_t *m, const char *table) { return store_module_table(m->store, table); }

@@ -9,9 +9,10 @@
 #include "api.h"
 #include "xml.h"
 #include "jid.h"
-#include "config.h"
-#include "storage.h"
+#include "strlist.h"      /* strlist_t: list options, roster groups, caps features */
+#include "storage.h"     /* per-user key/value stores and lists, transactions */
 #include "store.h"        /* module-scoped tables: store_* */
+#include "codec.h"       /* base64, SHA-1/-256, HMAC-SHA-256, random bytes, hex */
 #include "util.h"        /* xmalloc, xstrdup, xasprintf, strmap: modules use the core's helpers */
 #include "log.h"
 #include "hook.h"        /* hook_event_t, module_hook, hook_fire */
@@ -96,9 +97,6 @@ const char *module_account_feature(size_t i);
 size_t module_account_identity_count(void);
 const disco_identity_t *module_account_identity(size_t i);
 
-/* The module's own section of the config (top-level key named after the module), or NULL.
- * Read it with cfg_get_int/cfg_get_bool/cfg_get_string/cfg_check_keys from config.h. */
-const cfg_node_t *module_config(module_ctx_t *m);
 strlist_t *module_errors(module_ctx_t *m);      /* config errors go here; the core prints them */
 storage_t *module_storage(module_ctx_t *m);
 /* The module's own table `table`, declared in its descriptor's .store and brought to the declared

@@ -7,7 +7,7 @@
 #include "xml.h"
 #include "jid.h"
 #include "util.h"
-#include "config.h"     /* strlist_t */
+#include "strlist.h"
 #include "session.h"
 #include "api.h"
 

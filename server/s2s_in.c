@@ -1,6 +1,8 @@
 /* server/s2s_in.c: incoming server-to-server streams: required STARTTLS, SASL EXTERNAL (XEP-0178),
  * dialback as receiving and authoritative server (XEP-0220), and the checks on every peer stanza. */
-#include "s2s.h"
+#include "s2s_in.h"
+#include "s2s_out.h"
+#include "dialback.h"
 #include "ip_limits.h"
 #include "certcheck.h"
 #include <inttypes.h>
@@ -356,7 +358,7 @@ static void handle_db_result(s2s_in_t *in, xnode_t *el)
     } else {
         pair_add(in, from, to, 0);
         log_debug("s2s", "incoming %s -> %s: verifying the dialback key with %s", from, to, from);
-        s2s_out_verify(to, from, in->id, key, in->serial);
+        s2s_out_verify(to, from, in->id, key, in->serial, s2s_in_verify_result);
     }
     free(from);
     free(to);

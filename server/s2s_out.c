@@ -1,7 +1,8 @@
 /* server/s2s_out.c: outgoing server-to-server streams, one per (local domain, remote domain): SRV
  * (XEP-0368 and RFC 6120 §3.2) or a partner's route, TLS, SASL EXTERNAL or dialback, the queue of
  * stanzas waiting for the stream, bounces, back-off and idle close. */
-#include "s2s.h"
+#include "s2s_out.h"
+#include "dialback.h"
 #include "dns.h"
 #include "certcheck.h"
 #include <netinet/in.h>
@@ -27,6 +28,7 @@ typedef struct qitem {
 typedef struct vreq {               /* a db:verify we send for an incoming stream */
     char *id, *key;
     uint64_t serial;
+    s2s_verify_done_fn done;        /* told the answer (s2s_in_verify_result) */
     int sent;
     struct vreq *next;
 } vreq_t;
@@ -213,7 +215,7 @@ static void fail_verifies(s2s_out_t *o, int sent_only)
     while (fail) {      /* o's state is consistent now: s2s_in may call back into s2s_out */
         vreq_t *v = fail;
         fail = v->next;
-        s2s_in_verify_result(v->serial, o->local, o->remote, -1);
+        v->done(v->serial, o->local, o->remote, -1);
         free(v->id);
         free(v->key);
         free(v);
@@ -422,7 +424,7 @@ static void handle_db_answer(s2s_out_t *o, xnode_t *el)
         if (!v->sent || strcmp(v->id, id) != 0) continue;
         *pv = v->next;
         int result = strcmp(type, "valid") == 0 ? 1 : strcmp(type, "invalid") == 0 ? 0 : -1;
-        s2s_in_verify_result(v->serial, o->local, o->remote, result);
+        v->done(v->serial, o->local, o->remote, result);
         free(v->id);
         free(v->key);
         free(v);
@@ -707,7 +709,7 @@ static int queue_room(const s2s_out_t *o, size_t bytes)
     return o->qlen < MAX_QUEUE && o->qbytes + bytes <= (size_t)srv->cfg->max_s2s_queue_bytes;
 }
 
-void s2s_route(xnode_t *st)
+void s2s_out_route(xnode_t *st)
 {
     jid_t *from = jid_new(xnode_attr(st, "from")), *to = jid_new(xnode_attr(st, "to"));
     const char *why = NULL;
@@ -762,22 +764,24 @@ void s2s_route(xnode_t *st)
     jid_free(to);
 }
 
-void s2s_out_verify(const char *local, const char *remote, const char *id, const char *key, uint64_t in_serial)
+void s2s_out_verify(const char *local, const char *remote, const char *id, const char *key, uint64_t in_serial,
+                    s2s_verify_done_fn done)
 {
     const char *why;
     if (!s2s_policy_allows(remote, &why) || srv->shutting_down) {
-        s2s_in_verify_result(in_serial, local, remote, -1);
+        done(in_serial, local, remote, -1);
         return;
     }
     s2s_out_t *o = out_get(local, remote);
     if (o->state == OUT_IDLE && now_ms() < o->retry_at && !o->q && !o->vq) {
-        s2s_in_verify_result(in_serial, local, remote, -1);   /* it failed moments ago */
+        done(in_serial, local, remote, -1);   /* it failed moments ago */
         return;
     }
     vreq_t *v = xcalloc(1, sizeof *v);
     v->id = xstrdup(id);
     v->key = xstrdup(key);
     v->serial = in_serial;
+    v->done = done;
     v->next = o->vq;
     o->vq = v;
     if (o->conn && (o->state == OUT_ESTABLISHED || o->auth == AUTH_DIALBACK)) send_verify(o, v);

@@ -1,5 +1,5 @@
 /* server/scram.c: SCRAM-SHA-1/-256(-PLUS) server exchanges, SCRAM key derivation, PLAIN parsing
- * and base64, on OpenSSL 3 (HMAC, digests, PBKDF2, RNG) and libidn (SASLprep).
+ on OpenSSL 3 (HMAC, digests, PBKDF2, RNG) and libidn (SASLprep).
  *
  * Why SCRAM is written here rather than taken from GNU SASL: GNU SASL 2.2, the version in
  * Debian 12, has no tls-server-end-point channel binding (RFC 5929), which is the only binding
@@ -126,58 +126,6 @@ char *scram_saslprep(const char *in)
         return NULL;
     }
     return out;
-}
-
-/* ---- base64 ---- */
-
-int base64_encode(const unsigned char *in, size_t len, char **out)
-{
-    *out = NULL;
-    if (len > (size_t)INT_MAX / 4 * 3 - 3) return -1;
-    size_t n = 4 * ((len + 2) / 3);
-    unsigned char *b = malloc(n + 1);
-    if (!b) return -1;
-    int w = EVP_EncodeBlock(b, in, (int)len);   /* writes the terminating NUL */
-    if (w < 0 || (size_t)w != n) {
-        free(b);
-        return -1;
-    }
-    *out = (char *)b;
-    return 0;
-}
-
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-}
-
-int base64_decode(const char *in, size_t len, unsigned char **out, size_t *outlen)
-{
-    *out = NULL;
-    *outlen = 0;
-    if (len % 4 != 0 || len > INT_MAX) return -1;
-    size_t pad = 0;
-    if (len && in[len - 1] == '=') pad = in[len - 2] == '=' ? 2 : 1;
-    /* EVP_DecodeBlock skips surrounding whitespace and does not look at pad bits: check first. */
-    for (size_t i = 0; i < len - pad; i++)
-        if (b64_value((unsigned char)in[i]) < 0) return -1;
-    if (pad == 1 && (b64_value((unsigned char)in[len - 2]) & 0x03)) return -1;
-    if (pad == 2 && (b64_value((unsigned char)in[len - 3]) & 0x0F)) return -1;
-    unsigned char *b = malloc(len / 4 * 3 + 1);
-    if (!b) return -1;
-    int r = len ? EVP_DecodeBlock(b, (const unsigned char *)in, (int)len) : 0;
-    if (r < 0 || (size_t)r != len / 4 * 3) {
-        free(b);
-        return -1;
-    }
-    *out = b;
-    *outlen = (size_t)r - pad;
-    return 0;
 }
 
 /* ---- keys ---- */

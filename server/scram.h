@@ -3,6 +3,7 @@
 #ifndef CIVITAS_SCRAM_H
 #define CIVITAS_SCRAM_H
 #include "api.h"
+#include "codec.h"     /* base64 */
 #include <stddef.h>
 
 typedef enum { SCRAM_SHA1 = 0, SCRAM_SHA256 = 1 } scram_hash_t;
@@ -65,7 +66,7 @@ int scram_fake_creds(scram_hash_t h, const char *username, unsigned iterations, 
  * the crypto library directly. out receives scram_hash_len(h) bytes. All return 0/-1.
  * scram_salted_password: SaltedPassword := Hi(SASLprep(password), salt, i) (RFC 5802 §3). */
 int scram_hmac(scram_hash_t h, const void *key, size_t keylen, const void *data, size_t len, unsigned char *out);
-CIVITAS_API int scram_digest(scram_hash_t h, const void *data, size_t len, unsigned char *out);
+int scram_digest(scram_hash_t h, const void *data, size_t len, unsigned char *out);
 int scram_salted_password(scram_hash_t h, const char *password, const unsigned char *salt, size_t salt_len,
                           unsigned iterations, unsigned char *out);
 
@@ -134,12 +135,5 @@ int scram_server_set_ssdp(scram_server_t *s, const char *advertised);
  * RFC examples can be replayed. Call before the first step. 0, or -1 when snonce is empty,
  * over 64 bytes, or not printable ASCII without ','. Never use outside tests. */
 int scram_server_set_nonce_for_test(scram_server_t *s, const char *snonce);
-
-/* Base64 (RFC 4648 §4, with padding). encode: *out malloc'd NUL-terminated; 0/-1.
- * decode: strict, -1 on characters outside the alphabet, whitespace, length not a multiple
- * of 4, misplaced padding or non-zero pad bits; on 0 *out is malloc'd (also for empty input,
- * *outlen 0) and the caller frees it. RFC 6120 §6.4.2's "=" for empty data is the caller's. */
-CIVITAS_API int base64_encode(const unsigned char *in, size_t len, char **out);
-CIVITAS_API int base64_decode(const char *in, size_t len, unsigned char **out, size_t *outlen);
 
 #endif

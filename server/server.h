@@ -6,7 +6,7 @@
 #include "util.h"
 #include "log.h"
 #include "config.h"
-#include "storage.h"
+#include "storage_internal.h"
 #include "tls.h"
 
 typedef struct host host_t;

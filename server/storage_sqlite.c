@@ -1,6 +1,6 @@
 /* server/storage_sqlite.c: the embedded SQLite driver behind storage.h: schema and migrations, cached
  * prepared statements, transactions, error recovery. The only file that includes sqlite3.h. */
-#include "storage.h"
+#include "storage_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -20,7 +20,7 @@ mkdir -p "$build/tests/fuzz/out"
 out=$(cd "$build/tests/fuzz/out" && pwd)
 targets=${FUZZ_TARGETS:-"fuzz_xmlstream fuzz_jid fuzz_scram fuzz_config fuzz_stanza fuzz_modules fuzz_omemo_bundle fuzz_sasl2"}
 cc=${FUZZ_CC:-clang}
-core="util log jid xml scram config caps_ver sasl2_req"
+core="util strlist codec log jid xml scram config caps_ver sasl2_req"
 # fuzz_modules links the whole server but main.c, and every standard module
 # (every other server/*.c but main.c and ctl.c, so that a new core file is linked without a change here)
 server=$(for f in "$src"/server/*.c; do

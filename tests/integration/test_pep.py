@@ -2,10 +2,12 @@
 # tests/integration/test_pep.py: XEP-0163 PEP on the XEP-0060 subset (mod_pep) and the account's disco
 # (mod_disco), with raw stanzas: publish-options preconditions (the Conversations flow), access models,
 # +notify filtering by XEP-0115 caps, the last item at coming online, retract, purge, delete,
-# max_items, limits, persistence across a restart, account deletion.
+# max_items, limits, persistence across a restart, account deletion; the roster access model, 'authorize'
+# refused, XEP-0059 paging, the last item at subscription approval, XEP-0084 avatars.
 import base64
 import hashlib
 import os
+import sqlite3
 import sys
 import time
 
@@ -382,10 +384,21 @@ def restart_and_delete(t, srv):
     publish(a, "urn:test:keep", payload, "k", options={"access_model": "open"})
     a.end()
     srv.stop()
+    # CONTRACT.md: a data_dir of the release before pubsub#roster_groups_allowed (pep schema 1, no
+    # roster_groups column) is upgraded in place at the start
+    db = sqlite3.connect(os.path.join(srv.data_dir, "civitas.db"))
+    with db:
+        db.execute("ALTER TABLE pep_nodes DROP COLUMN roster_groups")
+        db.execute("UPDATE module_schema SET version = 1 WHERE module = 'pep'")
+    db.close()
     srv.start()
+    db = sqlite3.connect(os.path.join(srv.data_dir, "civitas.db"))
+    ver = db.execute("SELECT version FROM module_schema WHERE module = 'pep'").fetchone()
+    db.close()
+    t.is_(ver, (2,), "a pep schema 1 database is upgraded to 2 at the start")
     b = connect_login(srv, "bob", PW, resource="r")
     r, ids = items(b, "jack@localhost", "urn:test:keep")
-    t.is_(ids, ["k"], "items and node configuration survive a restart")
+    t.is_(ids, ["k"], "items and node configuration survive a restart (and the upgrade)")
     r = srv.ctl("user", "del", "jack@localhost")
     srv.adduser("jack@localhost", PW)
     r, ids = items(b, "jack@localhost", "urn:test:keep")
@@ -456,11 +469,201 @@ def federated(t):
         bob.end()
 
 
+NS_RSM = "http://jabber.org/protocol/rsm"
+NS_ROSTER = "jabber:iq:roster"
+AV_DATA = "urn:xmpp:avatar:data"
+AV_META = "urn:xmpp:avatar:metadata"
+
+
+def roster_set(c, jid, groups):
+    return c.iq("set", "<query xmlns='%s'><item jid='%s'>%s</item></query>"
+                % (NS_ROSTER, jid, "".join("<group>%s</group>" % g for g in groups)))
+
+
+def access_roster_authorize(t, srv):
+    """XEP-0060 §4.5 roster access model (pubsub#roster_groups_allowed) and 'authorize' refused precisely;
+    notifications and last items only to those the access model lets read."""
+    subscribe(srv, "mia", "lea")           # mia receives lea's presence (and may read presence nodes)
+    lea = connect_login(srv, "lea", PW, resource="p")
+    lea.presence()
+    t.ok(ok(roster_set(lea, "mia@localhost", ["Team"])) and ok(roster_set(lea, "ned@localhost", ["Other"])),
+         "lea puts mia in roster group Team, ned in Other")
+    node = "urn:test:team"
+    r = publish(lea, node, "<x xmlns='urn:test'>plan</x>", "p1",
+                options={"access_model": "roster", "roster_groups_allowed": "Team"})
+    t.ok(ok(r), "XEP-0223: publish-options access_model=roster with roster_groups_allowed creates the node", el_str(r))
+    r = owner(lea, "get", "<configure node='%s'/>" % node)
+    fields = {f.get("var"): [v.text for v in f.findall(q(NS_X, "value"))] for f in r.iter(q(NS_X, "field"))} if ok(r) else {}
+    t.ok(fields.get("pubsub#access_model") == ["roster"] and fields.get("pubsub#roster_groups_allowed") == ["Team"],
+         "XEP-0060 §8.2: the configuration form shows access_model roster and the allowed groups", el_str(r))
+    mia = connect_login(srv, "mia", PW, resource="r")
+    ned = connect_login(srv, "ned", PW, resource="r")
+    oli = connect_login(srv, "oli", PW, resource="r")
+    r, ids = items(mia, "lea@localhost", node)
+    t.is_(ids, ["p1"], "roster: a contact in an allowed group reads the node")
+    r, ids = items(ned, "lea@localhost", node)
+    t.ok(error_condition(r) == "not-authorized" and app_error(r) == ["not-in-roster-group"],
+         "XEP-0060 §6.5.9.6: a contact in another group -> <not-authorized/> + <not-in-roster-group/>", el_str(r))
+    r, ids = items(oli, "lea@localhost", node)
+    t.ok(error_condition(r) == "not-authorized" and app_error(r) == ["not-in-roster-group"],
+         "XEP-0060 §6.5.9.6: someone not in the roster -> <not-authorized/> + <not-in-roster-group/>", el_str(r))
+    for c in (mia, ned, oli):
+        c.end()
+    m1 = online_with_caps(srv, "mia", "n", [node + "+notify", "urn:test:wl+notify"])
+    n1 = online_with_caps(srv, "ned", "n", [node + "+notify"])
+    ev = event_of(m1, node)
+    it = ev.find(".//" + q(NS_PSE, "item")) if ev is not None else None
+    t.ok(it is not None and it.get("id") == "p1",
+         "roster: the allowed contact's resource gets the last item when its caps (+notify) are known", lambda: el_str(ev))
+    t.ok(event_of(n1, node, timeout=0.5) is None, "... a contact outside the groups does not")
+    publish(lea, node, "<x xmlns='urn:test'>plan B</x>", "p2",
+            options={"access_model": "roster", "roster_groups_allowed": "Team"})
+    ev = event_of(m1, node)
+    it = ev.find(".//" + q(NS_PSE, "item")) if ev is not None else None
+    t.ok(it is not None and it.get("id") == "p2", "roster: the allowed contact's +notify resource gets the event",
+         lambda: el_str(ev))
+    t.ok(event_of(n1, node, timeout=0.5) is None, "roster: a contact outside the groups gets none, even with +notify")
+    # a whitelist node is not notified to subscribed contacts, +notify or not (only the owner reads it)
+    publish(lea, "urn:test:wl", "<x xmlns='urn:test'>secret</x>", "w1", options={"access_model": "whitelist"})
+    lea.ping_server()
+    t.ok(event_of(m1, "urn:test:wl", timeout=0.5) is None,
+         "whitelist: a contact subscribed to the owner's presence with +notify gets no notification")
+    m2 = online_with_caps(srv, "mia", "n2", ["urn:test:wl+notify"])
+    t.ok(event_of(m2, "urn:test:wl", timeout=0.5) is None, "whitelist: nor the last item when its caps become known")
+    # authorize: not offered (XEP-0060 §8.1.3.4 unsupported access model)
+    cf = "<configure>%s</configure>" % form(NS_PS + "#node_config", access_model="authorize")
+    r = lea.iq("set", "<pubsub xmlns='%s'><create node='urn:test:auth'/>%s</pubsub>" % (NS_PS, cf))
+    t.ok(error_condition(r) == "not-acceptable" and app_error(r) == ["unsupported-access-model"],
+         "XEP-0060 §8.1.3.4: create with access_model=authorize -> <not-acceptable/> + <unsupported-access-model/>",
+         el_str(r))
+    r = owner(lea, "set", "<configure node='%s'>%s</configure>" % (node, form(NS_PS + "#node_config", access_model="authorize")))
+    t.ok(error_condition(r) == "not-acceptable" and app_error(r) == ["unsupported-access-model"],
+         "XEP-0060 §8.2.5: configure access_model=authorize -> <not-acceptable/> + <unsupported-access-model/>", el_str(r))
+    r = publish(lea, "urn:test:auth", "<x xmlns='urn:test'/>", "a", options={"access_model": "authorize"})
+    t.ok(error_condition(r) == "conflict" and app_error(r) == ["precondition-not-met"],
+         "XEP-0223 §4: publish-options access_model=authorize cannot be met", el_str(r))
+    r = lea.iq("get", "<query xmlns='%s'/>" % NS_INFO, to="lea@localhost")
+    feats = [f.get("var") for f in r.iter(q(NS_INFO, "feature"))] if ok(r) else []
+    t.ok(NS_PS + "#access-roster" in feats and NS_PS + "#access-authorize" not in feats,
+         "the account advertises pubsub#access-roster, not #access-authorize", lambda: repr(feats))
+    for c in (lea, m1, n1, m2):
+        c.end()
+
+
+def rsm_paging(t, srv):
+    """XEP-0060 §6.5.4/§6.5.7 with XEP-0059: pages of a node's items (newest first, ids as UIDs)."""
+    a = connect_login(srv, "pam", PW, resource="p")
+    node = "urn:test:paged"
+    for i in range(5):
+        publish(a, node, "<n xmlns='urn:test'>%d</n>" % i, "i%d" % i, options={"max_items": "10"})
+
+    def page(rsm):
+        r = a.iq("get", "<pubsub xmlns='%s'><items node='%s'/><set xmlns='%s'>%s</set></pubsub>" % (NS_PS, node, NS_RSM, rsm))
+        its = [it.get("id") for it in r.iter(q(NS_PS, "item"))] if ok(r) else None
+        st = r.find(".//" + q(NS_RSM, "set")) if ok(r) else None
+        info = None
+        if st is not None:
+            f, la, c = st.find(q(NS_RSM, "first")), st.find(q(NS_RSM, "last")), st.find(q(NS_RSM, "count"))
+            info = (f.text if f is not None else None, f.get("index") if f is not None else None,
+                    la.text if la is not None else None, c.text if c is not None else None)
+        return r, its, info
+    r, its, info = page("<max>2</max>")
+    t.is_((its, info), (["i4", "i3"], ("i4", "0", "i3", "5")),
+          "XEP-0059 §2.1: <max>2</max>: the two newest, <set> with first (index 0), last and count")
+    r, its, info = page("<max>2</max><after>i3</after>")
+    t.is_((its, info), (["i2", "i1"], ("i2", "2", "i1", "5")), "XEP-0059 §2.2: the next page after the last UID")
+    r, its, info = page("<max>2</max><after>i1</after>")
+    t.is_(its, ["i0"], "the last page holds the rest")
+    r, its, info = page("<max>2</max><before/>")
+    t.is_((its, info), (["i1", "i0"], ("i1", "3", "i0", "5")), "XEP-0059 §2.5: <before/> empty: the last page")
+    r, its, info = page("<max>2</max><before>i1</before>")
+    t.is_(its, ["i3", "i2"], "XEP-0059 §2.3: the page before a UID")
+    r, its, info = page("<max>0</max>")
+    t.is_((its, info), ([], (None, None, None, "5")), "XEP-0059 §2.6: <max>0</max>: only the count")
+    r, its, info = page("<max>2</max><after>nope</after>")
+    t.is_(error_condition(r), "item-not-found", "XEP-0059 §2.5: an unknown UID -> <item-not-found/>")
+    r, its, info = page("<max>x</max>")
+    t.is_(error_condition(r), "bad-request", "a <max/> that is not a number -> <bad-request/>")
+    r = a.iq("get", "<query xmlns='%s'/>" % NS_INFO, to="pam@localhost")
+    feats = [f.get("var") for f in r.iter(q(NS_INFO, "feature"))] if ok(r) else []
+    t.ok(NS_PS + "#rsm" in feats, "XEP-0060 §6.5.4: the account advertises pubsub#rsm", lambda: repr(feats))
+    a.end()
+
+
+def approval_sends_last(t, srv):
+    """XEP-0163 §4.3.4 / send_last_published_item on_sub_and_presence: when the owner approves a contact's
+    subscription, the contact's +notify resources get the last item."""
+    p = connect_login(srv, "pia", PW, resource="p")
+    p.presence()
+    publish(p, MOOD, "<mood xmlns='%s'><calm/></mood>" % MOOD, "c1")
+    qn = online_with_caps(srv, "quinn", "n", [MOOD + "+notify"])
+    t.ok(event_of(qn, MOOD, timeout=0.5) is None, "before any subscription the contact gets nothing")
+    qn.send("<presence to='pia@localhost' type='subscribe'/>")
+    p.expect(lambda el: el.tag == q(NS_CLIENT, "presence") and el.get("type") == "subscribe", 5)
+    p.send("<presence to='quinn@localhost' type='subscribed'/>")
+    ev = event_of(qn, MOOD)
+    it = ev.find(".//" + q(NS_PSE, "item")) if ev is not None else None
+    t.ok(it is not None and it.get("id") == "c1" and ev.get("to") == "quinn@localhost/n",
+         "XEP-0163 §4.3.4: the approved contact's +notify resource gets the last item", lambda: qn.dump())
+    p.end()
+    qn.end()
+
+
+def server_features(t, srv):
+    """Profanity sends publish-options only if the server (its domain) advertises the feature."""
+    a = connect_login(srv, "alice", PW, resource="sf")
+    r = a.iq("get", "<query xmlns='%s'/>" % NS_INFO, to="localhost")
+    feats = [f.get("var") for f in r.iter(q(NS_INFO, "feature"))] if ok(r) else []
+    t.ok(NS_PS + "#publish-options" in feats,
+         "disco#info of the domain includes pubsub#publish-options (Profanity's connection_supports)", lambda: repr(feats))
+    a.end()
+
+
+def avatars(t, srv):
+    """XEP-0084 user avatars through PEP: data and metadata nodes, metadata notifications, retrieval by id."""
+    subscribe(srv, "sam", "rita")
+    rita = connect_login(srv, "rita", PW, resource="p")
+    png = bytes(range(200))
+    b64 = base64.b64encode(png).decode()
+    sha = hashlib.sha1(png).hexdigest()
+    s1 = online_with_caps(srv, "sam", "n", [AV_META + "+notify"])
+    r = publish(rita, AV_DATA, "<data xmlns='%s'>%s</data>" % (AV_DATA, b64), sha, options={"access_model": "open"})
+    t.ok(ok(r), "XEP-0084 §4.1: publish the image data, item id = its SHA-1", el_str(r))
+    t.ok(event_of(s1, AV_DATA, timeout=0.5) is None, "XEP-0084 §4.1: no notification of the data node without data+notify")
+    meta = ("<metadata xmlns='%s'><info bytes='%d' id='%s' height='32' width='32' type='image/png'/></metadata>"
+            % (AV_META, len(png), sha))
+    r = publish(rita, AV_META, meta, sha, options={"access_model": "open"})
+    t.ok(ok(r), "XEP-0084 §4.2: publish the metadata with the same id", el_str(r))
+    ev = event_of(s1, AV_META)
+    info = ev.find(".//" + q(AV_META, "info")) if ev is not None else None
+    t.ok(info is not None and info.get("id") == sha and info.get("bytes") == str(len(png)),
+         "XEP-0084 §4.3: the contact with metadata+notify gets the metadata notification", lambda: el_str(ev))
+    r, ids = items(s1, "rita@localhost", AV_DATA, inner="<item id='%s'/>" % sha)
+    d = r.find(".//" + q(AV_DATA, "data")) if ok(r) else None
+    t.ok(d is not None and base64.b64decode(d.text) == png, "XEP-0084 §5.1: the contact retrieves the data by id", el_str(r))
+    o = connect_login(srv, "oli", PW, resource="av")
+    r, ids = items(o, "rita@localhost", AV_META)
+    t.is_(ids, [sha], "an open avatar's metadata is readable by anyone")
+    s2 = online_with_caps(srv, "sam", "n2", [AV_META + "+notify"])
+    ev = event_of(s2, AV_META)
+    t.ok(ev is not None, "XEP-0084 §4.3 / XEP-0163 §4.3.3: a resource coming online gets the current metadata",
+         lambda: s2.dump())
+    r = publish(rita, AV_META, "<metadata xmlns='%s'/>" % AV_META, "current", options={"access_model": "open"})
+    ev = event_of(s1, AV_META)
+    m = ev.find(".//" + q(AV_META, "metadata")) if ev is not None else None
+    t.ok(m is not None and len(m) == 0, "XEP-0084 §4.5: disabling the avatar (empty metadata) is notified",
+         lambda: el_str(ev))
+    for c in (rita, s1, s2, o):
+        c.end()
+
+
 def main(t):
     srv = Server(t, extra_yaml=YAML)
-    for u in ("alice", "bob", "carol", "dave", "erin", "fay", "gary", "hal", "ivy", "jack", "kim"):
+    for u in ("alice", "bob", "carol", "dave", "erin", "fay", "gary", "hal", "ivy", "jack", "kim", "lea", "mia", "ned",
+              "oli", "pam", "pia", "quinn", "rita", "sam"):
         srv.adduser("%s@localhost" % u, PW)
-    for fn in (disco, publish_options, max_items_retract_purge_delete, notifications, subscriptions, limits, restart_and_delete):
+    for fn in (disco, publish_options, max_items_retract_purge_delete, notifications, access_roster_authorize, rsm_paging,
+               approval_sends_last, server_features, avatars, subscriptions, limits, restart_and_delete):
         t.run(fn, t, srv)
     t.ok(srv.stop() == 0, "civitasd exits 0 after SIGTERM", lambda: srv.log_tail(30))
     t.ok(not srv.sanitizer_reports(), "no sanitizer report in the civitasd log", lambda: "\n".join(srv.sanitizer_reports()))

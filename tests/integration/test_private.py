@@ -89,11 +89,12 @@ def scenario(t, srv):
     f = fragments(r)
     t.ok(f is not None and len(f[0]) == 0, "XEP-0049: each user has their own private storage", el_str(r))
 
-    # private.max_items: alice has 2 fragments; 2 more fit, a fifth does not
-    r = a.iq("set", query("<a xmlns='urn:x:1'/>", "<b xmlns='urn:x:1'/>"))
+    # private.max_items: alice has 1 fragment (her bookmarks live in PEP since XEP-0411, mod_pep); 3 more
+    # fit, a fifth does not
+    r = a.iq("set", query("<a xmlns='urn:x:1'/>", "<b xmlns='urn:x:1'/>", "<c xmlns='urn:x:1'/>"))
     t.ok(r is not None and r.get("type") == "result",
          "XEP-0049 §2.3: a set may hold several elements of one namespace", el_str(r))
-    r = a.iq("set", query("<c xmlns='urn:x:1'/>"))
+    r = a.iq("set", query("<d xmlns='urn:x:1'/>"))
     t.is_(error_type_condition(r)[1], "resource-constraint",
           "private.max_items (%d): one fragment more -> <resource-constraint/>" % MAX_ITEMS)
     r = a.iq("set", query("<a xmlns='urn:x:1'>replaced</a>"))

@@ -3,7 +3,7 @@
  * §4.2.1.12) and XEP-0185 dialback keys. */
 #include "tap.h"
 #include "certcheck.h"
-#include "s2s.h"
+#include "dialback.h"
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>

@@ -24,7 +24,7 @@ def ok(cond, name, diag=""):
             print("# " + line)
 
 
-print("1..4")
+print("1..5")
 r = subprocess.run([script], capture_output=True, text=True)
 ok(r.returncode == 0, "the include graph of server/ has no cycle", r.stdout + r.stderr)
 
@@ -55,4 +55,23 @@ for f in sorted(glob.glob(os.path.join(src, "modules", "*.c")) + glob.glob(os.pa
         if m and m.group(1) != "module.h":
             bad.append("%s:%d: %s" % (os.path.basename(f), i, m.group(1)))
 ok(not bad, "modules include only module.h (and system headers)", "\n".join(bad))
+
+# module.h re-exports nothing internal: a module that names the config, SCRAM, the server object,
+# the account creds or a test hook does not compile (and the API itself does).
+cc = os.environ.get("CC", "cc")
+def compiles(body):
+    r = subprocess.run([cc, "-std=gnu11", "-fsyntax-only", "-Werror=implicit-function-declaration",
+                        "-I", os.path.join(src, "server"), "-I", os.path.join(build, "server"), "-x", "c", "-"],
+                       input='#include "module.h"\n' + body + "\n", capture_output=True, text=True)
+    return r.returncode == 0, r.stderr
+internal = ["config_t *c;", "cfg_host_t *h;", "scram_hash_t h;", "int f(void) { return srv != 0; }",
+            "int f(void) { return storage_account_get(0, 0, 0, 0, 0); }",
+            "int f(void) { return storage_set_page_limit_for_test(0, 0); }",
+            "int f(void) { return cfg_get_int(0, 0, 0, 0, 0, 0, 0); }",
+            "int f(void) { return scram_digest(0, 0, 0, 0); }"]
+api_ok, diag = compiles("strlist_t l; storage_t *s; int f(void) { unsigned char d[32]; "
+                        "return digest_sha256(\"\", 0, d) + (module_storage(0) == 0); }")
+seen = [b for b in internal if compiles(b)[0]]
+ok(api_ok and not seen, "module.h declares the API and nothing internal (config, SCRAM, srv, creds, test hooks)",
+   diag + "\n".join(seen))
 sys.exit(0)

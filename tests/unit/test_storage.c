@@ -1,7 +1,7 @@
 /* tests/unit/test_storage.c: TAP tests for the storage interface on its SQLite driver: accounts, kv,
  * lists, deletion of everything a user owns, migrations, durability, read-only and full databases. */
 #define _GNU_SOURCE    /* memmem */
-#include "storage.h"
+#include "storage_internal.h"
 #include "tap.h"
 
 #include <errno.h>
