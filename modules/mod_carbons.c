@@ -93,6 +93,22 @@ static int on_message_full(hook_event_t *ev, void *ud)
     return HOOK_PASS;
 }
 
+/* XEP-0386 §3.2: carbons enabled inside SASL2's Bind2 ("bind2/enable/<ns>"); nothing to answer. */
+static int on_bind2_enable(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (!ev->origin || strcmp(ev->stanza->name, "enable") != 0) return HOOK_PASS;
+    session_set_data(ev->origin, DATA_ENABLED, (void *)1, NULL);
+    return HOOK_HANDLED;
+}
+
+static int on_bind2_inline(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    xnode_set_attr(xnode_add_elem(ev->features, "feature", NULL), "var", NS_CARBONS);
+    return HOOK_PASS;
+}
+
 static int load(module_ctx_t *m)
 {
     module_add_feature(m, NS_CARBONS);
@@ -100,6 +116,8 @@ static int load(module_ctx_t *m)
     module_hook(m, "pre-stanza/out", 5, on_outbound, NULL);     /* after blocking (100) */
     module_hook(m, "message/bare", 5, on_message_bare, NULL);   /* after blocking, before offline (0) */
     module_hook(m, "message/full", 5, on_message_full, NULL);
+    module_hook(m, HOOK_BIND2_INLINE, 0, on_bind2_inline, NULL);
+    module_hook(m, HOOK_BIND2_ENABLE NS_CARBONS, 0, on_bind2_enable, NULL);
     return 0;
 }
 

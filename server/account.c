@@ -7,6 +7,7 @@
 #include "stanza.h"
 #include "roster.h"
 #include "scram.h"
+#include "fast.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -96,6 +97,11 @@ static void run_events(void)
         host_t *h = bare ? host_find(bare->domain) : NULL;
         if (h && strcmp(kind, STORAGE_EVENT_USER_DELETED) == 0) user_deleted(h, bare, id);
         else if (h && (strcmp(kind, STORAGE_EVENT_USER_CREATED) == 0 || strcmp(kind, STORAGE_EVENT_PASSWORD_CHANGED) == 0)) {
+            /* a new password revokes the account's XEP-0484 tokens (fast.c refuses them already) */
+            if (strcmp(kind, STORAGE_EVENT_PASSWORD_CHANGED) == 0 &&
+                fast_revoke_all(srv->store, bare->node, bare->domain) < 0)
+                log_warn("account", "revoking the FAST tokens of %s failed: %s", log_jid(bare->bare),
+                         storage_last_error(srv->store));
             /* "user-created", "password-changed": the hook names are the event kinds */
             hook_event_t ev = {.name = kind, .host = h, .from = bare, .to = bare};
             hook_fire(&ev);

@@ -9,6 +9,7 @@
 #include "flow.h"
 #include "stanza.h"
 #include "sasl.h"
+#include "sasl2.h"
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -67,6 +68,7 @@ static void c2s_free(session_t *s)
     ip_state_release(s->ip);
     xstream_free(s->xs);
     scram_server_free(s->scram);
+    sasl_drop_sasl2(s);
     if (s->delay_ev) event_free(s->delay_ev);
     xnode_free(s->delayed);
     free(s->mech);
@@ -116,12 +118,15 @@ static void send_features(session_t *s)
         xnode_add_elem(st, "required", NULL);
     } else if (!s->authenticated) {
         sasl_add_mechanisms(s, f);
+        sasl2_add_features(s, f);  /* XEP-0388 beside RFC 6120's: never one without the other */
         hook_event_t ev = {.name = "stream-features/preauth", .origin = s, .host = s->host, .features = f};
         hook_fire(&ev);     /* mod_register's <register/> (XEP-0077 §8) */
         sasl_add_channel_bindings(s, f);
     } else {
-        xnode_add_elem(f, "bind", NS_BIND);
-        xnode_add_elem(xnode_add_elem(f, "session", NS_SESSION), "optional", NULL);
+        if (!s->bound) {   /* bound already by XEP-0386 inside SASL2 */
+            xnode_add_elem(f, "bind", NS_BIND);
+            xnode_add_elem(xnode_add_elem(f, "session", NS_SESSION), "optional", NULL);
+        }
         hook_event_t ev = {.name = "stream-features", .origin = s, .host = s->host, .features = f};
         hook_fire(&ev);
     }
@@ -329,7 +334,7 @@ static void on_delay_done(evutil_socket_t fd, short what, void *arg)
 
 /* Authenticated: the timer of the unauthenticated stream goes, stanzas may now be as large as the
  * config allows, the read rate is the authenticated one, and the stream restarts. */
-static void authenticated(session_t *s)
+static void authenticated_limits(session_t *s)
 {
     if (s->timer) {
         event_free(s->timer);
@@ -339,7 +344,28 @@ static void authenticated(session_t *s)
                             (size_t)srv->cfg->max_attributes, 0};
     xstream_set_limits(s->xs, &lim);
     rate_set_bytes(s, srv->cfg->max_bytes_per_second);
+}
+
+static void authenticated(session_t *s)
+{
+    authenticated_limits(s);
     s->reset_pending = 1;
+}
+
+
+/* XEP-0388 §2.6.1: after SASL2's <success/> no restart, the authenticated features at once; then
+ * "session-bound" when XEP-0386 bound the stream inside it. */
+static void sasl2_element(session_t *s, xnode_t *el)
+{
+    int was = s->authenticated, was_bound = s->bound;
+    sasl2_handle(s, el);
+    if (was || !s->authenticated || s->state != C2S_OPEN || s->freeing) return;
+    authenticated_limits(s);
+    send_features(s);
+    if (!was_bound && s->bound) {
+        hook_event_t ev = {.name = "session-bound", .origin = s, .host = s->host, .from = s->jid};
+        hook_fire(&ev);
+    }
 }
 
 static void sasl_element(session_t *s, xnode_t *el)
@@ -379,22 +405,18 @@ static void handle_bind(session_t *s, xnode_t *iq, xnode_t *bind)
         resource = xasprintf("civitas-%s", r);
     }
     free(want);
-    jid_t *j = jid_make(s->user, s->host->name, resource);
+    int bad = session_bind_resource(s, resource) < 0;
     free(resource);
-    if (!j) {
+    if (bad) {
         iq_error(s, iq, "modify", "bad-request");
         return;
     }
-    s->jid = j;
-    session_bind(s);     /* a session with the same full JID gets <conflict/> (RFC 6120 §7.7.2.2) */
-    s->bound = 1;
     xnode_t *r = stanza_reply(iq);
     xnode_set_attr(r, "from", NULL);
     xnode_set_attr(r, "to", NULL);
-    xnode_add_text(xnode_add_elem(xnode_add_elem(r, "bind", NS_BIND), "jid", NULL), j->full);
+    xnode_add_text(xnode_add_elem(xnode_add_elem(r, "bind", NS_BIND), "jid", NULL), s->jid->full);
     session_send(s, r);
     xnode_free(r);
-    log_info("c2s", "%s: bound %s", s->ip, log_jid(j->full));
     hook_event_t ev = {.name = "session-bound", .origin = s, .host = s->host, .from = s->jid};
     hook_fire(&ev);
 }
@@ -483,6 +505,7 @@ static int dispatch(session_t *s, xnode_t *el)
     } else if (!s->authenticated) {
         xnode_t *child = xnode_first_elem(el);
         if (strcmp(el->ns, NS_SASL) == 0) sasl_element(s, el);
+        else if (strcmp(el->ns, NS_SASL2) == 0) sasl2_element(s, el);
         else if (strcmp(el->name, "iq") == 0 && strcmp(el->ns, NS_CLIENT) == 0 && child &&
                  strcmp(child->ns, "jabber:iq:register") == 0 && xnode_attr(el, "id")) {
             if (handle_preauth_iq(s, el)) el = NULL;

@@ -774,6 +774,7 @@ static const opt_t sasl_opts[] = {
     {.name = "mechanisms", .type = T_STRLIST, .off = C(sasl_mechanisms), .check = check_mech,
      .flag_off = 1 + C(sasl_mechanisms_set), .unique = 1},
     {.name = "iterations", .type = T_INT, .off = C(scram_iterations), .def = 4096, .min = 4096, .max = 1000000},
+    {.name = "fast_token_days", .type = T_INT, .off = C(fast_token_days), .def = 14, .min = 0, .max = 3650},
     {0}};
 static const opt_t log_opts[] = {
     {.name = "level", .type = T_STR, .off = C(log_level), .sdef = "info", .choices = log_levels},

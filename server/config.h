@@ -79,6 +79,7 @@ typedef struct config {
     long max_s2s_queue_bytes;          /* limits.max_s2s_queue_bytes [1048576] 65536..1073741824: stanzas
                                         * waiting for one s2s stream being set up (serialised size) */
     long scram_iterations;             /* sasl.iterations [4096] 4096..1000000 */
+    long fast_token_days;              /* sasl.fast_token_days [14] 0..3650; 0: no XEP-0484 FAST */
     cfg_node_t *module_sections;       /* top-level mappings named after a known module, in order, linked by
                                         * .next; each is a CFG_MAP whose .key is the module name */
     /* private */

@@ -3,6 +3,7 @@
 #include "config.h"
 #include "jid.h"
 #include "scram.h"
+#include "fast.h"
 #include "standard_modules.h"
 #include "storage_internal.h"
 #include "util.h"
@@ -19,6 +20,7 @@ static void usage(FILE *fp)
                 "  user add JID       create an account; the password is read from stdin (one line)\n"
                 "  user del JID       delete an account and every piece of data stored for it\n"
                 "  user passwd JID    set a new password, read from stdin\n"
+                "  user revoke-tokens JID   revoke every FAST token (XEP-0484) of the account\n"
                 "  user list DOMAIN   print the accounts of DOMAIN, one bare JID a line\n"
                 "  muc list           print the persistent rooms, one room JID a line\n"
                 "  muc create ROOM OWNER  create a persistent, public room owned by the account OWNER\n"
@@ -105,6 +107,15 @@ static int user_cmd(const config_t *c, storage_t *st, const char *verb, const ch
         if (r == 1) fprintf(stderr, "civitasctl: %s %s\n", j->bare, strcmp(verb, "add") == 0 ? "already exists" : "does not exist");
         else if (r < 0) fprintf(stderr, "civitasctl: storage error: %s\n", storage_last_error(st));
         else rc = 0;
+    } else if (strcmp(verb, "revoke-tokens") == 0) {
+        int r = storage_account_exists(st, j->node, j->domain);
+        int n = r == 1 ? fast_revoke_all(st, j->node, j->domain) : -1;
+        if (r == 0) fprintf(stderr, "civitasctl: %s does not exist\n", j->bare);
+        else if (n < 0) fprintf(stderr, "civitasctl: storage error: %s\n", storage_last_error(st));
+        else {
+            printf("%d client%s\n", n, n == 1 ? "" : "s");
+            rc = 0;
+        }
     } else if (strcmp(verb, "del") == 0) {
         int r = storage_account_delete(st, j->node, j->domain);
         if (r == 1) fprintf(stderr, "civitasctl: %s does not exist\n", j->bare);
@@ -245,6 +256,7 @@ int main(int argc, char **argv)
               (strcmp(args[1], "list") == 0 || strcmp(args[1], "create") == 0 || strcmp(args[1], "destroy") == 0);
     if (!config_path || (!muc && (nargs != 3 || strcmp(args[0], "user") != 0 ||
         (strcmp(args[1], "add") != 0 && strcmp(args[1], "del") != 0 && strcmp(args[1], "passwd") != 0 &&
+         strcmp(args[1], "revoke-tokens") != 0 &&
          strcmp(args[1], "list") != 0)))) {
         usage(stderr);
         return 2;

@@ -221,6 +221,26 @@ CIVITAS_API const void *module_host_conf(const module_ctx_t *m, const host_t *h)
  * handler that returns HOOK_HANDLED has answered the IQ with an error; nothing is stored. */
 #define HOOK_PEP_PUBLISH "pep/publish"
 
+/* ---- SASL2 (XEP-0388) and Bind2 (XEP-0386): inline features ------------------------------
+ * A module that can be negotiated inside SASL2 says so and acts on the client's request:
+ *   bind2/inline           advertising: ev->features is Bind2's <inline/> element in the stream
+ *                          features; append <feature var='<namespace>'/> (origin, host set)
+ *   bind2/enable/<ns>      the client's <bind/> held an element of namespace ns (carbons'
+ *                          <enable/>, XEP-0198's <enable/>, XEP-0352's <active/>/<inactive/>): ev->stanza
+ *                          is that element (read-only, never taken), origin the session, just bound
+ *                          (from = its full JID); append any answer to ev->features, the <bound/>
+ *                          element of <success/>. Return HOOK_HANDLED when enabled.
+ *   sasl2/inline           advertising outside Bind2: ev->features is SASL2's <inline/> (XEP-0198's <sm/>)
+ *   sasl2/request/<ns>     an element of namespace ns directly in <authenticate/> (XEP-0198's
+ *                          <resume/>), after authentication and before binding: ev->stanza as above,
+ *                          answers go into ev->features (they end up in <success/>). A handler that
+ *                          binds the session (a resumed stream) makes the core skip Bind2.
+ * Everything runs before <success/> is written; "session-bound" fires after it and the features. */
+#define HOOK_BIND2_INLINE "bind2/inline"
+#define HOOK_BIND2_ENABLE "bind2/enable/"     /* + the namespace */
+#define HOOK_SASL2_INLINE "sasl2/inline"
+#define HOOK_SASL2_REQUEST "sasl2/request/"   /* + the namespace */
+
 /* ---- Timers, IQ requests, presence and capabilities -------------------------------------
  * module_add_timer, module_timer_cancel: timer.h. module_send_iq (an IQ with a result callback),
  * iq_request_cancel: iq_request.h. session_presence (a session's current presence): session.h.

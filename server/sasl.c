@@ -1,10 +1,12 @@
 /* server/sasl.c: SASL negotiation on a client stream (RFC 6120 §6): the mechanisms offered,
  * SCRAM (RFC 5802/7677, -PLUS with channel binding) and PLAIN, and the per-address back-off. */
 #include "sasl.h"
+#include "sasl2_req.h"
 #include "server.h"
 #include "ip_limits.h"
 #include "stanza.h"
 #include "scram.h"
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <event2/event.h>
@@ -12,7 +14,6 @@
 #define MAX_SASL_RETRIES 5        /* RFC 6120 §6.4.5: "at least 2 and no more than 5" */
 #define SASL_FORGET_MS 600000     /* an address's failures are forgotten 10 minutes after the last */
 
-static void sasl_fail_as(session_t *s, const char *user, const char *condition);
 
 /* ---- mechanisms ---- */
 
@@ -40,6 +41,44 @@ static int mech_offered(session_t *s, const char *mech)
 {
     if (!s->tls_active || !mech_enabled(mech)) return 0;
     return 1;       /* tls-server-end-point works on every TLS connection with a certificate */
+}
+
+void sasl_drop_sasl2(session_t *s)
+{
+    if (!s->sasl2) return;
+    sasl2_req_clear(s->sasl2);
+    free(s->sasl2);
+    s->sasl2 = NULL;
+}
+
+int sasl_mech_offered(session_t *s, const char *mech) { return mech_offered(s, mech); }
+
+const char *sasl_mechanism_at(size_t i)
+{
+    return i < sizeof all_mechs / sizeof *all_mechs - 1 ? all_mechs[i] : NULL;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+/* XEP-0474 §6.1: the offered mechanisms sorted (i;octet) joined by 0x1E, then 0x1F and the sorted
+ * channel-binding types when XEP-0440 advertised them. The same lists go to both SASL profiles. */
+char *sasl_ssdp_string(session_t *s)
+{
+    const char *m[sizeof all_mechs / sizeof *all_mechs];
+    size_t n = 0;
+    for (size_t i = 0; all_mechs[i]; i++)
+        if (mech_offered(s, all_mechs[i])) m[n++] = all_mechs[i];
+    qsort(m, n, sizeof *m, cmp_str);
+    char buf[256];       /* the names are short and few */
+    size_t len = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", i ? "\x1e" : "", m[i]);
+    if (sasl_plus_offered(s)) {   /* sorted: tls-exporter < tls-server-end-point */
+        int exp = s->transport->channel_binding(s, "tls-exporter", NULL, NULL) == 0;
+        snprintf(buf + len, sizeof buf - len, "\x1f%stls-server-end-point", exp ? "tls-exporter\x1e" : "");
+    }
+    return xstrdup(buf);
 }
 
 int sasl_plus_offered(session_t *s)
@@ -85,10 +124,16 @@ static const scram_server_cb_t scram_cb = {get_creds, get_cb_data};
 
 static void send_sasl(session_t *s, const char *what, const char *data, size_t len)
 {
+    /* SASL2's <success/> carries more (sasl2.c) */
+    if (s->sasl2 && s->sasl2->on_success && strcmp(what, "success") == 0) {
+        s->sasl2->on_success(s, data, len);
+        return;
+    }
     char *b64 = NULL;
     if (data && len) base64_encode((const unsigned char *)data, len, &b64);
     char *msg;
-    if (data && !len) msg = xasprintf("<%s xmlns='" NS_SASL "'>=</%s>", what, what);
+    if (s->sasl2) msg = xasprintf("<%s xmlns='" NS_SASL2 "'>%s</%s>", what, b64 ? b64 : "", what);  /* §2.2 */
+    else if (data && !len) msg = xasprintf("<%s xmlns='" NS_SASL "'>=</%s>", what, what);
     else if (b64) msg = xasprintf("<%s xmlns='" NS_SASL "'>%s</%s>", what, b64, what);
     else msg = xasprintf("<%s xmlns='" NS_SASL "'/>", what);
     session_write_str(s, msg);
@@ -96,7 +141,7 @@ static void send_sasl(session_t *s, const char *what, const char *data, size_t l
     free(b64);
 }
 
-static void sasl_reset(session_t *s)
+void sasl_reset(session_t *s)
 {
     scram_server_free(s->scram);
     s->scram = NULL;
@@ -158,16 +203,42 @@ static void forgive_failures(session_t *s, ip_state_t *ip, const char *user)
     }
 }
 
+/* A line for the user in SASL2's <failure/> (XEP-0388 §2.6.2), never telling whether an account exists. */
+static const char *failure_text(const char *condition)
+{
+    static const char *const t[][2] = {
+        {"not-authorized", "Authentication failed"},
+        {"credentials-expired", "The token is no longer valid; log in with the password"},
+        {"invalid-mechanism", "This mechanism is not offered"},
+        {"malformed-request", "The request is malformed"},
+        {"incorrect-encoding", "The data is not valid base64"},
+        {"invalid-authzid", "You may authorize only as yourself"},
+        {"encryption-required", "TLS is required"},
+        {"aborted", "Authentication aborted"}};
+    for (size_t i = 0; i < sizeof t / sizeof *t; i++)
+        if (strcmp(t[i][0], condition) == 0) return t[i][1];
+    return NULL;
+}
+
 /* user: the account the client tried (NULL when it named none). */
-static void sasl_fail_as(session_t *s, const char *user, const char *condition)
+void sasl_fail_as(session_t *s, const char *user, const char *condition)
 {
     ip_state_t *ip = ip_state_get(s->ip);
     count_failure(s, ip, user);
     sasl_reset(s);
     s->sasl_failures++;
     log_info("c2s", "%s: authentication failed (%s)", s->ip, condition);
-    xnode_t *f = xnode_new("failure", NS_SASL);
-    xnode_add_elem(f, condition, NULL);
+    xnode_t *f;
+    if (s->sasl2) {     /* XEP-0388 §2.6.2: the RFC 6120 condition, a text; inline requests are void */
+        f = xnode_new("failure", NS_SASL2);
+        xnode_add_elem(f, condition, NS_SASL);
+        const char *text = failure_text(condition);
+        if (text) xnode_add_text(xnode_add_elem(f, "text", NULL), text);
+        sasl_drop_sasl2(s);
+    } else {
+        f = xnode_new("failure", NS_SASL);
+        xnode_add_elem(f, condition, NULL);
+    }
     if (s->sasl_failures > MAX_SASL_RETRIES) {
         session_send(s, f);
         xnode_free(f);
@@ -195,7 +266,7 @@ static void sasl_fail(session_t *s, const char *condition)
     sasl_fail_as(s, s->scram ? scram_server_claimed_username(s->scram) : NULL, condition);
 }
 
-static void sasl_success(session_t *s, const char *user, const char *authzid, const char *extra, size_t extra_len)
+void sasl_success(session_t *s, const char *user, const char *authzid, const char *extra, size_t extra_len)
 {
     char *node = jid_prep_node(user);
     if (!node) {
@@ -287,28 +358,11 @@ static void handle_plain(session_t *s, const unsigned char *in, size_t len)
     free(pw);
 }
 
-static void handle_auth(session_t *s, xnode_t *el)
+void sasl_begin(session_t *s, const char *mech, const unsigned char *in, size_t len)
 {
-    const char *mech = xnode_attr(el, "mechanism");
-    if (s->authenticated) {
-        session_close(s, "policy-violation", "already authenticated");
-        return;
-    }
-    if (!s->tls_active) {   /* every mechanism needs TLS here (RFC 6120 §6.5.2) */
-        sasl_fail(s, "encryption-required");
-        return;
-    }
-    if (s->mech) {          /* a new <auth> in the middle of an exchange aborts it */
-        sasl_reset(s);
-    }
+    if (s->mech) sasl_reset(s);   /* a new start in the middle of an exchange aborts it */
     if (!mech || !mech_offered(s, mech)) {
         sasl_fail(s, "invalid-mechanism");
-        return;
-    }
-    unsigned char *in;
-    size_t len;
-    if (sasl_payload(el, &in, &len) < 0) {
-        sasl_fail(s, "incorrect-encoding");
         return;
     }
     s->mech = xstrdup(mech);
@@ -319,9 +373,44 @@ static void handle_auth(session_t *s, xnode_t *el)
         int plus = strstr(mech, "-PLUS") != NULL;
         s->scram = scram_server_new(sha256 ? SCRAM_SHA256 : SCRAM_SHA1, plus, sasl_plus_offered(s), &scram_cb, s);
         scram_server_set_iterations(s->scram, (unsigned)srv->cfg->scram_iterations);  /* unknown users */
+        char *ssdp = sasl_ssdp_string(s);       /* XEP-0474 */
+        scram_server_set_ssdp(s->scram, ssdp);
+        free(ssdp);
         if (len == 0) send_sasl(s, "challenge", "", 0);   /* no initial response: ask for it */
         else sasl_step(s, in, len);
     }
+}
+
+void sasl_respond(session_t *s, const unsigned char *in, size_t len)
+{
+    if (!s->scram) sasl_fail(s, "malformed-request");
+    else sasl_step(s, in, len);
+}
+
+static void handle_auth(session_t *s, xnode_t *el)
+{
+    const char *mech = xnode_attr(el, "mechanism");
+    if (s->authenticated) {
+        session_close(s, "policy-violation", "already authenticated");
+        return;
+    }
+    sasl_drop_sasl2(s);     /* this exchange speaks RFC 6120's profile */
+    if (!s->tls_active) {   /* every mechanism needs TLS here (RFC 6120 §6.5.2) */
+        sasl_fail(s, "encryption-required");
+        return;
+    }
+    if (s->mech) sasl_reset(s);
+    if (!mech || !mech_offered(s, mech)) {
+        sasl_fail(s, "invalid-mechanism");
+        return;
+    }
+    unsigned char *in;
+    size_t len;
+    if (sasl_payload(el, &in, &len) < 0) {
+        sasl_fail(s, "incorrect-encoding");
+        return;
+    }
+    sasl_begin(s, mech, in, len);
     free(in);
 }
 
@@ -331,7 +420,7 @@ void sasl_handle(session_t *s, xnode_t *el)
         handle_auth(s, el);
         return;
     }
-    if (!s->mech || s->authenticated) {
+    if (!s->mech || s->authenticated || s->sasl2) {
         /* a response or abort without an exchange: the client is confused */
         if (strcmp(el->name, "abort") == 0 || strcmp(el->name, "response") == 0) {
             sasl_fail(s, "aborted");

@@ -276,6 +276,7 @@ struct scram_server {
     scram_creds_t creds;
     int user_known;
     unsigned fake_iterations;    /* what an unknown user's server-first shows */
+    char *ssdp;                  /* XEP-0474: the advertised lists, hashed into "h=" */
 };
 
 scram_server_t *scram_server_new(scram_hash_t h, int plus, int server_supports_plus, const scram_server_cb_t *cb, void *ud)
@@ -313,6 +314,7 @@ void scram_server_free(scram_server_t *s)
     free(s->client_first_bare);
     free(s->server_first);
     free(s->nonce);
+    free(s->ssdp);
     OPENSSL_cleanse(s, sizeof *s);
     free(s);
 }
@@ -334,6 +336,18 @@ static int nonce_valid(const char *p, size_t n)
     for (size_t i = 0; i < n; i++)
         if (p[i] < 0x21 || p[i] > 0x7E || p[i] == ',') return 0;
     return 1;
+}
+
+int scram_memeq(const void *a, const void *b, size_t n) { return CRYPTO_memcmp(a, b, n) == 0; }
+
+int scram_server_set_ssdp(scram_server_t *s, const char *advertised)
+{
+    if (!s || !advertised || s->state != ST_FIRST) return -1;
+    char *d = strdup(advertised);
+    if (!d) return -1;
+    free(s->ssdp);
+    s->ssdp = d;
+    return 0;
 }
 
 int scram_server_set_nonce_for_test(scram_server_t *s, const char *snonce)
@@ -576,11 +590,23 @@ static const char *client_first(scram_server_t *s, const char *msg, char **out)
     }
     free(s->nonce);
     s->nonce = full;
-    size_t need = strlen(full) + strlen(salt) + 32;
+    /* XEP-0474 §6.1: the hash of what was advertised, signed by the proofs like the rest */
+    char *ssdp = NULL;
+    if (s->ssdp) {
+        unsigned char d[SCRAM_MAX_KEY];
+        if (scram_digest(s->hash, s->ssdp, strlen(s->ssdp), d) < 0 ||
+            base64_encode(d, scram_hash_len(s->hash), &ssdp) < 0) {
+            free(salt);
+            return F_NOTAUTH;
+        }
+    }
+    size_t need = strlen(full) + strlen(salt) + (ssdp ? strlen(ssdp) : 0) + 40;
     s->server_first = malloc(need);
     if (s->server_first)
-        snprintf(s->server_first, need, "r=%s,s=%s,i=%u", full, salt, s->creds.iterations);
+        snprintf(s->server_first, need, "r=%s,s=%s,i=%u%s%s", full, salt, s->creds.iterations, ssdp ? ",h=" : "",
+                 ssdp ? ssdp : "");
     free(salt);
+    free(ssdp);
     if (!s->server_first) return F_NOTAUTH;
     *out = strdup(s->server_first);
     return *out ? NULL : F_NOTAUTH;

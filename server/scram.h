@@ -70,6 +70,9 @@ int scram_digest(scram_hash_t h, const void *data, size_t len, unsigned char *ou
 int scram_salted_password(scram_hash_t h, const char *password, const unsigned char *salt, size_t salt_len,
                           unsigned iterations, unsigned char *out);
 
+/* 1 when the n bytes at a and b are equal, compared in constant time (secrets, MACs), else 0. */
+int scram_memeq(const void *a, const void *b, size_t n);
+
 /* PLAIN message "authzid\0authcid\0passwd": 0 and malloc'd strings (authzid NULL when empty)
  * or -1 when malformed (wrong number of NULs, empty authcid or password, invalid UTF-8, over
  * 1024 bytes); on -1 all three are set to NULL. No SASLprep is applied: the caller normalizes
@@ -123,6 +126,11 @@ void scram_server_set_iterations(scram_server_t *s, unsigned iterations);
 const char *scram_server_claimed_username(const scram_server_t *s);
 /* After OK: the decoded authzid from the gs2 header, or NULL (also before OK). Owned by s. */
 const char *scram_server_authzid(const scram_server_t *s);
+/* XEP-0474 (SSDP): add ",h=<base64(H(advertised))>" to the server-first message, H being the
+ * mechanism's hash; advertised is the sorted mechanism list joined by 0x1E, then 0x1F and the sorted
+ * channel-binding types joined by 0x1E when XEP-0440 advertised them. Call before the first step.
+ * 0/-1. */
+int scram_server_set_ssdp(scram_server_t *s, const char *advertised);
 /* Test hook: use `snonce` as the server part of the nonce instead of random bytes, so the
  * RFC examples can be replayed. Call before the first step. 0, or -1 when snonce is empty,
  * over 64 bytes, or not printable ASCII without ','. Never use outside tests. */

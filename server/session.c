@@ -224,6 +224,17 @@ void session_bind(session_t *s)
     u->sessions = s;
 }
 
+int session_bind_resource(session_t *s, const char *resource)
+{
+    jid_t *j = jid_make(s->user, s->host->name, resource);
+    if (!j) return -1;
+    s->jid = j;
+    session_bind(s);     /* a session with the same full JID gets <conflict/> (RFC 6120 §7.7.2.2) */
+    s->bound = 1;
+    log_info("c2s", "%s: bound %s", s->ip, log_jid(j->full));
+    return 0;
+}
+
 void session_unbind(session_t *s)
 {
     if (!s->bound) return;

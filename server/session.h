@@ -88,6 +88,7 @@ struct session {
     jid_t *jid;                     /* full JID once bound */
     char *mech;                     /* SASL mechanism in progress */
     struct scram_server *scram;
+    struct sasl2_req *sasl2;        /* XEP-0388: the <authenticate/> request in progress (sasl2.c) */
     char id[33];                    /* stream id */
     char ip[64];                    /* peer address, for limits and logs */
     session_t *ip_next, *ip_prev;   /* ip_state.unauth, while ip_counted is IP_UNAUTH */
@@ -123,6 +124,10 @@ user_t *session_user(host_t *h, const char *bare);
 void session_bind(session_t *s);
 void session_unbind(session_t *s);
 session_t *session_find_full(const jid_t *j);
+/* Resource binding of the authenticated s (RFC 6120 §7, XEP-0386): its full JID with resource
+ * (already prepped), session_bind, s->bound. Nothing is answered and "session-bound" is not fired
+ * (the caller does both, in its protocol's order). 0, or -1 when that makes no valid JID. */
+int session_bind_resource(session_t *s, const char *resource);
 /* After session_unbind's events ("session-closed", then "resource-unavailable" when the resource
  * was available), fn(full JID) runs: the caps cache (caps.c) forgets the resource. One slot;
  * NULL: nothing. */

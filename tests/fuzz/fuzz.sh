@@ -8,7 +8,7 @@
 #                                            goes to BUILDDIR/tests/fuzz/out/corpus/TARGET)
 #
 # Environment: FUZZ_CC (default clang), FUZZ_CPPFLAGS / FUZZ_LIBS (the libraries' flags; default from
-# pkg-config), FUZZ_TARGETS (default: all seven). `run` prints "PASS: fuzz_x" or "FAIL: fuzz_x" per target
+# pkg-config), FUZZ_TARGETS (default: all eight). `run` prints "PASS: fuzz_x" or "FAIL: fuzz_x" per target
 # and exits 1 when any target crashed, leaked, timed out or broke an invariant; the crashing input is
 # kept as BUILDDIR/tests/fuzz/out/crash-fuzz_x-* and the log as BUILDDIR/tests/fuzz/out/fuzz_x.log.
 # Reproduce a crash with: BUILDDIR/tests/fuzz/out/fuzz_x BUILDDIR/tests/fuzz/out/crash-fuzz_x-<hash>
@@ -18,9 +18,9 @@ cmd=$1 src=$2 build=$3
 src=$(cd "$src" && pwd)
 mkdir -p "$build/tests/fuzz/out"
 out=$(cd "$build/tests/fuzz/out" && pwd)
-targets=${FUZZ_TARGETS:-"fuzz_xmlstream fuzz_jid fuzz_scram fuzz_config fuzz_stanza fuzz_modules fuzz_omemo_bundle"}
+targets=${FUZZ_TARGETS:-"fuzz_xmlstream fuzz_jid fuzz_scram fuzz_config fuzz_stanza fuzz_modules fuzz_omemo_bundle fuzz_sasl2"}
 cc=${FUZZ_CC:-clang}
-core="util strlist codec log jid xml scram config caps_ver"
+core="util strlist codec log jid xml scram config caps_ver sasl2_req"
 # fuzz_modules links the whole server but main.c, and every standard module
 # (every other server/*.c but main.c and ctl.c, so that a new core file is linked without a change here)
 server=$(for f in "$src"/server/*.c; do

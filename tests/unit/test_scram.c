@@ -235,6 +235,34 @@ static void test_rfc_example(scram_hash_t h, const char *salt_b64, const char *c
     }
 }
 
+/* XEP-0474 §6.3's example: the SCRAM-SHA-1 server-first carries h = SHA-1 of the advertised lists, and
+ * the client's proof over that server-first is accepted; the set is refused after the first step. */
+static void test_ssdp(void)
+{
+    fixture_t f;
+    unsigned char *salt;
+    size_t salt_len;
+    memset(&f, 0, sizeof f);
+    base64_decode("QSXCR+Q6sek8bf92", 16, &salt, &salt_len);
+    f.user = "user";
+    scram_creds_derive(SCRAM_SHA1, "pencil", salt, salt_len, 4096, &f.creds);
+    free(salt);
+    scram_server_t *s = scram_server_new(SCRAM_SHA1, 0, 0, &fx_cb, &f);
+    char *out = NULL;
+    const char *fail = NULL;
+    scram_server_set_nonce_for_test(s, "3rfcNHYJY1ZVvWVs7j");
+    ok(scram_server_set_ssdp(s, "SCRAM-SHA-1\x1eSCRAM-SHA-1-PLUS\x1ftls-exporter\x1etls-server-end-point") == 0,
+       "scram_server_set_ssdp before the first step");
+    scram_step_t st = step_str(s, "n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL", &out, &fail);
+    ok(st == SCRAM_CONTINUE && out && strstr(out, ",i=4096,h=G6k/rBLDqgOhRRaCuuatSDFkJ08=") != NULL &&
+           strcmp(strstr(out, ",h="), ",h=G6k/rBLDqgOhRRaCuuatSDFkJ08=") == 0,
+       "XEP-0474 §6.3: server-first ends with h=G6k/rBLDqgOhRRaCuuatSDFkJ08= (%s)", out ? out : "NULL");
+    ok(scram_server_set_ssdp(s, "x") == -1, "scram_server_set_ssdp refused after the first step");
+    free(out);
+    out = NULL;
+    scram_server_free(s);
+}
+
 /* ---- base64, PLAIN, keys ---- */
 
 static void test_base64(void)
@@ -606,6 +634,7 @@ int main(void)
     test_rfc_example(SCRAM_SHA256, "W22ZaJ0SNY7soEsUEjb6gQ==", "rOprNGfwEbeRWgbNEkqO", "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
                      "dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=", "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=",
                      "RFC 7677 §3 SCRAM-SHA-256");
+    test_ssdp();
     test_exchanges();
     test_users();
     test_fake();
