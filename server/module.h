@@ -196,6 +196,18 @@ CIVITAS_API const void *module_host_conf(const module_ctx_t *m, const host_t *h)
 #define HOOK_STREAM_FEATURES "stream-features"
 #define HOOK_STREAM_FEATURES_PREAUTH "stream-features/preauth"
 #define HOOK_USER_DELETED "user-deleted"
+/* Stream management and other stream-level extensions (session.h, "Stream management support"):
+ *   stream-element      a top-level element that is not a stanza on an authenticated stream
+ *                       (XEP-0198 <enable/> <r/> <a/> <resume/>, XEP-0352 <active/>); origin =
+ *                       the session, stanza = the element (may be taken), from = its full JID
+ *                       once bound. Not handled: stream error <unsupported-stanza-type/>.
+ *   session-hibernated  origin's connection was lost and it is resumable (session_set_resumable):
+ *                       it stays bound without a connection until session_close or resumption
+ *   session-resumed     origin took over a bound session on a new connection (session_take_over);
+ *                       no session-closed / session-bound fire for that */
+#define HOOK_STREAM_ELEMENT "stream-element"
+#define HOOK_SESSION_HIBERNATED "session-hibernated"
+#define HOOK_SESSION_RESUMED "session-resumed"
 /* Events of presence and capabilities (informational: handlers return HOOK_PASS; ev->stanza is
  * read-only here and must not be taken). Fired by the core, whatever modules are loaded.
  *   resource-available     a bound resource went from unavailable to available (its first available
