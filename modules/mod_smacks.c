@@ -34,6 +34,7 @@ typedef struct entry {
     int64_t when;               /* when it was queued (unix seconds), for a <delay/> if stored */
     unsigned message : 1;       /* a message that is not a carbon copy: stored if never acked */
     unsigned elsewhere : 1;     /* another resource of the user got it (or a carbon of it) */
+    unsigned replayed : 1;      /* from offline storage: stays there until acknowledged */
 } entry_t;
 
 typedef struct sm {
@@ -156,6 +157,7 @@ static int take_ack(sm_t *sm, uint32_t h)
     if (k < 0) return -1;
     q_drop(sm, (size_t)k);
     sm->out_acked = h;
+    if (k > 0 && !sm->n) session_output_confirmed(sm->s);   /* offline replay deletes what is acked */
     return 0;
 }
 
@@ -211,6 +213,7 @@ static int tap_out(session_t *s, void *ud, const xnode_t *st, const char *buf, s
         !xnode_child(st, "sent", NS_CARBONS)) {
         e.message = 1;
         e.elsewhere = reached_elsewhere(s, st) ? 1 : 0;
+        e.replayed = session_writing_replay(s) ? 1 : 0;
     }
     q_push(sm, e);
     if (sm->n > (size_t)conf.max_unacked && !sm->overflow) {
@@ -225,7 +228,13 @@ static int tap_out(session_t *s, void *ud, const xnode_t *st, const char *buf, s
     return SESSION_TAP_HELD;
 }
 
-static const session_tap_t tap = {tap_in, tap_out};
+static size_t tap_unconfirmed(const session_t *s, void *ud)
+{
+    (void)s;
+    return ((sm_t *)ud)->n;
+}
+
+static const session_tap_t tap = {tap_in, tap_out, tap_unconfirmed};
 
 /* ---- enable ---- */
 
@@ -481,7 +490,7 @@ static int on_closed(hook_event_t *ev, void *ud)
     size_t stored = 0;
     for (size_t i = 0; i < sm->n; i++) {
         entry_t *e = q_at(sm, i);
-        if (!e->message || e->elsewhere) continue;
+        if (!e->message || e->elsewhere || e->replayed) continue;   /* replayed: still stored */
         store_unacked(ev->origin, bare, e);
         stored++;
     }

@@ -175,6 +175,15 @@ static void on_close_timeout(evutil_socket_t fd, short what, void *arg)
 
 static int output_drained(session_t *s) { return s->transport->queued(s) == 0; }
 
+/* For "session-drained": the transport took everything and no tap waits for a confirmation. */
+static int output_confirmed(session_t *s)
+{
+    if (!output_drained(s)) return 0;
+    for (struct session_tap_reg *t = s->taps; t; t = t->next)
+        if (t->tap->unconfirmed && t->tap->unconfirmed(s, t->ud) > 0) return 0;
+    return 1;
+}
+
 /* ---- output flow for modules (session_want_drained, module.h) ---- */
 
 size_t session_output_queued(const session_t *s) { return s->transport ? s->transport->queued(s) : 0; }
@@ -185,7 +194,7 @@ static void on_drain_ev(evutil_socket_t fd, short what, void *arg)
     (void)fd; (void)what;
     session_t *s = arg;
     if (!s->want_drained || s->freeing || s->state == C2S_CLOSING || !s->bound) return;
-    if (!output_drained(s)) return;     /* written to again meanwhile: the next drain fires it */
+    if (!output_confirmed(s)) return;   /* written to again meanwhile: the next drain fires it */
     s->want_drained = 0;
     hook_event_t ev = {.name = "session-drained", .origin = s, .host = s->host, .from = s->jid};
     hook_fire(&ev);
@@ -193,8 +202,11 @@ static void on_drain_ev(evutil_socket_t fd, short what, void *arg)
 
 static void check_drained(session_t *s)
 {
-    if (s->want_drained && !s->freeing && output_drained(s)) event_active(s->drain_ev, 0, 0);
+    if (s->want_drained && !s->freeing && output_confirmed(s)) event_active(s->drain_ev, 0, 0);
 }
+
+void session_output_confirmed(session_t *s) { check_drained(s); }
+int session_writing_replay(const session_t *s) { return s->writing_replay; }
 
 void session_output_progress(session_t *s)
 {
@@ -213,6 +225,10 @@ void session_want_drained(session_t *s)
 {
     if (s->freeing || s->state == C2S_CLOSING || !s->transport) return;
     if (!s->drain_ev) s->drain_ev = event_new(srv->base, -1, 0, on_drain_ev, s);
+    if (s->hibernating) {       /* no connection to watch: confirmations (resumption) wake it */
+        s->want_drained = 1;
+        return;
+    }
     watch_output(s);
     s->want_drained = 1;
     check_drained(s);

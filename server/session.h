@@ -84,6 +84,7 @@ struct session {
     unsigned resumable : 1;         /* hibernate instead of ending when the connection is lost */
     unsigned hibernate_pending : 1; /* connection lost: on_free detaches it instead of freeing */
     unsigned hibernating : 1;       /* bound without a connection (session_hibernating) */
+    unsigned writing_replay : 1;    /* route_replay is writing to it (session_writing_replay) */
     int priority;                   /* from the last available presence */
     int sasl_failures;              /* on this stream */
     host_t *host;                   /* from the stream header's 'to' */
@@ -174,6 +175,8 @@ const char *session_account(const session_t *s);
 size_t session_output_queued(const session_t *s);
 size_t session_output_limit(void);
 void session_want_drained(session_t *s);
+/* With stream management (a tap with unconfirmed, below) "session-drained" means more: the
+ * client also acknowledged every stanza written to it. */
 
 /* A session's current presence: its last available presence without 'to' (as the client sent
  * it, 'from' stamped), or NULL when it is not available. Read-only; valid until the session's
@@ -210,7 +213,16 @@ enum { SESSION_TAP_WRITE = 0, SESSION_TAP_HELD = 1 };
 typedef struct session_tap {
     void (*in)(session_t *s, void *ud, const xnode_t *st);
     int (*out)(session_t *s, void *ud, const xnode_t *st, const char *buf, size_t len);
+    /* optional: stanzas written and not yet confirmed by the client (XEP-0198: unacknowledged).
+     * While any tap has some, "session-drained" waits: offline replay deletes only what the
+     * client confirmed. Call session_output_confirmed(s) when the number drops. */
+    size_t (*unconfirmed)(const session_t *s, void *ud);
 } session_tap_t;
+/* A tap's unconfirmed count dropped: "session-drained" may fire now. */
+void session_output_confirmed(session_t *s);
+/* 1 while route_replay writes a stored message to s (a tap's out can tell a replay: it stays in
+ * offline storage until confirmed, so it must not be stored again). */
+int session_writing_replay(const session_t *s);
 /* Add or remove (session_remove_tap) tap for s; ud is passed to its functions. The taps of a
  * session go with it on session_take_over. */
 void session_add_tap(session_t *s, const session_tap_t *tap, int priority, void *ud);

@@ -435,6 +435,46 @@ def not_restored_twice(t, srv):
     lo.end()
 
 
+def offline_replay(t, srv):
+    """Offline messages replayed to a stream-managed session leave storage only once acknowledged:
+    a replay the client never acknowledged survives even a killed server, and comes once."""
+    setup_users(srv, "max", "ned")
+    nd = sm_login(srv, "ned", "desk")
+    nd.message("max@localhost", "o-1")
+    nd.message("max@localhost", "o-2")
+    nd.ping_server()
+    m = sm_login(srv, "max", "phone")
+    en = m.enable(resume=True)
+    t.ok(en is not None and en.get("id"), "max enables resumption before his first presence")
+    m.presence()
+    t.is_(take_messages(m), ["o-1", "o-2"], "the offline messages are replayed (and not acknowledged)")
+    srv.proc.kill()                     # SIGKILL: nothing of the session's memory survives
+    srv.proc.wait(10)
+    srv.exit_code = None
+    m.close()
+    nd.close()
+    srv.start()
+    t.is_(offline_bodies(srv, "max", "again"), ["o-1", "o-2"],
+          "issue 13: replayed offline messages that were never acknowledged are still stored after a kill")
+    t.is_(offline_bodies(srv, "max", "third"), [], "... and once delivered without stream management, gone")
+    # acknowledged: deleted, and a lost connection afterwards stores nothing again
+    nd = sm_login(srv, "ned", "desk")
+    nd.message("max@localhost", "o-3")
+    nd.ping_server()
+    m = sm_login(srv, "max", "phone")
+    m.enable(resume=True)
+    m.auto_ack = True
+    m.presence()
+    t.is_(take_messages(m), ["o-3"], "o-3 is replayed")
+    m.server_h()
+    m.ping_server()
+    mark = srv.log_mark()
+    m.close()
+    t.ok(srv.wait_log(r"not resumed within", start=mark), "max's hibernation ends")
+    t.is_(offline_bodies(srv, "max", "later"), [], "an acknowledged replayed message is neither kept nor stored again")
+    nd.end()
+
+
 def main(t):
     conf = "smacks: {hibernation: 300, max_unacked: 5, ack_timeout: 60}\n"
     with Server(t, extra_yaml=conf) as srv:
@@ -446,6 +486,7 @@ def main(t):
     with Server(t, extra_yaml="smacks: {hibernation: 2, max_unacked: 100, ack_timeout: 2}\n") as srv:
         t.run(silent_cut_no_resume, t, srv)
         t.run(not_restored_twice, t, srv)
+        t.run(offline_replay, t, srv)
 
 
 if __name__ == "__main__":
