@@ -4,7 +4,6 @@
  * acknowledged when a session ends for good goes to offline storage ("message/undelivered"),
  * except carbon copies and messages another resource of the user also got. */
 #include "module.h"
-#include "smacks_seq.h"
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>

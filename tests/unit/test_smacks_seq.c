@@ -1,7 +1,7 @@
-/* tests/unit/test_smacks_seq.c: TAP tests for modules/smacks_seq.h, XEP-0198 §4's counter: h is
+/* tests/unit/test_smacks_seq.c: TAP tests for server/sm_seq.h, XEP-0198 §4's counter: h is
  * an unsigned 32-bit number that wraps to 0 after 2^32 - 1; what an <a h/> acknowledges is the
  * difference modulo 2^32, never more than what is unacknowledged. */
-#include "smacks_seq.h"
+#include "sm_seq.h"
 #include "tap.h"
 
 int main(void)

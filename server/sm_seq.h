@@ -1,7 +1,8 @@
-/* modules/smacks_seq.h: XEP-0198 §4 sequence arithmetic, shared by mod_smacks and its unit test
+/* server/sm_seq.h: XEP-0198 §4 sequence arithmetic (static inline, no code in civitasd), for
+ * mod_smacks (through module.h) and its unit test
  * (tests/unit/test_smacks_seq.c): h counts handled stanzas modulo 2^32 and wraps to 0. */
-#ifndef CIVITAS_SMACKS_SEQ_H
-#define CIVITAS_SMACKS_SEQ_H
+#ifndef CIVITAS_SM_SEQ_H
+#define CIVITAS_SM_SEQ_H
 #include <stddef.h>
 #include <stdint.h>
 
