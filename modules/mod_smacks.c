@@ -46,7 +46,9 @@ typedef struct sm {
     unsigned r_pending : 1;     /* an <r/> of ours is unanswered */
     unsigned ended : 1;         /* the session ended: the queue was dealt with */
     unsigned overflow : 1;      /* over max_unacked: closing */
-    module_timer_t *ack_timer, *hib_timer, *close_timer;
+    module_timer_t *hib_timer, *close_timer;
+    int64_t r_deadline_ms;      /* while r_pending: when the connection counts as lost */
+    struct sm *wait_prev, *wait_next;   /* in `waiting` while r_pending */
     char id[33];                /* resumption id (previd) */
 } sm_t;
 
@@ -58,6 +60,10 @@ typedef struct gone {
 } gone_t;
 
 static strmap_t *live;          /* resumption id -> sm_t of a live or hibernating session */
+/* Sessions with an unanswered <r/>, oldest request first (one ack_timeout for all: the deadlines
+ * are in order), swept by one timer a second: no timer is made per request. */
+static sm_t *waiting_head, *waiting_tail;
+static module_timer_t *sweep_timer;
 static strmap_t *gone;          /* resumption id -> gone_t */
 
 static sm_t *sm_of(const session_t *s) { return s ? session_get_data(s, DATA_KEY) : NULL; }
@@ -116,10 +122,12 @@ static void q_drop(sm_t *sm, size_t k)
     }
 }
 
+static void ack_answered(sm_t *sm);
+
 static void sm_free(void *p)
 {
     sm_t *sm = p;
-    cancel(&sm->ack_timer);
+    ack_answered(sm);
     cancel(&sm->hib_timer);
     cancel(&sm->close_timer);
     if (live && sm->id[0] && strmap_get(live, sm->id) == sm) strmap_del(live, sm->id);
@@ -130,14 +138,29 @@ static void sm_free(void *p)
 
 /* ---- acknowledgements ---- */
 
-static void on_ack_timeout(module_timer_t *t, void *ud)
+/* No request of ours is open any more (answered, or the connection is gone). */
+static void ack_answered(sm_t *sm)
 {
-    (void)t;
-    sm_t *sm = ud;
-    sm->ack_timer = NULL;
-    if (sm->ended || session_hibernating(sm->s)) return;
-    log_info("smacks", "%s: no acknowledgement within %lds, connection counted as lost", session_ip(sm->s), conf.ack_timeout);
-    session_lose_connection(sm->s);     /* hibernates when resumable, else ends the session */
+    if (!sm->r_pending) return;
+    sm->r_pending = 0;
+    if (sm->wait_prev) sm->wait_prev->wait_next = sm->wait_next;
+    else waiting_head = sm->wait_next;
+    if (sm->wait_next) sm->wait_next->wait_prev = sm->wait_prev;
+    else waiting_tail = sm->wait_prev;
+    sm->wait_prev = sm->wait_next = NULL;
+}
+
+static void on_sweep(module_timer_t *t, void *ud)
+{
+    (void)t; (void)ud;
+    int64_t now = now_ms();
+    while (waiting_head && waiting_head->r_deadline_ms <= now) {
+        sm_t *sm = waiting_head;
+        ack_answered(sm);
+        if (sm->ended || session_hibernating(sm->s)) continue;
+        log_info("smacks", "%s: no acknowledgement within %lds, connection counted as lost", session_ip(sm->s), conf.ack_timeout);
+        session_lose_connection(sm->s);     /* hibernates when resumable, else ends the session */
+    }
 }
 
 static void request_ack(sm_t *sm)
@@ -145,8 +168,11 @@ static void request_ack(sm_t *sm)
     if (sm->r_pending || sm->ended || session_hibernating(sm->s)) return;
     write_str(sm->s, "<r xmlns='" NS_SM "'/>");
     sm->r_pending = 1;
-    cancel(&sm->ack_timer);
-    sm->ack_timer = module_add_timer(mod, conf.ack_timeout * 1000, 0, on_ack_timeout, sm);
+    sm->r_deadline_ms = now_ms() + conf.ack_timeout * 1000;
+    sm->wait_prev = waiting_tail;
+    if (waiting_tail) waiting_tail->wait_next = sm;
+    else waiting_head = sm;
+    waiting_tail = sm;
 }
 
 /* The client's h: drop what it acknowledges. -1 when h is more than was sent. */
@@ -347,8 +373,7 @@ static void resume(session_t *s, const xnode_t *el, xnode_t *into)
         else send_sm(s, ok);
         if (session_take_over(s, old) == 0) {
             sm->s = s;
-            sm->r_pending = 0;
-            cancel(&sm->ack_timer);
+            ack_answered(sm);
             cancel(&sm->hib_timer);
             take_ack(sm, h);
             /* §5: what the client has not acknowledged, again, in order */
@@ -393,8 +418,7 @@ static int on_element(hook_event_t *ev, void *ud)
             handled_too_high(s, sm, h);
             return HOOK_HANDLED;
         }
-        sm->r_pending = 0;
-        cancel(&sm->ack_timer);
+        ack_answered(sm);
         if (sm->n) request_ack(sm);    /* more was sent after our <r/> */
     } else {
         /* <r/> or <a/> before <enable/> (§4: only once enabled) */
@@ -441,8 +465,7 @@ static int on_hibernated(hook_event_t *ev, void *ud)
     (void)ud;
     sm_t *sm = sm_of(ev->origin);
     if (!sm) return HOOK_PASS;
-    sm->r_pending = 0;
-    cancel(&sm->ack_timer);
+    ack_answered(sm);
     cancel(&sm->hib_timer);
     sm->hib_timer = module_add_timer(mod, conf.hibernation * 1000, 0, on_hibernation_over, sm);
     return HOOK_PASS;
@@ -483,7 +506,7 @@ static int on_closed(hook_event_t *ev, void *ud)
     sm_t *sm = sm_of(ev->origin);
     if (!sm || sm->ended || !ev->from) return HOOK_PASS;
     sm->ended = 1;
-    cancel(&sm->ack_timer);
+    ack_answered(sm);
     cancel(&sm->hib_timer);
     jid_t *bare = jid_bare_of(ev->from);
     size_t stored = 0;
@@ -508,6 +531,8 @@ static int load(module_ctx_t *m)
     mod = m;
     live = strmap_new();
     gone = strmap_new();
+    waiting_head = waiting_tail = NULL;
+    sweep_timer = module_add_timer(m, 1000, 1, on_sweep, NULL);
     module_hook(m, HOOK_STREAM_FEATURES, 0, on_features, NULL);
     module_hook(m, HOOK_STREAM_ELEMENT, 0, on_element, NULL);
     module_hook(m, "smacks/enable", 0, on_inline_enable, NULL);
