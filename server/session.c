@@ -356,6 +356,7 @@ int session_take_over(session_t *s, session_t *old)
         *tail = d;
         tail = &d->next;
     }
+    while (s->taps) session_remove_tap(s, s->taps->tap);     /* the session's taps are old's */
     s->taps = old->taps;
     old->taps = NULL;
     int drained = old->want_drained;

@@ -315,6 +315,36 @@ def resumption(t, srv):
     f.end()
 
 
+def replaced_while_hibernating(t, srv):
+    """A new session that binds the resource of a hibernating one replaces it (RFC 6120 §7.7.2.2):
+    the old session's unacknowledged messages go to offline storage and reach the new one once."""
+    setup_users(srv, "olga", "pete")
+    p = sm_login(srv, "pete", "desk")
+    o = sm_login(srv, "olga", "phone")
+    o.presence()
+    o.drain()
+    en = o.enable(resume=True)
+    previd = en.get("id") if en is not None else None
+    p.message("olga@localhost/phone", "c-1")
+    t.ok(o.expect_message("c-1") is not None, "olga gets c-1 and does not acknowledge it")
+    mark = srv.log_mark()
+    o.close()
+    t.ok(srv.wait_log(r"hibernating", start=mark), "olga's session hibernates")
+    p.message("olga@localhost/phone", "c-2")
+    p.ping_server()
+    o2 = sm_login(srv, "olga", "phone")
+    o2.presence()
+    t.is_(take_messages(o2), ["c-1", "c-2"],
+          "binding the hibernating session's resource again: its unacknowledged messages arrive, once")
+    o2.end()
+    o3, ans = resume_login(srv, "olga", previd, 0)
+    t.ok(ans is not None and ans.tag == q(NS_SM, "failed") and failed_condition(ans) == "item-not-found",
+         "the replaced session cannot be resumed", el_str(ans))
+    o3.end()
+    t.is_(offline_bodies(srv, "olga", "later"), [], "nothing is left stored")
+    p.end()
+
+
 def silent_cut(t, srv):
     """issue 13's key test: the TCP connection dies without FIN mid-conversation; the client resumes
     on a new connection and every message arrives exactly once."""
@@ -483,6 +513,7 @@ def main(t):
     with Server(t, extra_yaml="smacks: {hibernation: 300, max_unacked: 100, ack_timeout: 60}\n") as srv:
         t.run(resumption, t, srv)
         t.run(silent_cut, t, srv)
+        t.run(replaced_while_hibernating, t, srv)
     with Server(t, extra_yaml="smacks: {hibernation: 2, max_unacked: 100, ack_timeout: 2}\n") as srv:
         t.run(silent_cut_no_resume, t, srv)
         t.run(not_restored_twice, t, srv)
