@@ -130,7 +130,7 @@ static void on_free(evutil_socket_t fd, short what, void *arg)
     session_t *s = arg;
     if (s->hibernate_pending) {
         s->hibernate_pending = 0;
-        if (s->bound) {
+        if (s->bound && !srv->shutting_down) {     /* at shutdown every session ends */
             hibernate(s);
             return;
         }
@@ -273,7 +273,8 @@ int session_hibernating(const session_t *s) { return s->hibernating; }
 
 void session_connection_lost(session_t *s)
 {
-    if (s->resumable && s->bound && !s->hibernating && s->state == C2S_OPEN && !s->freeing) s->hibernate_pending = 1;
+    if (s->resumable && s->bound && !s->hibernating && s->state == C2S_OPEN && !s->freeing && !srv->shutting_down)
+        s->hibernate_pending = 1;
     session_free_later(s);      /* on_free hibernates it instead when hibernate_pending */
 }
 

@@ -345,6 +345,36 @@ def replaced_while_hibernating(t, srv):
     p.end()
 
 
+def restart(t, srv):
+    """Resumption does not survive a restart: at SIGTERM every session ends, a hibernating one too,
+    and its unacknowledged messages go to offline storage; <resume/> afterwards fails."""
+    setup_users(srv, "quinn", "rita")
+    r = sm_login(srv, "rita", "desk")
+    qn = sm_login(srv, "quinn", "phone")
+    qn.presence()
+    qn.drain()
+    en = qn.enable(resume=True)
+    previd = en.get("id") if en is not None else None
+    r.message("quinn@localhost/phone", "q-1")
+    t.ok(qn.expect_message("q-1") is not None, "quinn gets q-1 and does not acknowledge it")
+    mark = srv.log_mark()
+    qn.close()
+    t.ok(srv.wait_log(r"hibernating", start=mark), "quinn's session hibernates")
+    r.message("quinn@localhost/phone", "q-2")
+    r.ping_server()
+    r.close()
+    t.is_(srv.stop(), 0, "civitasd stops cleanly (SIGTERM) with a hibernating session")
+    srv.start()
+    q2, ans = resume_login(srv, "quinn", previd, 0)
+    t.ok(ans is not None and ans.tag == q(NS_SM, "failed") and failed_condition(ans) == "item-not-found"
+         and ans.get("h") is None,
+         "after a restart <resume/> gets <failed><item-not-found/></failed> without h", el_str(ans))
+    q2.end()
+    t.is_(offline_bodies(srv, "quinn", "again"), ["q-1", "q-2"],
+          "the hibernating session's unacknowledged messages were stored at the stop, delivered once")
+    t.is_(offline_bodies(srv, "quinn", "third"), [], "... and only once")
+
+
 def silent_cut(t, srv):
     """issue 13's key test: the TCP connection dies without FIN mid-conversation; the client resumes
     on a new connection and every message arrives exactly once."""
@@ -514,6 +544,7 @@ def main(t):
         t.run(resumption, t, srv)
         t.run(silent_cut, t, srv)
         t.run(replaced_while_hibernating, t, srv)
+        t.run(restart, t, srv)
     with Server(t, extra_yaml="smacks: {hibernation: 2, max_unacked: 100, ack_timeout: 2}\n") as srv:
         t.run(silent_cut_no_resume, t, srv)
         t.run(not_restored_twice, t, srv)
