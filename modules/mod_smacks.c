@@ -211,7 +211,9 @@ static void on_close_overflow(module_timer_t *t, void *ud)
 }
 
 /* Whether a message to s (a full JID) also reached another resource of the user: as the
- * addressee of a bare-JID message (RFC 6121 §8.5.2.1) or as a carbon copy (XEP-0280). */
+ * addressee of a bare-JID message (RFC 6121 §8.5.2.1) or as a carbon copy (XEP-0280). Only
+ * resources without stream management count here: one with it may lose the message too, so
+ * its copy settles nothing (held_elsewhere decides at the end instead). */
 static int reached_elsewhere(session_t *s, const xnode_t *st)
 {
     const char *to = xnode_attr(st, "to");
@@ -222,7 +224,7 @@ static int reached_elsewhere(session_t *s, const xnode_t *st)
     if (!type || strcmp(type, "normal") == 0) chat = xnode_child(st, "body", NULL) != NULL;
     if (xnode_child(st, "private", NS_CARBONS) || xnode_child(st, "no-copy", NS_HINTS)) chat = 0;
     for (session_t *o = user_sessions(session_jid(s)); o; o = session_next_in_user(o)) {
-        if (o == s) continue;
+        if (o == s || sm_of(o)) continue;
         if (to_bare && session_receives_bare(o)) return 1;
         if (chat && session_available(o) && session_get_data(o, CARBONS_KEY)) return 1;
     }
@@ -497,6 +499,21 @@ static void store_unacked(session_t *s, const jid_t *bare, const entry_t *e)
     jid_free(from);
 }
 
+/* A bare-JID message that another stream-managed session of the user still holds unacknowledged
+ * (the same bytes): that session stores it if it ends without an ack, so it is not stored twice. */
+static int held_elsewhere(session_t *s, const jid_t *user, const entry_t *e)
+{
+    for (session_t *o = user_sessions(user); o; o = session_next_in_user(o)) {
+        sm_t *osm = o == s ? NULL : sm_of(o);
+        if (!osm || osm->ended) continue;
+        for (size_t i = 0; i < osm->n; i++) {
+            const entry_t *oe = q_at(osm, i);
+            if (oe->message && oe->len == e->len && memcmp(oe->buf, e->buf, e->len) == 0) return 1;
+        }
+    }
+    return 0;
+}
+
 /* The session ended for good (closed, timed out, hibernation over, replaced): XEP-0198 §5 wants
  * unacknowledged stanzas treated as undelivered. Messages go to offline storage once; carbon
  * copies and messages another resource also got do not (the user has them). */
@@ -513,6 +530,7 @@ static int on_closed(hook_event_t *ev, void *ud)
     for (size_t i = 0; i < sm->n; i++) {
         entry_t *e = q_at(sm, i);
         if (!e->message || e->elsewhere || e->replayed) continue;   /* replayed: still stored */
+        if (held_elsewhere(ev->origin, ev->from, e)) continue;
         store_unacked(ev->origin, bare, e);
         stored++;
     }

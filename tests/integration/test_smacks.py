@@ -535,6 +535,32 @@ def offline_replay(t, srv):
     nd.end()
 
 
+def two_managed(t, srv):
+    """A message to the bare JID reaches two stream-managed resources; neither acknowledges it and
+    both sessions end: it is stored once (not lost because the other had it, not stored twice)."""
+    setup_users(srv, "sam", "tom")
+    tm = sm_login(srv, "tom", "desk")
+    clients = []
+    for res in ("phone", "tablet"):
+        c = sm_login(srv, "sam", res)
+        c.presence()
+        c.drain()
+        en = c.enable(resume=True)
+        t.ok(en is not None and en.get("id"), "sam's %s enables resumption" % res)
+        clients.append(c)
+    tm.message("sam@localhost", "both-1")
+    for c in clients:
+        t.ok(c.expect_message("both-1") is not None, "each of sam's resources gets the bare-JID message")
+    mark = srv.log_mark()
+    for c in clients:
+        c.close()
+    first = srv.wait_log(r"not resumed within", start=mark)
+    second = first and srv.wait_log(r"not resumed within", start=srv._lines.index(first, mark) + 1)
+    t.ok(second, "both hibernations end")
+    t.is_(offline_bodies(srv, "sam", "later"), ["both-1"], "the message is stored once")
+    tm.end()
+
+
 def main(t):
     conf = "smacks: {hibernation: 300, max_unacked: 5, ack_timeout: 60}\n"
     with Server(t, extra_yaml=conf) as srv:
@@ -548,6 +574,7 @@ def main(t):
     with Server(t, extra_yaml="smacks: {hibernation: 2, max_unacked: 100, ack_timeout: 2}\n") as srv:
         t.run(silent_cut_no_resume, t, srv)
         t.run(not_restored_twice, t, srv)
+        t.run(two_managed, t, srv)
         t.run(offline_replay, t, srv)
 
 
