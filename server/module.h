@@ -205,7 +205,12 @@ CIVITAS_API const void *module_host_conf(const module_ctx_t *m, const host_t *h)
  *   session-hibernated  origin's connection was lost and it is resumable (session_set_resumable):
  *                       it stays bound without a connection until session_close or resumption
  *   session-resumed     origin took over a bound session on a new connection (session_take_over);
- *                       no session-closed / session-bound fire for that */
+ *                       no session-closed / session-bound fire for that
+ *   smacks/enable, smacks/resume
+ *                       fired by a module (Bind2 / SASL2 inline) for mod_smacks: stanza = the
+ *                       <enable/> or <resume/> element (read-only), origin = the session,
+ *                       features = the node the answer (<enabled/>, <resumed/>, <failed/>) is
+ *                       appended to instead of being written; HOOK_HANDLED when smacks is loaded */
 #define HOOK_STREAM_ELEMENT "stream-element"
 #define HOOK_SESSION_HIBERNATED "session-hibernated"
 #define HOOK_SESSION_RESUMED "session-resumed"
