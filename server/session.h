@@ -170,7 +170,7 @@ const char *session_account(const session_t *s);
  * session_output_limit() bytes (limits.max_output_buffer) the session is dropped.
  * session_want_drained: fire "session-drained" (origin s) once, from the event loop, as soon as
  * that number is 0 (at the next loop turn when it is 0 already). Nothing fires for a session that
- * closes first; "session-closed" comes instead. Until stream management exists, "accepted by the
+ * closes first; "session-closed" comes instead. "Accepted by the
  * TCP layer" is what a server knows of what the client got without stream management; with it
  * (XEP-0198, a tap's unconfirmed count) the client's acknowledgements count too. */
 size_t session_output_queued(const session_t *s);
