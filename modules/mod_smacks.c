@@ -46,7 +46,7 @@ typedef struct sm {
     unsigned r_pending : 1;     /* an <r/> of ours is unanswered */
     unsigned ended : 1;         /* the session ended: the queue was dealt with */
     unsigned overflow : 1;      /* over max_unacked: closing */
-    module_timer_t *hib_timer, *close_timer;
+    module_timer_t *hib_timer, *close_timer, *resend_timer;
     int64_t r_deadline_ms;      /* while r_pending: when the connection counts as lost */
     struct sm *wait_prev, *wait_next;   /* in `waiting` while r_pending */
     char id[33];                /* resumption id (previd) */
@@ -130,6 +130,7 @@ static void sm_free(void *p)
     ack_answered(sm);
     cancel(&sm->hib_timer);
     cancel(&sm->close_timer);
+    cancel(&sm->resend_timer);
     if (live && sm->id[0] && strmap_get(live, sm->id) == sm) strmap_del(live, sm->id);
     q_drop(sm, sm->n);
     free(sm->q);
@@ -296,6 +297,22 @@ static void enable(session_t *s, const xnode_t *el, xnode_t *into)
 
 /* ---- resume ---- */
 
+/* XEP-0198 §5: what the client has not acknowledged, again, in order. */
+static void resend(sm_t *sm)
+{
+    for (size_t i = 0; i < sm->n; i++) session_write_raw(sm->s, q_at(sm, i)->buf, q_at(sm, i)->len);
+    log_info("smacks", "%s: session resumed, %zu stanza(s) sent again", session_ip(sm->s), sm->n);
+    if (sm->n) request_ack(sm);
+}
+
+static void on_resend(module_timer_t *t, void *ud)
+{
+    (void)t;
+    sm_t *sm = ud;
+    sm->resend_timer = NULL;
+    if (!sm->ended) resend(sm);
+}
+
 static void remember_gone(sm_t *sm, const jid_t *j)
 {
     if (!sm->id[0]) return;
@@ -378,10 +395,9 @@ static void resume(session_t *s, const xnode_t *el, xnode_t *into)
             ack_answered(sm);
             cancel(&sm->hib_timer);
             take_ack(sm, h);
-            /* §5: what the client has not acknowledged, again, in order */
-            for (size_t i = 0; i < sm->n; i++) session_write_raw(s, q_at(sm, i)->buf, q_at(sm, i)->len);
-            log_info("smacks", "%s: session resumed, %zu stanza(s) sent again", session_ip(s), sm->n);
-            if (sm->n) request_ack(sm);
+            /* inline (SASL2): after the caller wrote its answer holding <resumed/> */
+            if (into) sm->resend_timer = module_add_timer(mod, 0, 0, on_resend, sm);
+            else resend(sm);
             free(me);
             return;
         }
