@@ -514,10 +514,15 @@ static int dispatch(session_t *s, xnode_t *el)
         else if (is_stanza(el)) session_close(s, "not-authorized", NULL);
         else session_close(s, "unsupported-stanza-type", NULL);
     } else if (!is_stanza(el)) {
-        session_close(s, "unsupported-stanza-type", NULL);
+        /* XEP-0198's <enable/>, <r/>, <a/>, <resume/>, CSI's <active/>: modules (session.h) */
+        hook_event_t ev = {.name = "stream-element", .stanza = el, .origin = s, .host = s->host,
+                           .from = s->bound ? s->jid : NULL};
+        if (hook_fire(&ev) != HOOK_HANDLED && ev.stanza) session_close(s, "unsupported-stanza-type", NULL);
+        el = ev.stanza;
     } else if (!s->bound) {
         handle_prebind(s, el);
     } else {
+        if (s->taps) session_stanza_in(s, el);     /* XEP-0198 counts what the client sent */
         handle_established(s, el);     /* takes ownership */
         el = NULL;
     }
@@ -582,7 +587,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     session_t *s = arg;
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         if (what & BEV_EVENT_ERROR) log_debug("c2s", "%s: connection error: %s", s->ip, tls_error_string());
-        session_free_later(s);
+        session_connection_lost(s);     /* a resumable session hibernates (XEP-0198) */
     }
 }
 

@@ -25,6 +25,7 @@
 #include "iq_request.h"  /* module_send_iq: IQ requests with a result callback */
 #include "caps.h"        /* XEP-0115 capabilities of a JID */
 #include "component.h"   /* module_add_component: subdomains a module serves; disco items */
+#include "sm_seq.h"      /* XEP-0198 h arithmetic modulo 2^32 (static inline) */
 
 #define CIVITAS_MODULE_ABI 4     /* 2: module_t gained conf_size and depends; 3: store;
                                     4: hook_event_t.component */
@@ -194,6 +195,23 @@ CIVITAS_API const void *module_host_conf(const module_ctx_t *m, const host_t *h)
 #define HOOK_STREAM_FEATURES "stream-features"
 #define HOOK_STREAM_FEATURES_PREAUTH "stream-features/preauth"
 #define HOOK_USER_DELETED "user-deleted"
+/* Stream management and other stream-level extensions (session.h, "Stream management support"):
+ *   stream-element      a top-level element that is not a stanza on an authenticated stream
+ *                       (XEP-0198 <enable/> <r/> <a/> <resume/>, XEP-0352 <active/>); origin =
+ *                       the session, stanza = the element (may be taken), from = its full JID
+ *                       once bound. Not handled: stream error <unsupported-stanza-type/>.
+ *   session-hibernated  origin's connection was lost and it is resumable (session_set_resumable):
+ *                       it stays bound without a connection until session_close or resumption
+ *   session-resumed     origin took over a bound session on a new connection (session_take_over);
+ *                       no session-closed / session-bound fire for that
+ *   smacks/enable, smacks/resume
+ *                       fired by a module (Bind2 / SASL2 inline) for mod_smacks: stanza = the
+ *                       <enable/> or <resume/> element (read-only), origin = the session,
+ *                       features = the node the answer (<enabled/>, <resumed/>, <failed/>) is
+ *                       appended to instead of being written; HOOK_HANDLED when smacks is loaded */
+#define HOOK_STREAM_ELEMENT "stream-element"
+#define HOOK_SESSION_HIBERNATED "session-hibernated"
+#define HOOK_SESSION_RESUMED "session-resumed"
 /* Events of presence and capabilities (informational: handlers return HOOK_PASS; ev->stanza is
  * read-only here and must not be taken). Fired by the core, whatever modules are loaded.
  *   resource-available     a bound resource went from unavailable to available (its first available

@@ -250,7 +250,9 @@ int route_replay(session_t *s, xnode_t *st)
     hook_event_t ev = {.stanza = st, .host = s->host, .from = from, .to = to ? to : s->jid, .replay = 1};
     int written = 0;
     if (!message_pre(&ev)) {
+        s->writing_replay = 1;      /* session_writing_replay: taps tell a stored message */
         session_deliver(s, ev.stanza);
+        s->writing_replay = 0;
         message_post(&ev);
         written = 1;
     }

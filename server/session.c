@@ -11,6 +11,15 @@
 #define CLOSE_FLUSH_SECONDS 5     /* a closing stream that does not drain is dropped after this */
 
 static void on_free(evutil_socket_t fd, short what, void *arg);
+static void hibernate(session_t *s);
+
+/* A stanza tap of a session (session_add_tap): a short list, by descending priority. */
+struct session_tap_reg {
+    const session_tap_t *tap;
+    void *ud;
+    int priority;
+    struct session_tap_reg *next;
+};
 
 session_t *session_new(const char *ip, const session_transport_t *t, const session_stream_t *st)
 {
@@ -40,13 +49,22 @@ void session_write(session_t *s, const char *data, size_t len)
      * the TLS filter's output and the socket's under it. */
     if (s->transport->queued(s) > (size_t)srv->cfg->max_output_buffer) {
         log_info("c2s", "%s: output queue over %ld bytes, dropping the stream", s->ip, srv->cfg->max_output_buffer);
-        session_free_later(s);
+        session_connection_lost(s);     /* a resumable session hibernates with its unacked stanzas */
     }
 }
 
 void session_write_str(session_t *s, const char *str) { session_write(s, str, strlen(str)); }
 
-void session_send(session_t *s, const xnode_t *n)
+void session_write_raw(session_t *s, const char *data, size_t len) { session_write(s, data, len); }
+
+static int is_stanza(const xnode_t *n)
+{
+    if (!n->ns || strcmp(n->ns, NS_CLIENT) != 0) return 0;
+    return strcmp(n->name, "message") == 0 || strcmp(n->name, "presence") == 0 || strcmp(n->name, "iq") == 0;
+}
+
+/* Serialise n, pass it through the taps from t on (stanzas only), write what none held back. */
+static void send_through(session_t *s, struct session_tap_reg *t, const xnode_t *n)
 {
     size_t len;
     char *buf = xnode_serialize(n, NS_CLIENT, &len);
@@ -54,8 +72,52 @@ void session_send(session_t *s, const xnode_t *n)
         log_warn("c2s", "%s: dropped an unserialisable <%s/>", s->ip, n->name ? n->name : "?");
         return;
     }
+    if (t && is_stanza(n))
+        for (; t; t = t->next)
+            if (t->tap->out && t->tap->out(s, t->ud, n, buf, len) == SESSION_TAP_HELD) {
+                free(buf);
+                return;
+            }
     session_write(s, buf, len);
     free(buf);
+}
+
+void session_send(session_t *s, const xnode_t *n) { send_through(s, s->taps, n); }
+
+void session_send_after(session_t *s, const session_tap_t *tap, const xnode_t *st)
+{
+    struct session_tap_reg *t = s->taps;
+    while (t && t->tap != tap) t = t->next;
+    send_through(s, t ? t->next : NULL, st);
+}
+
+void session_stanza_in(session_t *s, const xnode_t *st)
+{
+    for (struct session_tap_reg *t = s->taps; t; t = t->next)
+        if (t->tap->in) t->tap->in(s, t->ud, st);
+}
+
+void session_add_tap(session_t *s, const session_tap_t *tap, int priority, void *ud)
+{
+    session_remove_tap(s, tap);
+    struct session_tap_reg *r = xcalloc(1, sizeof *r), **pp = &s->taps;
+    r->tap = tap;
+    r->ud = ud;
+    r->priority = priority;
+    while (*pp && (*pp)->priority >= priority) pp = &(*pp)->next;
+    r->next = *pp;
+    *pp = r;
+}
+
+void session_remove_tap(session_t *s, const session_tap_t *tap)
+{
+    for (struct session_tap_reg **pp = &s->taps; *pp; pp = &(*pp)->next)
+        if ((*pp)->tap == tap) {
+            struct session_tap_reg *r = *pp;
+            *pp = r->next;
+            free(r);
+            return;
+        }
 }
 
 void session_deliver(session_t *s, const xnode_t *st) { session_send(s, st); }
@@ -66,6 +128,13 @@ static void on_free(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd; (void)what;
     session_t *s = arg;
+    if (s->hibernate_pending) {
+        s->hibernate_pending = 0;
+        if (s->bound && !srv->shutting_down) {     /* at shutdown every session ends */
+            hibernate(s);
+            return;
+        }
+    }
     if (s->bound) session_unbind(s);
     if (s->next) s->next->prev = s->prev;
     if (s->prev) s->prev->next = s->next;
@@ -83,6 +152,7 @@ static void on_free(evutil_socket_t fd, short what, void *arg)
         free(d->key);
         free(d);
     }
+    while (s->taps) session_remove_tap(s, s->taps->tap);
     jid_free(s->jid);
     free(s->user);
     free(s);
@@ -105,6 +175,15 @@ static void on_close_timeout(evutil_socket_t fd, short what, void *arg)
 
 static int output_drained(session_t *s) { return s->transport->queued(s) == 0; }
 
+/* For "session-drained": the transport took everything and no tap waits for a confirmation. */
+static int output_confirmed(session_t *s)
+{
+    if (!output_drained(s)) return 0;
+    for (struct session_tap_reg *t = s->taps; t; t = t->next)
+        if (t->tap->unconfirmed && t->tap->unconfirmed(s, t->ud) > 0) return 0;
+    return 1;
+}
+
 /* ---- output flow for modules (session_want_drained, module.h) ---- */
 
 size_t session_output_queued(const session_t *s) { return s->transport ? s->transport->queued(s) : 0; }
@@ -115,7 +194,7 @@ static void on_drain_ev(evutil_socket_t fd, short what, void *arg)
     (void)fd; (void)what;
     session_t *s = arg;
     if (!s->want_drained || s->freeing || s->state == C2S_CLOSING || !s->bound) return;
-    if (!output_drained(s)) return;     /* written to again meanwhile: the next drain fires it */
+    if (!output_confirmed(s)) return;   /* written to again meanwhile: the next drain fires it */
     s->want_drained = 0;
     hook_event_t ev = {.name = "session-drained", .origin = s, .host = s->host, .from = s->jid};
     hook_fire(&ev);
@@ -123,8 +202,11 @@ static void on_drain_ev(evutil_socket_t fd, short what, void *arg)
 
 static void check_drained(session_t *s)
 {
-    if (s->want_drained && !s->freeing && output_drained(s)) event_active(s->drain_ev, 0, 0);
+    if (s->want_drained && !s->freeing && output_confirmed(s)) event_active(s->drain_ev, 0, 0);
 }
+
+void session_output_confirmed(session_t *s) { check_drained(s); }
+int session_writing_replay(const session_t *s) { return s->writing_replay; }
 
 void session_output_progress(session_t *s)
 {
@@ -143,6 +225,10 @@ void session_want_drained(session_t *s)
 {
     if (s->freeing || s->state == C2S_CLOSING || !s->transport) return;
     if (!s->drain_ev) s->drain_ev = event_new(srv->base, -1, 0, on_drain_ev, s);
+    if (s->hibernating) {       /* no connection to watch: confirmations (resumption) wake it */
+        s->want_drained = 1;
+        return;
+    }
     watch_output(s);
     s->want_drained = 1;
     check_drained(s);
@@ -166,6 +252,124 @@ void session_close(session_t *s, const char *condition, const char *text)
     if (s->timer) event_free(s->timer);
     s->timer = evtimer_new(srv->base, on_close_timeout, s);
     evtimer_add(s->timer, &tv);
+}
+
+/* ---- hibernation and resumption (XEP-0198; session.h) ---- */
+
+/* What a hibernating session has instead of a connection: writes go nowhere (the taps kept what
+ * matters), nothing is queued, the peer is gone. */
+static void hib_write(session_t *s, const char *d, size_t n) { (void)s; (void)d; (void)n; }
+static size_t hib_queued(const session_t *s) { (void)s; return 0; }
+static void hib_noop(session_t *s) { (void)s; }
+static void hib_stop(session_t *s, int w) { (void)s; (void)w; }
+static int hib_gone(const session_t *s) { (void)s; return 1; }
+static int hib_cb(const session_t *s, const char *t, unsigned char *b, size_t *l) { (void)s; (void)t; (void)b; (void)l; return -1; }
+static void hib_close(session_t *s, const char *c, const char *t) { (void)s; (void)c; (void)t; }
+static const session_transport_t hib_transport = {hib_write, hib_queued, hib_noop, hib_stop, hib_gone, hib_cb, hib_noop};
+static const session_stream_t hib_stream = {hib_close, hib_noop};
+
+void session_set_resumable(session_t *s, int on) { s->resumable = on ? 1 : 0; }
+int session_hibernating(const session_t *s) { return s->hibernating; }
+
+void session_connection_lost(session_t *s)
+{
+    if (s->resumable && s->bound && !s->hibernating && s->state == C2S_OPEN && !s->freeing && !srv->shutting_down)
+        s->hibernate_pending = 1;
+    session_free_later(s);      /* on_free hibernates it instead when hibernate_pending */
+}
+
+void session_lose_connection(session_t *s) { session_connection_lost(s); }
+
+/* Session data whose key starts with "c2s." belongs to the connection (rate limits, held input). */
+static int connection_data(const session_data_t *d) { return strncmp(d->key, "c2s.", 4) == 0; }
+
+/* From the loop (on_free): release the connection and the stream, keep the bound session. */
+static void hibernate(session_t *s)
+{
+    s->stream->free(s);
+    s->transport->free(s);
+    s->bev = NULL;
+    s->ssl = NULL;
+    s->tls = NULL;
+    s->xs = NULL;
+    s->scram = NULL;
+    s->mech = NULL;
+    s->delay_ev = NULL;
+    s->delayed = NULL;
+    s->drain_watch = 0;
+    if (s->timer) {
+        event_free(s->timer);
+        s->timer = NULL;
+    }
+    for (session_data_t **pp = &s->data; *pp;) {
+        session_data_t *d = *pp;
+        if (!connection_data(d)) {
+            pp = &d->next;
+            continue;
+        }
+        *pp = d->next;
+        if (d->free_fn) d->free_fn(d->data);
+        free(d->key);
+        free(d);
+    }
+    s->stream = &hib_stream;
+    s->transport = &hib_transport;
+    s->freeing = 0;
+    s->state = C2S_OPEN;
+    s->hibernating = 1;
+    log_info("c2s", "%s: connection of %s lost, hibernating", s->ip, log_jid(s->jid->full));
+    hook_event_t ev = {.name = "session-hibernated", .origin = s, .host = s->host, .from = s->jid};
+    hook_fire(&ev);
+}
+
+int session_take_over(session_t *s, session_t *old)
+{
+    if (old == s || !old->bound || s->bound || !s->authenticated || old->host != s->host || !old->user || !s->user ||
+        strcmp(old->user, s->user) != 0)
+        return -1;
+    user_t *u = session_user(old->host, old->jid->bare);
+    for (session_t **pp = u ? &u->sessions : NULL; pp && *pp; pp = &(*pp)->next_in_user)
+        if (*pp == old) {
+            *pp = s;
+            break;
+        }
+    s->next_in_user = old->next_in_user;
+    old->next_in_user = NULL;
+    s->jid = old->jid;
+    old->jid = NULL;
+    old->bound = 0;
+    s->bound = 1;
+    s->available = old->available;
+    s->priority = old->priority;
+    s->hold_bare = old->hold_bare;
+    s->resumable = old->resumable;
+    /* module data (presence, carbons, replay, stream management) moves; old's connection's stays */
+    session_data_t **tail = &s->data;
+    while (*tail) tail = &(*tail)->next;
+    for (session_data_t **pp = &old->data; *pp;) {
+        session_data_t *d = *pp;
+        if (connection_data(d)) {
+            pp = &d->next;
+            continue;
+        }
+        *pp = d->next;
+        d->next = NULL;
+        *tail = d;
+        tail = &d->next;
+    }
+    while (s->taps) session_remove_tap(s, s->taps->tap);     /* the session's taps are old's */
+    s->taps = old->taps;
+    old->taps = NULL;
+    int drained = old->want_drained;
+    old->want_drained = 0;
+    old->hibernating = 0;
+    old->hibernate_pending = 0;
+    session_free_later(old);        /* its socket, if any, closes without a word */
+    log_info("c2s", "%s: resumed %s", s->ip, log_jid(s->jid->full));
+    hook_event_t ev = {.name = "session-resumed", .origin = s, .host = s->host, .from = s->jid};
+    hook_fire(&ev);
+    if (drained) session_want_drained(s);
+    return 0;
 }
 
 /* ---- resources: the online accounts of each host ---- */
@@ -313,3 +517,4 @@ session_t *session_next_in_user(const session_t *s) { return s->next_in_user; }
 const jid_t *session_jid(const session_t *s) { return s->bound ? s->jid : NULL; }
 host_t *session_host(const session_t *s) { return s->host; }
 const char *session_ip(const session_t *s) { return s->ip; }
+const char *session_account(const session_t *s) { return s->authenticated ? s->user : NULL; }

@@ -81,6 +81,10 @@ struct session {
     unsigned want_drained : 1;      /* fire "session-drained" once the output is empty */
     unsigned drain_watch : 1;       /* the transport's watch_output is installed */
     unsigned hold_bare : 1;         /* not a receiver of bare-JID messages (session_hold_bare) */
+    unsigned resumable : 1;         /* hibernate instead of ending when the connection is lost */
+    unsigned hibernate_pending : 1; /* connection lost: on_free detaches it instead of freeing */
+    unsigned hibernating : 1;       /* bound without a connection (session_hibernating) */
+    unsigned writing_replay : 1;    /* route_replay is writing to it (session_writing_replay) */
     int priority;                   /* from the last available presence */
     int sasl_failures;              /* on this stream */
     host_t *host;                   /* from the stream header's 'to' */
@@ -98,6 +102,7 @@ struct session {
     struct event *drain_ev;         /* fires "session-drained" from the loop (session_want_drained) */
     xnode_t *delayed;               /* the failure answer held back by delay_ev */
     session_data_t *data;           /* modules' per-session data */
+    struct session_tap_reg *taps;   /* stanza taps (session_add_tap), by descending priority */
 };
 
 /* ---- for the core ---- */
@@ -116,6 +121,12 @@ void session_deliver(session_t *s, const xnode_t *st);
 void session_free_later(session_t *s);
 /* The transport took some output (or all): a closing session may be freed, "session-drained" may fire. */
 void session_output_progress(session_t *s);
+
+/* The connection of s is gone (EOF, reset, unreadable): a resumable bound session hibernates
+ * (session_set_resumable), any other is freed. Safe from any callback. */
+void session_connection_lost(session_t *s);
+/* A stanza the client sent on a bound stream, before it is acted on: the taps' in functions. */
+void session_stanza_in(session_t *s, const xnode_t *st);
 
 /* The online accounts: session_user is NULL when offline. session_bind adds a bound session
  * (a session with the same full JID gets <conflict/>, RFC 6120 §7.7.2.2); session_unbind removes
@@ -156,17 +167,22 @@ void session_send(session_t *s, const xnode_t *n);
 const jid_t *session_jid(const session_t *s);   /* full JID once bound, else NULL */
 host_t *session_host(const session_t *s);
 const char *session_ip(const session_t *s);     /* the client's address, for per-address limits */
+/* The account s authenticated as (its localpart at session_host), or NULL before SASL success. */
+const char *session_account(const session_t *s);
 
 /* Output flow, for modules that send much at once (offline replay). session_output_queued: bytes
  * written to s and not yet accepted by the TCP layer (plaintext and TLS records); past
  * session_output_limit() bytes (limits.max_output_buffer) the session is dropped.
  * session_want_drained: fire "session-drained" (origin s) once, from the event loop, as soon as
  * that number is 0 (at the next loop turn when it is 0 already). Nothing fires for a session that
- * closes first; "session-closed" comes instead. Until stream management exists, "accepted by the
- * TCP layer" is the best a server knows of what the client got. */
+ * closes first; "session-closed" comes instead. "Accepted by the
+ * TCP layer" is what a server knows of what the client got without stream management; with it
+ * (XEP-0198, a tap's unconfirmed count) the client's acknowledgements count too. */
 size_t session_output_queued(const session_t *s);
 size_t session_output_limit(void);
 void session_want_drained(session_t *s);
+/* With stream management (a tap with unconfirmed, below) "session-drained" means more: the
+ * client also acknowledged every stanza written to it. */
 
 /* A session's current presence: its last available presence without 'to' (as the client sent
  * it, 'from' stamped), or NULL when it is not available. Read-only; valid until the session's
@@ -184,6 +200,61 @@ void session_hold_bare(session_t *s, int on);
  * whether s is one of those resources. Headlines go to every non-negative resource instead. */
 int user_delivery_priority(const jid_t *bare);
 int session_receives_bare(const session_t *s);
+
+/* ---- Stream management support (XEP-0198, mod_smacks; also for CSI and Bind2) ----
+ * Top-level elements that are not stanzas (<enable/>, <r/>, <a/>, <resume/>, CSI's <active/>)
+ * on an authenticated stream, bound or not, go to the hook "stream-element" (HOOK_STREAM_ELEMENT,
+ * module.h): origin = the session, stanza = the element (take it like a stanza), host set, from
+ * = the full JID once bound. Not handled: <unsupported-stanza-type/>.
+ *
+ * Taps see every stanza (message, presence, iq in jabber:client) a session sends and receives
+ * once it is bound, in descending priority: the counting of XEP-0198 and CSI's holding back.
+ *   in     a stanza from the client, before the core acts on it (read-only)
+ *   out    a stanza about to be written, serialised as buf (len bytes; read-only, copy what
+ *          you keep). Return SESSION_TAP_WRITE to let it go on (to the next tap, then the
+ *          connection), or SESSION_TAP_HELD when the tap keeps it back; it then sends it later
+ *          with session_send_after(s, tap, st), which runs only the taps after it.
+ * The per-stanza cost without taps is one pointer test. */
+enum { SESSION_TAP_WRITE = 0, SESSION_TAP_HELD = 1 };
+typedef struct session_tap {
+    void (*in)(session_t *s, void *ud, const xnode_t *st);
+    int (*out)(session_t *s, void *ud, const xnode_t *st, const char *buf, size_t len);
+    /* optional: stanzas written and not yet confirmed by the client (XEP-0198: unacknowledged).
+     * While any tap has some, "session-drained" waits: offline replay deletes only what the
+     * client confirmed. Call session_output_confirmed(s) when the number drops. */
+    size_t (*unconfirmed)(const session_t *s, void *ud);
+} session_tap_t;
+/* A tap's unconfirmed count dropped: "session-drained" may fire now. */
+void session_output_confirmed(session_t *s);
+/* 1 while route_replay writes a stored message to s (a tap's out can tell a replay: it stays in
+ * offline storage until confirmed, so it must not be stored again). */
+int session_writing_replay(const session_t *s);
+/* Add or remove (session_remove_tap) tap for s; ud is passed to its functions. The taps of a
+ * session go with it on session_take_over. */
+void session_add_tap(session_t *s, const session_tap_t *tap, int priority, void *ud);
+void session_remove_tap(session_t *s, const session_tap_t *tap);
+void session_send_after(session_t *s, const session_tap_t *tap, const xnode_t *st);
+/* Bytes as they are onto s's connection (no taps, no counting): <r/>, <a/>, resent stanzas.
+ * Nothing while the session hibernates. */
+void session_write_raw(session_t *s, const char *data, size_t len);
+
+/* Resumption. session_set_resumable(s, 1): when s's connection is lost without a closing
+ * </stream:stream> (session_connection_lost: reset, EOF, or session_lose_connection), s stays
+ * bound (presence, module data, taps kept), its connection is released and it hibernates: writes
+ * to it go only to its taps. Then "session-hibernated" fires (origin s, from the loop). A
+ * hibernating session ends with session_close (its "session-closed" then fires as usual) or is
+ * resumed with session_take_over. A clean close or a stream error never hibernates. */
+void session_set_resumable(session_t *s, int on);
+int session_hibernating(const session_t *s);
+/* Treat s's connection as lost now (e.g. no answer to an ack request): it is released and s
+ * hibernates if resumable, else s is freed. Safe from any callback. */
+void session_lose_connection(session_t *s);
+/* Resume: s, authenticated as the same account but not bound, takes over old's bound identity
+ * (full JID, place among the user's resources, presence, priority, module data, taps); old's
+ * connection, if it still has one, is dropped without a word, and old is freed without
+ * "session-closed". Then "session-resumed" fires (origin s). 0, or -1 when old is not a bound
+ * session of s's account (nothing changed). */
+int session_take_over(session_t *s, session_t *old);
 CIVITAS_API_END
 
 #endif

@@ -2,6 +2,7 @@
  * one entry point: the router. Each input is one stanza, sent from a bound client session or from
  * a remote server, into a core with all standard modules linked in and real SQLite storage.
  *
+ * Non-stanza elements (XEP-0198's) from a local session go to the "stream-element" hook.
  * Input: byte 0 picks the sender (a local session of alice or bob, or a remote user) and, when the
  * stanza has none, its 'to'; the rest is the stanza's XML (jabber:client). Invariants: no crash,
  * leak or UB (the sanitizers); a session the input closed (account removal, conflict) is freed by
@@ -171,7 +172,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!st) return 0;
     if (strcmp(st->ns, NS_CLIENT) != 0 ||
         (strcmp(st->name, "message") != 0 && strcmp(st->name, "presence") != 0 && strcmp(st->name, "iq") != 0)) {
-        xnode_free(st);
+        /* a top-level element that is no stanza (XEP-0198 <enable/> <r/> <a/> <resume/>) from a
+         * bound session, as c2s's dispatch hands it to the "stream-element" hook */
+        if ((sel & 3) == 3) {
+            xnode_free(st);
+            return 0;
+        }
+        session_t *s = sess[(sel & 3) == 2];
+        hook_event_t ev = {.name = HOOK_STREAM_ELEMENT, .stanza = st, .origin = s, .host = s->host, .from = s->jid};
+        if (hook_fire(&ev) != HOOK_HANDLED && ev.stanza) session_close(s, "unsupported-stanza-type", NULL);
+        xnode_free(ev.stanza);
+        settle();
         return 0;
     }
     static const char *const tos[] = {"localhost", "alice@localhost", "bob@localhost", "bob@localhost/fuzz",
@@ -181,6 +192,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if ((sel & 3) < 3) {    /* from alice's or bob's session, as c2s hands it over after stamping 'from' */
         session_t *s = sess[(sel & 3) == 2];
         xnode_set_attr(st, "from", s->jid->full);
+        if (s->taps) session_stanza_in(s, st);    /* as c2s does: XEP-0198 counts it */
         router_from_client(s, st);
     } else {                /* from a remote server, as s2s_in hands it over */
         if (!xnode_attr(st, "to")) xnode_set_attr(st, "to", "alice@localhost");
