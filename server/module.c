@@ -739,6 +739,7 @@ static void module_forget(module_ctx_t *m)
     timers_forget(m);
     hook_forget(m);
     component_forget(m);
+    http_forget(m);
     reg_forget(&server_reg, m);
     reg_forget(&account_reg, m);
 }
@@ -761,6 +762,7 @@ void modules_unload(void)
     }
     hook_free_all();
     component_forget(NULL);
+    http_forget(NULL);
     reg_free(&server_reg);
     reg_free(&account_reg);
 }
