@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 #include <event2/buffer.h>
@@ -78,7 +79,8 @@ struct http_request {
     void *upgrade_arg;
 };
 
-enum { ST_HEADERS, ST_BODY, ST_WAIT, ST_IDLE, ST_CLOSING };
+enum { ST_HEADERS, ST_BODY, ST_WAIT, ST_IDLE, ST_CLOSING, ST_LINGER };
+#define HTTP_LINGER_SECONDS 5     /* reading (and dropping) an unwanted body after an early answer */
 
 struct http_conn {
     struct bufferevent *bev;
@@ -101,6 +103,10 @@ struct http_conn {
     int again;
     int dead;
     int line_checked;           /* the current request's line passed check_request_line */
+    int linger;                 /* answered before the body was read: drop what still comes for a while
+                                   before closing, so that the client, still sending, reads the answer
+                                   instead of a reset (nginx's lingering close) */
+    int lingering;
     http_conn_t *prev, *next;
 };
 
@@ -393,6 +399,7 @@ static void before_response(http_request_t *r)
     if (srv->shutting_down) r->keep_alive = 0;
     /* a body not read to its end would be taken for the next request */
     if (!r->complete && r->body_expected && !r->reading) r->keep_alive = 0;
+    if (!r->complete && r->body_expected) c->linger = 1;
     if (!r->complete && r->reading) r->keep_alive = 0;
     if (c->parser.upgrade && !r->upgrade) r->keep_alive = 0;
     if (!r->keep_alive) {
@@ -942,11 +949,24 @@ static void conn_process(http_conn_t *c)
                 c->req = NULL;
                 req_free(r);
             }
-            bufferevent_disable(c->bev, EV_READ);
+            struct evbuffer *in = bufferevent_get_input(c->bev);
+            if (!c->linger) bufferevent_disable(c->bev, EV_READ);
+            else evbuffer_drain(in, evbuffer_get_length(in));
             if (flow_output_queued(c->bev) == 0) {
-                c->in_process = 0;
-                conn_free(c);
-                return;
+                if (!c->linger) {
+                    c->in_process = 0;
+                    conn_free(c);
+                    return;
+                }
+                if (!c->lingering) {
+                    c->lingering = 1;
+                    evtimer_del(c->timer);
+                    c->state = ST_LINGER;
+                    struct timeval tv = {HTTP_LINGER_SECONDS, 0};
+                    evtimer_add(c->timer, &tv);
+                    bufferevent_set_timeouts(c->bev, NULL, NULL);
+                    if (!c->is_tls) shutdown(bufferevent_getfd(c->bev), SHUT_WR);  /* the answer is complete */
+                }
             }
             break;
         }
@@ -996,7 +1016,7 @@ static void on_under_output(struct evbuffer *buf, const struct evbuffer_cb_info 
 {
     (void)buf;
     http_conn_t *c = arg;
-    if (info->n_deleted && c->closing && c->state != ST_CLOSING) {
+    if (info->n_deleted && c->closing && !c->lingering && c->state != ST_CLOSING) {
         c->state = ST_CLOSING;
         evtimer_del(c->timer);
         struct timeval now = {0, 0};
@@ -1011,6 +1031,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     if (c->state == ST_CLOSING) {
         c->state = ST_WAIT;
         conn_process(c);
+        return;
+    }
+    if (c->state == ST_LINGER) {
+        conn_free(c);
         return;
     }
     if (c->state == ST_HEADERS && c->got_bytes) {

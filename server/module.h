@@ -107,6 +107,9 @@ storage_t *module_storage(module_ctx_t *m);
  * module declared no such table. Valid until the module is unloaded. */
 store_t *module_store(module_ctx_t *m, const char *table);
 const char *module_name(const module_ctx_t *m);
+/* The module's own directory for files, data_dir/<module name> (mode 0700, created on the first
+ * call), or NULL (logged) when it cannot be made. Valid until the module is unloaded. */
+const char *module_data_dir(module_ctx_t *m);
 
 CIVITAS_API_END
 
