@@ -171,6 +171,17 @@ def upload_and_download(t, srv, a):
     t.ok(slot not in srv.log() and "alice" not in srv.log().split("ready")[-1],
          "the access log names neither the slot nor the account", "\n".join(srv.log_tail(10)))
 
+    big = os.urandom(700000)
+    r = request(a, "upload.localhost", "voice.ogg", len(big), "audio/ogg")
+    bp, bg = slot_urls(r)
+    resp, _ = web.do("PUT", bp, body=big, headers={"Content-Type": "audio/ogg"})
+    t.is_(resp.status, 201, "a 700000-byte voice message: 201")
+    resp, body = web.do("GET", bg)
+    t.ok(resp.status == 200 and body == big and resp.getheader("Content-Disposition") is None,
+         "GET over TLS returns it whole (read in chunks as the connection drains), inline (audio)")
+    resp, body = web.do("GET", bg, headers={"Range": "bytes=262000-600000"})
+    t.ok(resp.status == 206 and body == big[262000:600001], "a range across the read chunks")
+
     for name, ctype in (("page.html", "text/html"), ("pic.svg", "image/svg+xml"), ("x.bin", None)):
         r = request(a, "upload.localhost", name, 5, ctype)
         p, g = slot_urls(r)
