@@ -681,13 +681,15 @@ static int merge_headers(http_request_t *r)
         for (const char *q = name; *q; q++)
             if (!is_tchar((unsigned char)*q)) return -1;
     }
+    int hosts = 0;
+    for (size_t i = 0; i < r->nhdrs; i++)
+        if (strcasecmp(r->hdrs[i].name, "Host") == 0 && ++hosts > 1) return -1;
     for (size_t i = 0; i < r->nhdrs; i++) {
         hdr_t *h = &r->hdrs[i];
         size_t j;
         for (j = 0; j < n; j++)
             if (strcasecmp(r->hdrs[j].name, h->name) == 0) break;
         if (j < n) {
-            if (strcasecmp(h->name, "Host") == 0) return -1;
             char *v = xasprintf("%s, %s", r->hdrs[j].value, h->value);
             free(r->hdrs[j].value);
             r->hdrs[j].value = v;
