@@ -764,7 +764,7 @@ static int load(module_ctx_t *m)
     expire(NULL, NULL);
     expiry_timer = module_add_timer(m, 60000, 1, expire, NULL);
     if (!http_base_url("localhost")) {
-        log_warn("upload", "no HTTP listener (listen.http / listen.https): no upload service is offered");
+        log_info("upload", "no HTTP listener (listen.http / listen.https): no upload service is offered");
         return 0;
     }
     if (module_add_http_handler(m, PREFIX, on_http, NULL) < 0) return -1;
