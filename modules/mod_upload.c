@@ -56,7 +56,7 @@ static const module_option_t options[] = {
     {"quota_per_account", MOPT_SIZE, offsetof(struct upload_conf, quota_per_account), 1024L * 1024 * 1024, 0,
      1L << 42, .per_host = 1},
     {"quota_per_host", MOPT_SIZE, offsetof(struct upload_conf, quota_per_host), 0, 0, 1L << 50, .per_host = 1},
-    {"slot_timeout", MOPT_DURATION, offsetof(struct upload_conf, slot_timeout), 300, 10, 86400, .per_host = 0},
+    {"slot_timeout", MOPT_DURATION, offsetof(struct upload_conf, slot_timeout), 300, 1, 86400, .per_host = 0},
     {.name = NULL}};
 
 /* files: one row per slot. deadline: when the row and its file go (the PUT deadline while pending,

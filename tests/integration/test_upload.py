@@ -280,6 +280,25 @@ def expiry_and_deletion(t, srv, got):
     t.is_(resp.status, 404, "and its URLs answer 404")
 
 
+def slot_expiry(t):
+    """A PUT after the slot's expiry (upload.slot_timeout) is refused; the slot is not reissued."""
+    listen = {"client": ["127.0.0.1:0"], "https": ["127.0.0.1:0"]}
+    with Server(t, listen=listen, extra_yaml="upload: {slot_timeout: 1}\n") as srv:
+        srv.adduser("alice@localhost", PW)
+        a = connect_login(srv, "alice", PW)
+        r = request(a, "upload.localhost", "late.png", 4, "image/png")
+        put, get = slot_urls(r)
+        a.end()
+        expiry = int(re.search(r"e=(\d+)", put).group(1)) if put else 0
+        import time
+        while time.time() < expiry + 1.5:       # the expiry is in whole seconds
+            time.sleep(0.1)
+        resp, _ = HTTPS(srv).do("PUT", put, body=b"late", headers={"Content-Type": "image/png"})
+        t.is_(resp.status, 403, "a PUT after upload.slot_timeout: 403")
+        resp, _ = HTTPS(srv).do("GET", get)
+        t.is_(resp.status, 404, "and nothing can be fetched")
+
+
 def main(t):
     with Server(t, hosts=HOSTS, listen=LISTEN, extra_yaml=EXTRA) as srv:
         srv.adduser("alice@localhost", PW)
@@ -295,6 +314,7 @@ def main(t):
         t.run(quotas, t, srv)
         if got:
             t.run(expiry_and_deletion, t, srv, got)
+    t.run(slot_expiry, t)
 
 
 Tap().main(main)
