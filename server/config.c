@@ -655,6 +655,40 @@ static int check_listen(walk_t *w, const cfg_node_t *n, const char *path, char *
     return -1;
 }
 
+/* http.trusted_proxies: "192.0.2.1", "10.0.0.0/8", "::1", "fd00::/8" */
+static int check_proxy(walk_t *w, const cfg_node_t *n, const char *path, char *v)
+{
+    char ip[64];
+    const char *slash = strchr(v, '/');
+    size_t il = slash ? (size_t)(slash - v) : strlen(v);
+    unsigned char buf[16];
+    int bits = -1, max = 0;
+    if (il < sizeof ip) {
+        memcpy(ip, v, il);
+        ip[il] = '\0';
+        if (inet_pton(AF_INET, ip, buf) == 1) max = 32;
+        else if (inet_pton(AF_INET6, ip, buf) == 1) max = 128;
+    }
+    if (max && slash) {
+        size_t bl = strlen(slash + 1);
+        if (bl >= 1 && bl <= 3 && strspn(slash + 1, "0123456789") == bl) bits = atoi(slash + 1);
+    }
+    if (max && (!slash || (bits >= 0 && bits <= max))) return 0;
+    errf(w, n->file, n->line, "%s: '%.80s' is not an IP address or address/prefix-length", path, v);
+    return -1;
+}
+
+/* http.public_url: "https://chat.example" or "http://host:port/prefix", no trailing slash */
+static int check_public_url(walk_t *w, const cfg_node_t *n, const char *path, char *v)
+{
+    size_t l = strlen(v);
+    if ((strncmp(v, "https://", 8) == 0 || strncmp(v, "http://", 7) == 0) && l > 8 && v[l - 1] != '/' &&
+        !strpbrk(v, " \t?#\"'<>\\"))
+        return 0;
+    errf(w, n->file, n->line, "%s: '%.80s' is not an http:// or https:// URL without a trailing '/'", path, v);
+    return -1;
+}
+
 static int check_route(walk_t *w, const cfg_node_t *n, const char *path, char *v)
 {
     const char *why = addr_problem(v, 0);
@@ -759,6 +793,18 @@ static const opt_t listen_opts[] = {
     {.name = "server", .type = T_STRLIST, .off = C(listen_server), .check = check_listen},
     {.name = "server_tls", .type = T_STRLIST, .off = C(listen_server_tls), .check = check_listen},
     {.name = "http", .type = T_STRLIST, .off = C(listen_http), .check = check_listen},
+    {.name = "https", .type = T_STRLIST, .off = C(listen_https), .check = check_listen},
+    {0}};
+static const opt_t http_opts[] = {
+    {.name = "trusted_proxies", .type = T_STRLIST, .off = C(http_trusted_proxies), .check = check_proxy},
+    {.name = "public_url", .type = T_STR, .off = C(http_public_url), .check = check_public_url},
+    {.name = "max_header_size", .type = T_INT, .off = C(http_max_header_size), .def = 16384, .min = 1024, .max = 1048576},
+    {.name = "max_headers", .type = T_INT, .off = C(http_max_headers), .def = 64, .min = 8, .max = 1000},
+    {.name = "request_timeout", .type = T_INT, .off = C(http_request_timeout), .def = 30, .min = 1, .max = 3600},
+    {.name = "idle_timeout", .type = T_INT, .off = C(http_idle_timeout), .def = 60, .min = 1, .max = 3600},
+    {.name = "max_connections", .type = T_INT, .off = C(http_max_connections), .def = 4096, .min = 1, .max = 1000000},
+    {.name = "max_connections_per_ip", .type = T_INT, .off = C(http_max_connections_per_ip), .def = 64, .min = 1,
+     .max = 1000000},
     {0}};
 static const opt_t storage_opts[] = {
     {.name = "driver", .type = T_STR, .off = C(storage_driver), .sdef = "sqlite", .choices = storage_drivers},
@@ -812,6 +858,7 @@ static const opt_t top_opts[] = {
     {.name = "log", .type = T_SECTION, .sub = log_opts},
     {.name = "user", .type = T_STR, .off = C(user)},
     {.name = "limits", .type = T_SECTION, .sub = limits_opts},
+    {.name = "http", .type = T_SECTION, .sub = http_opts},
     {0}};
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -1074,7 +1121,7 @@ void config_free(config_t *c)
 {
     if (!c) return;
     strlist_t *lists[] = {&c->listen_client, &c->listen_client_tls, &c->listen_server, &c->listen_server_tls,
-                          &c->listen_http, &c->modules, &c->sasl_mechanisms, &c->files};
+                          &c->listen_http, &c->listen_https, &c->http_trusted_proxies, &c->modules, &c->sasl_mechanisms, &c->files};
     for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) strlist_free(lists[i]);
     for (mem_block_t *b = c->mem, *next; b; b = next) {
         next = b->next;

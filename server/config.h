@@ -48,6 +48,17 @@ typedef struct config {
     char *path;                        /* main config file as given */
     cfg_host_t *hosts; size_t nhosts;  /* at least one; names unique */
     strlist_t listen_client, listen_client_tls, listen_server, listen_server_tls, listen_http; /* "host:port" / "[v6]:port" */
+    strlist_t listen_https;            /* listen.https: HTTP over TLS, certificate by SNI (server/http.h) */
+    /* http: the HTTP server of listen.http / listen.https (server/http.h, README "HTTP") */
+    strlist_t http_trusted_proxies;    /* http.trusted_proxies: addresses/CIDRs whose X-Forwarded-For and
+                                        * X-Forwarded-Proto are believed (a reverse proxy); default none */
+    char *http_public_url;             /* http.public_url: base URL clients use ("https://chat.example"), or NULL */
+    long http_max_header_size;         /* http.max_header_size bytes [16384] 1024..1048576: request line + headers */
+    long http_max_headers;             /* http.max_headers [64] 8..1000 */
+    long http_request_timeout;         /* http.request_timeout s [30] 1..3600: headers, and each pause in a body */
+    long http_idle_timeout;            /* http.idle_timeout s [60] 1..3600: keep-alive between requests */
+    long http_max_connections;         /* http.max_connections [4096] 1..1000000 */
+    long http_max_connections_per_ip;  /* http.max_connections_per_ip [64] 1..1000000 (a trusted proxy: no limit) */
     char *data_dir;                    /* absolute or resolved against the config file's directory; default "data" there */
     char *storage_driver;              /* "sqlite" (default) | "postgresql" */
     char *storage_dsn;                 /* NULL unless given; required with postgresql */

@@ -1,9 +1,10 @@
-/* server/listen.c: the listening sockets named in the config's listen: section. Each logs
+/* server/listen.c: the listening sockets named in the config's listen: section (XMPP and HTTP). Each logs
  * "listening <kind> <addr>:<port>" with the real port, so port 0 works for tests. */
 #include "listen.h"
 #include "server.h"
 #include "c2s.h"
 #include "s2s.h"
+#include "http.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -14,7 +15,8 @@
 typedef struct listener {
     struct evconnlistener *l;
     c2s_kind_t kind;
-    int s2s;                    /* 1: server (STARTTLS), 2: server_tls (direct TLS); 0: client */
+    int s2s;                    /* 1: server (STARTTLS), 2: server_tls (direct TLS); 0: client;
+                                   3: http, 4: https (server/http.c) */
     struct listener *next;
 } listener_t;
 
@@ -40,7 +42,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     char ip[INET6_ADDRSTRLEN];
     int port;
     addr_text(sa, ip, sizeof ip, &port);
-    if (li->s2s) s2s_accept(fd, ip, li->s2s == 2);
+    if (li->s2s >= 3) http_accept(fd, ip, li->s2s == 4);
+    else if (li->s2s) s2s_accept(fd, ip, li->s2s == 2);
     else c2s_accept(fd, ip, li->kind);
 }
 
@@ -100,6 +103,7 @@ static int listen_one(const char *addr, const char *kindname, c2s_kind_t kind, i
     int port = 0;
     getsockname(evconnlistener_get_fd(li->l), (struct sockaddr *)&bound, &blen);
     addr_text((struct sockaddr *)&bound, ip, sizeof ip, &port);
+    if (s2s >= 3) http_note_port(s2s == 4, port);
     if (bound.ss_family == AF_INET6) log_info("listen", "listening %s [%s]:%d", kindname, ip, port);
     else log_info("listen", "listening %s %s:%d", kindname, ip, port);
     return 0;
@@ -116,7 +120,11 @@ int listen_start(void)
         if (listen_one(c->listen_server.v[i], "server", C2S_PLAIN, 1) < 0) return -1;
     for (size_t i = 0; i < c->listen_server_tls.n; i++)
         if (listen_one(c->listen_server_tls.v[i], "server_tls", C2S_DIRECT_TLS, 2) < 0) return -1;
-    if (c->listen_http.n) log_warn("listen", "http listeners are configured but HTTP is not available yet");
+    for (size_t i = 0; i < c->listen_http.n; i++)
+        if (listen_one(c->listen_http.v[i], "http", C2S_PLAIN, 3) < 0) return -1;
+    for (size_t i = 0; i < c->listen_https.n; i++)
+        if (listen_one(c->listen_https.v[i], "https", C2S_PLAIN, 4) < 0) return -1;
+    if (c->listen_http.n || c->listen_https.n) return http_start();
     return 0;
 }
 

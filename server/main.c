@@ -13,6 +13,7 @@
 #include "timer.h"
 #include "iq_request.h"
 #include "caps.h"
+#include "http.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -121,6 +122,7 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
     listen_stop();
     c2s_close_all();
     s2s_close_all();
+    http_close_all();
     struct timeval tv = {6, 0};
     term_timer = evtimer_new(srv->base, on_term_timeout, NULL);
     evtimer_add(term_timer, &tv);
@@ -131,7 +133,7 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
 static void check_done(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd; (void)what; (void)arg;
-    if (!srv->sessions && s2s_stream_count() == 0) {
+    if (!srv->sessions && s2s_stream_count() == 0 && http_connection_count() == 0) {
         event_base_loopexit(srv->base, NULL);
         return;
     }
@@ -291,6 +293,7 @@ int main(int argc, char **argv)
     account_events_stop();
     s2s_stop();
     caps_stop();
+    http_stop();     /* requests end (their modules' cleanup runs) before the modules go */
     modules_unload();
     iq_requests_shutdown();
     timers_shutdown();

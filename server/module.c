@@ -4,6 +4,8 @@
 #include "server.h"
 #include "standard_modules.h"
 #include <dlfcn.h>
+#include <errno.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,6 +27,7 @@ struct module_ctx {
     strlist_t errors;
     store_module_t *store;      /* the tables of desc->store, opened before load */
     int unloading;              /* its unload began: no new timers or IQ requests */
+    char *data_dir;             /* module_data_dir, once asked for */
     host_conf_t *hconf; size_t nhconf;  /* hosts with their own values */
     module_ctx_t *next;
 };
@@ -104,6 +107,19 @@ strlist_t *module_errors(module_ctx_t *m) { return &m->errors; }
 storage_t *module_storage(module_ctx_t *m) { (void)m; return srv->store; }
 store_t *module_store(module_ctx_t *m, const char *table) { return store_module_table(m->store, table); }
 const char *module_name(const module_ctx_t *m) { return m->desc->name; }
+
+const char *module_data_dir(module_ctx_t *m)
+{
+    if (m->data_dir) return m->data_dir;
+    char *d = xasprintf("%s/%s", srv->cfg->data_dir, m->desc->name);
+    if (mkdir(d, 0700) < 0 && errno != EEXIST) {
+        log_error("modules", "%s: cannot create %s: %s", m->desc->name, d, strerror(errno));
+        free(d);
+        return NULL;
+    }
+    m->data_dir = d;
+    return d;
+}
 int module_unloading(const module_ctx_t *m) { return m->unloading; }
 
 /* ---- options ------------------------------------------------------------------------------ */
@@ -738,6 +754,7 @@ static void module_forget(module_ctx_t *m)
     timers_forget(m);
     hook_forget(m);
     component_forget(m);
+    http_forget(m);
     reg_forget(&server_reg, m);
     reg_forget(&account_reg, m);
 }
@@ -755,11 +772,13 @@ void modules_unload(void)
         store_module_close(m->store);
         module_options_free(m);
         strlist_free(&m->errors);
+        free(m->data_dir);
         if (m->dl) dlclose(m->dl);
         free(m);
     }
     hook_free_all();
     component_forget(NULL);
+    http_forget(NULL);
     reg_free(&server_reg);
     reg_free(&account_reg);
 }

@@ -26,6 +26,7 @@
 #include "caps.h"        /* XEP-0115 capabilities of a JID */
 #include "component.h"   /* module_add_component: subdomains a module serves; disco items */
 #include "sm_seq.h"      /* XEP-0198 h arithmetic modulo 2^32 (static inline) */
+#include "http.h"        /* module_add_http_handler: HTTP requests by path prefix (listen.http/https) */
 
 #define CIVITAS_MODULE_ABI 4     /* 2: module_t gained conf_size and depends; 3: store;
                                     4: hook_event_t.component */
@@ -105,6 +106,9 @@ storage_t *module_storage(module_ctx_t *m);
  * module declared no such table. Valid until the module is unloaded. */
 store_t *module_store(module_ctx_t *m, const char *table);
 const char *module_name(const module_ctx_t *m);
+/* The module's own directory for files, data_dir/<module name> (mode 0700, created on the first
+ * call), or NULL (logged) when it cannot be made. Valid until the module is unloaded. */
+const char *module_data_dir(module_ctx_t *m);
 
 CIVITAS_API_END
 

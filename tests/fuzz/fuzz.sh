@@ -18,7 +18,7 @@ cmd=$1 src=$2 build=$3
 src=$(cd "$src" && pwd)
 mkdir -p "$build/tests/fuzz/out"
 out=$(cd "$build/tests/fuzz/out" && pwd)
-targets=${FUZZ_TARGETS:-"fuzz_xmlstream fuzz_jid fuzz_scram fuzz_config fuzz_stanza fuzz_modules fuzz_omemo_bundle fuzz_sasl2"}
+targets=${FUZZ_TARGETS:-"fuzz_xmlstream fuzz_jid fuzz_scram fuzz_config fuzz_stanza fuzz_modules fuzz_omemo_bundle fuzz_sasl2 fuzz_http"}
 cc=${FUZZ_CC:-clang}
 core="util strlist codec log jid xml scram config caps_ver sasl2_req"
 # fuzz_modules links the whole server but main.c, and every standard module
@@ -55,6 +55,8 @@ build() {
         echo "  FUZZLD   tests/fuzz/$t"
         if [ "$t" = fuzz_modules ]; then
             build_modules_target
+        elif [ "$t" = fuzz_http ]; then
+            build_http_target
         elif [ "$t" = fuzz_omemo_bundle ]; then
             # mod_omemo's checks link libsignal-protocol-c (and OpenSSL, in $libs) themselves
             $cc $cflags -I"$src/modules" $(pkg-config --cflags libsignal-protocol-c) -fsanitize=fuzzer \
@@ -68,24 +70,38 @@ build() {
 
 # fuzz_modules: the core objects above, the rest of the server, and each module with its
 # descriptor renamed so that all of them link into one program.
-build_modules_target() {
-    xcpp=$(pkg-config --cflags libevent libevent_openssl sqlite3 libunbound)
-    xlibs=$(pkg-config --libs libevent libevent_openssl sqlite3 libunbound)
-    defs="-DPACKAGE_VERSION=\"fuzz\" -DMODULEDIR=\"/nonexistent\""
-    mobjs=""
+xcpp=$(pkg-config --cflags libevent libevent_openssl sqlite3 libunbound)
+# libhttp-parser-dev has no .pc file (server/http.c)
+xlibs="$(pkg-config --libs libevent libevent_openssl sqlite3 libunbound) -lhttp_parser"
+defs="-DPACKAGE_VERSION=\"fuzz\" -DMODULEDIR=\"/nonexistent\""
+mobjs=""
+# the rest of the server (every server/*.c but main.c and ctl.c), compiled once per run
+build_server_objs() {
+    [ -n "$mobjs" ] && return 0
     for m in $server; do
         o="$out/obj/$m.o"
         echo "  FUZZCC   server/$m.c"
         $cc $cflags $xcpp $defs -fsanitize=fuzzer-no-link -c "$src/server/$m.c" -o "$o"
         mobjs="$mobjs $o"
     done
+}
+
+build_modules_target() {
+    build_server_objs
+    modobjs=""
     for m in $modules; do
         o="$out/obj/mod_$m.o"
         echo "  FUZZCC   modules/mod_$m.c"
         $cc $cflags $defs -Dcivitas_module=civitas_module_$m -fsanitize=fuzzer-no-link -c "$src/modules/mod_$m.c" -o "$o"
-        mobjs="$mobjs $o"
+        modobjs="$modobjs $o"
     done
-    $cc $cflags $xcpp -fsanitize=fuzzer "$src/tests/fuzz/fuzz_modules.c" $objs $mobjs $libs $xlibs -ldl -o "$out/fuzz_modules"
+    $cc $cflags $xcpp -fsanitize=fuzzer "$src/tests/fuzz/fuzz_modules.c" $objs $mobjs $modobjs $libs $xlibs -ldl -o "$out/fuzz_modules"
+}
+
+# fuzz_http: the HTTP server's parsing through http_accept, with the core objects and the server's
+build_http_target() {
+    build_server_objs
+    $cc $cflags $xcpp -fsanitize=fuzzer "$src/tests/fuzz/fuzz_http.c" $objs $mobjs $libs $xlibs -ldl -o "$out/fuzz_http"
 }
 
 run() {
@@ -97,7 +113,8 @@ run() {
         mkdir -p "$work"
         dict=""
         case $t in fuzz_xmlstream|fuzz_stanza|fuzz_modules|fuzz_omemo_bundle) dict="-dict=$src/tests/fuzz/xml.dict" ;; esac
-        case $t in fuzz_xmlstream|fuzz_jid|fuzz_omemo_bundle) maxlen=16384 ;; *) maxlen=8192 ;; esac
+        case $t in fuzz_http) dict="-dict=$src/tests/fuzz/http.dict" ;; esac
+        case $t in fuzz_xmlstream|fuzz_jid|fuzz_omemo_bundle|fuzz_http) maxlen=16384 ;; *) maxlen=8192 ;; esac
         rm -f "$out/crash-$t-"*
         # -timeout: one input taking 10 s is a bug (quadratic parsing); -rss_limit_mb: so is 2 GB
         if "$out/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=$maxlen \
