@@ -292,14 +292,13 @@ static int archive_message(hook_event_t *ev)
     return done;
 }
 
-/* "message/deliver/pre": strip stanza-ids that claim to be ours but were not stamped here (by one
- * of our accounts or hosts, XEP-0359 §5), then stamp the recipient's, which archive_message uses. */
-static int on_pre(hook_event_t *ev, void *ud)
+/* "message/deliver/pre", first of all: strip stanza-ids that claim to be ours but were not stamped
+ * here (by one of our accounts or hosts, XEP-0359 §5 and XEP-0313 §5.3), before any module stamps. */
+static int on_pre_strip(hook_event_t *ev, void *ud)
 {
     (void)ud;
     if (ev->replay || !ev->stanza) return HOOK_PASS;
-    xnode_t *st = ev->stanza;
-    for (xnode_t *c = xnode_first_elem(st), *next; c; c = next) {
+    for (xnode_t *c = xnode_first_elem(ev->stanza), *next; c; c = next) {
         next = xnode_next_elem(c);
         if (strcmp(c->name, "stanza-id") != 0 || strcmp(c->ns, NS_SID) != 0) continue;
         jid_t *by = jid_new(xnode_attr(c, "by") ? xnode_attr(c, "by") : "");
@@ -309,13 +308,20 @@ static int on_pre(hook_event_t *ev, void *ud)
         }
         jid_free(by);
     }
-    if (!local_account(ev->to) || !worth_keeping(st)) return HOOK_PASS;
+    return HOOK_PASS;
+}
+
+/* "message/deliver/pre", last: stamp the recipient's stanza-id, which archive_message uses. */
+static int on_pre(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (ev->replay || !ev->stanza || !local_account(ev->to) || !worth_keeping(ev->stanza)) return HOOK_PASS;
     const struct mam_conf *hc = host_conf(ev->to->domain);
     if (hc->max_age_days <= 0) return HOOK_PASS;
     jid_t *bare = jid_bare_of(ev->to);
     char id[33];
     random_hex(id, 16);
-    xnode_t *s = xnode_add_elem(st, "stanza-id", NS_SID);
+    xnode_t *s = xnode_add_elem(ev->stanza, "stanza-id", NS_SID);
     xnode_set_attr(s, "by", bare->bare);
     xnode_set_attr(s, "id", id);
     jid_free(bare);
@@ -862,7 +868,9 @@ static int load(module_ctx_t *m)
         free(g);
         free(s);
     }
-    /* after the modules that drop a message at "pre" (blocking, e2e policy) */
+    /* strip before anyone stamps; stamp after the modules that drop a message at "pre" (blocking,
+     * e2e policy) */
+    module_hook(m, HOOK_MESSAGE_DELIVER_PRE, 1000, on_pre_strip, NULL);
     module_hook(m, HOOK_MESSAGE_DELIVER_PRE, -50, on_pre, NULL);
     module_hook(m, HOOK_MESSAGE_DELIVER_POST, 0, on_post, NULL);
     /* before offline storage (0), which ends the event; and last, to keep what nobody kept */
