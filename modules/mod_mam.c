@@ -25,6 +25,7 @@
 
 #define PAGE_DEFAULT 50             /* RSM max when the client gives none */
 #define PAGE_MAX 250                /* and the most one page holds */
+#define COUNT_MAX 10000             /* RSM <count/> only below this: counting walks the index */
 #define EXPIRE_EVERY_MS 60000       /* the retention sweep runs this often (and at load) */
 #define EXPIRE_BATCH 500            /* rows one step deletes; a full batch schedules the next turn */
 
@@ -579,7 +580,7 @@ static int do_query(hook_event_t *ev, xnode_t *qn, const char *ns)
         page.n = n;
         count = n;
     } else {
-        count = store_count(archive, &r);
+        count = store_count_upto(archive, &r, COUNT_MAX);
         if (count < 0) {
             rc = internal_error(ev, "counting");
             goto out;
@@ -639,9 +640,11 @@ static int do_query(hook_event_t *ev, xnode_t *qn, const char *ns)
         xnode_add_text(fe, page.rows[first]->col[C_SID].p);
         add_text_elem(set, "last", NS_RSM, page.rows[last]->col[C_SID].p);
     }
-    char cnt[24];
-    snprintf(cnt, sizeof cnt, "%d", count);
-    add_text_elem(set, "count", NS_RSM, cnt);
+    if (count < COUNT_MAX) {            /* XEP-0059 §2.6 lets a large count go unsaid */
+        char cnt[24];
+        snprintf(cnt, sizeof cnt, "%d", count);
+        add_text_elem(set, "count", NS_RSM, cnt);
+    }
     (void)sent;
     store_page_free(&page);
     rc = hook_reply(ev, reply);
