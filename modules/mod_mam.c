@@ -288,11 +288,11 @@ static void enforce_cap(const char *owner, long cap)
     strmap_put(counts, owner, (void *)c);
 }
 
-/* Writes are batched: archive_one queues a row, and all rows queued during one turn of the event
- * loop are written in one transaction at the next turn (flush_pending), so that a burst of messages
- * costs one commit (one fsync) instead of one each: without it the archive's durable writes on the
- * loop thread cut the chat throughput to what the disk syncs per second. Until the core's writer
- * thread exists, this is the module's own batching; a crash loses at most one turn's rows. Queries,
+/* Writes are batched: archive_one queues a row, and the rows queued are written in one transaction
+ * FLUSH_MS after the first of them (flush_pending), so that a burst of messages costs one commit
+ * (one fsync) instead of one each: without it the archive's durable writes on the loop thread cut
+ * the chat throughput to what the disk syncs per second. Until the core's writer thread exists,
+ * this is the module's own batching; a crash loses at most FLUSH_MS of rows. Queries,
  * purges and account deletions flush (or drop) the queue first, so reads see every write. */
 typedef struct pending {
     char *owner, *host, *peer, *res, *sid, *xml;
@@ -302,7 +302,8 @@ typedef struct pending {
 } pending_t;
 
 #define PENDING_MAX 512             /* a queue this long is written at once */
-#define FLUSH_MS 20                 /* otherwise the queue is written this long after its first row */
+#define FLUSH_MS 0                  /* otherwise at the next turn of the event loop (a later flush would
+                                       meet civitasctl holding the write lock more often) */
 
 static pending_t *pending;
 static size_t npending, cappending;
