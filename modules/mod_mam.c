@@ -56,7 +56,7 @@ static const store_column_t prefs_cols[] = {
 static const store_table_t tables[] = {
     {.name = "archive", .columns = archive_cols, .key = "id", .account = "owner", .indexes = archive_idx},
     {.name = "prefs", .columns = prefs_cols, .key = "owner", .account = "owner"},
-    {NULL}};
+    {.name = NULL}};
 static const store_schema_t schema = {.version = 1, .tables = tables};
 
 static store_t *archive, *prefs;
