@@ -662,11 +662,9 @@ static int do_query(hook_event_t *ev, xnode_t *qn, const char *ns)
     if (rows[0]) bound_after(lo, &r.after, rows[0]);
     if (rows[2]) bound_before(hi, &r.before, rows[2]);
     store_page_t page = {0};
-    xnode_t *idrows = NULL;
     int count, more = 0, reverse = q.rsm_before_set;
     if (q.ids) {
         /* XEP-0313 §6.1.3 (#extended): exactly these messages, in archive order */
-        idrows = q.ids;
         store_row_t **got = NULL;
         int n = 0;
         for (xnode_t *v = xnode_first_elem(q.ids); v; v = xnode_next_elem(v)) {
@@ -707,10 +705,9 @@ static int do_query(hook_event_t *ev, xnode_t *qn, const char *ns)
             more = page.more;
         }
     }
-    (void)idrows;
     /* the page in chronological order (flip-page: reversed), as messages to the requester; no
      * more than half the output limit at once, the rest being the next page */
-    int n = page.n, sent = 0;
+    int n = page.n;
     if (reverse) {
         for (int i = 0; i < n / 2; i++) {
             store_row_t *t = page.rows[i];
@@ -737,11 +734,10 @@ static int do_query(hook_event_t *ev, xnode_t *qn, const char *ns)
         if (!m) continue;
         session_send(ev->origin, m);
         xnode_free(m);
-        sent++;
     }
     xnode_t *reply = stanza_reply(ev->stanza);
     xnode_t *fin = xnode_add_elem(reply, "fin", ns);
-    if (q.ids || !more) xnode_set_attr(fin, "complete", "true");
+    if (!more) xnode_set_attr(fin, "complete", "true");   /* ids: complete unless the budget cut it */
     xnode_t *set = xnode_add_elem(fin, "set", NS_RSM);
     if (last >= first && n > 0) {
         xnode_t *fe = xnode_add_elem(set, "first", NS_RSM);
@@ -753,7 +749,6 @@ static int do_query(hook_event_t *ev, xnode_t *qn, const char *ns)
         snprintf(cnt, sizeof cnt, "%d", count);
         add_text_elem(set, "count", NS_RSM, cnt);
     }
-    (void)sent;
     store_page_free(&page);
     rc = hook_reply(ev, reply);
 out:
