@@ -25,6 +25,8 @@ static void usage(FILE *fp)
                 "  muc list           print the persistent rooms, one room JID a line\n"
                 "  muc create ROOM OWNER  create a persistent, public room owned by the account OWNER\n"
                 "  muc destroy ROOM   destroy a persistent room (its occupants are told)\n"
+                "  user purge-archive JID\n"
+                "                     delete every message of the account's archive (XEP-0313, module mam)\n"
                 "options: --config FILE, --help, --version\n");
 }
 
@@ -68,6 +70,38 @@ static jid_t *account_jid(const config_t *c, const char *arg)
     fprintf(stderr, "civitasctl: %s is not a host of this server (see hosts: in %s)\n", j->domain, c->path);
     jid_free(j);
     return NULL;
+}
+
+/* mod_mam's archive table (store.h names it <module>_<table>); absent while mam never ran. */
+static int count_cb(void *ud, const storage_value_t *cols, int ncols)
+{
+    if (ncols > 0 && cols[0].type == STORAGE_INT) *(int64_t *)ud = cols[0].i;
+    return 0;
+}
+
+static int purge_archive(storage_t *st, const jid_t *j)
+{
+    int64_t n = 0;
+    if (storage_query(st, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'mam_archive'",
+                      NULL, 0, count_cb, &n) < 0) {
+        fprintf(stderr, "civitasctl: storage error: %s\n", storage_last_error(st));
+        return 1;
+    }
+    int r = storage_account_exists(st, j->node, j->domain);
+    if (r <= 0) {
+        if (r == 0) fprintf(stderr, "civitasctl: %s does not exist\n", j->bare);
+        else fprintf(stderr, "civitasctl: storage error: %s\n", storage_last_error(st));
+        return 1;
+    }
+    if (n == 0) return 0;          /* no archive was ever kept here */
+    storage_value_t v = {.type = STORAGE_TEXT, .p = j->bare, .len = strlen(j->bare)};
+    int d = storage_query(st, "DELETE FROM mam_archive WHERE owner = ?", &v, 1, NULL, NULL);
+    if (d < 0) {
+        fprintf(stderr, "civitasctl: storage error: %s\n", storage_last_error(st));
+        return 1;
+    }
+    printf("%d message(s) deleted from the archive of %s\n", d, j->bare);
+    return 0;
 }
 
 static int make_creds(const config_t *c, const char *pw, scram_creds_t *sha1, scram_creds_t *sha256)
@@ -116,6 +150,8 @@ static int user_cmd(const config_t *c, storage_t *st, const char *verb, const ch
             printf("%d client%s\n", n, n == 1 ? "" : "s");
             rc = 0;
         }
+    } else if (strcmp(verb, "purge-archive") == 0) {
+        rc = purge_archive(st, j);
     } else if (strcmp(verb, "del") == 0) {
         int r = storage_account_delete(st, j->node, j->domain);
         if (r == 1) fprintf(stderr, "civitasctl: %s does not exist\n", j->bare);
@@ -256,7 +292,7 @@ int main(int argc, char **argv)
               (strcmp(args[1], "list") == 0 || strcmp(args[1], "create") == 0 || strcmp(args[1], "destroy") == 0);
     if (!config_path || (!muc && (nargs != 3 || strcmp(args[0], "user") != 0 ||
         (strcmp(args[1], "add") != 0 && strcmp(args[1], "del") != 0 && strcmp(args[1], "passwd") != 0 &&
-         strcmp(args[1], "revoke-tokens") != 0 &&
+         strcmp(args[1], "revoke-tokens") != 0 && strcmp(args[1], "purge-archive") != 0 &&
          strcmp(args[1], "list") != 0)))) {
         usage(stderr);
         return 2;

@@ -679,6 +679,23 @@ int store_count(store_t *t, const store_range_t *r)
     return n > 0x7fffffff ? 0x7fffffff : (int)n;
 }
 
+int store_count_upto(store_t *t, const store_range_t *r, int max)
+{
+    if (begin_op(t) < 0) return -1;
+    if (!r) return fail(t, "count: no range");
+    if (max < 1) return fail(t, "count: max %d is not positive", max);
+    storage_value_t params[MAX_RANGE_PARAMS + 1];
+    int np;
+    char *inner = range_sql(t, "SELECT 1", r, 0, 0, params, &np);
+    if (!inner) return -1;
+    char *sql = xasprintf("SELECT COUNT(*) FROM (%s LIMIT ?)", inner);
+    free(inner);
+    params[np++] = STORE_VAL_INT(max);
+    int64_t n = -1;
+    if (run(t, keep_sql(t, sql), params, np, count_cb, &n) < 0) return -1;
+    return (int)n;
+}
+
 int store_delete_range(store_t *t, const store_range_t *r)
 {
     if (begin_op(t) < 0) return -1;

@@ -172,6 +172,9 @@ void store_page_free(store_page_t *page);    /* frees the rows; the struct itsel
 /* Rows in the range, whatever the limit (RSM <count/>; with only .before set to a row's position,
  * that row's offset, RSM <first index=''/>). Walks the index, reads no row. Count, or -1. */
 int store_count(store_t *t, const store_range_t *r);
+/* store_count, but it stops at max (>= 1) rows: min(rows in the range, max). For a count that may be
+ * omitted when large (RSM <count/> of a huge archive), without walking the whole index. */
+int store_count_upto(store_t *t, const store_range_t *r, int max);
 /* Delete the first r->limit rows of the range (in its order). Rows deleted, or -1. */
 int store_delete_range(store_t *t, const store_range_t *r);
 /* Retention: delete at most limit rows whose first `index` column is < older_than, oldest first.

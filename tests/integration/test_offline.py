@@ -39,8 +39,11 @@ OMEMO2 = ("<encrypted xmlns='urn:xmpp:omemo:2'><header sid='9'><keys jid='bob@lo
 
 
 def canon(el, drop_delay=False):
-    """A comparable form of an element: tag, attributes, text, children, tails (exact text)."""
-    kids = [c for c in el if not (drop_delay and c.tag == q(NS_DELAY, "delay"))]
+    """A comparable form of an element: tag, attributes, text, children, tails (exact text). drop_delay
+    also drops what the server adds with mod_mam: the recipient's XEP-0359 <stanza-id/>."""
+    to_bare = (el.get("to") or "").split("/")[0]
+    kids = [c for c in el if not (drop_delay and (c.tag == q(NS_DELAY, "delay") or
+                                                  (c.tag == "{urn:xmpp:sid:0}stanza-id" and c.get("by") == to_bare)))]
     return (el.tag, tuple(sorted(el.attrib.items())), el.text or "",
             tuple(canon(c) for c in kids), el.tail or "")
 

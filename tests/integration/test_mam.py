@@ -1,0 +1,559 @@
+#!/usr/bin/python3
+# tests/integration/test_mam.py: XEP-0313 Message Archive Management with XEP-0359 stanza IDs and
+# XEP-0059 paging: what is archived (both directions, every route), stamping and anti-spoofing,
+# queries, preferences, retention, offline storage together with MAM, federation, slixmpp.
+import asyncio
+import os
+import sqlite3
+import sys
+import xml.etree.ElementTree as ET
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Tap, Server, Certs, connect_login, q, el_str, canon, free_port,  # noqa: E402
+                     xml_escape, NS_CLIENT, NS_DISCO_INFO)
+from harness import error_condition, run_async  # noqa: E402
+
+PW = "pw-for-mam"
+NS_MAM = "urn:xmpp:mam:2"
+NS_MAM1 = "urn:xmpp:mam:1"
+NS_SID = "urn:xmpp:sid:0"
+NS_RSM = "http://jabber.org/protocol/rsm"
+NS_FWD = "urn:xmpp:forward:0"
+NS_DELAY = "urn:xmpp:delay"
+NS_DATA = "jabber:x:data"
+NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
+
+OMEMO = ("<encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='27183'>"
+         "<key rid='31415' prekey='true'>MwohBe+3qX0Hu0Z4Cj3Jt8Y6a3C3Bp8=\n  AAECAw==</key>"
+         "<key rid='12321'>MwohBW7D4jQx/+9sL2K9a0b1c2d3e4f5g6h7i8j9k0=</key>"
+         "<iv>9Ky3g1+Lr2SrTYhx</iv></header><payload>QjVyDUmBVdDCzzH5Iw==</payload></encrypted>"
+         "<store xmlns='urn:xmpp:hints'/>")
+OMEMO2 = ("<encrypted xmlns='urn:xmpp:omemo:2'><header sid='9'><keys jid='bob@localhost'>"
+          "<key rid='7' kex='true'>a2V5IG1hdGVyaWFs</key></keys></header>"
+          "<payload>ZW5jcnlwdGVk &amp; &lt;escaped&gt;</payload></encrypted>")
+
+
+def login(srv, user, resource="r", domain="localhost", presence=True):
+    c = connect_login(srv, user, PW, resource=resource, domain=domain)
+    if presence:
+        c.presence()
+    return c
+
+
+def form(fields):
+    """A MAM query form: fields is a list of (var, value or [values])."""
+    out = "<x xmlns='%s' type='submit'><field var='FORM_TYPE' type='hidden'><value>%s</value></field>" % (
+        NS_DATA, NS_MAM)
+    for var, val in fields:
+        vals = val if isinstance(val, list) else [val]
+        out += "<field var='%s'>%s</field>" % (var, "".join("<value>%s</value>" % xml_escape(v) for v in vals))
+    return out + "</x>"
+
+
+def rsm(max_=None, after=None, before=None):
+    s = ""
+    if max_ is not None:
+        s += "<max>%d</max>" % max_
+    if after is not None:
+        s += "<after>%s</after>" % after
+    if before is not None:
+        s += "<before>%s</before>" % before if before else "<before/>"
+    return "<set xmlns='%s'>%s</set>" % (NS_RSM, s) if s else ""
+
+
+class Page:
+    def __init__(self, iq, results):
+        self.iq = iq
+        self.results = results          # [(id, stamp, inner message element, result element)]
+        fin = iq.find(q(NS_MAM, "fin")) if iq is not None else None
+        self.fin = fin
+        self.complete = fin is not None and fin.get("complete") == "true"
+        s = fin.find(q(NS_RSM, "set")) if fin is not None else None
+        get = lambda n: s.find(q(NS_RSM, n)).text if s is not None and s.find(q(NS_RSM, n)) is not None else None  # noqa
+        self.first, self.last = get("first"), get("last")
+        self.count = int(get("count")) if get("count") is not None else None
+        self.error = error_condition(iq) if iq is not None and iq.get("type") == "error" else None
+
+    def ids(self):
+        return [r[0] for r in self.results]
+
+    def bodies(self):
+        out = []
+        for r in self.results:
+            b = r[2].find(q(NS_CLIENT, "body"))
+            out.append(b.text if b is not None else None)
+        return out
+
+
+def query(c, fields=(), set_="", queryid="qid", ns=NS_MAM, raw_form=None):
+    """Run a MAM query; the result messages before the IQ result, as a Page."""
+    qid = c.next_id("mam")
+    f = raw_form if raw_form is not None else (form(fields) if fields else "")
+    c.send("<iq type='set' id='%s'><query xmlns='%s' queryid='%s'>%s%s</query></iq>" % (qid, ns, queryid, f, set_))
+    results = []
+
+    def mine(el):
+        if el.tag == q(NS_CLIENT, "message"):
+            r = el.find(q(ns, "result"))
+            return r is not None and r.get("queryid") == queryid
+        return el.tag == q(NS_CLIENT, "iq") and el.get("id") == qid
+
+    while True:
+        el = c.expect(mine)
+        if el is None or el.tag == q(NS_CLIENT, "iq"):
+            iq = el
+            break
+        r = el.find(q(ns, "result"))
+        fw = r.find(q(NS_FWD, "forwarded"))
+        d = fw.find(q(NS_DELAY, "delay")) if fw is not None else None
+        m = fw.find(q(NS_CLIENT, "message")) if fw is not None else None
+        results.append((r.get("id"), d.get("stamp") if d is not None else None, m, r))
+    return Page(iq, results)
+
+
+def sids(el):
+    return [(s.get("by"), s.get("id")) for s in el.findall(q(NS_SID, "stanza-id"))]
+
+
+def send_and_sync(c, xml):
+    c.send(xml)
+    return c.ping_server()
+
+
+# ---- what is archived, both directions, stanza-ids ---------------------------------------------
+
+def archive_both_directions(t, srv):
+    alice, bob = login(srv, "alice"), login(srv, "bob")
+    alice.message("bob@localhost", "hello bob", id="m1")
+    got = bob.expect_message("hello bob")
+    t.ok(got is not None, "bob receives alice's message")
+    s = sids(got) if got is not None else []
+    t.is_(len(s), 1, "XEP-0359: the delivered message carries one stanza-id")
+    t.is_(s[0][0] if s else None, "bob@localhost", "XEP-0359 §4: the stanza-id is by the recipient's bare JID")
+    pb = query(bob, [("with", "alice@localhost")])
+    t.is_(pb.bodies(), ["hello bob"], "the recipient's archive holds the received message")
+    t.is_(pb.ids(), [s[0][1]] if s else None, "XEP-0359: the archive id is the stamped stanza-id")
+    pa = query(alice, [("with", "bob@localhost")])
+    t.is_(pa.bodies(), ["hello bob"], "the sender's archive holds its own outgoing message")
+    t.ok(pa.ids() and pa.ids() != pb.ids(), "each archive has its own id for the message")
+    r = pb.results[0] if pb.results else None
+    t.ok(r is not None and r[1] and r[1].endswith("Z"), "XEP-0313 §4.2: a result has a <delay/> with the archive time")
+    t.ok(r is not None and r[2].get("from", "").startswith("alice@localhost"), "the archived message keeps its from",
+         el_str(r[2]) if r else None)
+    t.ok(r is not None and not r[2].findall(q(NS_SID, "stanza-id")),
+         "the archived copy does not repeat the stanza-id (the result's id carries it)")
+    t.is_(pb.iq.find(q(NS_MAM, "fin")) is not None and pb.complete, True, "<fin complete='true'/> for a single page")
+
+    # bob answers: both archives again, in the other direction
+    bob.message("alice@localhost", "hi alice")
+    t.ok(alice.expect_message("hi alice") is not None, "alice receives bob's answer")
+    t.is_(query(alice, [("with", "bob@localhost")]).bodies(), ["hello bob", "hi alice"],
+          "alice's archive: both directions in order")
+    t.is_(query(bob, [("with", "alice@localhost")]).bodies(), ["hello bob", "hi alice"],
+          "bob's archive: both directions in order")
+
+    # what is worth keeping, and what never is
+    kinds = [
+        ("chat state alone", "<active xmlns='%s'/>" % NS_CHATSTATES, False),
+        ("no-store", "<body>secret1</body><no-store xmlns='urn:xmpp:hints'/>", False),
+        ("no-permanent-store", "<body>secret2</body><no-permanent-store xmlns='urn:xmpp:hints'/>", False),
+        ("store hint", "<store xmlns='urn:xmpp:hints'/><active xmlns='%s'/>" % NS_CHATSTATES, True),
+        ("XEP-0353 propose", "<propose xmlns='urn:xmpp:jingle-message:0' id='call1'>"
+         "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose>", True),
+        ("OMEMO (axolotl)", OMEMO, True),
+        ("OMEMO 2", OMEMO2, True),
+    ]
+    for i, (name, payload, kept) in enumerate(kinds):
+        before = query(bob, [("with", "alice@localhost")], rsm(max_=0)).count
+        alice.send("<message to='bob@localhost' type='chat' id='k%d'>%s</message>" % (i, payload))
+        alice.ping_server()
+        bob.ping_server()
+        after = query(bob, [("with", "alice@localhost")], rsm(max_=0)).count
+        t.is_(after - before, 1 if kept else 0, "%s: %s" % (name, "archived" if kept else "never archived"))
+    # an error message is never archived
+    before = query(alice, [], rsm(max_=0)).count
+    alice.send("<message to='bob@localhost' type='error'><body>e</body><error type='cancel'>"
+               "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>")
+    alice.ping_server()
+    t.is_(query(alice, [], rsm(max_=0)).count, before, "an error message is never archived")
+
+    # byte-exact OMEMO in both archives
+    for who in (alice, bob):
+        p = query(who, [("with", "alice@localhost" if who is bob else "bob@localhost")], rsm(before="", max_=3))
+        enc = [r[2].find(q("eu.siacs.conversations.axolotl", "encrypted")) for r in p.results]
+        enc2 = [r[2].find(q("urn:xmpp:omemo:2", "encrypted")) for r in p.results]
+        want = ET.fromstring("<m>%s</m>" % OMEMO)[0]
+        want2 = ET.fromstring("<m>%s</m>" % OMEMO2)[0]
+        t.ok(any(e is not None and canon(e) == canon(want) for e in enc),
+             "OMEMO (axolotl) kept intact (payload, keys, whitespace) in %s's archive" % ("bob" if who is bob else "alice"))
+        t.ok(any(e is not None and canon(e) == canon(want2) for e in enc2),
+             "OMEMO 2 kept intact (escaped text) in %s's archive" % ("bob" if who is bob else "alice"))
+
+    # a message to one's own bare JID is archived once
+    before = query(alice, [], rsm(max_=0)).count
+    alice.message("alice@localhost", "note to self")
+    alice.ping_server()
+    t.is_(query(alice, [], rsm(max_=0)).count - before, 1, "a message to oneself is archived once")
+    for c in (alice, bob):
+        c.end()
+
+
+def spoofing_and_disco(t, srv):
+    alice, bob = login(srv, "alice", "s"), login(srv, "bob", "s")
+    alice.send("<message to='bob@localhost' type='chat'><body>spoof</body>"
+               "<stanza-id xmlns='%s' by='bob@localhost' id='forged-1'/>"
+               "<stanza-id xmlns='%s' by='localhost' id='forged-2'/>"
+               "<stanza-id xmlns='%s' by='room@conference.example.org' id='other'/></message>" % (NS_SID, NS_SID, NS_SID))
+    got = bob.expect_message("spoof")
+    s = sids(got) if got is not None else []
+    t.ok(("bob@localhost", "forged-1") not in s and ("localhost", "forged-2") not in s,
+         "XEP-0359 §5: stanza-ids by our account or host from outside are stripped", s)
+    t.ok(("room@conference.example.org", "other") in s, "a stanza-id by a foreign entity is left alone", s)
+    t.is_(len([x for x in s if x[0] == "bob@localhost"]), 1, "exactly one stanza-id by the recipient (ours)")
+    r = bob.iq("get", "<query xmlns='%s'/>" % NS_DISCO_INFO, to="bob@localhost")
+    feats = [f.get("var") for f in r.iter(q(NS_DISCO_INFO, "feature"))] if r is not None else []
+    for f in (NS_MAM, NS_SID, NS_MAM1, "urn:xmpp:mam:2#extended"):
+        t.ok(f in feats, "disco#info on the account advertises %s" % f, feats)
+    # another account's archive is not ours to read
+    qid = bob.next_id("x")
+    r = bob.iq("set", "<query xmlns='%s'/>" % NS_MAM, to="alice@localhost", id=qid)
+    t.is_(error_condition(r) if r is not None else None, "forbidden", "querying another account's archive: <forbidden/>")
+    # the query form
+    r = bob.iq("get", "<query xmlns='%s'/>" % NS_MAM)
+    vars_ = [f.get("var") for f in r.iter(q(NS_DATA, "field"))] if r is not None else []
+    t.ok(all(v in vars_ for v in ("FORM_TYPE", "with", "start", "end", "before-id", "after-id", "ids")),
+         "XEP-0313 §5.1: the query form lists its fields", vars_)
+    alice.end()
+    bob.end()
+
+
+# ---- queries and paging --------------------------------------------------------------------------
+
+def paging(t, srv):
+    carol, erin = login(srv, "carol", "p1"), login(srv, "erin", "p")
+    carol2 = login(srv, "carol", "p2")
+    for i in range(10):
+        carol.message("erin@localhost", "page %d" % i)
+        erin.expect_message("page %d" % i)
+    erin.message("carol@localhost/p2", "to p2 only")
+    erin.ping_server()
+    allp = query(erin, [("with", "carol@localhost")])
+    t.is_(allp.bodies(), ["page %d" % i for i in range(10)] + ["to p2 only"], "the whole conversation, oldest first")
+    t.is_(allp.count, 11, "RSM <count/>")
+    ids = allp.ids()
+    t.ok(all(r[3].get("queryid") == "qid" for r in allp.results), "XEP-0313 §4.2: results carry the queryid")
+
+    # forward paging with max=4: complete only on the last page
+    pages, after = [], None
+    for _ in range(5):
+        p = query(erin, [("with", "carol@localhost")], rsm(max_=4, after=after))
+        pages.append(p)
+        if p.complete or not p.results:
+            break
+        after = p.last
+    t.is_([p.bodies() for p in pages][0], ["page 0", "page 1", "page 2", "page 3"], "the first page")
+    t.is_(sum((p.ids() for p in pages), []), ids, "forward pages join to the whole archive")
+    t.is_([p.complete for p in pages], [False, False, True], "<fin complete='true'/> exactly on the last page")
+    t.is_((pages[0].first, pages[0].last), (ids[0], ids[3]), "RSM <first/> and <last/> name the page's ends")
+    t.is_(pages[0].count, 11, "<count/> is the whole result set's size on every page")
+
+    # backward: <before/> empty is the last page, then before=first
+    p = query(erin, [("with", "carol@localhost")], rsm(max_=4, before=""))
+    t.is_(p.ids(), ids[-4:], "XEP-0059 §2.5: empty <before/> gives the last page, in chronological order")
+    t.ok(not p.complete, "the last page paged backwards is not complete (older ones remain)")
+    got = list(p.ids())
+    while not p.complete and p.first:
+        p = query(erin, [("with", "carol@localhost")], rsm(max_=4, before=p.first))
+        got = p.ids() + got
+    t.is_(got, ids, "backward pages join to the whole archive, complete on the oldest")
+
+    # with: full JID
+    p = query(erin, [("with", "carol@localhost/p2")])
+    t.is_(p.bodies(), ["to p2 only"], "with a full JID: only that resource's messages")
+    p = query(carol, [("with", "erin@localhost/p")])
+    t.is_(p.bodies(), ["to p2 only"], "with a full JID in the other archive: what that resource sent, not what "
+          "went to the bare JID")
+
+    # start / end from the archive's own stamps
+    p = query(erin, [("with", "carol@localhost"), ("start", allp.results[5][1])])
+    t.ok(p.ids() and p.ids()[0] in ids[:6] and p.ids()[-1] == ids[-1], "start: from that time on")
+    p = query(erin, [("with", "carol@localhost"), ("end", "2000-01-01T00:00:00Z")])
+    t.is_((p.ids(), p.complete, p.count), ([], True, 0), "end before everything: empty and complete")
+    p = query(erin, [("with", "carol@localhost"), ("start", "2000-01-01T00:00:00+02:00"), ("end", "2999-01-01T00:00:00.5Z")])
+    t.is_(p.ids(), ids, "start and end around everything (offsets and fractions parsed)")
+    p = query(erin, [("start", "yesterday")])
+    t.is_(p.error, "bad-request", "a malformed start: <bad-request/>")
+    p = query(erin, [("frobnicate", "x")])
+    t.is_(p.error, "bad-request", "an unknown form field: <bad-request/>")
+
+    # after-id / before-id / ids (#extended)
+    p = query(erin, [("with", "carol@localhost"), ("after-id", ids[2]), ("before-id", ids[6])])
+    t.is_(p.ids(), ids[3:6], "after-id and before-id: strictly between")
+    t.is_(p.count, 3, "the count covers the form's bounds")
+    p = query(erin, [("ids", [ids[7], ids[1]])])
+    t.is_(sorted(p.ids()), sorted([ids[7], ids[1]]), "ids: exactly those messages")
+    t.ok(p.complete, "ids: complete")
+    for name, fields, set_ in (("after-id", [("after-id", "nope")], ""), ("before-id", [("before-id", "nope")], ""),
+                               ("ids", [("ids", ["nope"])], ""), ("RSM after", [], rsm(after="nope")),
+                               ("RSM before", [], rsm(before="nope"))):
+        t.is_(query(erin, fields, set_).error, "item-not-found", "XEP-0313 §5.4: unknown id in %s: <item-not-found/>" % name)
+    # another account's id is unknown here
+    t.is_(query(carol, [("after-id", ids[0])]).error, "item-not-found", "erin's archive ids are unknown in carol's")
+
+    # flip-page and mam:1
+    p = query(erin, [("with", "carol@localhost")], rsm(max_=3) + "<flip-page/>")
+    t.is_(p.ids(), list(reversed(ids[:3])), "#extended flip-page: the page in reverse order")
+    qid = erin.next_id("m1")
+    erin.send("<iq type='set' id='%s'><query xmlns='%s' queryid='old'><set xmlns='%s'><max>2</max></set></query></iq>"
+              % (qid, NS_MAM1, NS_RSM))
+    res = [erin.expect(lambda el: el.find(q(NS_MAM1, "result")) is not None) for _ in range(2)]
+    iq = erin.expect(lambda el: el.tag == q(NS_CLIENT, "iq") and el.get("id") == qid)
+    t.ok(iq is not None and iq.find(q(NS_MAM1, "fin")) is not None and None not in res,
+         "urn:xmpp:mam:1 queries work too", el_str(iq))
+
+    # metadata
+    r = erin.iq("get", "<metadata xmlns='%s'/>" % NS_MAM)
+    md = r.find(q(NS_MAM, "metadata")) if r is not None else None
+    st = md.find(q(NS_MAM, "start")) if md is not None else None
+    en = md.find(q(NS_MAM, "end")) if md is not None else None
+    t.ok(st is not None and en is not None and st.get("timestamp") and en.get("id") == ids[-1],
+         "XEP-0313 §6: metadata names the archive's first and last message", el_str(r))
+    for c in (carol, carol2, erin):
+        c.end()
+
+
+# ---- preferences ---------------------------------------------------------------------------------
+
+def preferences(t, srv):
+    frank, gina, hugo = login(srv, "frank", "f"), login(srv, "gina", "g"), login(srv, "hugo", "h")
+
+    def count(c, with_):
+        return query(c, [("with", with_)], rsm(max_=0)).count
+
+    r = frank.iq("get", "<prefs xmlns='%s'/>" % NS_MAM)
+    p = r.find(q(NS_MAM, "prefs")) if r is not None else None
+    t.is_(p.get("default") if p is not None else None, "always", "XEP-0313 §7: default preference is always")
+    r = frank.iq("set", "<prefs xmlns='%s' default='never'><always><jid>gina@localhost</jid></always>"
+                 "<never/></prefs>" % NS_MAM)
+    p = r.find(q(NS_MAM, "prefs")) if r is not None else None
+    t.ok(p is not None and p.get("default") == "never" and
+         [j.text for j in p.iter(q(NS_MAM, "jid"))] == ["gina@localhost"], "prefs set: the stored prefs come back", el_str(r))
+    gina.message("frank@localhost", "from gina")
+    hugo.message("frank@localhost", "from hugo")
+    frank.expect_message("from gina")
+    frank.expect_message("from hugo")
+    t.is_(count(frank, "gina@localhost"), 1, "default never, gina in always: archived")
+    t.is_(count(frank, "hugo@localhost"), 0, "default never: hugo's message not archived")
+    t.is_(count(hugo, "frank@localhost"), 1, "the sender's prefs (always) still archive its copy")
+    # roster default: gina in frank's roster, hugo not
+    frank.iq("set", "<query xmlns='jabber:iq:roster'><item jid='gina@localhost'/></query>")
+    frank.iq("set", "<prefs xmlns='%s' default='roster'><always/><never/></prefs>" % NS_MAM)
+    gina.message("frank@localhost", "gina again")
+    hugo.message("frank@localhost", "hugo again")
+    frank.expect_message("gina again")
+    frank.expect_message("hugo again")
+    t.is_(count(frank, "gina@localhost"), 2, "default roster: a roster contact's message archived")
+    t.is_(count(frank, "hugo@localhost"), 0, "default roster: a stranger's not")
+    frank.iq("set", "<prefs xmlns='%s' default='always'><always/><never><jid>gina@localhost</jid></never></prefs>" % NS_MAM)
+    gina.message("frank@localhost", "gina never")
+    frank.expect_message("gina never")
+    frank.ping_server()
+    t.is_(count(frank, "gina@localhost"), 2, "never list: not archived")
+    r = frank.iq("set", "<prefs xmlns='%s' default='sometimes'/>" % NS_MAM)
+    t.is_(error_condition(r), "bad-request", "an unknown default: <bad-request/>")
+    for c in (frank, gina, hugo):
+        c.end()
+
+
+# ---- offline + MAM: a second device gets the whole conversation ----------------------------------
+
+def offline_and_second_device(t, srv):
+    alice = login(srv, "alice", "o")
+    sent = ["<message to='ivan@localhost' type='chat' id='off%d'>%s</message>" % (i, p)
+            for i, p in enumerate(["<body>while you were away</body>", OMEMO, OMEMO2])]
+    for s in sent:
+        alice.send(s)
+    alice.ping_server()
+    phone = login(srv, "ivan", "phone")
+    got = []
+    for i in range(3):
+        m = phone.expect(lambda el: el.tag == q(NS_CLIENT, "message") and el.get("id") == "off%d" % i)
+        got.append(m)
+    t.ok(all(m is not None for m in got), "offline: the phone gets the three messages once it comes online")
+    phone.ping_server()
+    dup = [m for m in phone.messages() if m.get("id", "").startswith("off")]
+    t.is_(dup, [], "delivered once: no second copy from the archive")
+    sid_phone = [dict(sids(m)).get("ivan@localhost") for m in got if m is not None]
+    p = query(phone, [("with", "alice@localhost")])
+    t.is_(p.ids(), sid_phone, "the offline copies carry the same stanza-ids as the archive")
+    # the desktop logs in later: the whole conversation through MAM, OMEMO byte-exact
+    desktop = login(srv, "ivan", "desktop")
+    desktop.ping_server()
+    t.is_([m for m in desktop.messages() if m.get("id", "").startswith("off")], [],
+          "the second device gets no offline copy (they were delivered)")
+    p = query(desktop, [("with", "alice@localhost")])
+    t.is_(len(p.results), 3, "the second device gets the whole conversation through MAM")
+    for i, (r, s) in enumerate(zip(p.results, sent)):
+        want = ET.fromstring(s.replace("<message ", "<message xmlns='jabber:client' "))
+        gotm = r[2]
+        same = all(canon(a) == canon(b) for a, b in zip(list(want), list(gotm))) and len(list(want)) == len(list(gotm))
+        t.ok(same, "message %d arrives byte-exact through MAM (payload, keys, whitespace)" % i, el_str(gotm))
+    for c in (alice, phone, desktop):
+        c.end()
+
+
+# ---- retention, caps, deletion, purge --------------------------------------------------------------
+
+def retention(t):
+    yaml = ("mam:\n  max_age_days: 14\n  hosts:\n    nomam.localhost: {max_age_days: 0}\n"
+            "    small.localhost: {max_messages: 5}\n")
+    with Server(t, hosts=["localhost", "nomam.localhost", "small.localhost"], extra_yaml=yaml) as srv:
+        for u in ("alice@localhost", "bob@localhost", "nina@nomam.localhost", "sam@small.localhost"):
+            srv.adduser(u, PW)
+        alice, bob = login(srv, "alice"), login(srv, "bob")
+        nina = login(srv, "nina", domain="nomam.localhost")
+        sam = login(srv, "sam", domain="small.localhost")
+        alice.message("nina@nomam.localhost", "to nina")
+        got = nina.expect_message("to nina")
+        t.is_(sids(got) if got is not None else None, [], "max_age_days 0: no stanza-id stamped")
+        t.is_(query(nina, []).count, 0, "max_age_days 0: nothing archived for that host")
+        t.is_(query(alice, [("with", "nina@nomam.localhost")]).count, 1, "the other host's sender still archives")
+        for i in range(8):
+            alice.message("sam@small.localhost", "cap %d" % i)
+            sam.expect_message("cap %d" % i)
+        p = query(sam, [])
+        t.ok(p.count <= 5 and p.bodies()[-1] == "cap 7", "max_messages 5: the oldest go, the newest stay", p.bodies())
+        # age: back-date bob's archive, restart: the sweep at start deletes them
+        for i in range(3):
+            alice.message("bob@localhost", "old %d" % i)
+            bob.expect_message("old %d" % i)
+        alice.message("bob@localhost", "new")
+        bob.expect_message("new")
+        bob.ping_server()
+        for c in (alice, bob, nina, sam):
+            c.end()
+        srv.stop()
+        db = sqlite3.connect(os.path.join(srv.data_dir, [f for f in os.listdir(srv.data_dir) if f.endswith(".db")][0]))
+        db.execute("UPDATE mam_archive SET ts = ts - 15 * 86400 * 1000000 WHERE owner = 'bob@localhost' "
+                   "AND CAST(xml AS TEXT) LIKE '%old %'")
+        db.commit()
+        db.close()
+        srv.start()
+        bob = login(srv, "bob")
+        t.is_(query(bob, []).bodies(), ["new"], "max_age_days 14: messages older than 14 days are deleted")
+        # civitasctl user purge-archive
+        r = srv.ctl("user", "purge-archive", "bob@localhost")
+        t.ok(r.returncode == 0, "civitasctl user purge-archive exits 0", r.stderr)
+        t.is_(query(bob, []).count, 0, "purge-archive: bob's archive is empty")
+        alice = login(srv, "alice")
+        t.ok(query(alice, []).count > 0, "purge-archive leaves other accounts' archives")
+        # account deletion removes the archive
+        r = srv.ctl("user", "del", "alice@localhost")
+        t.is_(r.returncode, 0, "civitasctl user del alice")
+        alice.wait_closed()
+        srv.adduser("alice@localhost", PW)
+        alice = login(srv, "alice")
+        t.is_(query(alice, []).count, 0, "a deleted account's archive is gone (a new account of that name sees none)")
+        alice.end()
+        bob.end()
+
+
+# ---- federation ----------------------------------------------------------------------------------
+
+def federation(t):
+    ca = Certs()
+    pa, pb = free_port(), free_port()
+    lst = lambda p: {"client": ["127.0.0.1:0"], "client_tls": ["127.0.0.1:0"], "server": ["127.0.0.1:%d" % p]}  # noqa
+    part = lambda d, p: "    - domain: %s\n      route: \"127.0.0.1:%d\"\n      ca: \"%s\"\n" % (d, p, ca.ca)  # noqa
+    a = Server(t, hosts=["a.example"], certs=ca, listen=lst(pa), start=False,
+               extra_yaml="federation:\n  mode: allowlist\n  dialback: false\n  partners:\n" + part("b.example", pb))
+    b = Server(t, hosts=["b.example"], certs=ca, listen=lst(pb), start=False,
+               extra_yaml="federation:\n  mode: allowlist\n  dialback: false\n  partners:\n" + part("a.example", pa))
+    with a, b:
+        a.start()
+        b.start()
+        a.adduser("alice@a.example", PW)
+        b.adduser("bob@b.example", PW)
+        b.adduser("olga@b.example", PW)
+        alice = login(a, "alice", domain="a.example")
+        bob = login(b, "bob", domain="b.example")
+        alice.send("<message to='bob@b.example' type='chat'><body>over s2s</body>"
+                   "<stanza-id xmlns='%s' by='bob@b.example' id='forged'/></message>" % NS_SID)
+        got = bob.expect_message("over s2s", timeout=30)
+        t.ok(got is not None, "s2s: bob@b gets alice@a's message")
+        s = sids(got) if got is not None else []
+        t.ok(len(s) == 1 and s[0][0] == "bob@b.example" and s[0][1] != "forged",
+             "s2s in: the forged stanza-id is stripped, ours stamped", s)
+        t.is_(query(bob, [("with", "alice@a.example")]).bodies(), ["over s2s"], "s2s in: archived for the recipient")
+        t.is_(query(alice, [("with", "bob@b.example")]).bodies(), ["over s2s"], "s2s out: archived for the sender")
+        alice.send("<message to='olga@b.example' type='chat'>%s</message>" % OMEMO2)
+        alice.ping_server()
+        bob.message("alice@a.example", "reply over s2s")
+        t.ok(alice.expect_message("reply over s2s", timeout=30) is not None, "s2s: the reply arrives")
+        olga = login(b, "olga", domain="b.example")
+        m = olga.expect(lambda el: el.tag == q(NS_CLIENT, "message") and el.find(q("urn:xmpp:omemo:2", "encrypted")) is not None)
+        t.ok(m is not None, "s2s + offline: olga gets the OMEMO message when she logs in")
+        p = query(olga, [("with", "alice@a.example")])
+        e = p.results[0][2].find(q("urn:xmpp:omemo:2", "encrypted")) if p.results else None
+        t.ok(e is not None and canon(e) == canon(ET.fromstring(OMEMO2)), "s2s + offline: archived byte-exact for olga")
+        t.is_(p.ids(), [dict(sids(m)).get("olga@b.example")] if m is not None else None,
+              "s2s + offline: the offline copy's stanza-id is the archive id")
+        t.is_(query(alice, [("with", "bob@b.example")]).bodies(), ["over s2s", "reply over s2s"],
+              "the sender's archive has both directions of the federated chat")
+        for c in (alice, bob, olga):
+            c.end()
+
+
+# ---- slixmpp (xep_0313 + xep_0059) ----------------------------------------------------------------
+
+def slixmpp_history(t, srv):
+    import slixmpp
+
+    class Client(slixmpp.ClientXMPP):
+        def __init__(self, jid, ca):
+            super().__init__(jid, PW)
+            self.ca_certs = ca
+            for p in ("xep_0030", "xep_0059", "xep_0313", "xep_0359"):
+                self.register_plugin(p)
+            self.ready = asyncio.get_event_loop().create_future()
+            self.add_event_handler("session_start", lambda _e: self.ready.done() or self.ready.set_result(True))
+            self.add_event_handler("connection_failed", lambda _e: self.ready.done() or self.ready.set_result(False))
+
+    async def scenario():
+        sender = login(srv, "judy", "raw")
+        for i in range(7):
+            sender.message("kate@localhost", "slix %d" % i)
+        sender.ping_server()
+        c = Client("kate@localhost/slix", srv.ca)
+        c.connect(address=("127.0.0.1", srv.port("client")), force_starttls=True, use_ssl=False)
+        ok = await asyncio.wait_for(c.ready, 20)
+        t.ok(ok, "slixmpp: kate logs in")
+        info = await c.plugin["xep_0030"].get_info(jid="kate@localhost", local=False, timeout=10)
+        feats = info["disco_info"]["features"]
+        t.ok(NS_MAM in feats and NS_SID in feats, "slixmpp disco: the account advertises mam:2 and sid:0")
+        bodies = []
+        async for msg in c.plugin["xep_0313"].iterate(with_jid=slixmpp.JID("judy@localhost"), rsm={"max": 3}):
+            bodies.append(msg["mam_result"]["forwarded"]["stanza"]["body"])
+        t.is_(bodies, ["slix %d" % i for i in range(7)], "slixmpp xep_0313 iterate (xep_0059 pages of 3): whole history")
+        c.disconnect()
+        sender.end()
+
+    run_async(scenario(), 90)
+
+
+def main(t):
+    with Server(t) as srv:
+        for u in ("alice", "bob", "carol", "erin", "frank", "gina", "hugo", "ivan", "judy", "kate"):
+            srv.adduser("%s@localhost" % u, PW)
+        t.run(archive_both_directions, t, srv)
+        t.run(spoofing_and_disco, t, srv)
+        t.run(paging, t, srv)
+        t.run(preferences, t, srv)
+        t.run(offline_and_second_device, t, srv)
+        t.run(slixmpp_history, t, srv)
+    t.run(retention, t)
+    t.run(federation, t)
+
+
+if __name__ == "__main__":     # tests/bench/mam_latency.py imports the query helpers
+    Tap().main(main)
