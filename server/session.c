@@ -49,7 +49,7 @@ void session_write_str(session_t *s, const char *str) { session_write(s, str, st
 void session_send(session_t *s, const xnode_t *n)
 {
     size_t len;
-    char *buf = xnode_serialize(n, NS_CLIENT, &len);
+    char *buf = xnode_serialize(n, s->stream ? s->stream->content_ns : NS_CLIENT, &len);
     if (!buf) {     /* a tree that cannot be written as valid XML is dropped, never sent broken */
         log_warn("c2s", "%s: dropped an unserialisable <%s/>", s->ip, n->name ? n->name : "?");
         return;
