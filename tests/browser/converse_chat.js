@@ -6,7 +6,7 @@
 'use strict';
 const puppeteer = require('puppeteer-core');
 
-const [url, peer, text, reply] = process.argv.slice(2);
+const [url, peer, text, reply, picture] = process.argv.slice(2);
 const chromium = process.env.CHROMIUM || '/usr/bin/chromium';
 const deadline = Number(process.env.STEP_TIMEOUT_MS || 30000);
 
@@ -36,6 +36,17 @@ const deadline = Number(process.env.STEP_TIMEOUT_MS || 30000);
         await page.waitForFunction((r) => Array.from(document.querySelectorAll('.chat-msg__text'))
             .some((e) => e.textContent.includes(r)), { timeout: deadline }, reply);
         console.log('OK the answer is shown in the chat');
+        if (picture) {
+            const input = await page.waitForSelector('input[type=file].fileupload', { timeout: deadline });
+            await input.uploadFile(picture);
+            console.log('OK gave the picture to the upload input');
+            const src = await page.waitForFunction(() => {
+                const img = Array.from(document.querySelectorAll('.chat-msg img'))
+                    .find((i) => i.src.includes('/upload/') && i.complete && i.naturalWidth > 0);
+                return img ? img.src : null;
+            }, { timeout: deadline });
+            console.log('OK the uploaded picture is shown: ' + await src.jsonValue());
+        }
     } catch (e) {
         failed = e;
     } finally {

@@ -2,7 +2,8 @@
 # tests/integration/test_browser.py: a real web client in a real browser. Converse.js (npm
 # converse.js) in Debian's headless Chromium, driven by npm puppeteer-core (tests/browser/
 # converse_chat.js), logs in to civitas over WebSocket (RFC 7395, listen.http from loopback),
-# sends a message typed into its chat box to bob, a slixmpp client on TCP, and shows bob's answer.
+# sends a message typed into its chat box to bob, a slixmpp client on TCP, shows bob's answer, and
+# uploads a small picture (XEP-0363, mod_upload) that it shows and bob can fetch back.
 # The npm packages are installed with `npm ci` from tests/browser/package-lock.json into
 # <build>/tests/browser-cache (once; again when the lock file changes). The page is served by a
 # static server of the test (http.server on port 0). Skipped only when Chromium is not installed
@@ -16,7 +17,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import struct
 import threading
+import urllib.request
+import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Tap, Server, build_dir, run_async  # noqa: E402
@@ -98,12 +102,21 @@ class Bob(slixmpp.ClientXMPP):
             self.send_message(mto=msg["from"], mbody="echo: " + msg["body"], mtype="chat")
 
 
+def png(w=8, h=8):
+    """A small real PNG (RGB, a gradient)."""
+    def chunk(kind, data):
+        return struct.pack("!I", len(data)) + kind + data + struct.pack("!I", zlib.crc32(kind + data) & 0xffffffff)
+    rows = b"".join(b"\0" + b"".join(bytes((x * 30 % 256, y * 30 % 256, 128)) for x in range(w)) for y in range(h))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack("!IIBBBBB", w, h, 8, 2, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *a):
         pass
 
 
-async def scenario(t, srv, cache, page_url):
+async def scenario(t, srv, cache, page_url, picture):
     bob = Bob(srv.ca)
     bob.connect(address=("127.0.0.1", srv.port("client")), force_starttls=True, use_ssl=False)
     ok = await asyncio.wait_for(bob.ready, 20)
@@ -111,7 +124,7 @@ async def scenario(t, srv, cache, page_url):
     env = dict(os.environ, CHROMIUM=CHROMIUM)
     p = await asyncio.create_subprocess_exec(NODE, os.path.join(cache, "converse_chat.js"), page_url,
                                              "bob@localhost", "hello from Converse.js",
-                                             "echo: hello from Converse.js", cwd=cache, env=env,
+                                             "echo: hello from Converse.js", picture, cwd=cache, env=env,
                                              stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(p.communicate(), 180)
     out = out.decode(errors="replace")
@@ -120,6 +133,15 @@ async def scenario(t, srv, cache, page_url):
          "bob receives the message typed into Converse.js, from alice's WebSocket resource", repr(bob.got))
     t.ok("OK the answer is shown in the chat" in out and p.returncode == 0,
          "Converse.js shows bob's answer in the chat", out)
+    t.ok("OK the uploaded picture is shown" in out, "a picture uploaded in Converse.js (XEP-0363) is shown in the chat",
+         out)
+    urls = [b for f, b in bob.got if "/upload/" in b]
+    t.ok(urls, "bob receives the picture's URL", repr(bob.got))
+    if urls:
+        with urllib.request.urlopen(urls[0].strip(), timeout=10) as r:
+            data = r.read()
+        with open(picture, "rb") as f:
+            t.ok(data == f.read(), "the picture fetched back from its URL is the file uploaded")
     bob.disconnect()
 
 
@@ -144,7 +166,11 @@ def main(t):
         httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=www))
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
         try:
-            run_async(scenario(t, srv, cache, "http://127.0.0.1:%d/index.html" % httpd.server_address[1]), 240)
+            picture = os.path.join(www, "civitas-test.png")
+            with open(picture, "wb") as f:
+                f.write(png())
+            run_async(scenario(t, srv, cache, "http://127.0.0.1:%d/index.html" % httpd.server_address[1], picture),
+                      240)
         finally:
             httpd.shutdown()
             shutil.rmtree(www, True)
