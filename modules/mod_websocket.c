@@ -122,7 +122,7 @@ static void on_host_meta(http_request_t *r, void *arg)
 static int load(module_ctx_t *m)
 {
     if (!http_base_url("localhost")) {
-        log_warn("websocket", "no HTTP listener (listen.http / listen.https): no WebSocket is offered");
+        log_info("websocket", "no HTTP listener (listen.http / listen.https): no WebSocket is offered");
         return 0;
     }
     if (module_add_http_handler(m, WS_PATH, on_websocket, NULL) < 0) return -1;
