@@ -56,24 +56,24 @@ static const module_option_t options[] = {
     {"quota_per_account", MOPT_SIZE, offsetof(struct upload_conf, quota_per_account), 1024L * 1024 * 1024, 0,
      1L << 42, .per_host = 1},
     {"quota_per_host", MOPT_SIZE, offsetof(struct upload_conf, quota_per_host), 0, 0, 1L << 50, .per_host = 1},
-    {"slot_timeout", MOPT_DURATION, offsetof(struct upload_conf, slot_timeout), 300, 10, 86400, .per_host = 0},
-    {NULL}};
+    {"slot_timeout", MOPT_DURATION, offsetof(struct upload_conf, slot_timeout), 300, 1, 86400, .per_host = 0},
+    {.name = NULL}};
 
 /* files: one row per slot. deadline: when the row and its file go (the PUT deadline while pending,
  * upload time + max_age_days once stored). */
 static const store_column_t file_cols[] = {
     {"slot", STORE_TEXT}, {"owner", STORE_TEXT}, {"host", STORE_TEXT}, {"name", STORE_TEXT},
     {"size", STORE_INT}, {"ctype", STORE_TEXT}, {"created", STORE_INT}, {"deadline", STORE_INT},
-    {"done", STORE_INT}, {NULL}};
+    {"done", STORE_INT}, {.name = NULL}};
 enum { C_SLOT, C_OWNER, C_HOST, C_NAME, C_SIZE, C_CTYPE, C_CREATED, C_DEADLINE, C_DONE };
 static const store_index_t file_idx[] = {
-    {"by_owner", "owner, created"}, {"by_deadline", "deadline"}, {"by_host", "host"}, {NULL}};
-static const store_column_t secret_cols[] = {{"name", STORE_TEXT}, {"value", STORE_BLOB}, {NULL}};
+    {"by_owner", "owner, created"}, {"by_deadline", "deadline"}, {"by_host", "host"}, {.name = NULL}};
+static const store_column_t secret_cols[] = {{"name", STORE_TEXT}, {"value", STORE_BLOB}, {.name = NULL}};
 static const store_table_t tables[] = {
     {.name = "files", .columns = file_cols, .key = "slot", .account = "owner", .indexes = file_idx},
     /* .account is required; "hmac" is no account JID, so no account deletion touches it */
     {.name = "secret", .columns = secret_cols, .key = "name", .account = "name"},
-    {NULL}};
+    {.name = NULL}};
 static const store_schema_t schema = {.version = 1, .tables = tables};
 
 static module_ctx_t *self;
@@ -764,7 +764,7 @@ static int load(module_ctx_t *m)
     expire(NULL, NULL);
     expiry_timer = module_add_timer(m, 60000, 1, expire, NULL);
     if (!http_base_url("localhost")) {
-        log_warn("upload", "no HTTP listener (listen.http / listen.https): no upload service is offered");
+        log_info("upload", "no HTTP listener (listen.http / listen.https): no upload service is offered");
         return 0;
     }
     if (module_add_http_handler(m, PREFIX, on_http, NULL) < 0) return -1;

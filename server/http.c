@@ -28,6 +28,7 @@
 #define HTTP_DEFAULT_CSP "default-src 'none'; frame-ancestors 'none'"
 #define HTTP_DISCARD_MAX 65536      /* body bytes thrown away for a handler that did not read them */
 #define HTTP_WRITE_TIMEOUT 60
+#define HTTP_FILE_CHUNK 262144      /* file bodies over TLS: read ahead of the connection this much */
 
 typedef struct route {
     char *prefix;
@@ -107,6 +108,8 @@ struct http_conn {
                                    before closing, so that the client, still sending, reads the answer
                                    instead of a reset (nginx's lingering close) */
     int lingering;
+    int file_fd;                /* a file body being read into a TLS connection's output, or -1 */
+    off_t file_off, file_left;
     http_conn_t *prev, *next;
 };
 
@@ -433,6 +436,38 @@ void http_respond_error(http_request_t *r, int status)
     http_respond(r, status, "text/plain; charset=utf-8", body, (size_t)n);
 }
 
+/* Over TLS a file body is read in chunks as the connection drains (the write callback): an
+ * evbuffer file segment would be copied into the TLS filter whole; without TLS sendfile serves it. */
+static void feed_file(http_conn_t *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    while (c->file_fd >= 0 && evbuffer_get_length(out) < HTTP_FILE_CHUNK) {
+        size_t n = c->file_left < 65536 ? (size_t)c->file_left : 65536;
+        struct evbuffer_iovec v;
+        ssize_t got = -1;
+        if (evbuffer_reserve_space(out, (ev_ssize_t)n, &v, 1) == 1) {
+            if (v.iov_len > n) v.iov_len = n;
+            got = pread(c->file_fd, v.iov_base, v.iov_len, c->file_off);
+            v.iov_len = got > 0 ? (size_t)got : 0;
+            evbuffer_commit_space(out, &v, 1);
+        }
+        if (got <= 0) {                 /* the file shrank or failed: the response cannot be whole */
+            log_warn("http", "%s: cannot read a file body", c->peer);
+            close(c->file_fd);
+            c->file_fd = -1;
+            c->closing = c->stop = 1;
+            c->linger = 0;
+            return;
+        }
+        c->file_off += got;
+        c->file_left -= got;
+        if (c->file_left == 0) {
+            close(c->file_fd);
+            c->file_fd = -1;
+        }
+    }
+}
+
 void http_respond_file(http_request_t *r, int status, const char *content_type, int fd, off_t offset, off_t length)
 {
     if (!r || r->responded) {
@@ -441,7 +476,14 @@ void http_respond_file(http_request_t *r, int status, const char *content_type, 
     }
     before_response(r);
     write_head(r, status, content_type, (int64_t)length);
-    if (!r->head && length > 0) {
+    if (!r->head && length > 0 && r->c->is_tls) {
+        http_conn_t *c = r->c;
+        c->file_fd = fd;
+        c->file_off = offset;
+        c->file_left = length;
+        bufferevent_setwatermark(c->bev, EV_WRITE, HTTP_FILE_CHUNK / 2, 0);
+        feed_file(c);
+    } else if (!r->head && length > 0) {
         if (evbuffer_add_file(bufferevent_get_output(r->c->bev), fd, offset, length) < 0) {
             close(fd);
             r->keep_alive = 0;
@@ -639,13 +681,15 @@ static int merge_headers(http_request_t *r)
         for (const char *q = name; *q; q++)
             if (!is_tchar((unsigned char)*q)) return -1;
     }
+    int hosts = 0;
+    for (size_t i = 0; i < r->nhdrs; i++)
+        if (strcasecmp(r->hdrs[i].name, "Host") == 0 && ++hosts > 1) return -1;
     for (size_t i = 0; i < r->nhdrs; i++) {
         hdr_t *h = &r->hdrs[i];
         size_t j;
         for (j = 0; j < n; j++)
             if (strcasecmp(r->hdrs[j].name, h->name) == 0) break;
         if (j < n) {
-            if (strcasecmp(h->name, "Host") == 0) return -1;
             char *v = xasprintf("%s, %s", r->hdrs[j].value, h->value);
             free(r->hdrs[j].value);
             r->hdrs[j].value = v;
@@ -931,6 +975,7 @@ static void conn_process(http_conn_t *c)
                 /* the handler answers later */
             }
         }
+        if (c->file_fd >= 0) break;         /* a file body is still being queued (feed_file) */
         r = c->req;
         if (r && r->upgrade && r->responded) {
             c->in_process = 0;
@@ -996,6 +1041,12 @@ static void on_write(struct bufferevent *bev, void *arg)
 {
     (void)bev;
     http_conn_t *c = arg;
+    if (c->file_fd >= 0) {
+        feed_file(c);
+        if (c->file_fd >= 0) return;
+        if (!c->in_process) conn_process(c);     /* the body is queued: the next request */
+        return;
+    }
     if (c->closing && !c->in_process) conn_process(c);
 }
 
@@ -1070,6 +1121,7 @@ static void conn_free(http_conn_t *c)
     nconns--;
     if (!c->trusted) ip_count(c->peer, -1);
     if (c->timer) event_free(c->timer);
+    if (c->file_fd >= 0) close(c->file_fd);
     struct bufferevent *under = c->bev ? bufferevent_get_underlying(c->bev) : NULL;
     if (under) evbuffer_remove_cb(bufferevent_get_output(under), on_under_output, c);
     if (c->bev) bufferevent_free(c->bev);       /* closes the socket and frees the SSL */
@@ -1088,6 +1140,7 @@ void http_accept(int fd, const char *peer_ip, int tls)
         return;
     }
     http_conn_t *c = xcalloc(1, sizeof *c);
+    c->file_fd = -1;
     snprintf(c->peer, sizeof c->peer, "%s", peer_ip);
     c->trusted = trusted;
     evutil_make_socket_nonblocking(fd);

@@ -61,8 +61,10 @@ typedef void (*http_handler_fn)(http_request_t *r, void *arg);
 
 /* What on_upgraded receives; everything in it becomes the callee's. */
 typedef struct http_upgraded {
-    struct bufferevent *bev;    /* callbacks cleared, reading and writing enabled; freeing it closes
-                                   the socket (and frees the SSL) */
+    struct bufferevent *bev;    /* callbacks cleared, timeouts cleared, reading and writing enabled;
+                                   freeing it closes the socket (and frees the SSL). Over https an
+                                   OpenSSL filter over a socket bufferevent (bufferevent_get_underlying),
+                                   as c2s has after STARTTLS, so read rate limits work the same */
     struct ssl_st *ssl;         /* the connection's SSL when over TLS (owned by bev), else NULL */
     struct tls *tls;            /* the tls_t ssl was made from, with a reference the callee drops
                                    (http_tls_unref) once bev is freed; NULL without TLS */

@@ -211,6 +211,8 @@ def malformed(t, srv):
         (b"GET /test/echo HTTP/1.1\r\n\r\n", 400, "HTTP/1.1 without Host"),
         (b"GET /test/echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "two Host headers"),
         (b"GET /test/echo HTTP/1.1\r\nHost: a b\r\n\r\n", 400, "a Host with a space"),
+        (b"GET /test/echo HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nX-A: 2\r\nHost: b\r\n\r\n", 400,
+         "a second Host after a repeated header (found by fuzz_http: a double free)"),
         (b"GET /test/echo HTTP/2.0\r\nHost: localhost\r\n\r\n", 505, "HTTP/2.0 in an HTTP/1 request line"),
         (b"BREW /test/echo HTTP/1.1\r\nHost: localhost\r\n\r\n", 501, "an unknown method"),
         (b"CONNECT localhost:443 HTTP/1.1\r\nHost: localhost\r\n\r\n", 501, "CONNECT"),

@@ -171,6 +171,17 @@ def upload_and_download(t, srv, a):
     t.ok(slot not in srv.log() and "alice" not in srv.log().split("ready")[-1],
          "the access log names neither the slot nor the account", "\n".join(srv.log_tail(10)))
 
+    big = os.urandom(700000)
+    r = request(a, "upload.localhost", "voice.ogg", len(big), "audio/ogg")
+    bp, bg = slot_urls(r)
+    resp, _ = web.do("PUT", bp, body=big, headers={"Content-Type": "audio/ogg"})
+    t.is_(resp.status, 201, "a 700000-byte voice message: 201")
+    resp, body = web.do("GET", bg)
+    t.ok(resp.status == 200 and body == big and resp.getheader("Content-Disposition") is None,
+         "GET over TLS returns it whole (read in chunks as the connection drains), inline (audio)")
+    resp, body = web.do("GET", bg, headers={"Range": "bytes=262000-600000"})
+    t.ok(resp.status == 206 and body == big[262000:600001], "a range across the read chunks")
+
     for name, ctype in (("page.html", "text/html"), ("pic.svg", "image/svg+xml"), ("x.bin", None)):
         r = request(a, "upload.localhost", name, 5, ctype)
         p, g = slot_urls(r)
@@ -269,6 +280,25 @@ def expiry_and_deletion(t, srv, got):
     t.is_(resp.status, 404, "and its URLs answer 404")
 
 
+def slot_expiry(t):
+    """A PUT after the slot's expiry (upload.slot_timeout) is refused; the slot is not reissued."""
+    listen = {"client": ["127.0.0.1:0"], "https": ["127.0.0.1:0"]}
+    with Server(t, listen=listen, extra_yaml="upload: {slot_timeout: 1}\n") as srv:
+        srv.adduser("alice@localhost", PW)
+        a = connect_login(srv, "alice", PW)
+        r = request(a, "upload.localhost", "late.png", 4, "image/png")
+        put, get = slot_urls(r)
+        a.end()
+        expiry = int(re.search(r"e=(\d+)", put).group(1)) if put else 0
+        import time
+        while time.time() < expiry + 1.5:       # the expiry is in whole seconds
+            time.sleep(0.1)
+        resp, _ = HTTPS(srv).do("PUT", put, body=b"late", headers={"Content-Type": "image/png"})
+        t.is_(resp.status, 403, "a PUT after upload.slot_timeout: 403")
+        resp, _ = HTTPS(srv).do("GET", get)
+        t.is_(resp.status, 404, "and nothing can be fetched")
+
+
 def main(t):
     with Server(t, hosts=HOSTS, listen=LISTEN, extra_yaml=EXTRA) as srv:
         srv.adduser("alice@localhost", PW)
@@ -284,6 +314,7 @@ def main(t):
         t.run(quotas, t, srv)
         if got:
             t.run(expiry_and_deletion, t, srv, got)
+    t.run(slot_expiry, t)
 
 
 Tap().main(main)
