@@ -135,6 +135,10 @@ static void pump(session_t *s)
         free(p);
     }
     w->paused = 0;
+    /* a message is one element: at most the stream's stanza limit (plus room for the framing
+     * element's own tags), which authentication raises */
+    long max = s->authenticated ? srv->cfg->max_stanza_size : srv->cfg->max_stanza_size_preauth;
+    wslay_event_config_set_max_recv_msg_length(w->ctx, (uint64_t)max + 4096);
     if (s->state != C2S_CLOSING && !s->freeing && wslay_event_recv(w->ctx) != 0) {
         /* a protocol error (wslay queued the close frame: 1002, 1007 or 1009) */
         log_info("c2s", "%s: WebSocket framing error", s->ip);
@@ -142,7 +146,11 @@ static void pump(session_t *s)
         session_close(s, NULL, NULL);
         return;
     }
-    if (wslay_event_get_close_received(w->ctx) && s->state != C2S_CLOSING) session_close(s, NULL, NULL);
+    /* a close frame came, or wslay stopped reading on a protocol error (an unmasked frame, a
+     * message over the size limit: it queued the close frame with 1002 or 1009) */
+    if ((wslay_event_get_close_received(w->ctx) || !wslay_event_get_read_enabled(w->ctx)) &&
+        s->state != C2S_CLOSING)
+        session_close(s, NULL, NULL);
     flush(w);
 }
 
@@ -265,10 +273,6 @@ static session_t *ws_session(struct bufferevent *bev, struct ssl_st *ssl, struct
     ws_t *w = xcalloc(1, sizeof *w);
     w->s = s;
     if (wslay_event_context_server_init(&w->ctx, &callbacks, w) != 0) abort();
-    /* a message is one element: the stream parser's own limit applies inside it */
-    long max = srv->cfg->max_stanza_size > srv->cfg->max_stanza_size_preauth ? srv->cfg->max_stanza_size
-                                                                               : srv->cfg->max_stanza_size_preauth;
-    wslay_event_config_set_max_recv_msg_length(w->ctx, (uint64_t)max + 4096);
     session_set_data(s, WS_KEY, w, NULL);       /* freed by ws_free */
     bufferevent_setcb(bev, on_read, on_write, on_event, s);
     bufferevent_enable(bev, EV_READ | EV_WRITE);

@@ -100,6 +100,26 @@ def framing_errors(t, srv):
     t.is_(c.wait_close_frame(), 1003, "a binary frame closes the WebSocket with 1003 (RFC 7395 §3.2)")
     t.ok(c.wait_closed(), "and the connection")
 
+    c = ws(srv)
+    c.open_stream()
+    c.send_frame(OP_TEXT, "<presence/>", mask=False)
+    t.is_(c.wait_close_frame(), 1002, "an unmasked client frame closes with 1002 (RFC 6455 §5.1)")
+    t.ok(c.wait_closed(), "and the connection")
+
+    c = ws(srv)
+    c.open_stream()
+    c.send("<message to='bob@localhost'><body>%s</body></message>" % ("x" * 80000))
+    t.is_(c.wait_close_frame(), 1009, "before authentication a message over limits.max_stanza_size_preauth "
+          "closes with 1009 (Message Too Big)")
+    c.close()
+    c = ws(srv)
+    c.login("alice", PW, resource="big")
+    c.send("<message to='bob@localhost'><body>%s</body></message>" % ("x" * 80000))
+    t.ok(c.ping_server(), "after it a larger stanza (80 kB, under limits.max_stanza_size) is taken")
+    c.send("<message to='bob@localhost'><body>%s</body></message>" % ("x" * 300000))
+    t.is_(c.wait_close_frame(), 1009, "a message over limits.max_stanza_size closes with 1009")
+    c.close()
+
     for what, text in (("text that is no element", "hello"),
                        ("two elements in one message", "<presence/><presence/>"),
                        ("half an element", "<message to='bob@localhost'><body>x</body>")):
