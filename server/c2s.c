@@ -28,10 +28,25 @@ static void on_event(struct bufferevent *bev, short what, void *arg);
 static int dispatch(session_t *s, xnode_t *el);
 static void after_feed(session_t *s);
 
+static const session_stream_t c2s_ws_stream;
+
+/* The stream is framed by WebSocket (RFC 7395, websocket.c): each write is one message holding
+ * one complete element, <open/> and <close/> stand for the stream's header and end. */
+static int framed(const session_t *s) { return s->stream == &c2s_ws_stream; }
+
 /* ---- output ---- */
 
 static void send_header(session_t *s, const char *to_attr)
 {
+    if (framed(s)) {
+        char *open = xasprintf("<open xmlns='" NS_FRAMING "' id='%s'%s%s%s%s%s%s version='1.0' xml:lang='en'/>", s->id,
+                               s->host ? " from='" : "", s->host ? s->host->name : "", s->host ? "'" : "",
+                               to_attr ? " to='" : "", to_attr ? to_attr : "", to_attr ? "'" : "");
+        session_write_str(s, open);
+        free(open);
+        s->header_sent = 1;
+        return;
+    }
     char *hdr = xasprintf("<?xml version='1.0'?><stream:stream xmlns='" NS_CLIENT "' xmlns:stream='" NS_STREAMS
                           "' id='%s'%s%s%s%s%s%s version='1.0' xml:lang='en'>",
                           s->id, s->host ? " from='" : "", s->host ? s->host->name : "", s->host ? "'" : "",
@@ -52,12 +67,13 @@ static void c2s_close(session_t *s, const char *condition, const char *text)
     if (!s->header_sent) send_header(s, NULL);
     if (condition) {
         log_info("c2s", "%s: stream error <%s/>%s%s", s->ip, condition, text ? ": " : "", text ? text : "");
-        char *err = xasprintf("<stream:error><%s xmlns='" NS_STREAM_ERRORS "'/>%s%s%s</stream:error>", condition,
+        char *err = xasprintf("<stream:error%s><%s xmlns='" NS_STREAM_ERRORS "'/>%s%s%s</stream:error>",
+                              framed(s) ? " xmlns:stream='" NS_STREAMS "'" : "", condition,
                               text ? "<text xmlns='" NS_STREAM_ERRORS "'>" : "", text ? text : "", text ? "</text>" : "");
         session_write_str(s, err);
         free(err);
     }
-    session_write_str(s, "</stream:stream>");
+    session_write_str(s, framed(s) ? "<close xmlns='" NS_FRAMING "'/>" : "</stream:stream>");
 }
 
 /* The session is being freed: the stream's own state and its place in the limits. */
@@ -74,7 +90,8 @@ static void c2s_free(session_t *s)
     free(s->mech);
 }
 
-static const session_stream_t c2s_stream = {c2s_close, c2s_free};
+static const session_stream_t c2s_stream = {c2s_close, c2s_free, NS_CLIENT};
+static const session_stream_t c2s_ws_stream = {c2s_close, c2s_free, NULL};
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
 {
@@ -130,10 +147,21 @@ static void send_features(session_t *s)
         hook_event_t ev = {.name = "stream-features", .origin = s, .host = s->host, .features = f};
         hook_fire(&ev);
     }
-    /* written with the stream: prefix, as some older clients expect (RFC 6120 §4.3.2) */
-    session_write_str(s, "<stream:features>");
-    for (xnode_t *c = xnode_first_elem(f); c; c = xnode_next_elem(c)) session_send(s, c);
-    session_write_str(s, "</stream:features>");
+    /* written with the stream: prefix, as some older clients expect (RFC 6120 §4.3.2); in one
+     * write, as a WebSocket message holds one whole element (RFC 7395 §3.4: the prefix declared) */
+    struct evbuffer *out = evbuffer_new();
+    const char *start = framed(s) ? "<stream:features xmlns:stream='" NS_STREAMS "'>" : "<stream:features>";
+    evbuffer_add(out, start, strlen(start));
+    for (xnode_t *c = xnode_first_elem(f); c; c = xnode_next_elem(c)) {
+        size_t len;
+        char *one = xnode_serialize(c, s->stream->content_ns, &len);
+        if (one) evbuffer_add(out, one, len);
+        free(one);
+    }
+    evbuffer_add(out, "</stream:features>", 18);
+    size_t n = evbuffer_get_length(out);
+    session_write(s, (const char *)evbuffer_pullup(out, -1), n);
+    evbuffer_free(out);
     xnode_free(f);
 }
 
@@ -274,8 +302,7 @@ static void on_rate_resume(void *arg)
     session_t *s = arg;
     /* a SASL back-off that also holds reading resumes it itself (on_delay_done) */
     if (s->state == C2S_CLOSING || s->freeing || s->delayed) return;
-    bufferevent_enable(s->bev, EV_READ);
-    on_read(s->bev, s);                 /* bytes read before the pause wait in the input buffer */
+    s->transport->resume(s);            /* bytes read before the pause wait in the input buffer */
 }
 
 static void rate_pause(session_t *s) { flow_pause(rate_of(s), s->bev); }
@@ -326,8 +353,7 @@ static void on_delay_done(evutil_socket_t fd, short what, void *arg)
         after_feed(s);
         if (s->state == C2S_CLOSING || s->freeing || !s->bev) return;
     }
-    bufferevent_enable(s->bev, EV_READ);
-    on_read(s->bev, s);     /* what the client sent meanwhile waits in the input buffer */
+    s->transport->resume(s);    /* what the client sent meanwhile waits in the input buffer */
 }
 
 /* ---- SASL (sasl.c) ---- */
@@ -474,9 +500,17 @@ static void handle_established(session_t *s, xnode_t *st)
     router_from_client(s, st);
 }
 
+/* Elements parsed from the current WebSocket message (c2s_ws_message). */
+static int ws_elements;
+
 static int on_stanza(void *ud, xnode_t *el)
 {
     session_t *s = ud;
+    if (framed(s) && ++ws_elements > 1) {
+        xnode_free(el);
+        session_close(s, "not-well-formed", "a WebSocket message holds one element");
+        return -1;
+    }
     rate_take(s);
     if (s->state != C2S_OPEN) {
         xnode_free(el);
@@ -493,6 +527,14 @@ static int on_stanza(void *ud, xnode_t *el)
  * acted on (closing, stream restart, STARTTLS), else 0. */
 static int dispatch(session_t *s, xnode_t *el)
 {
+    if (framed(s) && strcmp(el->ns, NS_FRAMING) == 0) {
+        /* RFC 7395 §3.6: <close/> ends the stream (answered with <close/>); an <open/> comes
+         * only at the start or after a restart (c2s_ws_message) */
+        if (strcmp(el->name, "close") == 0) session_close(s, NULL, NULL);
+        else session_close(s, "bad-format", "<open/> inside an open stream");
+        xnode_free(el);
+        return 1;
+    }
     if (!s->tls_active) {
         if (strcmp(el->name, "starttls") == 0 && strcmp(el->ns, NS_TLS) == 0) {
             int r = handle_starttls(s, el);
@@ -648,8 +690,14 @@ static void tcp_free(session_t *s)
     tls_unref(s->tls);
 }
 
-static const session_transport_t tcp_transport = {tcp_write,   tcp_queued,          tcp_watch_output, tcp_stop,
-                                                  tcp_peer_gone, tcp_channel_binding, tcp_free};
+static void tcp_resume(session_t *s)
+{
+    bufferevent_enable(s->bev, EV_READ);
+    on_read(s->bev, s);
+}
+
+static const session_transport_t tcp_transport = {tcp_write,     tcp_queued,          tcp_watch_output, tcp_stop,
+                                                  tcp_peer_gone, tcp_channel_binding, tcp_free,         tcp_resume};
 
 void c2s_accept(int fd, const char *peer_ip, c2s_kind_t kind)
 {
@@ -709,4 +757,85 @@ void c2s_close_all(void)
 {
     for (session_t *s = srv->sessions; s; s = s->next)
         session_close(s, "system-shutdown", NULL);
+}
+
+/* ---- WebSocket (RFC 7395): the same stream, framed by websocket.c ---- */
+
+session_t *c2s_ws_new(const char *peer_ip, const session_transport_t *t, struct bufferevent *bev)
+{
+    const config_t *c = srv->cfg;
+    ip_state_t *ip = ip_state_get(peer_ip);
+    if (ip->connections >= c->max_connections_per_ip) ip_reap(ip);
+    if (srv->shutting_down || ip->connections >= c->max_connections_per_ip ||
+        srv->unauthenticated >= (size_t)c->max_unauthenticated) {
+        log_info("c2s", "%s: WebSocket refused (limits)", peer_ip);
+        ip_state_release(peer_ip);
+        return NULL;
+    }
+    session_t *s = session_new(peer_ip, t, &c2s_ws_stream);
+    ip_count_unauth(s, ip);
+    s->kind = C2S_DIRECT_TLS;
+    s->bev = bev;
+    s->tls_active = 1;          /* TLS below the WebSocket, or at the trusted proxy in front */
+    s->counted_unauth = 1;
+    srv->unauthenticated++;
+    s->delay_ev = evtimer_new(srv->base, on_delay_done, s);
+    xstream_limits_t lim = {(size_t)c->max_stanza_size_preauth, 32, 32, 0};
+    s->xs = xstream_new(&stream_cb, s, &lim);
+    rate_init(s);
+    arm_timer(s, c->stream_header_timeout);
+    log_debug("c2s", "%s: connected (WebSocket)", peer_ip);
+    return s;
+}
+
+/* The <open/> that starts the stream or restarts it (RFC 7395 §3.3.2, §3.7): given to the stream
+ * parser as the RFC 6120 header it stands for, so that on_stream_open judges it as for TCP. */
+static void ws_open(session_t *s, const char *msg, size_t len)
+{
+    xnode_t *o = len <= XSTREAM_DEFAULT_MAX_HEADER_SIZE ? xnode_parse_one(msg, len, NULL) : NULL;
+    if (!o) {
+        session_close(s, "not-well-formed", "expected <open/>");
+        return;
+    }
+    if (strcmp(o->name, "open") != 0 || strcmp(o->ns, NS_FRAMING) != 0) {
+        xnode_free(o);
+        session_close(s, "invalid-namespace", "expected <open/> in " NS_FRAMING);
+        return;
+    }
+    struct evbuffer *h = evbuffer_new();
+    evbuffer_add_printf(h, "<stream:stream xmlns='" NS_CLIENT "' xmlns:stream='" NS_STREAMS "'");
+    for (size_t i = 0; o->attrs && o->attrs[i]; i += 2) {
+        const char *name = o->attrs[i];
+        if (strcmp(name, XML_ATTR_LANG) == 0) name = "xml:lang";
+        else if (strchr(name, ' ')) continue;       /* other namespaced attributes mean nothing here */
+        char *v = xml_escape_attr(o->attrs[i + 1], NULL);
+        if (v) evbuffer_add_printf(h, " %s='%s'", name, v);
+        free(v);
+    }
+    evbuffer_add(h, ">", 1);
+    xnode_free(o);
+    size_t n = evbuffer_get_length(h);
+    xstream_feed(s->xs, (const char *)evbuffer_pullup(h, -1), n);
+    evbuffer_free(h);
+}
+
+int c2s_ws_message(session_t *s, const char *msg, size_t len)
+{
+    if (s->state == C2S_CLOSING || s->freeing) return 0;
+    if (s->delayed) return 1;                   /* a SASL back-off: on_delay_done resumes */
+    if (rate_room(s) == 0) {
+        rate_pause(s);
+        return 1;
+    }
+    if (s->state == C2S_WAIT_HEADER) {
+        ws_open(s, msg, len);
+        return 0;
+    }
+    ws_elements = 0;
+    int r = xstream_feed(s->xs, msg, len);
+    if (r == 0 && s->state == C2S_OPEN && !s->freeing && !s->reset_pending &&
+        (ws_elements != 1 || !xstream_idle(s->xs)))
+        session_close(s, "not-well-formed", "a WebSocket message holds exactly one complete element");
+    if (!s->delayed) after_feed(s);
+    return 0;
 }

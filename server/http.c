@@ -1250,6 +1250,8 @@ void http_note_port(int tls, int port)
     if (!tls && port_plain < 0) port_plain = port;
 }
 
+const char *http_public_url(void) { return srv->cfg->http_public_url; }
+
 const char *http_base_url(const char *host)
 {
     static char buf[600];

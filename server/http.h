@@ -128,6 +128,8 @@ void http_upgrade(http_request_t *r, http_upgrade_fn on_upgraded, void *arg);
  * when set, else https (or http without an https listener) with `host` and the first listener's
  * port. NULL without any HTTP listener. */
 const char *http_base_url(const char *host);
+/* http.public_url as configured, or NULL. */
+const char *http_public_url(void);
 const char *http_status_text(int status);
 /* Drop the reference an upgraded connection held on its certificates (tls_unref; NULL ok). */
 void http_tls_unref(struct tls *t);

@@ -27,6 +27,7 @@
 #include "component.h"   /* module_add_component: subdomains a module serves; disco items */
 #include "sm_seq.h"      /* XEP-0198 h arithmetic modulo 2^32 (static inline) */
 #include "http.h"        /* module_add_http_handler: HTTP requests by path prefix (listen.http/https) */
+#include "websocket.h"   /* websocket_handshake: XMPP over WebSocket (RFC 7395) */
 
 #define CIVITAS_MODULE_ABI 4     /* 2: module_t gained conf_size and depends; 3: store;
                                     4: hook_event_t.component */

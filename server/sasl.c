@@ -40,7 +40,10 @@ static const char *const all_mechs[] = {"SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"
 static int mech_offered(session_t *s, const char *mech)
 {
     if (!s->tls_active || !mech_enabled(mech)) return 0;
-    return 1;       /* tls-server-end-point works on every TLS connection with a certificate */
+    /* tls-server-end-point works on every TLS connection with a certificate; a WebSocket behind a
+     * TLS-terminating proxy has none to bind to */
+    if (strstr(mech, "-PLUS") && s->transport->channel_binding(s, "tls-server-end-point", NULL, NULL) != 0) return 0;
+    return 1;
 }
 
 void sasl_drop_sasl2(session_t *s)

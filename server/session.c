@@ -67,7 +67,7 @@ static int is_stanza(const xnode_t *n)
 static void send_through(session_t *s, struct session_tap_reg *t, const xnode_t *n)
 {
     size_t len;
-    char *buf = xnode_serialize(n, NS_CLIENT, &len);
+    char *buf = xnode_serialize(n, s->stream ? s->stream->content_ns : NS_CLIENT, &len);
     if (!buf) {     /* a tree that cannot be written as valid XML is dropped, never sent broken */
         log_warn("c2s", "%s: dropped an unserialisable <%s/>", s->ip, n->name ? n->name : "?");
         return;

@@ -25,7 +25,8 @@ typedef enum {
 
 typedef enum { C2S_PLAIN, C2S_DIRECT_TLS } c2s_kind_t;
 
-/* How bytes reach the peer: TCP with STARTTLS or direct TLS (c2s.c), later WebSocket (RFC 7395).
+/* How bytes reach the peer: TCP with STARTTLS or direct TLS (c2s.c), WebSocket (websocket.c,
+ * RFC 7395: each write is one complete element, sent as one text message).
  * The session calls these; the transport tells the session about progress with
  * session_output_progress. */
 typedef struct session_transport {
@@ -38,6 +39,9 @@ typedef struct session_transport {
      * whether it is available. 0, or -1 when it is not. */
     int (*channel_binding)(const session_t *s, const char *type, unsigned char *buf, size_t *len);
     void (*free)(session_t *s);             /* release the connection (the session is being freed) */
+    /* Reading may go on (after a SASL back-off or a stanza rate pause): read and act on what
+     * waits in the input buffer. */
+    void (*resume)(session_t *s);
 } session_transport_t;
 
 /* The stream protocol over the transport (c2s.c): its framing and its own state. */
@@ -46,6 +50,9 @@ typedef struct session_stream {
      * NULL: none) and the closing tag. */
     void (*close)(session_t *s, const char *condition, const char *text);
     void (*free)(session_t *s);             /* release the stream's state (before the transport) */
+    /* The default namespace of the stream's content for session_send: "jabber:client" on a TCP
+     * stream, NULL over WebSocket (RFC 7395 §3.3.3: every message declares its namespaces). */
+    const char *content_ns;
 } session_stream_t;
 
 typedef struct session_data {

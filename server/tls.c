@@ -265,6 +265,6 @@ int tls_channel_binding(struct ssl_st *ssl, const char *type, unsigned char *buf
     return -1;
 }
 
-const char *tls_version_name(struct ssl_st *ssl) { return SSL_get_version(ssl); }
+const char *tls_version_name(struct ssl_st *ssl) { return ssl ? SSL_get_version(ssl) : "no TLS here"; }
 
 const char *tls_sni(struct ssl_st *ssl) { return SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name); }

@@ -1363,6 +1363,11 @@ static int one_stanza(void *ud, xnode_t *st)
     return 0;
 }
 
+int xstream_idle(const xstream_t *x)
+{
+    return x->state == XS_RUNNING && x->fed == x->total && x->depth == 1 && !x->stanza;
+}
+
 xnode_t *xnode_parse_one(const char *xml, size_t len, const char *default_ns)
 {
     if (!xml) return NULL;

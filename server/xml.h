@@ -182,6 +182,9 @@ int xstream_feed(xstream_t *x, const char *buf, size_t len);
 void xstream_reset(xstream_t *x);
 /* Free the parser and everything it holds. NULL is a no-op. */
 void xstream_free(xstream_t *x);
+/* 1 when every byte fed was parsed and no element below the stream root is open (between
+ * stanzas): a WebSocket message held whole elements only (RFC 7395 §3.3.3). */
+int xstream_idle(const xstream_t *x);
 /* For stream_open: NULL if (ns_stream, name) is the RFC 6120 stream header element
  * {http://etherx.jabber.org/streams}stream, else the stream error condition to close with
  * ("invalid-namespace", RFC 6120 §4.9.3.10, as a wrong root is a wrong stream namespace). */

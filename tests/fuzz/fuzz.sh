@@ -8,7 +8,7 @@
 #                                            goes to BUILDDIR/tests/fuzz/out/corpus/TARGET)
 #
 # Environment: FUZZ_CC (default clang), FUZZ_CPPFLAGS / FUZZ_LIBS (the libraries' flags; default from
-# pkg-config), FUZZ_TARGETS (default: all eight). `run` prints "PASS: fuzz_x" or "FAIL: fuzz_x" per target
+# pkg-config), FUZZ_TARGETS (default: all nine). `run` prints "PASS: fuzz_x" or "FAIL: fuzz_x" per target
 # and exits 1 when any target crashed, leaked, timed out or broke an invariant; the crashing input is
 # kept as BUILDDIR/tests/fuzz/out/crash-fuzz_x-* and the log as BUILDDIR/tests/fuzz/out/fuzz_x.log.
 # Reproduce a crash with: BUILDDIR/tests/fuzz/out/fuzz_x BUILDDIR/tests/fuzz/out/crash-fuzz_x-<hash>
@@ -18,7 +18,7 @@ cmd=$1 src=$2 build=$3
 src=$(cd "$src" && pwd)
 mkdir -p "$build/tests/fuzz/out"
 out=$(cd "$build/tests/fuzz/out" && pwd)
-targets=${FUZZ_TARGETS:-"fuzz_xmlstream fuzz_jid fuzz_scram fuzz_config fuzz_stanza fuzz_modules fuzz_omemo_bundle fuzz_sasl2 fuzz_http"}
+targets=${FUZZ_TARGETS:-"fuzz_xmlstream fuzz_jid fuzz_scram fuzz_config fuzz_stanza fuzz_modules fuzz_omemo_bundle fuzz_sasl2 fuzz_http fuzz_websocket"}
 cc=${FUZZ_CC:-clang}
 core="util strlist codec log jid xml scram config caps_ver sasl2_req"
 # fuzz_modules links the whole server but main.c, and every standard module
@@ -55,8 +55,8 @@ build() {
         echo "  FUZZLD   tests/fuzz/$t"
         if [ "$t" = fuzz_modules ]; then
             build_modules_target
-        elif [ "$t" = fuzz_http ]; then
-            build_http_target
+        elif [ "$t" = fuzz_http ] || [ "$t" = fuzz_websocket ]; then
+            build_http_target "$t"
         elif [ "$t" = fuzz_omemo_bundle ]; then
             # mod_omemo's checks link libsignal-protocol-c (and OpenSSL, in $libs) themselves
             $cc $cflags -I"$src/modules" $(pkg-config --cflags libsignal-protocol-c) -fsanitize=fuzzer \
@@ -71,8 +71,8 @@ build() {
 # fuzz_modules: the core objects above, the rest of the server, and each module with its
 # descriptor renamed so that all of them link into one program.
 xcpp=$(pkg-config --cflags libevent libevent_openssl sqlite3 libunbound)
-# libhttp-parser-dev has no .pc file (server/http.c)
-xlibs="$(pkg-config --libs libevent libevent_openssl sqlite3 libunbound) -lhttp_parser"
+# libhttp-parser-dev and libwslay-dev have no .pc file (server/http.c, server/websocket.c)
+xlibs="$(pkg-config --libs libevent libevent_openssl sqlite3 libunbound) -lhttp_parser -lwslay"
 defs="-DPACKAGE_VERSION=\"fuzz\" -DMODULEDIR=\"/nonexistent\""
 mobjs=""
 # the rest of the server (every server/*.c but main.c and ctl.c), compiled once per run
@@ -98,10 +98,11 @@ build_modules_target() {
     $cc $cflags $xcpp -fsanitize=fuzzer "$src/tests/fuzz/fuzz_modules.c" $objs $mobjs $modobjs $libs $xlibs -ldl -o "$out/fuzz_modules"
 }
 
-# fuzz_http: the HTTP server's parsing through http_accept, with the core objects and the server's
+# fuzz_http: the HTTP server's parsing through http_accept, with the core objects and the server's;
+# fuzz_websocket (WebSocket framing into the client stream) links the same way
 build_http_target() {
     build_server_objs
-    $cc $cflags $xcpp -fsanitize=fuzzer "$src/tests/fuzz/fuzz_http.c" $objs $mobjs $libs $xlibs -ldl -o "$out/fuzz_http"
+    $cc $cflags $xcpp -fsanitize=fuzzer "$src/tests/fuzz/$1.c" $objs $mobjs $libs $xlibs -ldl -o "$out/$1"
 }
 
 run() {
@@ -112,7 +113,7 @@ run() {
         work="$out/corpus/$t"           # new inputs found go here, never into the source tree
         mkdir -p "$work"
         dict=""
-        case $t in fuzz_xmlstream|fuzz_stanza|fuzz_modules|fuzz_omemo_bundle) dict="-dict=$src/tests/fuzz/xml.dict" ;; esac
+        case $t in fuzz_xmlstream|fuzz_stanza|fuzz_modules|fuzz_omemo_bundle|fuzz_websocket) dict="-dict=$src/tests/fuzz/xml.dict" ;; esac
         case $t in fuzz_http) dict="-dict=$src/tests/fuzz/http.dict" ;; esac
         case $t in fuzz_xmlstream|fuzz_jid|fuzz_omemo_bundle|fuzz_http) maxlen=16384 ;; *) maxlen=8192 ;; esac
         rm -f "$out/crash-$t-"*
