@@ -265,8 +265,11 @@ static void hib_stop(session_t *s, int w) { (void)s; (void)w; }
 static int hib_gone(const session_t *s) { (void)s; return 1; }
 static int hib_cb(const session_t *s, const char *t, unsigned char *b, size_t *l) { (void)s; (void)t; (void)b; (void)l; return -1; }
 static void hib_close(session_t *s, const char *c, const char *t) { (void)s; (void)c; (void)t; }
-static const session_transport_t hib_transport = {hib_write, hib_queued, hib_noop, hib_stop, hib_gone, hib_cb, hib_noop};
-static const session_stream_t hib_stream = {hib_close, hib_noop};
+static const session_transport_t hib_transport = {.write = hib_write, .queued = hib_queued, .watch_output = hib_noop,
+    .stop = hib_stop, .peer_gone = hib_gone, .channel_binding = hib_cb, .free = hib_noop, .resume = hib_noop};
+/* content_ns NULL: what is serialised while hibernating declares its namespace, so it suits a TCP
+ * or a WebSocket connection that resumes the session */
+static const session_stream_t hib_stream = {.close = hib_close, .free = hib_noop, .content_ns = NULL};
 
 void session_set_resumable(session_t *s, int on) { s->resumable = on ? 1 : 0; }
 int session_hibernating(const session_t *s) { return s->hibernating; }
