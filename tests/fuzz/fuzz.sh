@@ -70,9 +70,9 @@ build() {
 
 # fuzz_modules: the core objects above, the rest of the server, and each module with its
 # descriptor renamed so that all of them link into one program.
-xcpp=$(pkg-config --cflags libevent libevent_openssl sqlite3 libunbound)
+xcpp=$(pkg-config --cflags libevent libevent_openssl sqlite3 libunbound libsignal-protocol-c)
 # libhttp-parser-dev and libwslay-dev have no .pc file (server/http.c, server/websocket.c)
-xlibs="$(pkg-config --libs libevent libevent_openssl sqlite3 libunbound) -lhttp_parser -lwslay"
+xlibs="$(pkg-config --libs libevent libevent_openssl sqlite3 libunbound libsignal-protocol-c) -lhttp_parser -lwslay"
 defs="-DPACKAGE_VERSION=\"fuzz\" -DMODULEDIR=\"/nonexistent\""
 mobjs=""
 # the rest of the server (every server/*.c but main.c and ctl.c), compiled once per run
@@ -92,7 +92,7 @@ build_modules_target() {
     for m in $modules; do
         o="$out/obj/mod_$m.o"
         echo "  FUZZCC   modules/mod_$m.c"
-        $cc $cflags $defs -Dcivitas_module=civitas_module_$m -fsanitize=fuzzer-no-link -c "$src/modules/mod_$m.c" -o "$o"
+        $cc $cflags $xcpp $defs -Dcivitas_module=civitas_module_$m -fsanitize=fuzzer-no-link -c "$src/modules/mod_$m.c" -o "$o"
         modobjs="$modobjs $o"
     done
     $cc $cflags $xcpp -fsanitize=fuzzer "$src/tests/fuzz/fuzz_modules.c" $objs $mobjs $modobjs $libs $xlibs -ldl -o "$out/fuzz_modules"

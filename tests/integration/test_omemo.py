@@ -16,9 +16,10 @@ PW = "pw-for-omemo"
 DOMAIN = "localhost"
 
 
-def civitas_server_info(srv, refuses_broken_bundle=False, domain=DOMAIN, name="civitas"):
-    """server_info (see omemo_scenarios.py) for a running civitas Server. For the PEP work: pass
-    refuses_broken_bundle=True once civitas checks the signature of a published bundle."""
+def civitas_server_info(srv, refuses_broken_bundle=True, domain=DOMAIN, name="civitas"):
+    """server_info (see omemo_scenarios.py) for a running civitas Server. omemo is a standard module:
+    civitas checks the signature of a published bundle (refuses_broken_bundle; False for a server
+    with omemo.check_bundles: false, where the clients refuse it, as on Prosody)."""
     def raw_login(user, resource):
         c = connect_login(srv, user, PW, resource=resource, domain=domain)
         c.presence()
