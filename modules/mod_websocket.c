@@ -22,7 +22,7 @@ static struct ws_conf {
 static const module_option_t options[] = {
     {"allowed_origins", MOPT_LIST, offsetof(struct ws_conf, allowed_origins), 0, 0, 0, .def_string = NULL},
     {"url", MOPT_STRING, offsetof(struct ws_conf, url), 0, 0, 0, .def_string = NULL},
-    {NULL}};
+    {.name = NULL}};
 
 static int origin_allowed(const char *origin)
 {
