@@ -467,6 +467,19 @@ static int on_stanza(void *ud, xnode_t *el)
     return dispatch(s, el);
 }
 
+/* A top-level element that is no stanza on an authenticated stream (XEP-0352 <active/>, XEP-0198
+ * <enable/>, ...): the modules' "stream-element/<ns>" hook (module.h). Takes ownership of el;
+ * 0 when no handler took it (the caller closes the stream). */
+static int stream_element(session_t *s, xnode_t *el)
+{
+    char *name = xasprintf("stream-element/%s", el->ns);
+    hook_event_t ev = {.name = name, .stanza = el, .origin = s, .host = s->host, .from = session_jid(s)};
+    int r = hook_fire(&ev);
+    free(name);
+    xnode_free(ev.stanza);
+    return r == HOOK_HANDLED;
+}
+
 /* Act on one element of the stream; takes ownership. 1 when the rest of the input must not be
  * acted on (closing, stream restart, STARTTLS), else 0. */
 static int dispatch(session_t *s, xnode_t *el)
@@ -491,7 +504,8 @@ static int dispatch(session_t *s, xnode_t *el)
         else if (is_stanza(el)) session_close(s, "not-authorized", NULL);
         else session_close(s, "unsupported-stanza-type", NULL);
     } else if (!is_stanza(el)) {
-        session_close(s, "unsupported-stanza-type", NULL);
+        if (!stream_element(s, el)) session_close(s, "unsupported-stanza-type", NULL);
+        el = NULL;
     } else if (!s->bound) {
         handle_prebind(s, el);
     } else {

@@ -75,6 +75,32 @@
  *                                        (ev->component set; mod_disco answers disco#info/#items)
  *   presence/resend                      send from's current presence to the contact 'to' if it is
  *                                        subscribed (fired by blocking on unblock; presence answers)
+ *   stream-element/<ns>                  a top-level element in namespace <ns> that is no stanza, on
+ *                                        an authenticated c2s stream (bound or not yet): XEP-0352
+ *                                        <active/>, XEP-0198 <enable/>, <r/>, <a/>, <resume/>. origin =
+ *                                        the session, stanza = the element (the core frees it unless a
+ *                                        handler takes it), host = the stream's, from = session_jid
+ *                                        (NULL before bind). HOOK_HANDLED: dealt with; no handler took it:
+ *                                        the stream closes with <unsupported-stanza-type/>
+ *   session/send                         output filter: a stanza (message, presence, iq) is about to be
+ *                                        written to a bound session, whoever sends it (router delivery,
+ *                                        session_send by a module). origin = that session, to = its
+ *                                        full JID, host = its host, stanza = the stanza, read-only (do
+ *                                        not change, free or take it). HOOK_HANDLED: held back, not
+ *                                        written (a handler that wants it later keeps an xnode_copy and
+ *                                        session_sends it then; its own handler sees it again and must
+ *                                        let it pass). Stream-level elements (<r/>, features) do not
+ *                                        pass here. mod_csi runs at priority 100; a module that must
+ *                                        see only what is really written (XEP-0198 counters) hooks
+ *                                        below it (e.g. priority -100).
+ *   smacks/hibernated-stanza             fired by stream management (mod_smacks) for each message it
+ *                                        queues for a hibernated session (its connection is gone and it
+ *                                        waits for resumption). origin = that session, to = its full
+ *                                        JID, from = the sender, host set, stanza = the message
+ *                                        (read-only). Handlers return HOOK_PASS. mod_push sends a
+ *                                        notification to the registrations enabled from that resource.
+ *                                        A session that enabled push carries session data "push.enabled"
+ *                                        (non-NULL, set by mod_push): smacks may keep it hibernated longer.
  * Handlers of one name run by descending priority (0 is the usual one).
  * (module_hook and hook_fire: hook.h.) */
 
@@ -196,6 +222,10 @@ CIVITAS_API const void *module_host_conf(const module_ctx_t *m, const host_t *h)
 #define HOOK_STREAM_FEATURES "stream-features"
 #define HOOK_STREAM_FEATURES_PREAUTH "stream-features/preauth"
 #define HOOK_USER_DELETED "user-deleted"
+#define HOOK_STREAM_ELEMENT_PREFIX "stream-element/"   /* + the element's namespace */
+#define HOOK_SESSION_SEND "session/send"
+#define HOOK_SMACKS_HIBERNATED_STANZA "smacks/hibernated-stanza"
+#define SESSION_DATA_PUSH_ENABLED "push.enabled"
 /* Events of presence and capabilities (informational: handlers return HOOK_PASS; ev->stanza is
  * read-only here and must not be taken). Fired by the core, whatever modules are loaded.
  *   resource-available     a bound resource went from unavailable to available (its first available

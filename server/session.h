@@ -146,7 +146,8 @@ void session_set_data(session_t *s, const char *key, void *data, void (*free_fn)
 /* Close a client's stream with a stream error (condition NULL: a plain close). Safe from any
  * callback: the session is freed later at a safe point. */
 void session_close(session_t *s, const char *condition, const char *text);
-/* Write n to one session (serialised; n stays the caller's). */
+/* Write n to one session (serialised; n stays the caller's). A stanza to a bound session passes
+ * the output filter "session/send" (module.h) first, which may hold it back. */
 void session_send(session_t *s, const xnode_t *n);
 const jid_t *session_jid(const session_t *s);   /* full JID once bound, else NULL */
 host_t *session_host(const session_t *s);
