@@ -3,7 +3,8 @@
  * a remote server, into a core with all standard modules linked in and real SQLite storage.
  *
  * Input: byte 0 picks the sender (a local session of alice or bob, or a remote user) and, when the
- * stanza has none, its 'to'; the rest is the stanza's XML (jabber:client). Invariants: no crash,
+ * stanza has none, its 'to'; the rest is the stanza's XML (jabber:client). An element that is no
+ * stanza goes to the "stream-element/<ns>" hooks of alice's or bob's session, as c2s hands it over. Invariants: no crash,
  * leak or UB (the sanitizers); a session the input closed (account removal, conflict) is freed by
  * the core and made again, an account removed is created again. */
 #include "server.h"
@@ -171,7 +172,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!st) return 0;
     if (strcmp(st->ns, NS_CLIENT) != 0 ||
         (strcmp(st->name, "message") != 0 && strcmp(st->name, "presence") != 0 && strcmp(st->name, "iq") != 0)) {
-        xnode_free(st);
+        /* any other top-level element of an authenticated client stream goes where c2s sends it:
+         * "stream-element/<ns>" (XEP-0352 <active/>/<inactive/>, XEP-0198); the state it leaves
+         * (an inactive session) applies to the inputs that follow */
+        session_t *s = sess[(sel & 1) != 0];
+        char *name = xasprintf("stream-element/%s", st->ns);
+        hook_event_t ev = {.name = name, .stanza = st, .origin = s, .host = s->host, .from = s->jid};
+        hook_fire(&ev);
+        free(name);
+        xnode_free(ev.stanza);
+        settle();
         return 0;
     }
     static const char *const tos[] = {"localhost", "alice@localhost", "bob@localhost", "bob@localhost/fuzz",

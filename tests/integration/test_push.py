@@ -13,6 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Tap, Server, connect_login, q, el_str, NS_CLIENT, NS_STANZAS  # noqa: E402
+from test_module_runtime import standard_modules, module_dir  # noqa: E402
 
 PW = "pw-push"
 NS_PUSH = "urn:xmpp:push:0"
@@ -216,6 +217,54 @@ def main(t):
                          and el.get("type") == "error")
         t.ok(err is not None and app.none(), "after the account was deleted, nothing is pushed for it",
              lambda: bob.dump())
+    t.run(hibernated_and_timeouts, t)
+
+
+def hibernated_and_timeouts(t):
+    """With tests/modules/mod_test_hibernate.c standing in for smacks: a message for a hibernated
+    session is pushed to the registrations enabled from that resource only. And an app server that
+    never answers: push.timeout counts as an error."""
+    d = module_dir("mod_test_hibernate")
+    if d is None:
+        t.ok(False, "tests/modules/mod_test_hibernate.c is built (make check builds it)")
+        return
+    os.environ["CIVITAS_MODULE_DIR"] = d
+    with Server(t, modules=standard_modules() + ["test_hibernate"],
+                extra_yaml="push: {max_errors: 2, timeout: 1s}\n") as srv:
+        for u in ("alice", "bob", "appsrv"):
+            srv.adduser("%s@localhost" % u, PW)
+        app = AppServer(srv)
+        for res, node in (("hib1", "n-hib1"), ("hib2", "n-hib2")):
+            a = connect_login(srv, "alice", PW, resource=res)
+            r = enable(a, node, "s-" + node)
+            t.is_(r.get("type") if r is not None else None, "result", "enable %s from resource %s" % (node, res))
+            a.end()
+        bob = connect_login(srv, "bob", PW, resource="b")
+        bob.message("alice@localhost/hib2", "to the sleeping phone")
+        p = app.next()
+        t.ok(p is not None and p[0] == "n-hib2" and p[1].get("last-message-body") == "New message" and app.none(),
+             "smacks/hibernated-stanza: only the registration enabled from that resource is pushed", lambda: repr(p))
+
+        # the app server does not answer n-hib1: each time-out counts; the second removes it
+        silent = []
+
+        def next_silent():
+            iq = app.c.expect(lambda el: el.tag == q(NS_CLIENT, "iq") and el.get("type") == "set"
+                              and el.find(".//" + q(NS_PUBSUB, "publish")) is not None, 20)
+            if iq is not None:
+                silent.append(iq.find(".//" + q(NS_PUBSUB, "publish")).get("node"))
+            return iq
+        mark = srv.log_mark()
+        bob.message("alice@localhost/hib1", "one")
+        next_silent()
+        bob.message("alice@localhost/hib1", "two")
+        next_silent()
+        t.is_(silent, ["n-hib1", "n-hib1"], "two publishes to an app server that never answers")
+        t.ok(srv.wait_log("dropping a push registration", 20, start=mark),
+             "push.timeout: no answer counts as a failure; push.max_errors of them remove the registration")
+        bob.message("alice@localhost/hib1", "three")
+        bob.ping_server()
+        t.ok(app.none(), "the removed registration gets nothing more")
 
 
 if __name__ == "__main__":
