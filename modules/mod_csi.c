@@ -179,6 +179,20 @@ static int on_state(hook_event_t *ev, void *ud)
     return HOOK_HANDLED;
 }
 
+/* XEP-0352 §5.2: the state is not restored when a stream is resumed (XEP-0198): the resumed
+ * session is active, and what waited goes out. "session-resumed" is fired by stream management's
+ * core (origin = the session that goes on); without it this never runs. */
+static int on_resumed(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    csi_t *c = ev->origin ? csi_of(ev->origin, 0) : NULL;
+    if (c) {
+        c->inactive = 0;
+        flush(ev->origin, c);
+    }
+    return HOOK_PASS;
+}
+
 /* XEP-0352 §4.1: the stream feature after authentication. */
 static int on_features(hook_event_t *ev, void *ud)
 {
@@ -192,6 +206,7 @@ static int load(module_ctx_t *m)
     module_hook(m, HOOK_STREAM_FEATURES, 0, on_features, NULL);
     module_hook(m, HOOK_STREAM_ELEMENT_PREFIX NS_CSI, 0, on_state, NULL);
     module_hook(m, HOOK_SESSION_SEND, 100, on_send, NULL);
+    module_hook(m, "session-resumed", 0, on_resumed, NULL);
     return 0;
 }
 
