@@ -21,6 +21,7 @@ typedef struct held {
     struct held *prev, *next;
     char *key;
     xnode_t *st;
+    size_t size;            /* about its serialised size (approx_size) */
 } held_t;
 
 /* A session's state (session data): inactive, and what waits while it is. */
@@ -30,7 +31,31 @@ typedef struct csi {
     held_t *head, *tail;
     strmap_t *by_key;       /* key -> held_t */
     size_t n;
+    size_t bytes;           /* sum of the held stanzas' sizes */
 } csi_t;
+
+/* About the bytes n serialises to (names, attributes, text and markup; escaping aside), without
+ * serialising it: what is held must stay within what the output queue would have taken. */
+static size_t approx_size(const xnode_t *n)
+{
+    size_t total = 0;
+    const xnode_t *c = n;
+    while (c) {
+        if (c->name) {
+            total += 2 * strlen(c->name) + 5;
+            for (char **a = c->attrs; a && a[0]; a += 2) total += strlen(a[0]) + strlen(a[1]) + 4;
+        } else {
+            total += c->text_len;
+        }
+        if (c->children) {
+            c = c->children;
+            continue;
+        }
+        while (c && c != n && !c->next) c = c->parent;
+        c = c && c != n ? c->next : NULL;
+    }
+    return total;
+}
 
 static void held_unlink(csi_t *c, held_t *h)
 {
@@ -40,6 +65,7 @@ static void held_unlink(csi_t *c, held_t *h)
     else c->tail = h->prev;
     strmap_del(c->by_key, h->key);
     c->n--;
+    c->bytes -= h->size;
 }
 
 static void held_free(held_t *h)
@@ -152,9 +178,15 @@ static int on_send(hook_event_t *ev, void *ud)
         held_unlink(c, old);
         held_free(old);
     }
-    if (c->n >= (size_t)conf.max_held) flush(ev->origin, c);
+    /* bounded like the output queue it stands in for: past max_held stanzas or half of
+     * limits.max_output_buffer, what waits goes out (and a client that does not read is dropped
+     * by the output limit as it would be without CSI) */
+    size_t size = approx_size(ev->stanza);
+    if (c->n >= (size_t)conf.max_held || c->bytes + size > session_output_limit() / 2) flush(ev->origin, c);
     held_t *h = xcalloc(1, sizeof *h);
     h->key = key;
+    h->size = size;
+    c->bytes += size;
     h->st = xnode_copy(ev->stanza);
     h->prev = c->tail;
     if (c->tail) c->tail->next = h;

@@ -175,6 +175,21 @@ def semantics(t, srv):
     pres(bob, "xa", "bob-5")
     t.is_(until(alice, "p:bob-5"), ["p:bob-5"], "active again: presence updates arrive at once")
 
+    # what waits is bounded like the output queue it stands in for: past half of
+    # limits.max_output_buffer (64 KiB here) the held stanzas go out
+    inactive(alice)
+    bulk = "<x xmlns='urn:example:bulk'>%s</x>" % ("x" * 10000)
+    rs = [connect_login(srv, "bob", PW, resource="r%d" % i) for i in range(4)]
+    for i, c in enumerate(rs):
+        c.send("<presence to='%s'><status>big-%d</status>%s</presence>" % (ALICE, i, bulk))
+        c.ping_server()
+    t.is_(until(alice, "p:big-2") + quiet(alice), ["p:big-0", "p:big-1", "p:big-2"],
+          "a presence that would take the held bytes past half of limits.max_output_buffer flushes the others")
+    active(alice)
+    t.is_(until(alice, "p:big-3"), ["p:big-3"], "... and waits itself until <active/>")
+    for c in rs:
+        c.end()
+
     # a session that goes inactive and ends: nothing breaks (what waited is dropped with it)
     inactive(alice)
     pres(bob, "away", "bob-6")
@@ -236,7 +251,7 @@ def measure(t, srv):
 
 
 def main(t):
-    with Server(t) as srv:
+    with Server(t, extra_yaml="limits: {max_output_buffer: 65536}\n") as srv:
         for u in ("alice", "bob", "carol", "dave", "eve"):
             srv.adduser("%s@localhost" % u, PW)
         semantics(t, srv)
