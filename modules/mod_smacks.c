@@ -46,6 +46,7 @@ typedef struct sm {
     unsigned r_pending : 1;     /* an <r/> of ours is unanswered */
     unsigned ended : 1;         /* the session ended: the queue was dealt with */
     unsigned overflow : 1;      /* over max_unacked: closing */
+    unsigned resuming : 1;      /* resumed, not yet resent: what is written queues behind (CSI's flush) */
     module_timer_t *hib_timer, *close_timer, *resend_timer;
     int64_t r_deadline_ms;      /* while r_pending: when the connection counts as lost */
     struct sm *wait_prev, *wait_next;   /* in `waiting` while r_pending */
@@ -166,7 +167,7 @@ static void on_sweep(module_timer_t *t, void *ud)
 
 static void request_ack(sm_t *sm)
 {
-    if (sm->r_pending || sm->ended || session_hibernating(sm->s)) return;
+    if (sm->r_pending || sm->ended || sm->resuming || session_hibernating(sm->s)) return;
     write_str(sm->s, "<r xmlns='" NS_SM "'/>");
     sm->r_pending = 1;
     sm->r_deadline_ms = now_ms() + conf.ack_timeout * 1000;
@@ -250,7 +251,8 @@ static int tap_out(session_t *s, void *ud, const xnode_t *st, const char *buf, s
         log_info("smacks", "%s: more than %ld unacknowledged stanzas", session_ip(s), conf.max_unacked);
         sm->close_timer = module_add_timer(mod, 0, 0, on_close_overflow, sm);
     }
-    if (session_hibernating(s) || sm->overflow) return SESSION_TAP_HELD;   /* queued, resent on resumption */
+    /* queued, resent on resumption */
+    if (session_hibernating(s) || sm->overflow || sm->resuming) return SESSION_TAP_HELD;
     session_write_raw(s, buf, len);
     request_ack(sm);
     return SESSION_TAP_HELD;
@@ -300,6 +302,7 @@ static void enable(session_t *s, const xnode_t *el, xnode_t *into)
 /* XEP-0198 §5: what the client has not acknowledged, again, in order. */
 static void resend(sm_t *sm)
 {
+    sm->resuming = 0;
     for (size_t i = 0; i < sm->n; i++) session_write_raw(sm->s, q_at(sm, i)->buf, q_at(sm, i)->len);
     log_info("smacks", "%s: session resumed, %zu stanza(s) sent again", session_ip(sm->s), sm->n);
     if (sm->n) request_ack(sm);
@@ -390,6 +393,9 @@ static void resume(session_t *s, const xnode_t *el, xnode_t *into)
         xnode_set_attr(ok, "h", b);
         if (into) xnode_add_child(into, ok);
         else send_sm(s, ok);
+        /* what "session-resumed" handlers write (CSI's held stanzas) is newer than the queue:
+         * it queues behind, and nothing is written before the caller's <success/> (inline) */
+        sm->resuming = 1;
         if (session_take_over(s, old) == 0) {
             sm->s = s;
             ack_answered(sm);
@@ -401,6 +407,7 @@ static void resume(session_t *s, const xnode_t *el, xnode_t *into)
             free(me);
             return;
         }
+        sm->resuming = 0;
         log_warn("smacks", "%s: resumption refused by the core", session_ip(s));
         session_close(s, "internal-server-error", NULL);
         free(me);
