@@ -20,6 +20,7 @@
 
 static struct smacks_conf {
     long hibernation;       /* seconds a session with a lost connection waits for resumption */
+    long push_hibernation;  /* the same for a session that enabled push (XEP-0357, "push.enabled") */
     long max_unacked;       /* stanzas queued unacknowledged before the stream is closed */
     long ack_timeout;       /* seconds without an answer to <r/> before the connection counts as lost */
 } conf;
@@ -245,6 +246,15 @@ static int tap_out(session_t *s, void *ud, const xnode_t *st, const char *buf, s
         e.replayed = session_writing_replay(s) ? 1 : 0;
     }
     q_push(sm, e);
+    if (session_hibernating(s) && strcmp(st->name, "message") == 0) {
+        /* a phone asleep: mod_push may wake it (module.h) */
+        const char *from_s = xnode_attr(st, "from");
+        jid_t *from = from_s ? jid_new(from_s) : NULL;
+        hook_event_t ev = {.name = HOOK_SMACKS_HIBERNATED_STANZA, .stanza = (xnode_t *)st, .origin = s,
+                           .host = session_host(s), .from = from, .to = session_jid(s)};
+        hook_fire(&ev);     /* read-only for the handlers, hence the cast */
+        jid_free(from);
+    }
     if (sm->n > (size_t)conf.max_unacked && !sm->overflow) {
         /* not now: this may run inside a delivery loop over the user's sessions */
         sm->overflow = 1;
@@ -481,7 +491,7 @@ static void on_hibernation_over(module_timer_t *t, void *ud)
     (void)t;
     sm_t *sm = ud;
     sm->hib_timer = NULL;
-    log_info("smacks", "%s: not resumed within %lds, session ends", session_ip(sm->s), conf.hibernation);
+    log_info("smacks", "%s: not resumed in time, session ends", session_ip(sm->s));
     session_close(sm->s, NULL, NULL);      /* "session-closed": on_closed stores the unacked */
 }
 
@@ -492,7 +502,9 @@ static int on_hibernated(hook_event_t *ev, void *ud)
     if (!sm) return HOOK_PASS;
     ack_answered(sm);
     cancel(&sm->hib_timer);
-    sm->hib_timer = module_add_timer(mod, conf.hibernation * 1000, 0, on_hibernation_over, sm);
+    /* a phone that enabled push is woken by it and may sleep longer than hibernation */
+    long secs = session_get_data(ev->origin, SESSION_DATA_PUSH_ENABLED) ? conf.push_hibernation : conf.hibernation;
+    sm->hib_timer = module_add_timer(mod, secs * 1000, 0, on_hibernation_over, sm);
     return HOOK_PASS;
 }
 
@@ -600,6 +612,8 @@ static void unload(module_ctx_t *m)
 static const module_option_t options[] = {
     {.name = "hibernation", .type = MOPT_DURATION, .offset = offsetof(struct smacks_conf, hibernation),
      .def = 300, .min = 0, .max = 7 * 86400},
+    {.name = "push_hibernation", .type = MOPT_DURATION, .offset = offsetof(struct smacks_conf, push_hibernation),
+     .def = 72 * 3600, .min = 0, .max = 30 * 86400},
     {.name = "max_unacked", .type = MOPT_INT, .offset = offsetof(struct smacks_conf, max_unacked),
      .def = 1000, .min = 1, .max = 1000000},
     {.name = "ack_timeout", .type = MOPT_DURATION, .offset = offsetof(struct smacks_conf, ack_timeout),

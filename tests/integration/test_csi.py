@@ -4,12 +4,14 @@
 # per contact); a message with a body, an OMEMO payload (both namespaces), a XEP-0353 call and
 # anything else important flush what waits, in order, and go at once; <active/> flushes the rest.
 # Last, the bytes an inactive session is sent while 100 contacts change presence 5 times each,
-# with and without CSI (printed as diagnostics; README "Client state indication").
+# with and without CSI (printed as diagnostics; README "Client state indication"). XEP-0352 §5.2:
+# a session resumed with XEP-0198 is active, what was held follows what is sent again.
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Tap, Server, connect_login, q, el_str, NS_CLIENT, NS_STREAM, NS_STREAMS_ERR  # noqa: E402
+from test_smacks import SmClient, NS_SM  # noqa: E402
 
 PW = "pw-csi"
 NS_CSI = "urn:xmpp:csi:0"
@@ -88,11 +90,11 @@ def after_ping(c):
     return got
 
 
-def befriend(alice, contacts):
+def befriend(alice, contacts, owner="alice@localhost"):
     """alice subscribes to each contact's presence (pre-approved by the contact, RFC 6121 §3.4), then
     each contact sends its initial presence and alice sees it."""
     for c in contacts:
-        c.send("<presence type='subscribed' to='alice@localhost'/>")
+        c.send("<presence type='subscribed' to='%s'/>" % owner)
     for c in contacts:
         c.ping_server()
     for c in contacts:
@@ -250,11 +252,55 @@ def measure(t, srv):
         c.end()
 
 
+def resumed(t, srv):
+    """XEP-0352 §5.2 with XEP-0198 (mod_smacks): a resumed session is active again. What CSI held
+    goes out after what stream management sends again, in the order it arrived."""
+    phone = "frank@localhost/phone"
+    frank = SmClient(srv.port("client"), cafile=srv.ca)
+    frank.login("frank", PW, resource="phone")
+    frank.presence()
+    gina = connect_login(srv, "gina", PW, resource="g")
+    t.ok(befriend(frank, [gina], "frank@localhost"), "frank is subscribed to gina's presence")
+    en = frank.enable(resume=True)
+    t.ok(en is not None and en.tag == q(NS_SM, "enabled") and en.get("id"), "frank enables stream management with resumption",
+         lambda: el_str(en))
+    frank.drain()
+    inactive(frank)
+    frank.ping_server()
+    pres(gina, "away", "gina-1")
+    gina.ping_server()
+    mark = srv.log_mark()
+    frank.close()
+    t.ok(srv.wait_log("hibernating", start=mark), "frank's connection is lost; the session hibernates, inactive")
+    gina.message(phone, "m-1")          # important: gina-1 goes first into the queue, then m-1
+    gina.ping_server()
+    pres(gina, "dnd", "gina-2")         # still inactive: held
+    gina.ping_server()
+    c = SmClient(srv.port("client"), cafile=srv.ca)
+    c.login("frank", PW, bind=False)
+    c.start_counting(frank.h)
+    c.send("<resume xmlns='%s' previd='%s' h='%d'/>" % (NS_SM, en.get("id"), frank.h))
+    ans = c.expect(lambda el: el.tag in (q(NS_SM, "resumed"), q(NS_SM, "failed")))
+    t.ok(ans is not None and ans.tag == q(NS_SM, "resumed"), "XEP-0198: the session is resumed", lambda: el_str(ans))
+    got = [x for x in until(c, "p:gina-2") if x[:2] in ("p:", "m:")]
+    t.is_(got, ["p:gina-1", "m:m-1", "p:gina-2"],
+          "XEP-0352 §5.2: resumed, what was held comes after what is sent again (XEP-0198), in order")
+    pres(gina, "chat", "gina-3")
+    t.is_([x for x in until(c, "p:gina-3") if x[:2] in ("p:", "m:")], ["p:gina-3"],
+          "XEP-0352 §5.2: the resumed session is active: a presence update arrives at once")
+    c.drain()
+    c.ack()
+    c.ping_server()
+    c.end()
+    gina.end()
+
+
 def main(t):
     with Server(t, extra_yaml="limits: {max_output_buffer: 65536}\n") as srv:
-        for u in ("alice", "bob", "carol", "dave", "eve"):
+        for u in ("alice", "bob", "carol", "dave", "eve", "frank", "gina"):
             srv.adduser("%s@localhost" % u, PW)
         semantics(t, srv)
+        resumed(t, srv)
     with Server(t) as srv:
         srv.adduser("alice@localhost", PW)
         for i in range(CONTACTS):

@@ -7,13 +7,15 @@
 # (message-count; a fixed last-message-body for important messages; never the sender or the body by
 # default) and the publish-options echoed; chat states push nothing, a message to an online user
 # neither; registrations survive a restart; include_sender/include_body per host; <disable/>; a
-# registration goes after max_errors failed publishes; account deletion removes registrations.
+# registration goes after max_errors failed publishes; account deletion removes registrations; a
+# message queued for a XEP-0198 hibernated session (mod_smacks) pushes that resource's registration,
+# and such a session is kept for smacks.push_hibernation.
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Tap, Server, connect_login, q, el_str, NS_CLIENT, NS_STANZAS  # noqa: E402
-from test_module_runtime import standard_modules, module_dir  # noqa: E402
+from test_smacks import SmClient, NS_SM  # noqa: E402
 
 PW = "pw-push"
 NS_PUSH = "urn:xmpp:push:0"
@@ -220,30 +222,57 @@ def main(t):
     t.run(hibernated_and_timeouts, t)
 
 
+def sm_phone(t, srv, res, node=None):
+    """alice's phone on resource res: push enabled for node (unless None), available, XEP-0198 with
+    resumption; then its connection is lost (no </stream:stream>) and the session hibernates.
+    Returns the resumption id."""
+    a = SmClient(srv.port("client"), cafile=srv.ca)
+    a.login("alice", PW, resource=res)
+    if node:
+        r = enable(a, node, "s-" + node)
+        t.is_(r.get("type") if r is not None else None, "result", "enable %s from resource %s" % (node, res))
+    a.presence()
+    en = a.enable(resume=True)
+    t.ok(en is not None and en.tag == q(NS_SM, "enabled") and en.get("id"), "%s: stream management with resumption" % res,
+         lambda: el_str(en))
+    a.drain()
+    mark = srv.log_mark()
+    a.close()
+    t.ok(srv.wait_log("hibernating", start=mark), "%s: the connection is lost, the session hibernates" % res)
+    return en.get("id") if en is not None else None
+
+
 def hibernated_and_timeouts(t):
-    """With tests/modules/mod_test_hibernate.c standing in for smacks: a message for a hibernated
-    session is pushed to the registrations enabled from that resource only. And an app server that
-    never answers: push.timeout counts as an error."""
-    d = module_dir("mod_test_hibernate")
-    if d is None:
-        t.ok(False, "tests/modules/mod_test_hibernate.c is built (make check builds it)")
-        return
-    os.environ["CIVITAS_MODULE_DIR"] = d
-    with Server(t, modules=standard_modules() + ["test_hibernate"],
-                extra_yaml="push: {max_errors: 2, timeout: 1s}\n") as srv:
+    """Real XEP-0198 hibernation (mod_smacks): a message queued for a hibernated session is pushed
+    to the registrations enabled from that resource only ("smacks/hibernated-stanza"); such a
+    session waits smacks.push_hibernation, one without push smacks.hibernation. And an app server
+    that never answers: push.timeout counts as an error."""
+    with Server(t, extra_yaml="push: {max_errors: 2, timeout: 1s}\nsmacks: {hibernation: 1s, push_hibernation: 1h}\n") as srv:
         for u in ("alice", "bob", "appsrv"):
             srv.adduser("%s@localhost" % u, PW)
         app = AppServer(srv)
-        for res, node in (("hib1", "n-hib1"), ("hib2", "n-hib2")):
-            a = connect_login(srv, "alice", PW, resource=res)
-            r = enable(a, node, "s-" + node)
-            t.is_(r.get("type") if r is not None else None, "result", "enable %s from resource %s" % (node, res))
-            a.end()
+        sm_phone(t, srv, "hib1", "n-hib1")
+        previd = sm_phone(t, srv, "hib2", "n-hib2")
         bob = connect_login(srv, "bob", PW, resource="b")
         bob.message("alice@localhost/hib2", "to the sleeping phone")
         p = app.next()
         t.ok(p is not None and p[0] == "n-hib2" and p[1].get("last-message-body") == "New message" and app.none(),
              "smacks/hibernated-stanza: only the registration enabled from that resource is pushed", lambda: repr(p))
+
+        # smacks.push_hibernation: a session without push ends after smacks.hibernation (1 s); hib2,
+        # which lost its connection before, is still there and gets what was queued
+        mark = srv.log_mark()
+        sm_phone(t, srv, "nopush")
+        t.ok(srv.wait_log("not resumed in time", 20, start=mark),
+             "smacks.hibernation: a session without push is not kept after it")
+        c, ans = resume_login(srv, previd)
+        t.ok(ans is not None and ans.tag == q(NS_SM, "resumed"),
+             "smacks.push_hibernation: the session that enabled push can still be resumed", lambda: el_str(ans))
+        t.ok(c.expect_message("to the sleeping phone") is not None, "the resumed phone gets the message it was woken for")
+        c.drain()
+        c.ack()         # nothing left unacknowledged to store (and push) when it closes
+        c.ping_server()
+        c.end()
 
         # the app server does not answer n-hib1: each time-out counts; the second removes it
         silent = []
@@ -265,6 +294,14 @@ def hibernated_and_timeouts(t):
         bob.message("alice@localhost/hib1", "three")
         bob.ping_server()
         t.ok(app.none(), "the removed registration gets nothing more")
+
+
+def resume_login(srv, previd):
+    c = SmClient(srv.port("client"), cafile=srv.ca)
+    c.login("alice", PW, bind=False)
+    c.start_counting()
+    c.send("<resume xmlns='%s' previd='%s' h='0'/>" % (NS_SM, previd))
+    return c, c.expect(lambda el: el.tag in (q(NS_SM, "resumed"), q(NS_SM, "failed")))
 
 
 if __name__ == "__main__":
