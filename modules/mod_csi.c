@@ -201,6 +201,25 @@ static int on_state(hook_event_t *ev, void *ud)
     return HOOK_HANDLED;
 }
 
+/* XEP-0386 §3.1: the client state can be set inside Bind2 ... */
+static int on_bind2_inline(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    xnode_set_attr(xnode_add_elem(ev->features, "feature", NULL), "var", NS_CSI);
+    return HOOK_PASS;
+}
+
+/* ... <inactive/> (or <active/>) inside <bind/>, just bound; nothing is answered */
+static int on_bind2_enable(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    const char *name = ev->stanza->name;
+    int inactive = strcmp(name, "inactive") == 0;
+    if (!ev->origin || (!inactive && strcmp(name, "active") != 0)) return HOOK_PASS;
+    set_state(ev->origin, inactive);
+    return HOOK_HANDLED;
+}
+
 /* XEP-0352 §5.2: the state is not restored when a stream is resumed (XEP-0198): the resumed
  * session is active, and what waited goes out (mod_smacks queues it behind what it sends again:
  * it writes nothing of its own until the resumption is answered). */
@@ -228,6 +247,8 @@ static int load(module_ctx_t *m)
     module_hook(m, HOOK_STREAM_FEATURES, 0, on_features, NULL);
     module_hook(m, HOOK_STREAM_ELEMENT, 0, on_state, NULL);
     module_hook(m, HOOK_SESSION_RESUMED, 0, on_resumed, NULL);
+    module_hook(m, HOOK_BIND2_INLINE, 0, on_bind2_inline, NULL);
+    module_hook(m, HOOK_BIND2_ENABLE NS_CSI, 0, on_bind2_enable, NULL);
     return 0;
 }
 

@@ -50,6 +50,7 @@ typedef struct sm {
     unsigned resuming : 1;      /* resumed, not yet resent: what is written queues behind (CSI's flush) */
     module_timer_t *hib_timer, *close_timer, *resend_timer;
     int64_t r_deadline_ms;      /* while r_pending: when the connection counts as lost */
+    long hib_secs;              /* this hibernation's length (hibernation or push_hibernation) */
     struct sm *wait_prev, *wait_next;   /* in `waiting` while r_pending */
     char id[33];                /* resumption id (previd) */
 } sm_t;
@@ -486,12 +487,47 @@ static int on_features(hook_event_t *ev, void *ud)
     return HOOK_PASS;
 }
 
+/* XEP-0386 §3.1 / XEP-0198 §7: stream management can be enabled inside Bind2 ... */
+static int on_bind2_inline(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    xnode_set_attr(xnode_add_elem(ev->features, "feature", NULL), "var", NS_SM);
+    return HOOK_PASS;
+}
+
+/* ... <enable/> inside <bind/>: <enabled/> (or <failed/>) inside <bound/> */
+static int on_bind2_enable(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (!ev->origin || strcmp(ev->stanza->name, "enable") != 0) return HOOK_PASS;
+    enable(ev->origin, ev->stanza, ev->features);
+    return HOOK_HANDLED;
+}
+
+/* XEP-0388 §2.1 / XEP-0198: and a session resumed inside SASL2 (<sm/> in its <inline/>) ... */
+static int on_sasl2_inline(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (conf.hibernation > 0) xnode_add_elem(ev->features, "sm", NS_SM);
+    return HOOK_PASS;
+}
+
+/* ... <resume/> inside <authenticate/>: <resumed/> (Bind2 then skipped: the session is bound) or
+ * <failed/> (Bind2, if asked for, binds a new one) inside <success/> */
+static int on_sasl2_request(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (!ev->origin || strcmp(ev->stanza->name, "resume") != 0) return HOOK_PASS;
+    resume(ev->origin, ev->stanza, ev->features);
+    return HOOK_HANDLED;
+}
+
 static void on_hibernation_over(module_timer_t *t, void *ud)
 {
     (void)t;
     sm_t *sm = ud;
     sm->hib_timer = NULL;
-    log_info("smacks", "%s: not resumed in time, session ends", session_ip(sm->s));
+    log_info("smacks", "%s: not resumed within %lds, session ends", session_ip(sm->s), sm->hib_secs);
     session_close(sm->s, NULL, NULL);      /* "session-closed": on_closed stores the unacked */
 }
 
@@ -503,8 +539,8 @@ static int on_hibernated(hook_event_t *ev, void *ud)
     ack_answered(sm);
     cancel(&sm->hib_timer);
     /* a phone that enabled push is woken by it and may sleep longer than hibernation */
-    long secs = session_get_data(ev->origin, SESSION_DATA_PUSH_ENABLED) ? conf.push_hibernation : conf.hibernation;
-    sm->hib_timer = module_add_timer(mod, secs * 1000, 0, on_hibernation_over, sm);
+    sm->hib_secs = session_get_data(ev->origin, SESSION_DATA_PUSH_ENABLED) ? conf.push_hibernation : conf.hibernation;
+    sm->hib_timer = module_add_timer(mod, sm->hib_secs * 1000, 0, on_hibernation_over, sm);
     return HOOK_PASS;
 }
 
@@ -590,6 +626,10 @@ static int load(module_ctx_t *m)
     module_hook(m, HOOK_STREAM_ELEMENT, 0, on_element, NULL);
     module_hook(m, "smacks/enable", 0, on_inline_enable, NULL);
     module_hook(m, "smacks/resume", 0, on_inline_resume, NULL);
+    module_hook(m, HOOK_BIND2_INLINE, 0, on_bind2_inline, NULL);
+    module_hook(m, HOOK_BIND2_ENABLE NS_SM, 0, on_bind2_enable, NULL);
+    module_hook(m, HOOK_SASL2_INLINE, 0, on_sasl2_inline, NULL);
+    module_hook(m, HOOK_SASL2_REQUEST NS_SM, 0, on_sasl2_request, NULL);
     module_hook(m, HOOK_SESSION_HIBERNATED, 0, on_hibernated, NULL);
     /* before offline (0) hands the session's replay over: the stored messages queue behind */
     module_hook(m, HOOK_SESSION_CLOSED, 10, on_closed, NULL);
