@@ -401,7 +401,7 @@ static int on_hibernated(hook_event_t *ev, void *ud)
     return HOOK_PASS;
 }
 
-/* A login: the user sees what came meanwhile, the count starts again. */
+/* A login or a resumed session (XEP-0198): the user sees what came meanwhile, the count starts again. */
 static int on_bound(hook_event_t *ev, void *ud)
 {
     (void)ud;
@@ -432,6 +432,7 @@ static int load(module_ctx_t *m)
     module_hook(m, HOOK_MESSAGE_UNDELIVERED, 10, on_undelivered, NULL);   /* before offline (0) */
     module_hook(m, HOOK_SMACKS_HIBERNATED_STANZA, 0, on_hibernated, NULL);
     module_hook(m, HOOK_SESSION_BOUND, 0, on_bound, NULL);
+    module_hook(m, HOOK_SESSION_RESUMED, 0, on_bound, NULL);   /* a phone back from hibernation too */
     module_hook(m, HOOK_USER_DELETED, 0, on_user_deleted, NULL);
     return 0;
 }

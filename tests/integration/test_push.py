@@ -265,6 +265,9 @@ def hibernated_and_timeouts(t):
         sm_phone(t, srv, "nopush")
         t.ok(srv.wait_log("not resumed within 1s", 20, start=mark),
              "smacks.hibernation: a session without push is not kept after it")
+        bob.message("alice@localhost/hib2", "once more")
+        p = app.next()
+        t.ok(p is not None and p[0] == "n-hib2", "hib2 is still hibernated: pushed again", lambda: repr(p))
         c, ans = resume_login(srv, previd)
         t.ok(ans is not None and ans.tag == q(NS_SM, "resumed"),
              "smacks.push_hibernation: the session that enabled push can still be resumed", lambda: el_str(ans))
@@ -282,13 +285,17 @@ def hibernated_and_timeouts(t):
                               and el.find(".//" + q(NS_PUBSUB, "publish")) is not None, 20)
             if iq is not None:
                 silent.append(iq.find(".//" + q(NS_PUBSUB, "publish")).get("node"))
+                x = iq.find(".//" + q(NS_X, "x"))
+                counts.append(form_fields(x).get("message-count"))
             return iq
+        counts = []
         mark = srv.log_mark()
         bob.message("alice@localhost/hib1", "one")
         next_silent()
         bob.message("alice@localhost/hib1", "two")
         next_silent()
         t.is_(silent, ["n-hib1", "n-hib1"], "two publishes to an app server that never answers")
+        t.is_(counts, ["1", "2"], "message-count starts again after the user's session was resumed (XEP-0198)")
         t.ok(srv.wait_log("dropping a push registration", 20, start=mark),
              "push.timeout: no answer counts as a failure; push.max_errors of them remove the registration")
         bob.message("alice@localhost/hib1", "three")
