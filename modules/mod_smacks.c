@@ -487,7 +487,7 @@ static int on_features(hook_event_t *ev, void *ud)
     return HOOK_PASS;
 }
 
-/* XEP-0386 §3.1 / XEP-0198 §7: stream management can be enabled inside Bind2 ... */
+/* XEP-0386 §3.1 (XEP-0198 1.6 with Bind2): stream management can be enabled inside Bind2 ... */
 static int on_bind2_inline(hook_event_t *ev, void *ud)
 {
     (void)ud;

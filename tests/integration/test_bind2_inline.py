@@ -3,7 +3,7 @@
 # carbons (test_sasl2.py): XEP-0198 stream management enabled inside Bind2 (<enabled/> in <bound/>),
 # XEP-0352 <inactive/> inside Bind2, and a XEP-0198 session resumed inside SASL2 (<resume/> in
 # <authenticate/>, <resumed/> in <success/>, Bind2 skipped; a failed resumption falls back to Bind2).
-# XEP-0198 1.6.3 §7, XEP-0386 1.1.0 §3, XEP-0388 1.0.4 §2.6. Raw stanzas over direct TLS.
+# XEP-0198 1.6.3 (its SASL2 and Bind2 use), XEP-0386 1.1.0 §3, XEP-0388 1.0.4 §2.6. Raw stanzas over direct TLS.
 import os
 import sys
 
@@ -50,7 +50,7 @@ def features(t, srv):
     a = f.find(q(NS_SASL2, "authentication")) if f is not None else None
     inl = a.find(q(NS_SASL2, "inline")) if a is not None else None
     t.ok(inl is not None and inl.find(q(NS_SM, "sm")) is not None,
-         "XEP-0198 §7 / XEP-0388 §2.1: <sm xmlns='urn:xmpp:sm:3'/> in SASL2's <inline/> (resumption inside SASL2)",
+         "XEP-0198 / XEP-0388 §2.1: <sm xmlns='urn:xmpp:sm:3'/> in SASL2's <inline/> (resumption inside SASL2)",
          lambda: el_str(f))
     b = inl.find(q(NS_BIND2, "bind")) if inl is not None else None
     feats = [x.get("var") for x in b.iter(q(NS_BIND2, "feature"))] if b is not None else []
@@ -68,7 +68,7 @@ def inline(t, srv):
     bound = ok.find(q(NS_BIND2, "bound")) if ok is not None else None
     en = bound.find(q(NS_SM, "enabled")) if bound is not None else None
     t.ok(en is not None and en.get("id") and en.get("resume") in ("true", "1"),
-         "XEP-0198 §7 / XEP-0386 §3.2: <enable resume='true'/> in <bind/> is answered by <enabled id resume/> "
+         "XEP-0198 / XEP-0386 §3.2: <enable resume='true'/> in <bind/> is answered by <enabled id resume/> "
          "inside <bound/>", lambda: el_str(ok) if ok is not None else cond)
     jid = authz(ok)
     pf = a.post_features()
@@ -102,7 +102,7 @@ def inline(t, srv):
                           "</bind>" % (NS_SM, en.get("id") if en is not None else "x", NS_BIND2))
     res = ok.find(q(NS_SM, "resumed")) if ok is not None else None
     t.ok(res is not None and res.get("previd") == (en.get("id") if en is not None else None) and res.get("h") is not None,
-         "XEP-0198 §7 / XEP-0388: <resume/> in <authenticate/> is answered by <resumed previd h/> in <success/>",
+         "XEP-0198 / XEP-0388: <resume/> in <authenticate/> is answered by <resumed previd h/> in <success/>",
          lambda: el_str(ok) if ok is not None else cond)
     t.ok(ok is not None and ok.find(q(NS_BIND2, "bound")) is None,
          "XEP-0386 §3.2: a resumed session skips Bind2 (no <bound/>)", lambda: el_str(ok))
@@ -125,7 +125,7 @@ def inline(t, srv):
                           "<tag>Phone</tag></bind>" % (NS_SM, NS_BIND2))
     fl = ok.find(q(NS_SM, "failed")) if ok is not None else None
     t.ok(fl is not None and fl.find(q(NS_STANZAS, "item-not-found")) is not None,
-         "XEP-0198 §7: a resumption that fails inside SASL2 is <failed><item-not-found/></failed> in <success/>",
+         "XEP-0198: a resumption that fails inside SASL2 is <failed><item-not-found/></failed> in <success/>",
          lambda: el_str(ok) if ok is not None else cond)
     t.ok(ok is not None and ok.find(q(NS_BIND2, "bound")) is not None and authz(ok) and authz(ok) != jid,
          "XEP-0386: after a failed resumption Bind2 binds a new resource", lambda: el_str(ok))
