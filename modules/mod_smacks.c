@@ -20,6 +20,7 @@
 
 static struct smacks_conf {
     long hibernation;       /* seconds a session with a lost connection waits for resumption */
+    long push_hibernation;  /* the same for a session that enabled push (XEP-0357, "push.enabled") */
     long max_unacked;       /* stanzas queued unacknowledged before the stream is closed */
     long ack_timeout;       /* seconds without an answer to <r/> before the connection counts as lost */
 } conf;
@@ -46,8 +47,10 @@ typedef struct sm {
     unsigned r_pending : 1;     /* an <r/> of ours is unanswered */
     unsigned ended : 1;         /* the session ended: the queue was dealt with */
     unsigned overflow : 1;      /* over max_unacked: closing */
+    unsigned resuming : 1;      /* resumed, not yet resent: what is written queues behind (CSI's flush) */
     module_timer_t *hib_timer, *close_timer, *resend_timer;
     int64_t r_deadline_ms;      /* while r_pending: when the connection counts as lost */
+    long hib_secs;              /* this hibernation's length (hibernation or push_hibernation) */
     struct sm *wait_prev, *wait_next;   /* in `waiting` while r_pending */
     char id[33];                /* resumption id (previd) */
 } sm_t;
@@ -166,7 +169,7 @@ static void on_sweep(module_timer_t *t, void *ud)
 
 static void request_ack(sm_t *sm)
 {
-    if (sm->r_pending || sm->ended || session_hibernating(sm->s)) return;
+    if (sm->r_pending || sm->ended || sm->resuming || session_hibernating(sm->s)) return;
     write_str(sm->s, "<r xmlns='" NS_SM "'/>");
     sm->r_pending = 1;
     sm->r_deadline_ms = now_ms() + conf.ack_timeout * 1000;
@@ -244,13 +247,23 @@ static int tap_out(session_t *s, void *ud, const xnode_t *st, const char *buf, s
         e.replayed = session_writing_replay(s) ? 1 : 0;
     }
     q_push(sm, e);
+    if (session_hibernating(s) && strcmp(st->name, "message") == 0) {
+        /* a phone asleep: mod_push may wake it (module.h) */
+        const char *from_s = xnode_attr(st, "from");
+        jid_t *from = from_s ? jid_new(from_s) : NULL;
+        hook_event_t ev = {.name = HOOK_SMACKS_HIBERNATED_STANZA, .stanza = (xnode_t *)st, .origin = s,
+                           .host = session_host(s), .from = from, .to = session_jid(s)};
+        hook_fire(&ev);     /* read-only for the handlers, hence the cast */
+        jid_free(from);
+    }
     if (sm->n > (size_t)conf.max_unacked && !sm->overflow) {
         /* not now: this may run inside a delivery loop over the user's sessions */
         sm->overflow = 1;
         log_info("smacks", "%s: more than %ld unacknowledged stanzas", session_ip(s), conf.max_unacked);
         sm->close_timer = module_add_timer(mod, 0, 0, on_close_overflow, sm);
     }
-    if (session_hibernating(s) || sm->overflow) return SESSION_TAP_HELD;   /* queued, resent on resumption */
+    /* queued, resent on resumption */
+    if (session_hibernating(s) || sm->overflow || sm->resuming) return SESSION_TAP_HELD;
     session_write_raw(s, buf, len);
     request_ack(sm);
     return SESSION_TAP_HELD;
@@ -300,6 +313,7 @@ static void enable(session_t *s, const xnode_t *el, xnode_t *into)
 /* XEP-0198 §5: what the client has not acknowledged, again, in order. */
 static void resend(sm_t *sm)
 {
+    sm->resuming = 0;
     for (size_t i = 0; i < sm->n; i++) session_write_raw(sm->s, q_at(sm, i)->buf, q_at(sm, i)->len);
     log_info("smacks", "%s: session resumed, %zu stanza(s) sent again", session_ip(sm->s), sm->n);
     if (sm->n) request_ack(sm);
@@ -390,6 +404,9 @@ static void resume(session_t *s, const xnode_t *el, xnode_t *into)
         xnode_set_attr(ok, "h", b);
         if (into) xnode_add_child(into, ok);
         else send_sm(s, ok);
+        /* what "session-resumed" handlers write (CSI's held stanzas) is newer than the queue:
+         * it queues behind, and nothing is written before the caller's <success/> (inline) */
+        sm->resuming = 1;
         if (session_take_over(s, old) == 0) {
             sm->s = s;
             ack_answered(sm);
@@ -401,6 +418,7 @@ static void resume(session_t *s, const xnode_t *el, xnode_t *into)
             free(me);
             return;
         }
+        sm->resuming = 0;
         log_warn("smacks", "%s: resumption refused by the core", session_ip(s));
         session_close(s, "internal-server-error", NULL);
         free(me);
@@ -469,12 +487,47 @@ static int on_features(hook_event_t *ev, void *ud)
     return HOOK_PASS;
 }
 
+/* XEP-0386 §3.1 (XEP-0198 1.6 with Bind2): stream management can be enabled inside Bind2 ... */
+static int on_bind2_inline(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    xnode_set_attr(xnode_add_elem(ev->features, "feature", NULL), "var", NS_SM);
+    return HOOK_PASS;
+}
+
+/* ... <enable/> inside <bind/>: <enabled/> (or <failed/>) inside <bound/> */
+static int on_bind2_enable(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (!ev->origin || strcmp(ev->stanza->name, "enable") != 0) return HOOK_PASS;
+    enable(ev->origin, ev->stanza, ev->features);
+    return HOOK_HANDLED;
+}
+
+/* XEP-0388 §2.1 / XEP-0198: and a session resumed inside SASL2 (<sm/> in its <inline/>) ... */
+static int on_sasl2_inline(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (conf.hibernation > 0) xnode_add_elem(ev->features, "sm", NS_SM);
+    return HOOK_PASS;
+}
+
+/* ... <resume/> inside <authenticate/>: <resumed/> (Bind2 then skipped: the session is bound) or
+ * <failed/> (Bind2, if asked for, binds a new one) inside <success/> */
+static int on_sasl2_request(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (!ev->origin || strcmp(ev->stanza->name, "resume") != 0) return HOOK_PASS;
+    resume(ev->origin, ev->stanza, ev->features);
+    return HOOK_HANDLED;
+}
+
 static void on_hibernation_over(module_timer_t *t, void *ud)
 {
     (void)t;
     sm_t *sm = ud;
     sm->hib_timer = NULL;
-    log_info("smacks", "%s: not resumed within %lds, session ends", session_ip(sm->s), conf.hibernation);
+    log_info("smacks", "%s: not resumed within %lds, session ends", session_ip(sm->s), sm->hib_secs);
     session_close(sm->s, NULL, NULL);      /* "session-closed": on_closed stores the unacked */
 }
 
@@ -485,7 +538,9 @@ static int on_hibernated(hook_event_t *ev, void *ud)
     if (!sm) return HOOK_PASS;
     ack_answered(sm);
     cancel(&sm->hib_timer);
-    sm->hib_timer = module_add_timer(mod, conf.hibernation * 1000, 0, on_hibernation_over, sm);
+    /* a phone that enabled push is woken by it and may sleep longer than hibernation */
+    sm->hib_secs = session_get_data(ev->origin, SESSION_DATA_PUSH_ENABLED) ? conf.push_hibernation : conf.hibernation;
+    sm->hib_timer = module_add_timer(mod, sm->hib_secs * 1000, 0, on_hibernation_over, sm);
     return HOOK_PASS;
 }
 
@@ -571,6 +626,10 @@ static int load(module_ctx_t *m)
     module_hook(m, HOOK_STREAM_ELEMENT, 0, on_element, NULL);
     module_hook(m, "smacks/enable", 0, on_inline_enable, NULL);
     module_hook(m, "smacks/resume", 0, on_inline_resume, NULL);
+    module_hook(m, HOOK_BIND2_INLINE, 0, on_bind2_inline, NULL);
+    module_hook(m, HOOK_BIND2_ENABLE NS_SM, 0, on_bind2_enable, NULL);
+    module_hook(m, HOOK_SASL2_INLINE, 0, on_sasl2_inline, NULL);
+    module_hook(m, HOOK_SASL2_REQUEST NS_SM, 0, on_sasl2_request, NULL);
     module_hook(m, HOOK_SESSION_HIBERNATED, 0, on_hibernated, NULL);
     /* before offline (0) hands the session's replay over: the stored messages queue behind */
     module_hook(m, HOOK_SESSION_CLOSED, 10, on_closed, NULL);
@@ -593,6 +652,8 @@ static void unload(module_ctx_t *m)
 static const module_option_t options[] = {
     {.name = "hibernation", .type = MOPT_DURATION, .offset = offsetof(struct smacks_conf, hibernation),
      .def = 300, .min = 0, .max = 7 * 86400},
+    {.name = "push_hibernation", .type = MOPT_DURATION, .offset = offsetof(struct smacks_conf, push_hibernation),
+     .def = 72 * 3600, .min = 0, .max = 30 * 86400},
     {.name = "max_unacked", .type = MOPT_INT, .offset = offsetof(struct smacks_conf, max_unacked),
      .def = 1000, .min = 1, .max = 1000000},
     {.name = "ack_timeout", .type = MOPT_DURATION, .offset = offsetof(struct smacks_conf, ack_timeout),

@@ -388,7 +388,7 @@ static void sasl2_element(session_t *s, xnode_t *el)
     if (was || !s->authenticated || s->state != C2S_OPEN || s->freeing) return;
     authenticated_limits(s);
     send_features(s);
-    if (!was_bound && s->bound) {
+    if (!was_bound && s->bound && !s->resumed) {    /* a resumption (XEP-0198 inline) binds no new session */
         hook_event_t ev = {.name = "session-bound", .origin = s, .host = s->host, .from = s->jid};
         hook_fire(&ev);
     }

@@ -79,6 +79,15 @@
  *                                        (ev->component set; mod_disco answers disco#info/#items)
  *   presence/resend                      send from's current presence to the contact 'to' if it is
  *                                        subscribed (fired by blocking on unblock; presence answers)
+ *   smacks/hibernated-stanza             fired by stream management (mod_smacks) for each message it
+ *                                        queues for a hibernated session (its connection is gone and it
+ *                                        waits for resumption). origin = that session, to = its full
+ *                                        JID, from = the sender, host set, stanza = the message
+ *                                        (read-only). Handlers return HOOK_PASS. mod_push sends a
+ *                                        notification to the registrations enabled from that resource.
+ *                                        A session that enabled push carries session data "push.enabled"
+ *                                        (non-NULL, set by mod_push): smacks keeps it hibernated for
+ *                                        smacks.push_hibernation instead of smacks.hibernation.
  * Handlers of one name run by descending priority (0 is the usual one).
  * (module_hook and hook_fire: hook.h.) */
 
@@ -217,6 +226,8 @@ CIVITAS_API const void *module_host_conf(const module_ctx_t *m, const host_t *h)
 #define HOOK_STREAM_ELEMENT "stream-element"
 #define HOOK_SESSION_HIBERNATED "session-hibernated"
 #define HOOK_SESSION_RESUMED "session-resumed"
+#define HOOK_SMACKS_HIBERNATED_STANZA "smacks/hibernated-stanza"
+#define SESSION_DATA_PUSH_ENABLED "push.enabled"
 /* Events of presence and capabilities (informational: handlers return HOOK_PASS; ev->stanza is
  * read-only here and must not be taken). Fired by the core, whatever modules are loaded.
  *   resource-available     a bound resource went from unavailable to available (its first available

@@ -342,6 +342,7 @@ int session_take_over(session_t *s, session_t *old)
     old->jid = NULL;
     old->bound = 0;
     s->bound = 1;
+    s->resumed = 1;
     s->available = old->available;
     s->priority = old->priority;
     s->hold_bare = old->hold_bare;

@@ -92,6 +92,7 @@ struct session {
     unsigned hibernate_pending : 1; /* connection lost: on_free detaches it instead of freeing */
     unsigned hibernating : 1;       /* bound without a connection (session_hibernating) */
     unsigned writing_replay : 1;    /* route_replay is writing to it (session_writing_replay) */
+    unsigned resumed : 1;           /* bound by session_take_over, not by binding (no "session-bound") */
     int priority;                   /* from the last available presence */
     int sasl_failures;              /* on this stream */
     host_t *host;                   /* from the stream header's 'to' */
