@@ -106,19 +106,9 @@ static int parse_id(const char *s, unsigned long min, unsigned long max, unsigne
     return 0;
 }
 
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-}
-
 long omemo_b64_decode(const char *in, uint8_t *out, size_t cap)
 {
-    /* c: the characters without whitespace; only the last quad may end in one or two '=' */
+    /* the characters without whitespace, then the core's strict decoder (codec.h) */
     size_t len = strlen(in), m = 0, n = 0;
     char *c = malloc(len + 1);
     if (!c)
@@ -126,32 +116,13 @@ long omemo_b64_decode(const char *in, uint8_t *out, size_t cap)
     for (size_t i = 0; i < len; i++)
         if (in[i] != ' ' && in[i] != '\t' && in[i] != '\n' && in[i] != '\r')
             c[m++] = in[i];
+    unsigned char *raw = NULL;
     long rc = -1;
-    if (m % 4 != 0)
-        goto out;
-    for (size_t q = 0; q < m; q += 4) {
-        int last = q + 4 == m, v[4], pad = 0;
-        for (int k = 0; k < 4; k++) {
-            if (c[q + k] == '=' && last && k >= 2 && (k == 3 || c[q + 3] == '=')) {
-                v[k] = 0, pad++;
-                continue;
-            }
-            if ((v[k] = b64_value((unsigned char)c[q + k])) < 0)
-                goto out;
-        }
-        uint32_t acc = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
-        /* the unused bits must be zero: one spelling per value */
-        if ((pad == 2 && (acc & 0xffff)) || (pad == 1 && (acc & 0xff)))
-            goto out;
-        size_t bytes = 3 - (size_t)pad;
-        if (n + bytes > cap)
-            goto out;
-        out[n++] = (uint8_t)(acc >> 16);
-        if (bytes > 1) out[n++] = (uint8_t)(acc >> 8);
-        if (bytes > 2) out[n++] = (uint8_t)acc;
+    if (base64_decode(c, m, &raw, &n) == 0 && n <= cap) {
+        memcpy(out, raw, n);
+        rc = (long)n;
     }
-    rc = (long)n;
-out:
+    free(raw);
     free(c);
     return rc;
 }
