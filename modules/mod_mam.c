@@ -43,12 +43,14 @@ static const store_column_t archive_cols[] = {
     {"peer", STORE_TEXT},  {"peer_res", STORE_TEXT}, {"sid", STORE_TEXT}, {"dir", STORE_INT},
     {"xml", STORE_BLOB},   {NULL, 0}};
 enum { C_ID, C_OWNER, C_HOST, C_TS, C_PEER, C_RES, C_SID, C_DIR, C_XML, C_N };
-/* by_time: an account's archive in order; by_peer/by_full: the 'with' filter (bare, full JID);
- * by_sid: a stanza-id to its row (RSM after/before, after-id, ids); by_age: retention per host. */
+/* by_time: an account's archive in order; by_peer: the 'with' filter (bare JID; a full JID filters
+ * peer_res while walking it); by_sid: a stanza-id to its row (RSM after/before, after-id, ids);
+ * by_age: retention per host. Every index costs a page write per archived row: by_sid is keyed by
+ * the stanza-id alone (unique here, and time-ordered, so new ids append to one page of it instead
+ * of dirtying a page per account), and a full-JID filter has no index of its own (schema 2). */
 static const store_index_t archive_idx[] = {{"by_time", "owner, ts"},
                                             {"by_peer", "owner, peer, ts"},
-                                            {"by_full", "owner, peer, peer_res, ts"},
-                                            {"by_sid", "owner, sid"},
+                                            {"by_sid", "sid"},
                                             {"by_age", "host, ts"},
                                             {NULL, NULL}};
 static const store_column_t prefs_cols[] = {
@@ -57,7 +59,11 @@ static const store_table_t tables[] = {
     {.name = "archive", .columns = archive_cols, .key = "id", .account = "owner", .indexes = archive_idx},
     {.name = "prefs", .columns = prefs_cols, .key = "owner", .account = "owner"},
     {.name = NULL}};
-static const store_schema_t schema = {.version = 1, .tables = tables};
+/* 1 -> 2: by_full dropped, by_sid on (sid) instead of (owner, sid) */
+static const char *const upgrade[] = {"DROP INDEX mam_archive__by_full; DROP INDEX mam_archive__by_sid;"
+                                      " CREATE INDEX mam_archive__by_sid ON mam_archive (sid, id)",
+                                      NULL};
+static const store_schema_t schema = {.version = 2, .tables = tables, .upgrade = upgrade};
 
 static store_t *archive, *prefs;
 static strmap_t *counts;            /* bare JID -> rows it has (+1, as a pointer), an upper bound */
@@ -337,7 +343,7 @@ static void flush_pending(void)
         if (store_put(archive, row, NULL) < 0) failed++;
         else enforce_cap(p->owner, host_conf(p->host)->max_messages);
     }
-    if (tx && store_commit(archive) < 0) {
+    if (tx && store_commit_lazy(archive) < 0) {
         store_rollback(archive);
         failed = npending;
     }
@@ -496,20 +502,24 @@ static char *text_or_null(const xnode_t *n)
     return t;
 }
 
-/* The row with this stanza-id in owner's archive: 0 found, 1 none, -1 error. */
+/* The row with this stanza-id in owner's archive: 0 found, 1 none, -1 error. The index holds every
+ * account's ids (unique: 64 random bits each), so a row of another account is not a match. */
+#define SID_DUPS 8                  /* rows with one id looked at (more only if an id were forged) */
 static int find_sid(const char *owner, const char *sid, store_row_t **row)
 {
-    storage_value_t p[2] = {STORE_VAL_TEXT(owner), STORE_VAL_TEXT(sid)};
+    storage_value_t p = STORE_VAL_TEXT(sid);
     store_page_t page = {0};
     *row = NULL;
-    if (store_range(archive, &(store_range_t){.index = "by_sid", .prefix = p, .nprefix = 2, .limit = 1}, &page) < 0)
+    if (store_range(archive, &(store_range_t){.index = "by_sid", .prefix = &p, .nprefix = 1, .limit = SID_DUPS},
+                    &page) < 0)
         return -1;
-    if (page.n == 0) return 1;
-    *row = page.rows[0];
-    page.rows[0] = NULL;
-    page.n = 0;
+    for (int i = 0; i < page.n && !*row; i++)
+        if (strcmp(page.rows[i]->col[C_OWNER].p, owner) == 0) {
+            *row = page.rows[i];
+            page.rows[i] = NULL;
+        }
     store_page_free(&page);
-    return 0;
+    return *row ? 0 : 1;
 }
 
 static xnode_t *result_message(const char *ns, const char *to, const char *from, const char *queryid,
@@ -634,8 +644,8 @@ static int do_query(hook_event_t *ev, xnode_t *qn, const char *ns)
         r.index = "by_peer";
         if (with->resource) {
             pre[2] = STORE_VAL_TEXT(with->resource);
-            r.nprefix = 3;
-            r.index = "by_full";
+            r.match = "peer_res";
+            r.match_value = &pre[2];
         }
     }
     storage_value_t lo[2], hi[2];
