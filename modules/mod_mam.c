@@ -210,10 +210,15 @@ static void prefs_cache_drop(const char *owner)
     prefs_cache = strmap_new();
 }
 
+static int prefs_fresh;              /* 1: checked against other processes' writes in this batch */
+
 static const prefs_t *prefs_cached(const char *owner)
 {
-    if (store_changed(prefs, &prefs_watch) != 0 || strmap_count(prefs_cache) >= PREFS_CACHE_MAX)
+    /* asking SQLite costs a read transaction (file locks); once per batch of archived rows (one
+     * loop turn) is as good as once per row */
+    if ((!prefs_fresh && store_changed(prefs, &prefs_watch) != 0) || strmap_count(prefs_cache) >= PREFS_CACHE_MAX)
         prefs_cache_drop(NULL);
+    prefs_fresh = 1;
     prefs_t *p = strmap_get(prefs_cache, owner);
     if (!p) {
         p = xmalloc(sizeof *p);
@@ -331,6 +336,7 @@ static void flush_pending(void)
         module_timer_cancel(flush_timer);
         flush_timer = NULL;
     }
+    prefs_fresh = 0;
     if (!npending) return;
     int tx = store_begin(archive) == 0;
     size_t failed = 0;
@@ -364,6 +370,7 @@ static void archive_one(const jid_t *owner, const jid_t *peer, const char *sid, 
                         size_t len)
 {
     const struct mam_conf *hc = host_conf(owner->domain);
+    if (!npending) prefs_fresh = 0;     /* a new batch (no flush may follow a row not kept) */
     if (hc->max_age_days <= 0 || !prefs_allow(owner, peer->bare)) return;
     if (npending == cappending) {
         cappending = cappending ? cappending * 2 : 64;
