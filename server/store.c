@@ -572,7 +572,7 @@ static int add_bound(store_t *t, sbuf_t *b, const sindex_t *x, int from, const s
     return 0;
 }
 
-/* Build "FROM t [INDEXED BY i] WHERE ..." with its parameters (at most 1 + 3 * STORE_MAX_INDEX_COLUMNS);
+/* Build "FROM t [INDEXED BY i] WHERE ..." with its parameters (at most 2 + 3 * STORE_MAX_INDEX_COLUMNS);
  * with order, add ORDER BY and "LIMIT ?" (limit + extra). NULL on error. */
 static char *range_sql(store_t *t, const char *select, const store_range_t *r, int order, int extra,
                        storage_value_t *params, int *np)
@@ -602,6 +602,16 @@ static char *range_sql(store_t *t, const char *select, const store_range_t *r, i
         free(b.p);
         return NULL;
     }
+    if (r->match) {
+        int c = column_of(t, r->match, strlen(r->match));
+        if (c < 0 || !r->match_value || check_value(t, c, r->match_value, 0) < 0) {
+            if (c < 0 || !r->match_value) fail(t, "range: match names no column or has no value");
+            free(b.p);
+            return NULL;
+        }
+        sb_add(&b, " AND \"%s\" = ?", t->decl->columns[c].name);
+        params[(*np)++] = *r->match_value;
+    }
     if (order) {
         for (int i = r->nprefix; i < x->n; i++)
             sb_add(&b, "%s\"%s\"%s", i == r->nprefix ? " ORDER BY " : ", ", t->decl->columns[x->col[i]].name,
@@ -612,7 +622,7 @@ static char *range_sql(store_t *t, const char *select, const store_range_t *r, i
     return b.p;
 }
 
-#define MAX_RANGE_PARAMS (1 + 3 * STORE_MAX_INDEX_COLUMNS)
+#define MAX_RANGE_PARAMS (2 + 3 * STORE_MAX_INDEX_COLUMNS)
 
 static const char *keep_sql(store_t *t, char *sql)
 {
@@ -732,6 +742,11 @@ int store_begin(store_t *t)
 int store_commit(store_t *t)
 {
     return begin_op(t) < 0 ? -1 : storage_tx_commit(t->db);
+}
+
+int store_commit_lazy(store_t *t)
+{
+    return begin_op(t) < 0 ? -1 : storage_tx_commit_lazy(t->db);
 }
 
 int store_rollback(store_t *t)

@@ -158,6 +158,11 @@ typedef struct store_range {
     store_bound_t after, before;       /* rows > after (>=), < before (<=) in index order */
     int reverse;                       /* 0: ascending (oldest first), 1: descending */
     int limit;                         /* 1 .. STORE_MAX_LIMIT; store_count ignores it */
+    const char *match;                 /* optional: only rows whose column `match` (any column, also
+                                          one outside the index) equals *match_value; the walk then
+                                          reads the rows it passes over (a filter, not a seek: for a
+                                          rare narrowing that does not deserve an index of its own) */
+    const storage_value_t *match_value;
 } store_range_t;
 
 typedef struct store_page {
@@ -192,6 +197,11 @@ int store_expire(store_t *t, const char *index, int64_t older_than, int limit);
 int store_begin(store_t *t);
 int store_commit(store_t *t);
 int store_rollback(store_t *t);
+/* store_commit that does not wait for the disk (SQLite's synchronous = NORMAL in WAL mode for this
+ * commit): what it commits survives a crash of the process, but an OS crash or power loss may drop
+ * it (and earlier lazy commits, never out of order). Only for the outermost store_begin; inside
+ * another transaction it is store_commit. */
+int store_commit_lazy(store_t *t);
 
 /* ---- Caches ----
  * A module that keeps rows in memory asks, before trusting them, whether another process

@@ -436,11 +436,30 @@ def retention(t):
         db = sqlite3.connect(os.path.join(srv.data_dir, [f for f in os.listdir(srv.data_dir) if f.endswith(".db")][0]))
         db.execute("UPDATE mam_archive SET ts = ts - 15 * 86400 * 1000000 WHERE owner = 'bob@localhost' "
                    "AND CAST(xml AS TEXT) LIKE '%old %'")
+        # CONTRACT.md: a data_dir of mam schema 1 (indexes by_full and by_sid on (owner, sid)) is
+        # upgraded in place at the start
+        db.execute("DROP INDEX mam_archive__by_sid")
+        db.execute("CREATE INDEX mam_archive__by_sid ON mam_archive (owner, sid, id)")
+        db.execute("CREATE INDEX mam_archive__by_full ON mam_archive (owner, peer, peer_res, ts, id)")
+        db.execute("UPDATE module_schema SET version = 1 WHERE module = 'mam'")
         db.commit()
         db.close()
         srv.start()
+        db = sqlite3.connect(os.path.join(srv.data_dir, [f for f in os.listdir(srv.data_dir) if f.endswith(".db")][0]))
+        ver = db.execute("SELECT version FROM module_schema WHERE module = 'mam'").fetchone()
+        idx = sorted(r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' "
+                                              "AND tbl_name = 'mam_archive'"))
+        sid_cols = [r[0] for r in db.execute("SELECT name FROM pragma_index_info('mam_archive__by_sid') ORDER BY seqno")]
+        db.close()
+        t.is_((ver, idx, sid_cols), ((2,), ["mam_archive__by_age", "mam_archive__by_peer", "mam_archive__by_sid",
+                                            "mam_archive__by_time"], ["sid", "id"]),
+              "a mam schema 1 database is upgraded to 2 at the start (by_full dropped, by_sid on the id alone)")
         bob = login(srv, "bob")
         t.is_(query(bob, []).bodies(), ["new"], "max_age_days 14: messages older than 14 days are deleted")
+        newest = query(bob, []).ids()
+        r = query(bob, [("after-id", newest[0] if newest else "none")])
+        t.is_((r.error, r.ids()), (None, []),
+              "after the upgrade a stanza-id is found again (after-id of the newest: no error, nothing after it)")
         # civitasctl user purge-archive
         r = srv.ctl("user", "purge-archive", "bob@localhost")
         t.ok(r.returncode == 0, "civitasctl user purge-archive exits 0", r.stderr)

@@ -386,6 +386,51 @@ static void test_transactions(const char *dir, storage_t *s, store_t *items)
     storage_close(other);
 }
 
+/* store_range's match: a filter on a column outside the index, in pages, counts and deletes. */
+static void test_match(store_t *arch)
+{
+    int okp = 1;
+    for (int i = 0; i < 6; i++) okp = okp && put_archive(arch, "match@localhost", 500 + i, i % 2 ? "odd" : "even") > 0;
+    storage_value_t owner = STORE_VAL_TEXT("match@localhost"), odd = STORE_VAL_BLOB("odd", 3);
+    store_range_t r = {.index = "by_owner", .prefix = &owner, .nprefix = 1, .limit = 2, .match = "body",
+                       .match_value = &odd};
+    store_page_t pg = {0};
+    ok(okp && store_range(arch, &r, &pg) == 0 && pg.n == 2 && pg.more && pg.rows[0]->col[2].i == 501
+       && pg.rows[1]->col[2].i == 503, "match keeps only the rows whose column equals the value, in index order");
+    store_page_free(&pg);
+    ok(store_count(arch, &r) == 3 && store_count_upto(arch, &r, 2) == 2, "counts honour match");
+    r.match = "nosuch";
+    ok(store_range(arch, &r, &pg) == -1 && pg.n == 0, "match naming no column is -1");
+    r.match = "ts";
+    ok(store_range(arch, &r, &pg) == -1, "a match value of the wrong type is -1");
+    r.match = "body";
+    r.limit = 10;
+    ok(store_delete_range(arch, &r) == 3 && store_count(arch, &(store_range_t){.index = "by_owner", .prefix = &owner,
+                                                                              .nprefix = 1}) == 3,
+       "delete_range honours match");
+}
+
+/* store_commit_lazy commits like store_commit (visible to another connection) and leaves the
+ * connection at synchronous = FULL (2) for every other commit. */
+static void test_commit_lazy(const char *dir, storage_t *s, store_t *items)
+{
+    storage_t *other = storage_open(dir, NULL);
+    store_module_t *osm = other ? store_module_open(other, "pep", &pep_schema, NULL) : NULL;
+    store_t *o_items = store_module_table(osm, "items");
+    ok(store_begin(items) == 0 && put_item(items, "lazy@localhost", "n", "one", 1, "x") == 0
+       && store_commit_lazy(items) == 0 && storage_tx_depth(s) == 0 && o_items
+       && count_pep_items(o_items, "lazy@localhost", "n") == 1,
+       "store_commit_lazy commits: another connection sees the row");
+    ok(sql_int(s, "PRAGMA synchronous") == 2, "after it the connection is at synchronous = FULL again");
+    ok(store_begin(items) == 0 && store_begin(items) == 0 && put_item(items, "lazy@localhost", "n", "two", 2, "x") == 0
+       && store_commit_lazy(items) == 0 && storage_tx_depth(s) == 1 && store_rollback(items) == 0
+       && count_pep_items(items, "lazy@localhost", "n") == 1 && sql_int(s, "PRAGMA synchronous") == 2,
+       "an inner store_commit_lazy only ends its level, like store_commit");
+    ok(store_commit_lazy(items) == -1, "store_commit_lazy without a transaction is -1");
+    store_module_close(osm);
+    storage_close(other);
+}
+
 static void test_changed(const char *dir, storage_t *s, store_t *items)
 {
     storage_watch_t w = {0};
@@ -546,6 +591,8 @@ int main(void)
     test_paging(s, arch);
     test_expire(s, arch);
     test_transactions(dir, s, items);
+    test_match(arch);
+    test_commit_lazy(dir, s, items);
     test_changed(dir, s, items);
     test_account_delete(dir, s, arch, items);
     test_migration(dir, s);
