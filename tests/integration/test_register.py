@@ -99,9 +99,9 @@ def preauth_stream(srv):
     return c, c.open_stream()
 
 
-def register(c, user, pw):
+def register(c, user, pw, timeout=None):
     return c.iq("set", "<query xmlns='%s'><username>%s</username><password>%s</password></query>"
-                % (NS_REG, user, pw))
+                % (NS_REG, user, pw), timeout=timeout)
 
 
 def preauth_throttled(t):
@@ -165,6 +165,8 @@ def preauth_one_address_key(t):
         t.is_(error_type_condition(r), ("wait", "policy-violation"),
               "the same client as ::ffff:127.0.0.1 does not start afresh: <policy-violation/>")
         c.close()
+        # the log reaches the harness through a pipe its reader thread drains: wait for the line
+        srv.wait_log("registration refused")
         t.ok(srv.log().count("registration refused") == 1 and not can_login(srv, "mapped", "pw3"),
              "and no account was created")
 
@@ -179,7 +181,7 @@ def preauth_attempts(t):
         srv.adduser("taken@localhost", "pw")
         c, _ = preauth_stream(srv)
         t0 = time.monotonic()
-        r = register(c, "slow", "pw1")
+        r = register(c, "slow", "pw1", timeout=120)   # 2 x 1,000,000 iterations: slow under ASan
         t_create = time.monotonic() - t0
         t.ok(r is not None and r.get("type") == "result", "a registration succeeds", el_str(r))
         t0 = time.monotonic()
