@@ -314,7 +314,8 @@ static void enforce_cap(const char *owner, long cap)
  * row: 20 ms instead of the next loop turn gave about +20% messages per server CPU-second in the
  * chat bench. Until the core's writer thread exists, this is the module's own batching; a crash of
  * the process loses at most FLUSH_MS of rows (the messages were delivered or stored offline all
- * the same), and the commit is lazy (store_commit_lazy: an OS crash may lose the last batches).
+ * the same). (SQLite cannot relax synchronous = FULL inside a transaction, so the commit waits
+ * for the disk like every other one.)
  * Queries, purges and account deletions flush (or drop) the queue first, so reads see every write. */
 typedef struct pending {
     char *owner, *host, *peer, *res, *sid, *xml;
@@ -359,7 +360,7 @@ static void flush_pending(void)
         if (store_put(archive, row, NULL) < 0) failed++;
         else enforce_cap(p->owner, host_conf(p->host)->max_messages);
     }
-    if (tx && store_commit_lazy(archive) < 0) {
+    if (tx && store_commit(archive) < 0) {
         store_rollback(archive);
         failed = npending;
     }

@@ -124,11 +124,6 @@ int storage_rollback(storage_t *s);
 int storage_tx_begin(storage_t *s);
 int storage_tx_commit(storage_t *s);
 int storage_tx_rollback(storage_t *s);
-/* storage_tx_commit without waiting for the disk (only at the outermost level of a transaction
- * storage_tx_begin opened; otherwise exactly storage_tx_commit): kept when the process crashes, may
- * be lost (with the lazy commits before it, never out of order) on an OS crash or power loss. For
- * data whose loss there is acceptable (a message archive), never for accounts or offline messages. */
-int storage_tx_commit_lazy(storage_t *s);
 int storage_tx_depth(storage_t *s);
 
 /* Human text of the last failure, for logs (never message content; may name users). Owned by s,

@@ -64,7 +64,7 @@ enum {
     ST_ACC_CREATE, ST_ACC_GET, ST_ACC_EXISTS, ST_ACC_SET, ST_ACC_DEL, ST_ACC_LIST,
     ST_KV_SET, ST_KV_GET, ST_KV_DEL, ST_KV_EACH, ST_KV_DEL_USER,
     ST_LIST_APPEND, ST_LIST_EACH, ST_LIST_COUNT, ST_LIST_DEL_UPTO, ST_LIST_DEL_ONE, ST_LIST_EXPIRE,
-    ST_LIST_DEL_USER, ST_UT_ALL, ST_UT_GET, ST_UT_PUT, ST_UT_DEL, ST_DATA_VERSION, ST_SYNC_NORMAL, ST_SYNC_FULL,
+    ST_LIST_DEL_USER, ST_UT_ALL, ST_UT_GET, ST_UT_PUT, ST_UT_DEL, ST_DATA_VERSION,
     ST_COUNT
 };
 
@@ -72,8 +72,6 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_DATA_VERSION] = "PRAGMA data_version",
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
-    [ST_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
-    [ST_SYNC_FULL] = "PRAGMA synchronous = FULL",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_SAVEPOINT] = "SAVEPOINT storage_op",
     [ST_RELEASE] = "RELEASE storage_op",
@@ -489,20 +487,6 @@ int storage_tx_commit(storage_t *s)
  * may drop this commit (and the NORMAL ones before it) until the next FULL commit or checkpoint
  * syncs the WAL; a later commit is never kept without an earlier one. The connection is FULL again
  * afterwards. */
-int storage_tx_commit_lazy(storage_t *s)
-{
-    if (!s || s->tx_depth != 1 || !s->tx_own || !s->db || sqlite3_get_autocommit(s->db) || s->in_cb)
-        return storage_tx_commit(s);
-    if (run_id(s, ST_SYNC_NORMAL, "synchronous") < 0) return storage_tx_commit(s);
-    int rc = storage_tx_commit(s);
-    if (run_id(s, ST_SYNC_FULL, "synchronous") < 0) {
-        /* never leave the connection lazy: every other commit relies on FULL (setting a pragma
-         * touches no file; this cannot fail short of memory corruption) */
-        if (sqlite3_exec(s->db, "PRAGMA synchronous = FULL", NULL, NULL, NULL) != SQLITE_OK) abort();
-    }
-    return rc;
-}
-
 int storage_tx_rollback(storage_t *s)
 {
     int gone, level = tx_level(s, &gone);

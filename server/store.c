@@ -744,11 +744,6 @@ int store_commit(store_t *t)
     return begin_op(t) < 0 ? -1 : storage_tx_commit(t->db);
 }
 
-int store_commit_lazy(store_t *t)
-{
-    return begin_op(t) < 0 ? -1 : storage_tx_commit_lazy(t->db);
-}
-
 int store_rollback(store_t *t)
 {
     return begin_op(t) < 0 ? -1 : storage_tx_rollback(t->db);

@@ -197,11 +197,6 @@ int store_expire(store_t *t, const char *index, int64_t older_than, int limit);
 int store_begin(store_t *t);
 int store_commit(store_t *t);
 int store_rollback(store_t *t);
-/* store_commit that does not wait for the disk (SQLite's synchronous = NORMAL in WAL mode for this
- * commit): what it commits survives a crash of the process, but an OS crash or power loss may drop
- * it (and earlier lazy commits, never out of order). Only for the outermost store_begin; inside
- * another transaction it is store_commit. */
-int store_commit_lazy(store_t *t);
 
 /* ---- Caches ----
  * A module that keeps rows in memory asks, before trusting them, whether another process

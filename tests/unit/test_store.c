@@ -410,26 +410,6 @@ static void test_match(store_t *arch)
        "delete_range honours match");
 }
 
-/* store_commit_lazy commits like store_commit (visible to another connection) and leaves the
- * connection at synchronous = FULL (2) for every other commit. */
-static void test_commit_lazy(const char *dir, storage_t *s, store_t *items)
-{
-    storage_t *other = storage_open(dir, NULL);
-    store_module_t *osm = other ? store_module_open(other, "pep", &pep_schema, NULL) : NULL;
-    store_t *o_items = store_module_table(osm, "items");
-    ok(store_begin(items) == 0 && put_item(items, "lazy@localhost", "n", "one", 1, "x") == 0
-       && store_commit_lazy(items) == 0 && storage_tx_depth(s) == 0 && o_items
-       && count_pep_items(o_items, "lazy@localhost", "n") == 1,
-       "store_commit_lazy commits: another connection sees the row");
-    ok(sql_int(s, "PRAGMA synchronous") == 2, "after it the connection is at synchronous = FULL again");
-    ok(store_begin(items) == 0 && store_begin(items) == 0 && put_item(items, "lazy@localhost", "n", "two", 2, "x") == 0
-       && store_commit_lazy(items) == 0 && storage_tx_depth(s) == 1 && store_rollback(items) == 0
-       && count_pep_items(items, "lazy@localhost", "n") == 1 && sql_int(s, "PRAGMA synchronous") == 2,
-       "an inner store_commit_lazy only ends its level, like store_commit");
-    ok(store_commit_lazy(items) == -1, "store_commit_lazy without a transaction is -1");
-    store_module_close(osm);
-    storage_close(other);
-}
 
 static void test_changed(const char *dir, storage_t *s, store_t *items)
 {
@@ -592,7 +572,6 @@ int main(void)
     test_expire(s, arch);
     test_transactions(dir, s, items);
     test_match(arch);
-    test_commit_lazy(dir, s, items);
     test_changed(dir, s, items);
     test_account_delete(dir, s, arch, items);
     test_migration(dir, s);
