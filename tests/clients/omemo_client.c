@@ -667,6 +667,28 @@ static void omemo_close(omemo_t *om)
     free(om);
 }
 
+/* The next prekey id to hand out: kept in the file next-prekey-id, since the highest id still in the
+ * store is not enough (when a peer used the highest one, its id would be handed out again). */
+static unsigned next_prekey_id(omemo_t *om, unsigned max_present)
+{
+    char *p = path_of(om, "next-prekey-id");
+    uint8_t *d = NULL;
+    size_t n = 0;
+    unsigned next = 0;
+    if (file_read(p, &d, &n) == 1) {
+        char txt[32];
+        snprintf(txt, sizeof(txt), "%.*s", (int)(n < 31 ? n : 31), (char *)d);
+        next = (unsigned)strtoul(txt, NULL, 10);
+    }
+    free(d);
+    free(p);
+    if (next <= max_present)
+        next = max_present + 1;
+    if (next < PREKEY_COUNT + 1)
+        next = PREKEY_COUNT + 1;    /* ids 1..PREKEY_COUNT were the first batch */
+    return next;
+}
+
 /* Replaces prekeys used up by prekey messages so the bundle offers PREKEY_COUNT again. Returns how many. */
 static int omemo_refill_prekeys(omemo_t *om)
 {
@@ -676,7 +698,12 @@ static int omemo_refill_prekeys(omemo_t *om)
         return 0;
     unsigned add = PREKEY_COUNT - count;
     /* prekey ids are 24-bit in libsignal's helper (it wraps at 0xFFFFFE) */
-    return gen_prekeys(om, max + 1, add) == 0 ? (int)add : -1;
+    unsigned start = next_prekey_id(om, max);
+    if (gen_prekeys(om, start, add) < 0)
+        return -1;
+    char txt[32];
+    snprintf(txt, sizeof(txt), "%u\n", start + add);
+    return write_text(om, "next-prekey-id", txt) < 0 ? -1 : (int)add;
 }
 
 static char *pubkey_b64(const ec_public_key *k)
@@ -1477,6 +1504,13 @@ static int cmd_selftest(void)
     unsigned max, count;
     max_prekey_id(b, &max, &count);
     t_ok(count == PREKEY_COUNT && max == PREKEY_COUNT + 1, "the new prekey gets an id not used before");
+    /* the peer uses the highest prekey (the one just made): its replacement must not get that id again */
+    char *top = path_of(b, "prekey-%u", PREKEY_COUNT + 1);
+    unlink(top);
+    free(top);
+    t_ok(omemo_refill_prekeys(b) == 1, "the highest prekey used: replaced");
+    max_prekey_id(b, &max, &count);
+    t_ok(count == PREKEY_COUNT && max == PREKEY_COUNT + 2, "the highest prekey used: the new one gets a fresh id");
 
     if (bb)
         xmpp_stanza_release(bb);
