@@ -22,6 +22,21 @@
  *       decrypted message (FROM: the sender's bare JID; carbons unwrapped). Exit 0 after N messages, 1 on
  *       timeout. Before exiting, prekeys used up by prekey messages are replaced and the bundle republished.
  *       Details (device ids, prekey or not) go to stderr as "info: ..." lines.
+ *   muc-send --room ROOM --nick NICK --body TEXT
+ *       OMEMO in a group chat, as clients do it (XEP-0384 v0.3 §5 "group chats", Conversations' way): check
+ *       with disco#info that the room is muc_nonanonymous and muc_membersonly ("room-ok", else "room-not-omemo
+ *       MISSING" and exit 1); join it as NICK (no history); learn the members' real JIDs from the occupants'
+ *       presences (<item jid/>) and the member lists (owner, admin, member; members may read them in such a
+ *       room); "members JID JID ..." (sorted, without us); then as send: a session with every device of every
+ *       member and our own other devices, one <key/> each, one type='groupchat' message to the room.
+ *       Output: the session/refused lines, "sent N", "encrypted XML" (the <encrypted/> element as sent, one
+ *       line) and, once the room reflects the message to us, "reflected" (exit 0), or "error CONDITION" when
+ *       the room or the server refuses it (exit 1).
+ *   muc-receive --room ROOM --nick NICK --count N [--history H] [--timeout S]
+ *       join ROOM as NICK asking for H messages of history (default 0), print "ready FULLJID" when in the
+ *       room, then "FROM\tBODY" per decrypted groupchat message, FROM being the sender's real bare JID,
+ *       mapped from its occupant JID through the occupants' presences (non-anonymous room). A message
+ *       without a key for this device is "undecryptable OCCUPANT-JID REASON". Exit as receive.
  *   selftest
  *       two stores in temporary directories talk to each other without a server; TAP on stdout.
  * The store (identity, prekeys, signed prekey, sessions, trusted identities, device lists) lives in DIR as
@@ -58,6 +73,11 @@
 #define NS_PUBSUB "http://jabber.org/protocol/pubsub"
 #define NS_CARBONS "urn:xmpp:carbons:2"
 #define NS_FORWARD "urn:xmpp:forward:0"
+#define NS_MUC "http://jabber.org/protocol/muc"
+#define NS_MUC_USER NS_MUC "#user"
+#define NS_MUC_ADMIN NS_MUC "#admin"
+#define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
+#define MAX_OCCUPANTS 256
 #define PREKEY_COUNT 100
 #define SIGNED_PREKEY_ID 1
 #define AES_KEY_LEN 16
@@ -89,6 +109,15 @@ typedef struct client {
     int iq_seq;
     int want;                       /* receive: messages to decrypt */
     int got;                        /* receive: messages decrypted */
+    /* group chat: the room, our nick, and the occupants' real bare JIDs by nick (non-anonymous room) */
+    const char *room, *nick;
+    int joined;                     /* 1: in the room (self-presence, 110); -1: join refused */
+    char *join_error;
+    char *occ_nick[MAX_OCCUPANTS], *occ_jid[MAX_OCCUPANTS];
+    int nocc;
+    const char *sent_id;            /* muc-send: the id of our message */
+    int sent_state;                 /* 1 reflected by the room, -1 error */
+    char *sent_error;
 } client_t;
 
 static xmpp_ctx_t *g_ctx;           /* for base64 (libstrophe's) */
@@ -1274,8 +1303,11 @@ static int cmd_send(client_t *c, const char *to, const char *body)
 }
 
 /* Decrypts an <encrypted/> message from bare JID from; prints "FROM\tBODY". 0, or -1 (reason on stderr). */
+static const char *g_why;          /* why the last handle_encrypted failed (a short word) */
+
 static int handle_encrypted(client_t *c, const char *from, xmpp_stanza_t *enc)
 {
+    g_why = "no-header";
     xmpp_stanza_t *header = xmpp_stanza_get_child_by_name(enc, "header");
     const char *sid = header ? xmpp_stanza_get_attribute(header, "sid") : NULL;
     if (!sid) {
@@ -1290,6 +1322,7 @@ static int handle_encrypted(client_t *c, const char *from, xmpp_stanza_t *enc)
             key = k;
     }
     if (!key) {
+        g_why = "no-key-for-device";
         info("message from %s device %s has no key for our device %u", from, sid, c->om->device_id);
         return -1;
     }
@@ -1303,15 +1336,18 @@ static int handle_encrypted(client_t *c, const char *from, xmpp_stanza_t *enc)
     if (text)
         xmpp_free(g_ctx, text);
     int rc = -1, err = 0;
+    g_why = "bad-encoding";
     if (bad) {
         info("message from %s: key, iv or payload is not base64", from);
     } else {
         signal_buffer *km = omemo_decrypt_key(c->om, from, (uint32_t)strtoul(sid, NULL, 10), kd, kn, prekey, &err);
+        g_why = "signal-error";
         if (!km) {
             info("message from %s device %s: the Signal session did not decrypt the key (error %d)", from, sid, err);
         } else {
             char *body = payload_decrypt(signal_buffer_data(km), signal_buffer_len(km), iv, ivn, ct, ctn);
             signal_buffer_bzero_free(km);
+            g_why = "gcm-error";
             if (!body) {
                 info("message from %s device %s: the payload failed AES-GCM authentication", from, sid);
             } else {
@@ -1329,6 +1365,277 @@ static int handle_encrypted(client_t *c, const char *from, xmpp_stanza_t *enc)
     free(kd);
     free(iv);
     free(ct);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Group chat (XEP-0045): OMEMO needs a non-anonymous, members-only room; the sender encrypts for every
+ * member's devices, a receiver maps the sender's occupant JID to its real JID to find the session. */
+
+/* The real bare JID behind nick in our room, or NULL. */
+static const char *occupant_jid(client_t *c, const char *nick)
+{
+    for (int i = 0; i < c->nocc; i++)
+        if (strcmp(c->occ_nick[i], nick) == 0)
+            return c->occ_jid[i];
+    return NULL;
+}
+
+static void occupant_set(client_t *c, const char *nick, const char *bare)
+{
+    for (int i = 0; i < c->nocc; i++)
+        if (strcmp(c->occ_nick[i], nick) == 0) {
+            free(c->occ_jid[i]);
+            c->occ_jid[i] = strdup(bare);
+            return;
+        }
+    if (c->nocc < MAX_OCCUPANTS) {
+        c->occ_nick[c->nocc] = strdup(nick);
+        c->occ_jid[c->nocc++] = strdup(bare);
+    }
+}
+
+/* 1 when the muc#user <x/> of st carries <status code='code'/>. */
+static int has_status(xmpp_stanza_t *x, int code)
+{
+    for (xmpp_stanza_t *k = x ? xmpp_stanza_get_children(x) : NULL; k; k = xmpp_stanza_get_next(k)) {
+        const char *v = xmpp_stanza_get_name(k) && strcmp(xmpp_stanza_get_name(k), "status") == 0 ?
+                        xmpp_stanza_get_attribute(k, "code") : NULL;
+        if (v && atoi(v) == code)
+            return 1;
+    }
+    return 0;
+}
+
+/* The resource part of a full JID (the nick of an occupant JID), or NULL. */
+static const char *resource_of(const char *jid)
+{
+    const char *s = jid ? strchr(jid, '/') : NULL;
+    return s ? s + 1 : NULL;
+}
+
+/* 1 when jid's bare part is the room. */
+static int from_room(client_t *c, const char *jid)
+{
+    size_t n = strlen(c->room);
+    return jid && strncasecmp(jid, c->room, n) == 0 && (jid[n] == '/' || jid[n] == '\0');
+}
+
+/* Presence from the room: occupants' real JIDs (<item jid/>, non-anonymous room), our own entry (110)
+ * or a refused join (type error). */
+static int muc_presence_handler(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
+{
+    client_t *c = userdata;
+    const char *from = xmpp_stanza_get_from(st), *type = xmpp_stanza_get_type(st);
+    if (!from_room(c, from))
+        return 1;
+    if (type && strcmp(type, "error") == 0) {
+        if (!c->joined) {
+            c->joined = -1;
+            free(c->join_error);
+            c->join_error = strdup(error_condition(st));
+        }
+        return 1;
+    }
+    const char *nick = resource_of(from);
+    xmpp_stanza_t *x = xmpp_stanza_get_child_by_name_and_ns(st, "x", NS_MUC_USER);
+    xmpp_stanza_t *item = x ? xmpp_stanza_get_child_by_name(x, "item") : NULL;
+    const char *jid = item ? xmpp_stanza_get_attribute(item, "jid") : NULL;
+    if (nick && jid && !(type && strcmp(type, "unavailable") == 0)) {
+        char *bare = xmpp_jid_bare(c->ctx, jid);
+        occupant_set(c, nick, bare);
+        info("occupant %s is %s", nick, bare);
+        xmpp_free(c->ctx, bare);
+    }
+    if (has_status(x, 110) && !(type && strcmp(type, "unavailable") == 0))
+        c->joined = 1;
+    return 1;
+}
+
+/* A groupchat message with <encrypted/>: decrypt with the session of the sender's real JID. */
+static void groupchat_encrypted(client_t *c, xmpp_stanza_t *msg, const char *from, xmpp_stanza_t *enc)
+{
+    if (!c->room || !from_room(c, from))
+        return;
+    const char *nick = resource_of(from);
+    const char *real = nick ? occupant_jid(c, nick) : NULL;
+    if (!real) {
+        out("undecryptable %s unknown-occupant", from);
+        return;
+    }
+    info("groupchat from %s (real JID %s)", from, real);
+    if (handle_encrypted(c, real, enc) == 0)
+        c->got++;
+    else if (strcmp(real, c->bare) == 0 && g_why && strcmp(g_why, "no-key-for-device") == 0 &&
+             !xmpp_stanza_get_child_by_name(msg, "delay"))
+        info("our own message reflected by the room (no key for the sending device)");
+    else
+        out("undecryptable %s %s", from, g_why ? g_why : "error");
+}
+
+/* Checks the room is fit for OMEMO and joins it (presence handler installed). 0, or -1 (said why). */
+static int muc_join(client_t *c, int history)
+{
+    xmpp_stanza_t *r = iq_sync(c, "get", c->room, "<query xmlns='" NS_DISCO_INFO "'/>");
+    const char *cond = error_condition(r);
+    if (strcmp(cond, "none") != 0) {
+        out("error %s", cond);
+        if (r)
+            xmpp_stanza_release(r);
+        return -1;
+    }
+    int nonanon = 0, membersonly = 0;
+    xmpp_stanza_t *qy = xmpp_stanza_get_child_by_name_and_ns(r, "query", NS_DISCO_INFO);
+    for (xmpp_stanza_t *f = qy ? xmpp_stanza_get_children(qy) : NULL; f; f = xmpp_stanza_get_next(f)) {
+        const char *var = xmpp_stanza_get_name(f) && strcmp(xmpp_stanza_get_name(f), "feature") == 0 ?
+                          xmpp_stanza_get_attribute(f, "var") : NULL;
+        if (var && strcmp(var, "muc_nonanonymous") == 0)
+            nonanon = 1;
+        if (var && strcmp(var, "muc_membersonly") == 0)
+            membersonly = 1;
+    }
+    xmpp_stanza_release(r);
+    if (!nonanon || !membersonly) {
+        out("room-not-omemo%s%s", nonanon ? "" : " muc_nonanonymous", membersonly ? "" : " muc_membersonly");
+        return -1;
+    }
+    out("room-ok");
+    xmpp_handler_add(c->conn, muc_presence_handler, NULL, "presence", NULL, c);
+    char *to = NULL;
+    if (asprintf(&to, "%s/%s", c->room, c->nick) < 0)
+        abort();
+    char *to_e = xml_esc(to);
+    sbuf_t b = {0};
+    sb_add(&b, "<presence to='%s'><x xmlns='" NS_MUC "'><history maxstanzas='%d'/></x></presence>", to_e, history);
+    xmpp_send_raw_string(c->conn, "%s", b.s);
+    free(b.s);
+    free(to_e);
+    free(to);
+    double deadline = now_s() + c->timeout;
+    while (!c->joined && !c->disconnected && now_s() < deadline)
+        xmpp_run_once(c->ctx, 50);
+    if (c->joined != 1) {
+        out("error %s", c->join_error ? c->join_error : "no-answer");
+        return -1;
+    }
+    return 0;
+}
+
+/* Adds jid (a bare JID) to the set jids[0..*n) unless it is there or is us. */
+static void add_member(client_t *c, char **jids, int *n, const char *jid)
+{
+    if (!jid || strcmp(jid, c->bare) == 0 || *n >= MAX_OCCUPANTS)
+        return;
+    for (int i = 0; i < *n; i++)
+        if (strcmp(jids[i], jid) == 0)
+            return;
+    jids[(*n)++] = strdup(jid);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int muc_sent_handler(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
+{
+    client_t *c = userdata;
+    const char *id = xmpp_stanza_get_id(st), *type = xmpp_stanza_get_type(st);
+    if (!c->sent_id || !id || strcmp(id, c->sent_id) != 0 || c->sent_state)
+        return 1;
+    if (type && strcmp(type, "error") == 0) {
+        c->sent_state = -1;
+        c->sent_error = strdup(error_condition(st));
+    } else if (type && strcmp(type, "groupchat") == 0 && from_room(c, xmpp_stanza_get_from(st))) {
+        c->sent_state = 1;
+    }
+    return 1;
+}
+
+static int cmd_muc_send(client_t *c, const char *body)
+{
+    if (muc_join(c, 0) < 0)
+        return 1;
+    /* the members: occupants we saw (real JIDs) and the affiliation lists; XEP-0384 v0.3 §5: a
+     * message goes to every member, present or not */
+    char *members[MAX_OCCUPANTS];
+    int nm = 0;
+    for (int i = 0; i < c->nocc; i++)
+        add_member(c, members, &nm, c->occ_jid[i]);
+    static const char *const affs[] = {"owner", "admin", "member"};
+    for (size_t a = 0; a < sizeof(affs) / sizeof(*affs); a++) {
+        char inner[160];
+        snprintf(inner, sizeof(inner), "<query xmlns='" NS_MUC_ADMIN "'><item affiliation='%s'/></query>", affs[a]);
+        xmpp_stanza_t *r = iq_sync(c, "get", c->room, inner);
+        const char *cond = error_condition(r);
+        if (strcmp(cond, "none") != 0)
+            info("the %s list of %s: %s", affs[a], c->room, cond);
+        xmpp_stanza_t *qy = r ? xmpp_stanza_get_child_by_name_and_ns(r, "query", NS_MUC_ADMIN) : NULL;
+        for (xmpp_stanza_t *it = qy ? xmpp_stanza_get_children(qy) : NULL; it; it = xmpp_stanza_get_next(it)) {
+            const char *jid = xmpp_stanza_get_name(it) && strcmp(xmpp_stanza_get_name(it), "item") == 0 ?
+                              xmpp_stanza_get_attribute(it, "jid") : NULL;
+            if (jid) {
+                char *bare = xmpp_jid_bare(c->ctx, jid);
+                add_member(c, members, &nm, bare);
+                xmpp_free(c->ctx, bare);
+            }
+        }
+        if (r)
+            xmpp_stanza_release(r);
+    }
+    qsort(members, (size_t)nm, sizeof(*members), cmp_str);
+    sbuf_t ml = {0};
+    sb_add(&ml, "members");
+    for (int i = 0; i < nm; i++)
+        sb_add(&ml, " %s", members[i]);
+    out("%s", ml.s);
+    free(ml.s);
+
+    char *jids[2 * MAX_DEVICES];
+    uint32_t devs[2 * MAX_DEVICES];
+    int n = 0;
+    for (int i = 0; i < nm; i++)
+        sessions_for(c, members[i], jids, devs, &n);
+    sessions_for(c, c->bare, jids, devs, &n);   /* our other devices read the room too */
+    int rc = 1;
+    payload_t p = {0};
+    if (n == 0) {
+        out("no-devices %s", c->room);
+    } else if (payload_encrypt(body, &p) == 0) {
+        int nkeys = 0, peer_keys = 0;
+        char *enc = encrypted_xml(c->om, &p, jids, devs, n, &nkeys, &peer_keys, c->bare);
+        char *to_e = xml_esc(c->room);
+        char *mid = xmpp_uuid_gen(c->ctx);
+        sbuf_t b = {0};
+        sb_add(&b, "<message type='groupchat' to='%s' id='%s'>%s<encryption xmlns='urn:xmpp:eme:0' "
+                   "namespace='" NS_OMEMO "' name='OMEMO'/><store xmlns='urn:xmpp:hints'/><body>%s</body></message>",
+               to_e, mid, enc, FALLBACK_BODY);
+        c->sent_id = mid;
+        xmpp_handler_add(c->conn, muc_sent_handler, NULL, "message", NULL, c);
+        xmpp_send_raw_string(c->conn, "%s", b.s);
+        out("sent %d", nkeys);
+        out("encrypted %s", enc);
+        double deadline = now_s() + c->timeout;
+        while (!c->sent_state && !c->disconnected && now_s() < deadline)
+            xmpp_run_once(c->ctx, 50);
+        xmpp_handler_delete(c->conn, muc_sent_handler);
+        if (c->sent_state == 1) {
+            out("reflected");
+            rc = 0;
+        } else {
+            out("error %s", c->sent_error ? c->sent_error : "no-reflection");
+        }
+        c->sent_id = NULL;
+        xmpp_free(c->ctx, mid);
+        free(b.s);
+        free(to_e);
+        free(enc);
+        OPENSSL_cleanse(p.keytag, sizeof(p.keytag));
+        xmpp_free(g_ctx, p.iv_b64);
+        xmpp_free(g_ctx, p.payload_b64);
+    }
+    for (int i = 0; i < nm; i++)
+        free(members[i]);
     return rc;
 }
 
@@ -1358,6 +1665,11 @@ static int message_handler(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userd
     const char *from = xmpp_stanza_get_from(msg);
     if (!enc || !from)
         return 1;
+    const char *type = xmpp_stanza_get_type(msg);
+    if (type && strcmp(type, "groupchat") == 0) {
+        groupchat_encrypted(c, msg, from, enc);
+        return 1;
+    }
     char *bare = xmpp_jid_bare(c->ctx, from);
     if (handle_encrypted(c, bare, enc) == 0)
         c->got++;
@@ -1373,6 +1685,28 @@ static int cmd_receive(client_t *c)
         xmpp_stanza_release(r);
     xmpp_handler_add(c->conn, message_handler, NULL, "message", NULL, c);
     xmpp_send_raw_string(c->conn, "<presence/>");
+    out("ready %s", xmpp_conn_get_bound_jid(c->conn));
+    double deadline = now_s() + c->timeout;
+    while (c->got < c->want && !c->disconnected && now_s() < deadline)
+        xmpp_run_once(c->ctx, 50);
+    int rc = c->got >= c->want ? 0 : 1;
+    if (rc)
+        fprintf(stderr, "omemo_client: %d of %d messages decrypted\n", c->got, c->want);
+    xmpp_handler_delete(c->conn, message_handler);
+    if (c->om->prekeys_used && !c->disconnected) {
+        int added = omemo_refill_prekeys(c->om);
+        if (added > 0 && publish_bundle(c, 0) == 0)
+            info("%d used prekeys replaced, bundle republished", added);
+    }
+    return rc;
+}
+
+static int cmd_muc_receive(client_t *c, int history)
+{
+    xmpp_handler_add(c->conn, message_handler, NULL, "message", NULL, c);
+    xmpp_send_raw_string(c->conn, "<presence/>");
+    if (muc_join(c, history) < 0)
+        return 1;
     out("ready %s", xmpp_conn_get_bound_jid(c->conn));
     double deadline = now_s() + c->timeout;
     while (c->got < c->want && !c->disconnected && now_s() < deadline)
@@ -1537,7 +1871,9 @@ static void usage(void)
     fprintf(stderr, "usage: omemo_client --jid J --password P [--host H] [--port N] [--tls-trust] [--cafile F]\n"
                     "                    [--timeout S] [--verbose] --state DIR\n"
                     "                    publish [--publish-broken-bundle] | send --to JID --body TEXT |\n"
-                    "                    receive --count N [--timeout S]\n"
+                    "                    receive --count N [--timeout S] |\n"
+                    "                    muc-send --room ROOM --nick NICK --body TEXT |\n"
+                    "                    muc-receive --room ROOM --nick NICK --count N [--history H]\n"
                     "       omemo_client selftest\n");
     exit(2);
 }
@@ -1545,7 +1881,8 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     const char *jid = NULL, *password = NULL, *host = "127.0.0.1", *cafile = NULL, *state = NULL;
-    const char *cmd = NULL, *to = NULL, *body = NULL;
+    const char *cmd = NULL, *to = NULL, *body = NULL, *room = NULL, *nick = NULL;
+    int history = 0;
     unsigned short port = 5222;
     long flags = XMPP_CONN_FLAG_MANDATORY_TLS | XMPP_CONN_FLAG_DISABLE_SM;
     int broken = 0, count = 1;
@@ -1564,11 +1901,14 @@ int main(int argc, char **argv)
         else if (!strcmp(o, "--to") && more) to = argv[++i];
         else if (!strcmp(o, "--body") && more) body = argv[++i];
         else if (!strcmp(o, "--count") && more) count = atoi(argv[++i]);
+        else if (!strcmp(o, "--room") && more) room = argv[++i];
+        else if (!strcmp(o, "--nick") && more) nick = argv[++i];
+        else if (!strcmp(o, "--history") && more) history = atoi(argv[++i]);
         else if (!strcmp(o, "--tls-trust")) flags |= XMPP_CONN_FLAG_TRUST_TLS;
         else if (!strcmp(o, "--publish-broken-bundle")) broken = 1;
         else if (!strcmp(o, "--verbose")) g_verbose = 1;
         else if (!cmd && (!strcmp(o, "publish") || !strcmp(o, "send") || !strcmp(o, "receive") ||
-                          !strcmp(o, "selftest"))) cmd = o;
+                          !strcmp(o, "muc-send") || !strcmp(o, "muc-receive") || !strcmp(o, "selftest"))) cmd = o;
         else {
             fprintf(stderr, "omemo_client: unknown or incomplete option %s\n", o);
             usage();
@@ -1584,12 +1924,15 @@ int main(int argc, char **argv)
         xmpp_shutdown();
         return rc;
     }
-    if (!jid || !password || !state || (!strcmp(cmd, "send") && (!to || !body)))
+    if (!jid || !password || !state || (!strcmp(cmd, "send") && (!to || !body)) ||
+        (!strncmp(cmd, "muc-", 4) && (!room || !nick)) || (!strcmp(cmd, "muc-send") && !body))
         usage();
 
     client_t c = {0};
     c.timeout = timeout;
     c.want = count;
+    c.room = room;
+    c.nick = nick;
     c.ctx = g_ctx = xmpp_ctx_new(NULL, g_verbose ? xmpp_get_default_logger(XMPP_LEVEL_DEBUG) : NULL);
     c.conn = xmpp_conn_new(c.ctx);
     c.bare = xmpp_jid_bare(c.ctx, jid);
@@ -1615,6 +1958,10 @@ int main(int argc, char **argv)
         rc = cmd_publish(&c, broken);
     else if (!strcmp(cmd, "send"))
         rc = cmd_send(&c, to, body);
+    else if (!strcmp(cmd, "muc-send"))
+        rc = cmd_muc_send(&c, body);
+    else if (!strcmp(cmd, "muc-receive"))
+        rc = cmd_muc_receive(&c, history);
     else
         rc = cmd_receive(&c);
     /* a clean end: whatever was queued is written before the stream closes */
@@ -1628,6 +1975,12 @@ done:
     if (c.reply)
         xmpp_stanza_release(c.reply);
     xmpp_free(c.ctx, c.bare);
+    for (int i = 0; i < c.nocc; i++) {
+        free(c.occ_nick[i]);
+        free(c.occ_jid[i]);
+    }
+    free(c.join_error);
+    free(c.sent_error);
     xmpp_conn_release(c.conn);
     omemo_close(c.om);
     xmpp_ctx_free(c.ctx);
