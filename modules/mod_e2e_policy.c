@@ -1,13 +1,30 @@
-/* modules/mod_e2e_policy.c: the end-to-end encryption policy (issue 11): chat and normal messages with a
- * <body> but no OMEMO, OpenPGP or OTR payload are refused (require) or delivered with a notice (warn).
+/* modules/mod_e2e_policy.c: the end-to-end encryption policy (issue 11, group chat issue 15): chat,
+ * normal and groupchat messages with a <body> but no OMEMO, OpenPGP or OTR payload are refused
+ * (require) or delivered with a notice (warn).
  *
  * Which mode governs a message (mode: off | warn | require, per host; federation.partners[].e2e):
  *   local -> local      the stricter of the sender's and the recipient's host mode
  *   local -> remote     the partner's e2e if written in the config, else the sender's host mode
  *   remote -> local     the partner's e2e if written in the config, else the recipient's host mode
- * Exempt: messages without <body> (chat states, receipts, markers, key transport), types error,
- * groupchat (group chat is a later issue) and headline, and messages to or from a domain JID (the
- * server itself, a remote server). The server sees only elements, never keys: a well-formed
+ * Group chat (XEP-0045) is judged where it enters a room, like chat to the room's JID:
+ *   local client -> room on our MUC service    the stricter of the sender's and the service's
+ *                                              parent host's mode (local -> local)
+ *   local client -> room on a remote service   the partner's e2e of the service's domain (the
+ *                                              partner entry naming conference.example), else the
+ *                                              sender's host mode (local -> remote)
+ *   remote occupant -> room on our MUC service the partner's e2e of the sender's domain, else the
+ *                                              service's parent host's mode (remote -> local), at
+ *                                              "message/component", before the room sees it
+ *   remote room -> local occupant              as remote -> local (require bounces it to the room
+ *                                              with a modify error, which rooms do not kick for);
+ *                                              warn delivers without notice (the recipient sent
+ *                                              nothing and the sender is another server's occupant)
+ * What our own components send (the MUC's broadcasts and relayed private messages) was judged on
+ * its way in and is not judged again. Exempt: messages without <body> (chat states, receipts,
+ * markers, key transport, subject changes: <subject/> without <body/>), types error and headline,
+ * MUC invitations and declines (XEP-0045 muc#user <invite/>/<decline/>, XEP-0249 jabber:x:conference),
+ * groupchat from a room's bare JID (the room's own messages), and messages to or from a domain JID
+ * (the server itself, a remote server). The server sees only elements, never keys: a well-formed
  * <encrypted/> counts as encrypted, as it does for every client. */
 #include "module.h"
 #include <stdlib.h>
@@ -20,6 +37,8 @@
 #define NS_OTR "urn:xmpp:otr:0"             /* XEP-0380's name for OTR */
 #define NS_EME "urn:xmpp:eme:0"             /* XEP-0380 */
 #define NS_HINTS "urn:xmpp:hints"
+#define NS_MUC_USER "http://jabber.org/protocol/muc#user"
+#define NS_CONFERENCE "jabber:x:conference"     /* XEP-0249 direct invitations */
 
 #define NOTICE_PERIOD (24 * 3600)           /* one warn notice per conversation per this many seconds */
 #define NOTICE_MAX 10000                    /* conversations remembered; when full, no further notices */
@@ -58,13 +77,24 @@ static int partner_mode(const char *domain, int fallback)
     return e2e >= 0 ? e2e : fallback;
 }
 
-/* 1 for a message the policy covers: type chat or normal, with a <body>. */
+static int is_groupchat(const xnode_t *st)
+{
+    const char *type = xnode_attr(st, "type");
+    return type && strcmp(type, "groupchat") == 0;
+}
+
+/* 1 for a message the policy covers: type chat, normal or groupchat, with a <body>, and no MUC
+ * invitation or decline (their optional body is the inviter's words to someone not yet in the room,
+ * who may have no key for it). */
 static int covered(const xnode_t *st)
 {
     if (strcmp(st->name, "message") != 0) return 0;
     const char *type = xnode_attr(st, "type");
-    if (type && strcmp(type, "chat") != 0 && strcmp(type, "normal") != 0) return 0;
-    return xnode_child(st, "body", NULL) != NULL;
+    if (type && strcmp(type, "chat") != 0 && strcmp(type, "normal") != 0 && strcmp(type, "groupchat") != 0)
+        return 0;
+    if (!xnode_child(st, "body", NULL) || xnode_child(st, "x", NS_CONFERENCE)) return 0;
+    const xnode_t *x = xnode_child(st, "x", NS_MUC_USER);
+    return !(x && (xnode_child(x, "invite", NS_MUC_USER) || xnode_child(x, "decline", NS_MUC_USER)));
 }
 
 static int known_method(const char *ns)
@@ -143,7 +173,8 @@ static int apply(hook_event_t *ev, int mode, const host_t *h, const jid_t *from,
 {
     if (mode == MODE_OFF || encrypted(ev->stanza)) return HOOK_PASS;
     if (mode == MODE_WARN) {
-        warn(h, ev->stanza, from, to);
+        /* groupchat from a remote room to a local occupant: nobody to tell (see the top) */
+        if (!(is_groupchat(ev->stanza) && !ev->origin && !ev->component)) warn(h, ev->stanza, from, to);
         return HOOK_PASS;
     }
     /* RFC 6120 §8.3.3.12: the sender may retry encrypted (type modify) */
@@ -166,16 +197,31 @@ static int on_outbound(hook_event_t *ev, void *ud)
         return HOOK_PASS;
     }
     int mode = host_mode(ev->host);
+    const host_t *decides = ev->host;
     host_t *th = host_find(to->domain);
+    component_t *tc = th ? NULL : component_find(to->domain);
+    if (tc && component_parent(tc)) th = component_parent(tc);     /* our MUC: local -> local */
     if (th) {
         int m2 = host_mode(th);
-        if (m2 > mode) mode = m2;
+        if (m2 > mode) {
+            mode = m2;
+            decides = th;
+        }
     } else {
         mode = partner_mode(to->domain, mode);
     }
-    int r = apply(ev, mode, ev->host, ev->from, to);
+    int r = apply(ev, mode, decides, ev->from, to);
     jid_free(to);
     return r;
+}
+
+/* 1 when from is a remote user or a remote room's occupant: not a local host, not one of our
+ * components (what they send was judged on its way in), not a domain JID, not a room's own groupchat. */
+static int remote_sender(const hook_event_t *ev)
+{
+    const jid_t *f = ev->from;
+    if (!f->node || host_find(f->domain) || component_find(f->domain)) return 0;
+    return !(is_groupchat(ev->stanza) && !f->resource);
 }
 
 /* A message from a remote server to a local account (local senders were judged on the way out). */
@@ -183,7 +229,17 @@ static int on_inbound(hook_event_t *ev, void *ud)
 {
     (void)ud;
     if (nothing_to_do() || ev->origin || !ev->from || !ev->to || !ev->host || !covered(ev->stanza)) return HOOK_PASS;
-    if (!ev->from->node || !ev->to->node || host_find(ev->from->domain)) return HOOK_PASS;
+    if (!ev->to->node || !remote_sender(ev)) return HOOK_PASS;
+    return apply(ev, partner_mode(ev->from->domain, host_mode(ev->host)), ev->host, ev->from, ev->to);
+}
+
+/* A message from a remote server to a room on our MUC service (or another component of ours), before
+ * the room sees it: the room's host is the recipient (remote -> local). */
+static int on_component(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (nothing_to_do() || ev->origin || !ev->from || !ev->to || !ev->host || !covered(ev->stanza)) return HOOK_PASS;
+    if (!ev->to->node || !remote_sender(ev)) return HOOK_PASS;
     return apply(ev, partner_mode(ev->from->domain, host_mode(ev->host)), ev->host, ev->from, ev->to);
 }
 
@@ -200,6 +256,7 @@ static int load(module_ctx_t *m)
     module_hook(m, HOOK_PRE_STANZA_OUT, 50, on_outbound, NULL);
     module_hook(m, HOOK_MESSAGE_BARE, 50, on_inbound, NULL);
     module_hook(m, HOOK_MESSAGE_FULL, 50, on_inbound, NULL);
+    module_hook(m, HOOK_MESSAGE_COMPONENT, 50, on_component, NULL);
     return 0;
 }
 

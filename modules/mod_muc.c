@@ -912,13 +912,31 @@ static int on_invite(hook_event_t *ev, room_t *r, occupant_t *o, xnode_t *x)
     return HOOK_HANDLED;
 }
 
+/* 1 when a message error from an occupant says its session is gone (the conditions Prosody kicks
+ * for, or no condition at all); others, e.g. <policy-violation/> from an occupant's server whose e2e
+ * policy refused one plaintext message, leave the occupant in the room. */
+static int kickable_error(const xnode_t *st)
+{
+    static const char *const gone[] = {"gone", "internal-server-error", "item-not-found", "jid-malformed",
+                                        "recipient-unavailable", "redirect", "remote-server-not-found",
+                                        "remote-server-timeout", "service-unavailable", NULL};
+    const xnode_t *e = xnode_child(st, "error", NULL);
+    for (const xnode_t *c = e ? xnode_first_elem(e) : NULL; c; c = xnode_next_elem(c)) {
+        if (strcmp(c->ns, NS_STANZAS) != 0 || strcmp(c->name, "text") == 0) continue;
+        for (size_t i = 0; gone[i]; i++)
+            if (strcmp(c->name, gone[i]) == 0) return 1;
+        return 0;
+    }
+    return 1;
+}
+
 static int on_message(hook_event_t *ev, room_t *r)
 {
     const char *type = xnode_attr(ev->stanza, "type");
     if (!type) type = "normal";
     occupant_t *o = find_session(r, ev->from->full);
     if (strcmp(type, "error") == 0) {
-        if (o) session_leaves(r, o, ev->from->full, NULL, 333);
+        if (o && kickable_error(ev->stanza)) session_leaves(r, o, ev->from->full, NULL, 333);
         return HOOK_HANDLED;
     }
     if (ev->to->resource) {      /* a private message */

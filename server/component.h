@@ -23,8 +23,8 @@ CIVITAS_API_BEGIN
  * is answered <service-unavailable/>; presence is dropped. What the component sends goes out
  * through route_stanza with 'from' at its domain, to local users and over federation. Returns
  * NULL (logged) when the domain is invalid or taken. Removed when m is unloaded. Messages to a
- * component end at it: they do not pass the message flow hooks (module.h, "Message flow"); what
- * it sends to accounts does. Its IQ requests (module_send_iq from its domain) work as a host's. */
+ * component end at it: they do not pass the message flow hooks (module.h, "Message flow"), only
+ * "message/component" right before the handler (module.h); what it sends to accounts does. Its IQ requests (module_send_iq from its domain) work as a host's. */
 component_t *module_add_component(module_ctx_t *m, host_t *parent, const char *domain, const char *name,
                                   hook_fn fn, void *ud);
 const char *component_domain(const component_t *c);

@@ -71,6 +71,11 @@
  *                                        handlers drop whatever they hold for the account. Afterwards
  *                                        the core tells the contacts (unavailable, unsubscribe,
  *                                        unsubscribed). See account_delete below.
+ *   message/component                    every message to a component's domain or a JID at it
+ *                                        (room@conference.example), from anyone (local clients have
+ *                                        passed pre-stanza/out), before the component's handler;
+ *                                        ev->component and ev->host (its parent) set; HOOK_HANDLED:
+ *                                        dealt with (answered or dropped), the component never sees it
  *   component/iq, component/message, component/presence
  *                                        not hooks: the names a component's own handler is called
  *                                        with (component.h, module_add_component)
@@ -197,6 +202,7 @@ CIVITAS_API const void *module_host_conf(const module_ctx_t *m, const host_t *h)
 #define HOOK_MESSAGE_BARE "message/bare"
 #define HOOK_MESSAGE_FULL "message/full"
 #define HOOK_MESSAGE_HOST "message/host"
+#define HOOK_MESSAGE_COMPONENT "message/component"
 #define HOOK_PRESENCE_BARE "presence/bare"
 #define HOOK_PRESENCE_FULL "presence/full"
 #define HOOK_PRESENCE_HOST "presence/host"

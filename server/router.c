@@ -113,6 +113,11 @@ static void route_component(component_t *c, const jid_t *to, xnode_t *st, hook_e
 {
     const char *kind = st->name, *type = stanza_type(st);
     int iq = strcmp(kind, "iq") == 0, message = strcmp(kind, "message") == 0;
+    if (message) {                  /* "message/component" (module.h): e2e policy at a room's door */
+        ev->name = "message/component";
+        ev->component = c;
+        if (hook_fire(ev) == HOOK_HANDLED || !ev->stanza) return;
+    }
     ev->name = iq ? "component/iq" : message ? "component/message" : "component/presence";
     if (component_fire(c, ev) == HOOK_HANDLED || !ev->stanza) return;
     if (iq) {

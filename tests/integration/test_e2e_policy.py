@@ -2,12 +2,16 @@
 # tests/integration/test_e2e_policy.py: the e2e_policy module (issue 11): chat and normal messages with
 # a <body> but no OMEMO, OpenPGP or OTR payload are refused with <policy-violation/> (require) or
 # delivered with one notice per conversation per day to the sender (warn), per host and per partner.
+# Group chat (issue 15): groupchat messages are judged where they enter a room (a local client's on the
+# way out, a remote occupant's at our room's door) and where a remote room's message reaches a local
+# occupant; subject changes, invitations and the rooms' own broadcasts pass.
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Tap, Server, Certs, connect_login, q, el_str, error_condition, free_port,  # noqa: E402
                      NS_CLIENT, NS_STANZAS)
+from test_muc import join, submit  # noqa: E402
 
 PW = "pw-e2e"
 NS_AXOLOTL = "eu.siacs.conversations.axolotl"
@@ -116,8 +120,6 @@ def one_host_policies(t):
         for i, (what, body, payload) in enumerate(fine):
             raw_message(alice, "bob@req.example/r", "ok%d" % i, body=body, payload=payload)
             delivered(t, bob, "ok%d" % i, "require: " + what)
-        raw_message(alice, "bob@req.example/r", "gc1", body="groupchat text", type_="groupchat")
-        delivered(t, bob, "gc1", "require: type groupchat is exempt (group chat is a later issue)")
         raw_message(alice, "bob@req.example/r", "hl1", body="headline text", type_="headline")
         delivered(t, bob, "hl1", "require: type headline is exempt (the policy covers chat and normal)")
         alice.send("<message to='bob@req.example/r' id='er1' type='error'><body>plain</body>"
@@ -179,6 +181,186 @@ def one_host_policies(t):
         delivered(t, wilma, "w5", "warn: an encrypted message")
         delivered(t, walt, "w6", "warn: an encrypted message with a fallback body")
         for c in (alice, bob, carol, dave, wanda, walt, wilma):
+            c.end()
+
+
+NS_MUC_USER = "http://jabber.org/protocol/muc#user"
+
+
+def reflected_or_error(c, id_, timeout=10):
+    """The room's reflection of our groupchat message id_ (or the error for it)."""
+    return c.expect(lambda el: el.tag == q(NS_CLIENT, "message") and el.get("id") == id_, timeout=timeout)
+
+
+def gc_refused(t, c, id_, what, policy_host):
+    e = reflected_or_error(c, id_)
+    t.ok(e is not None and e.get("type") == "error" and error_condition(e) == "policy-violation",
+         "%s: refused with <policy-violation/>" % what, el_str(e))
+    txt = error_text(e) or ""
+    t.ok("e2e" in txt and "require" in txt and policy_host in txt,
+         "%s: the error's <text/> names the policy (e2e: require, of %s)" % (what, policy_host), txt)
+
+
+def gc_passes(t, c, id_, what):
+    m = reflected_or_error(c, id_)
+    t.ok(m is not None and m.get("type") == "groupchat", "%s: the room takes it and reflects it" % what, el_str(m))
+    return m
+
+
+def groupchat_policies(t):
+    """Rooms on the MUC services of three hosts with modes require, warn and off."""
+    hosts = ["req.example", "open.example", "warn.example"]
+    yaml = ("e2e_policy:\n  mode: off\n  hosts:\n    req.example: {mode: require}\n"
+            "    warn.example: {mode: warn}\n")
+    with Server(t, hosts=hosts, extra_yaml=yaml) as srv:
+        for u in ("alice@req.example", "bob@req.example", "carol@open.example", "wanda@warn.example"):
+            srv.adduser(u, PW)
+        login = lambda u, d: connect_login(srv, u, PW, resource="r", domain=d)  # noqa: E731
+        alice, bob = login("alice", "req.example"), login("bob", "req.example")
+        carol, wanda = login("carol", "open.example"), login("wanda", "warn.example")
+        for c in (alice, bob, carol, wanda):
+            c.presence()
+        room = "team@conference.req.example"
+        join(alice, room, "Alice")
+        submit(alice, room)
+        for c, nick in ((bob, "Bob"), (carol, "Carol")):
+            p = join(c, room, nick)[0]
+            t.ok(p is not None and p.get("type") is None, "%s enters the room on req.example's MUC" % nick,
+                 lambda: el_str(p))
+
+        # --- require -------------------------------------------------------------------------
+        raw_message(alice, room, "g1", body="plain to the room", type_="groupchat")
+        gc_refused(t, alice, "g1", "require: a plaintext groupchat message", "req.example")
+        raw_message(alice, room, "g2", body="This message is OMEMO encrypted.", payload=OMEMO_LEGACY,
+                    type_="groupchat")
+        gc_passes(t, alice, "g2", "require: an OMEMO groupchat message (legacy OMEMO with a fallback body)")
+        m = by_id(bob, "g2")
+        t.ok(m is not None and m.get("from") == room + "/Alice", "require: the other occupants get the OMEMO "
+             "message (the room's broadcast is not judged again)", bob.dump)
+        raw_message(alice, room, "g3", body=None, payload=OMEMO_2, type_="groupchat")
+        gc_passes(t, alice, "g3", "require: an OMEMO 2 groupchat message without body")
+        raw_message(alice, room, "g4", body=None, payload="<composing xmlns='%s'/>" % NS_CHATSTATES,
+                    type_="groupchat")
+        gc_passes(t, alice, "g4", "require: a chat state to the room (no body)")
+        alice.send("<message to='%s' type='groupchat' id='s1'><subject>Agenda</subject></message>" % room)
+        s1 = reflected_or_error(alice, "s1")
+        t.ok(s1 is not None and s1.get("type") == "groupchat" and s1.findtext(q(NS_CLIENT, "subject")) == "Agenda",
+             "require: a subject change (<subject/> without <body/>) passes", el_str(s1))
+        raw_message(carol, room, "g5", body="plain from an open host", type_="groupchat")
+        gc_refused(t, carol, "g5", "require: a plaintext groupchat message from a user of an open host to a "
+                   "room of the require host (the stricter mode)", "req.example")
+        bob.ping_server("req.example")
+        t.ok(not any(x.get("id") in ("g1", "g5") for x in bob.messages()),
+             "require: the refused groupchat messages never reach the occupants", bob.dump)
+        # invitations pass, with a body too
+        alice.send("<message to='%s' id='i1'><x xmlns='%s'><invite to='wanda@warn.example'/></x>"
+                   "<body>come in</body></message>" % (room, NS_MUC_USER))
+        inv = wanda.expect(lambda el: el.tag == q(NS_CLIENT, "message") and el.find(q(NS_MUC_USER, "x")) is not None,
+                           timeout=10)
+        t.ok(inv is not None and inv.get("from") == room, "require: a mediated invitation (XEP-0045) with a body "
+             "passes and the room forwards it", wanda.dump)
+        alice.send("<message to='bob@req.example/r' id='i2'><x xmlns='jabber:x:conference' jid='%s'/>"
+                   "<body>join %s</body></message>" % (room, room))
+        delivered(t, bob, "i2", "require: a direct invitation (XEP-0249) with a body")
+        # a private message through the room is judged on the way in only
+        raw_message(alice, room + "/Bob", "pm1", body="plain private")
+        refused(t, alice, room + "/Bob", "pm1", "require: a plaintext private message to an occupant", "req.example")
+        raw_message(alice, room + "/Bob", "pm2", body="x", payload=OMEMO_LEGACY)
+        m = by_id(bob, "pm2")
+        t.ok(m is not None and m.get("from") == room + "/Alice" and m.get("type") == "chat",
+             "require: an OMEMO private message through the room arrives", bob.dump)
+
+        # --- warn ----------------------------------------------------------------------------
+        wroom = "plaza@conference.warn.example"
+        join(wanda, wroom, "Wanda")
+        submit(wanda, wroom)
+        wanda.inbox.clear()
+        raw_message(wanda, wroom, "w1", body="plain warned", type_="groupchat")
+        gc_passes(t, wanda, "w1", "warn: a plaintext groupchat message")
+        wanda.ping_server("warn.example")
+        n = notices(wanda, "warn.example")
+        t.ok(len(n) == 1 and wroom in (n[0].findtext(q(NS_CLIENT, "body")) or "") and n[0].get("type") == "normal",
+             "warn: the sender gets one notice naming the room", [el_str(x) for x in n])
+        for x in n:
+            wanda.inbox.remove(x)
+        raw_message(wanda, wroom, "w2", body="plain again", type_="groupchat")
+        gc_passes(t, wanda, "w2", "warn: a second plaintext groupchat message")
+        wanda.ping_server("warn.example")
+        t.is_(len(notices(wanda, "warn.example")), 0, "warn: no second notice for the same room within a day")
+
+        # --- off -----------------------------------------------------------------------------
+        oroom = "square@conference.open.example"
+        join(carol, oroom, "Carol")
+        submit(carol, oroom)
+        carol.inbox.clear()
+        raw_message(carol, oroom, "o1", body="plain open", type_="groupchat")
+        gc_passes(t, carol, "o1", "off: a plaintext groupchat message")
+        carol.ping_server("open.example")
+        t.ok(not notices(carol, "open.example"), "off: no notice", carol.dump)
+        for c in (alice, bob, carol, wanda):
+            c.end()
+
+
+def groupchat_federated(t):
+    """A room on a.example's MUC with occupants from b.example (host mode off) and c.example (require),
+    both hosts of a second server. a.example: host mode off, partner b.example e2e: require."""
+    certs = Certs()
+    pa, pb = free_port(), free_port()
+    lst = lambda p: {"client": ["127.0.0.1:0"], "server": ["127.0.0.1:%d" % p]}  # noqa: E731
+    fed = "federation:\n  mode: allowlist\n  dialback: true\n  partners:\n"
+    a = Server(t, hosts=["a.example"], certs=certs, listen=lst(pa), extra_yaml=(
+        fed + partner_yaml("b.example", pb, certs.ca, "require") + partner_yaml("c.example", pb, certs.ca)))
+    b = Server(t, hosts=["b.example", "c.example"], certs=certs, listen=lst(pb), extra_yaml=(
+        fed + partner_yaml("a.example", pa, certs.ca) + partner_yaml("conference.a.example", pa, certs.ca)
+        + "e2e_policy:\n  mode: off\n  hosts:\n    c.example: {mode: require}\n"))
+    room = "crisis@conference.a.example"
+    with a, b:
+        a.adduser("alice@a.example", PW)
+        b.adduser("bob@b.example", PW)
+        b.adduser("carl@c.example", PW)
+        alice = connect_login(a, "alice", PW, resource="r", domain="a.example")
+        bob = connect_login(b, "bob", PW, resource="r", domain="b.example")
+        carl = connect_login(b, "carl", PW, resource="r", domain="c.example")
+        for c in (alice, bob, carl):
+            c.presence()
+        join(alice, room, "Alice")
+        submit(alice, room)
+        for c, nick in ((bob, "Bob"), (carl, "Carl")):
+            p = join(c, room, nick, timeout=30)[0]
+            t.ok(p is not None and p.get("type") is None, "s2s: %s enters the room on a.example" % nick,
+                 lambda: el_str(p) + c.dump())
+        raw_message(bob, room, "f1", body="x", payload=OMEMO_LEGACY, type_="groupchat")
+        m = by_id(alice, "f1", timeout=20)
+        t.ok(m is not None and m.get("from") == room + "/Bob", "s2s: a remote occupant's OMEMO groupchat message "
+             "enters the room", alice.dump)
+        raw_message(bob, room, "f2", body="plain from b", type_="groupchat")
+        e = reflected_or_error(bob, "f2", timeout=20)
+        t.ok(e is not None and e.get("type") == "error" and error_condition(e) == "policy-violation"
+             and "a.example" in (error_text(e) or "") and "require" in (error_text(e) or ""),
+             "s2s: partner b.example e2e require: a remote occupant's plaintext is refused at the room's door "
+             "(the error names a.example's policy)", el_str(e))
+        alice.ping_server("a.example")
+        t.ok(not any(x.get("id") == "f2" for x in alice.messages()), "s2s: the room never broadcast it", alice.dump)
+        raw_message(carl, room, "f3", body="plain from c", type_="groupchat")
+        gc_refused(t, carl, "f3", "s2s: a plaintext groupchat message from a require host to a remote room",
+                   "c.example")
+        # a remote room's broadcast to local occupants: judged by the recipient's host mode
+        raw_message(alice, room, "f4", body="plain from the room's host", type_="groupchat")
+        m = by_id(bob, "f4", timeout=20)
+        t.ok(m is not None and m.get("type") == "groupchat", "s2s: host mode off: bob gets a remote room's "
+             "plaintext", bob.dump)
+        raw_message(alice, room, "f5", body="x", payload=OMEMO_2, type_="groupchat")
+        m = by_id(carl, "f5", timeout=20)
+        t.ok(m is not None and m.get("type") == "groupchat", "s2s: host mode require: carl gets a remote room's "
+             "OMEMO message", carl.dump)
+        carl.ping_server("c.example")
+        t.ok(not any(x.get("id") == "f4" for x in carl.messages()),
+             "s2s: host mode require: carl never got the remote room's plaintext (f4, sent before f5)", carl.dump)
+        t.ok(not [x for x in carl.inbox if x.tag == q(NS_CLIENT, "presence") and x.get("type") == "unavailable"
+                  and x.get("from") == room + "/Carl"],
+             "s2s: the room keeps carl: its server's <policy-violation/> bounce is no reason to kick (no 333)",
+             carl.dump)
+        for c in (alice, bob, carl):
             c.end()
 
 
@@ -248,6 +430,8 @@ def per_partner(t):
 def main(t):
     t.run(one_host_policies, t)
     t.run(per_partner, t)
+    t.run(groupchat_policies, t)
+    t.run(groupchat_federated, t)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 # sends one groupchat message with a key per device; bob, carol and alice's second device decrypt it,
 # mapping alice's occupant JID to her real JID. The message is archived byte-exact (MUC-MAM); a
 # non-member cannot join; a device added later cannot decrypt the old message, only new ones.
+# The host runs e2e_policy mode require: the OMEMO message passes, a plaintext one does not.
 import os
 import shutil
 import sys
@@ -24,7 +25,7 @@ SVC = "conference." + DOMAIN
 ROOM = "crisis@" + SVC
 NS_MAM = "urn:xmpp:mam:2"
 NS_FORWARD = "urn:xmpp:forward:0"
-YAML = ""
+YAML = "e2e_policy:\n  mode: require\n"
 
 
 def muc_send(dev, nick, body):
@@ -125,7 +126,7 @@ def group(t, srv, tmp):
          "alice's client fetches the device lists and bundles of bob, carol and her own second device and builds "
          "sessions", lambda: "%r\n%s" % (lines, err))
     t.ok(rc == 0 and "sent 3" in lines and "reflected" in lines,
-         "one groupchat message with three keys; the room reflects it",
+         "one groupchat message with three keys; the room reflects it (e2e require lets OMEMO through)",
          lambda: "%r\n%s" % (lines, err))
     sent_xml = [line[len("encrypted "):] for line in lines if line.startswith("encrypted ")]
     for who, proc in (("bob", pb), ("carol", pc), ("alice's second device", pa2)):
@@ -164,6 +165,12 @@ def group(t, srv, tmp):
          lambda: "%r\n%s" % (all_lines, err2))
     t.is_((rc2, msgs), (0, ["alice@localhost\tsecond message"]), "bob's new device decrypts the new message")
 
+    # e2e_policy require: a plaintext groupchat message is refused, the room never sees it
+    alice.send("<message to='%s' type='groupchat' id='plain1'><body>plain text</body></message>" % ROOM)
+    e = alice.expect(lambda el: el.tag == q(NS_CLIENT, "message") and el.get("id") == "plain1", timeout=15)
+    t.ok(e is not None and e.get("type") == "error" and error_condition(e) == "policy-violation",
+         "e2e require: a plaintext groupchat message to the room is refused with <policy-violation/>",
+         lambda: el_str(e))
     alice.end()
 
 
