@@ -224,18 +224,10 @@ static int remote_sender(const hook_event_t *ev)
     return !(is_groupchat(ev->stanza) && !f->resource);
 }
 
-/* A message from a remote server to a local account (local senders were judged on the way out). */
+/* A message from a remote server to a local account, or (message/component) to a room on our MUC
+ * service before the room sees it, ev->host being the service's parent host: remote -> local. Local
+ * senders were judged on the way out. */
 static int on_inbound(hook_event_t *ev, void *ud)
-{
-    (void)ud;
-    if (nothing_to_do() || ev->origin || !ev->from || !ev->to || !ev->host || !covered(ev->stanza)) return HOOK_PASS;
-    if (!ev->to->node || !remote_sender(ev)) return HOOK_PASS;
-    return apply(ev, partner_mode(ev->from->domain, host_mode(ev->host)), ev->host, ev->from, ev->to);
-}
-
-/* A message from a remote server to a room on our MUC service (or another component of ours), before
- * the room sees it: the room's host is the recipient (remote -> local). */
-static int on_component(hook_event_t *ev, void *ud)
 {
     (void)ud;
     if (nothing_to_do() || ev->origin || !ev->from || !ev->to || !ev->host || !covered(ev->stanza)) return HOOK_PASS;
@@ -256,7 +248,7 @@ static int load(module_ctx_t *m)
     module_hook(m, HOOK_PRE_STANZA_OUT, 50, on_outbound, NULL);
     module_hook(m, HOOK_MESSAGE_BARE, 50, on_inbound, NULL);
     module_hook(m, HOOK_MESSAGE_FULL, 50, on_inbound, NULL);
-    module_hook(m, HOOK_MESSAGE_COMPONENT, 50, on_component, NULL);
+    module_hook(m, HOOK_MESSAGE_COMPONENT, 50, on_inbound, NULL);
     return 0;
 }
 

@@ -50,6 +50,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1605,7 +1606,8 @@ static int cmd_muc_send(client_t *c, const char *body)
         int nkeys = 0, peer_keys = 0;
         char *enc = encrypted_xml(c->om, &p, jids, devs, n, &nkeys, &peer_keys, c->bare);
         char *to_e = xml_esc(c->room);
-        char *mid = xmpp_uuid_gen(c->ctx);
+        char *uuid = xmpp_uuid_gen(c->ctx);
+        const char *mid = uuid ? uuid : "omemo-muc";
         sbuf_t b = {0};
         sb_add(&b, "<message type='groupchat' to='%s' id='%s'>%s<encryption xmlns='urn:xmpp:eme:0' "
                    "namespace='" NS_OMEMO "' name='OMEMO'/><store xmlns='urn:xmpp:hints'/><body>%s</body></message>",
@@ -1626,7 +1628,8 @@ static int cmd_muc_send(client_t *c, const char *body)
             out("error %s", c->sent_error ? c->sent_error : "no-reflection");
         }
         c->sent_id = NULL;
-        xmpp_free(c->ctx, mid);
+        if (uuid)
+            xmpp_free(c->ctx, uuid);
         free(b.s);
         free(to_e);
         free(enc);
