@@ -8,6 +8,8 @@
 # mapping alice's occupant JID to her real JID. The message is archived byte-exact (MUC-MAM); a
 # non-member cannot join; a device added later cannot decrypt the old message, only new ones.
 # The host runs e2e_policy mode require: the OMEMO message passes, a plaintext one does not.
+# Across cities: the same with a member on a second, federated civitas server (device lists and bundles
+# over s2s, the room's member list read by the remote member), both ways.
 import os
 import shutil
 import sys
@@ -15,7 +17,8 @@ import tempfile
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Tap, Server, connect_login, q, el_str, error_condition, omemo_client, StropheProc, NS_CLIENT  # noqa: E402
+from harness import (Tap, Server, connect_login, q, el_str, error_condition, omemo_client, StropheProc,  # noqa: E402
+                     NS_CLIENT, DnsResponder, free_port)
 from omemo_scenarios import OmemoDevice, NS_OMEMO  # noqa: E402
 from test_muc import join, submit, admin, features, codes  # noqa: E402
 
@@ -28,14 +31,14 @@ NS_FORWARD = "urn:xmpp:forward:0"
 YAML = "e2e_policy:\n  mode: require\n"
 
 
-def muc_send(dev, nick, body):
+def muc_send(dev, nick, body, room=ROOM):
     """omemo_client muc-send: (exit code, stdout lines, stderr)."""
-    return dev.run("muc-send", "--room", ROOM, "--nick", nick, "--body", body)
+    return dev.run("muc-send", "--room", room, "--nick", nick, "--body", body)
 
 
-def muc_receive(dev, nick, count, history=0, timeout=40):
+def muc_receive(dev, nick, count, history=0, timeout=40, room=ROOM):
     """omemo_client muc-receive in the background; returns the StropheProc once it is in the room (p.ready)."""
-    p = StropheProc(dev.args("muc-receive", "--room", ROOM, "--nick", nick, "--count", str(count),
+    p = StropheProc(dev.args("muc-receive", "--room", room, "--nick", nick, "--count", str(count),
                              "--history", str(history), timeout=timeout), program=omemo_client())
     p.ready = p.wait_line("ready ", timeout=timeout)
     return p
@@ -174,11 +177,73 @@ def group(t, srv, tmp):
     alice.end()
 
 
+def federated(t, tmp):
+    """A room on civ-a.example with alice and carol (civ-a) and bob (civ-b, a second civitas)."""
+    dns = DnsResponder()
+    os.environ["CIVITAS_DNS_SERVER"] = "127.0.0.1@%d" % dns.port
+    try:
+        srv = {}
+        for d in ("civ-a.example", "civ-b.example"):
+            port = free_port()
+            for name in (d, "conference." + d):
+                dns.add_srv("_xmpp-server._tcp." + name, d, port)
+            dns.add_a(d)
+            srv[d] = Server(t, hosts=[d], extra_yaml="federation:\n  mode: open\n  dialback: true\n",
+                            listen={"client": ["127.0.0.1:0"], "server": ["127.0.0.1:%d" % port]})
+        a, b = srv["civ-a.example"], srv["civ-b.example"]
+        room = "crisis@conference.civ-a.example"
+        a.adduser("alice@civ-a.example", PW)
+        a.adduser("carol@civ-a.example", PW)
+        b.adduser("bob@civ-b.example", PW)
+        info_a = {"domain": "civ-a.example", "port": a.port("client"), "password": PW}
+        info_b = {"domain": "civ-b.example", "port": b.port("client"), "password": PW}
+        alice = OmemoDevice(info_a, tmp, "alice", "fa1")
+        carol = OmemoDevice(info_a, tmp, "carol", "fc1")
+        bob = OmemoDevice(info_b, tmp, "bob", "fb1")
+        t.ok(all(d.publish()[0] == 0 for d in (alice, carol, bob)), "s2s: alice, carol (civ-a) and bob (civ-b) publish")
+        raw = connect_login(a, "alice", PW, resource="raw", domain="civ-a.example")
+        raw.presence()
+        join(raw, room, "Alice")
+        r = submit(raw, room, {"muc#roomconfig_membersonly": "1", "muc#roomconfig_whois": "anyone"})
+        for u in ("bob@civ-b.example", "carol@civ-a.example"):
+            admin(raw, room, "<item jid='%s' affiliation='member'/>" % u)
+        t.ok(r is not None and r.get("type") == "result", "s2s: alice's room on civ-a is members-only and "
+             "non-anonymous, bob of civ-b and carol members", lambda: el_str(r))
+        pb = muc_receive(bob, "Bob", 1, room=room, timeout=60)
+        pc = muc_receive(carol, "Carol", 1, room=room)
+        t.ok(pb.ready and pc.ready, "s2s: bob enters the room from civ-b, carol from civ-a",
+             lambda: repr([pb.lines, pc.lines]))
+        rc, lines, err = muc_send(alice, "Alice", "across cities", room=room)
+        t.ok(rc == 0 and "members bob@civ-b.example carol@civ-a.example" in lines
+             and ("session %s %d new" % (bob.jid, bob.device_id)) in lines and "sent 2" in lines,
+             "s2s: alice's client fetches bob's device list and bundle from civ-b and sends one message",
+             lambda: "%r\n%s" % (lines, err))
+        for who, proc in (("bob (civ-b)", pb), ("carol (civ-a)", pc)):
+            rc2, msgs, _, err2 = decrypted(proc)
+            t.is_((rc2, msgs), (0, ["alice@civ-a.example\tacross cities"]), "s2s: %s decrypts it" % who)
+        pa = muc_receive(alice, "Alice", 1, room=room)
+        pc = muc_receive(carol, "Carol", 1, room=room)
+        rc, lines, err = muc_send(bob, "Bob", "answer from civ-b", room=room)
+        t.ok(rc == 0 and "room-ok" in lines and "members alice@civ-a.example carol@civ-a.example" in lines
+             and "sent 2" in lines,
+             "s2s: bob's client on civ-b reads the remote room's disco and member list and sends back",
+             lambda: "%r\n%s" % (lines, err))
+        for who, proc in (("alice", pa), ("carol", pc)):
+            rc2, msgs, _, err2 = decrypted(proc)
+            t.is_((rc2, msgs), (0, ["bob@civ-b.example\tanswer from civ-b"]), "s2s: %s decrypts bob's answer" % who)
+        raw.end()
+        for s_ in (a, b):
+            s_.stop()
+    finally:
+        dns.stop()
+
+
 def main(t):
     tmp = tempfile.mkdtemp(prefix="civitas-omemo-muc-")
     try:
         with Server(t, hosts=[DOMAIN], extra_yaml=YAML) as srv:
             t.run(group, t, srv, tmp)
+        t.run(federated, t, tmp)
     finally:
         if t.failed:
             t.diag("omemo_client state kept in %s" % tmp)
