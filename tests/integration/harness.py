@@ -903,10 +903,12 @@ class RawClient:
         self.close()
 
 
-def connect_login(srv, user, password, resource=None, mech=None, direct_tls=False, domain="localhost"):
-    """A logged-in RawClient (STARTTLS on 'client' or direct TLS on 'client_tls')."""
+def connect_login(srv, user, password, resource=None, mech=None, direct_tls=False, domain="localhost",
+                  timeout=DEFAULT_TIMEOUT):
+    """A logged-in RawClient (STARTTLS on 'client' or direct TLS on 'client_tls'); timeout: for each
+    read (a test that stalls the server on purpose gives more)."""
     c = RawClient(srv.port("client_tls" if direct_tls else "client"), tls=direct_tls, cafile=srv.ca,
-                  server_hostname=domain)
+                  server_hostname=domain, timeout=timeout)
     c.login(user, password, resource=resource, mech=mech, domain=domain)
     return c
 

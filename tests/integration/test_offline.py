@@ -450,7 +450,9 @@ def delivered_once(t, srv):
     db = sqlite3.connect(os.path.join(srv.data_dir, "civitas.db"), timeout=30, isolation_level=None)
     db.execute("BEGIN IMMEDIATE")       # another writer holds the write lock: deleting fails (busy)
     try:
-        e = connect_login(srv, "erin", PW, resource="r")
+        # each write the server tries while the lock is held (alice's last activity, her archive batch,
+        # the delete) waits out SQLite's busy timeout on the loop: allow for several, under ASan too
+        e = connect_login(srv, "erin", PW, resource="r", timeout=60)
         e.presence()
         ok = e.ping_server(timeout=60)
         got = [m.get("id") for m in e.messages()]
