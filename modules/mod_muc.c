@@ -1480,6 +1480,7 @@ static int check_aff_change(const room_t *r, int myaff, const char *target, int 
 static void apply_aff(room_t *r, const char *target, int aff, const occupant_t *me, const char *reason)
 {
     set_aff(r, target, aff, reason);
+    if (aff < AFF_MEMBER && reg_nick(r, target)) set_nick(r, target, NULL);   /* the nick went with the membership */
     occupant_t *o;
     while ((o = occupant_of(r, target))) {
         pres_opts_t op = {.actor = me ? me->nick : NULL, .reason = reason};
@@ -1876,11 +1877,19 @@ static int mam_form(hook_event_t *ev)
     return hook_reply(ev, reply);
 }
 
-/* One archived row to the asker as a MAM result. */
-static void mam_result(const room_t *r, const char *to, const char *queryid, const storage_value_t *c)
+/* One archived row to the asker as a MAM result. XEP-0313 §"MUC Archives": any muc#user <x/> the
+ * sender put in is stripped; an asker who may see real JIDs (a non-anonymous room, a moderator, an
+ * admin or owner) gets the sender's (bare) JID in <x><item jid/></x>: OMEMO clients need it to
+ * decrypt the history. */
+static void mam_result(const room_t *r, const char *to, const char *queryid, const storage_value_t *c, int see_jid)
 {
     xnode_t *orig = xnode_parse_one(c[M_XML].p, c[M_XML].len, NS_CLIENT);
     if (!orig) return;
+    strip_children(orig, "x", NS_MUC_USER, NULL);
+    if (see_jid) {
+        xnode_t *item = xnode_add_elem(xnode_add_elem(orig, "x", NS_MUC_USER), "item", NS_MUC_USER);
+        xnode_set_attr(item, "jid", c[M_JID].p);
+    }
     xnode_t *m = xnode_new("message", NS_CLIENT);
     xnode_t *res = xnode_add_elem(m, "result", NS_MAM);
     if (queryid) xnode_set_attr(res, "queryid", queryid);
@@ -1902,7 +1911,7 @@ static int row_order(const void *a, const void *b)
 
 /* XEP-0313 #extended 'ids': exactly these messages, in archive order; an unknown id is
  * item-not-found. At most MAM_MAX of them (then the answer is not complete). */
-static int mam_ids(hook_event_t *ev, room_t *r, const xnode_t *field, const char *queryid)
+static int mam_ids(hook_event_t *ev, room_t *r, const xnode_t *field, const char *queryid, int see_jid)
 {
     store_row_t **rows = NULL;
     int n = 0, cut = 0, err = -1;
@@ -1929,7 +1938,7 @@ static int mam_ids(hook_event_t *ev, room_t *r, const xnode_t *field, const char
     }
     if (err < 0) {
         qsort(rows, (size_t)n, sizeof *rows, row_order);
-        for (int i = 0; i < n; i++) mam_result(r, ev->from->full, queryid, rows[i]->col);
+        for (int i = 0; i < n; i++) mam_result(r, ev->from->full, queryid, rows[i]->col, see_jid);
     }
     xnode_t *reply = err < 0 ? stanza_reply(ev->stanza) : NULL;
     if (reply) {
@@ -2014,11 +2023,12 @@ static int mam_query(hook_event_t *ev, room_t *r, occupant_t *me)
         return hook_error_cond(ev, STANZA_ERR_FORBIDDEN);
     xnode_t *q = xnode_first_elem(ev->stanza);
     const char *queryid = xnode_attr(q, "queryid");
+    int see_jid = has_flag(r, F_WHOIS_ANYONE) || aff >= AFF_ADMIN || (me && me->role == ROLE_MODERATOR);
     mam_args_t a = {0};
     int err = mam_parse_form(q, &a);
     if (err < 0 && a.ids) {
         mam_args_free(&a);
-        return mam_ids(ev, r, a.ids, queryid);
+        return mam_ids(ev, r, a.ids, queryid, see_jid);
     }
     xnode_t *set = xnode_child(q, "set", NS_RSM);
     long max = 50;
@@ -2089,7 +2099,7 @@ static int mam_query(hook_event_t *ev, room_t *r, occupant_t *me)
         storage_value_t *c = page.rows[last_page ? n - 1 - k : k]->col;
         if (!first) first = c[M_STANZA_ID].p;
         last = c[M_STANZA_ID].p;
-        mam_result(r, ev->from->full, queryid, c);
+        mam_result(r, ev->from->full, queryid, c, see_jid);
     }
     xnode_t *reply = stanza_reply(ev->stanza);
     xnode_t *fin = xnode_add_elem(reply, "fin", NS_MAM);

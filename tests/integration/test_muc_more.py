@@ -12,7 +12,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Tap, Server, connect_login, q, el_str, error_condition, NS_CLIENT  # noqa: E402
 from test_muc import (join, submit, create, groupchat, gc_from, features, form_values, admin, leave,  # noqa: E402
-                      codes, item, is_presence, NS_MUC, NS_ADMIN, NS_OWNER, NS_X, NS_INFO, NS_ITEMS)
+                      codes, item, is_presence, NS_MUC, NS_USER, NS_ADMIN, NS_OWNER, NS_X, NS_INFO, NS_ITEMS)
 
 PW = "pw-for-muc-more"
 SVC = "conference.localhost"
@@ -125,6 +125,11 @@ def registration(t, srv, alice, bob):
     admin(alice, mo, "<item jid='dave@localhost' affiliation='member'/>")
     r = dave.iq("set", reg_form("Dave"), to=mo)
     t.ok(r is not None and r.get("type") == "result", "members-only room: a member reserves a nick", lambda: el_str(r))
+    r, qq, ids = reserved_nick(dave, mo)
+    t.is_(ids, [("conference", "text", "Dave")], "members-only room: the member's reserved nick")
+    admin(alice, mo, "<item jid='dave@localhost' affiliation='none'/>")
+    r, qq, ids = reserved_nick(dave, mo)
+    t.is_(ids, [], "a registered member whom an admin makes 'none' loses the reserved nick with the membership")
     # unregistering (XEP-0077 <remove/>)
     r = bob.iq("set", "<query xmlns='%s'><remove/></query>" % NS_REG, to=room)
     lost = alice.expect(lambda el: is_presence(el, room + "/Bobby") and item(el) is not None
@@ -304,6 +309,31 @@ def mam_fields(t, srv, alice, bob):
          lambda: el_str(fin))
     fin, res = mam(alice, room, "<field var='bogus'><value>x</value></field>", qid="u1")
     t.is_(error_condition(fin), "bad-request", "XEP-0313 §5.1: a field the room does not know: bad-request")
+    # XEP-0313 MUC archives: a forged muc#user <x/> is stripped; the real JID goes to those who may see it
+    groupchat(bob, room, "forged", "<x xmlns='%s'><item jid='mallory@localhost'/></x>" % NS_USER)
+    gc_from(bob, room + "/Bob", "forged")
+
+    def jids_seen(c, qid):
+        iid = c.next_id("mam")
+        c.send("<iq type='set' id='%s' to='%s'><query xmlns='%s' queryid='%s'/></iq>" % (iid, room, NS_MAM, qid))
+        c.expect(lambda el: el.tag == q(NS_CLIENT, "iq") and el.get("id") == iid, timeout=10)
+        out = {}
+        for m in [el for el in c.inbox if el.tag == q(NS_CLIENT, "message")]:
+            r_ = m.find(q(NS_MAM, "result"))
+            if r_ is None or r_.get("queryid") != qid:
+                continue
+            c.inbox.remove(m)
+            fm = r_.find(q(NS_FWD, "forwarded")).find(q(NS_CLIENT, "message"))
+            out[fm.findtext(q(NS_CLIENT, "body"))] = [i.get("jid") for i in fm.iter(q(NS_USER, "item"))]
+        return out
+    seen = jids_seen(alice, "j1")
+    t.ok(seen.get("b1") == ["bob@localhost"] and seen.get("a1") == ["alice@localhost"]
+         and seen.get("forged") == ["bob@localhost"],
+         "XEP-0313: a moderator's MUC-MAM results carry the sender's real JID (a forged <x/> is stripped)",
+         lambda: repr(seen))
+    seen = jids_seen(bob, "j2")
+    t.ok(seen.get("b1") == [] and seen.get("forged") == [],
+         "XEP-0313: in a semi-anonymous room a participant's results carry no real JID", lambda: repr(seen))
     return room, sids
 
 
@@ -330,11 +360,11 @@ def retention_and_upgrade(t, srv, room, sids):
     db.close()
     t.is_((ver, tabs), ((2,), ["muc_affiliations", "muc_ids", "muc_messages", "muc_nicks", "muc_rooms"]),
           "a muc schema 1 database is upgraded to 2 at the start (muc_nicks, by_age)")
-    t.ok(len(left) == 4 and not any("old a3" in x for x in left),
+    t.ok(len(left) == 5 and not any("old a3" in x for x in left),
          "muc.max_age_days 14: a message 15 days old is deleted, one 13 days old stays", lambda: repr(left))
     alice = login(srv, "alice")
     fin, res = mam(alice, room, qid="r1")
-    t.is_([b for _, b, _ in res], ["a1", "b1", "a2", "b2"], "... and MUC-MAM no longer returns it")
+    t.is_([b for _, b, _ in res], ["a1", "b1", "a2", "b2", "forged"], "... and MUC-MAM no longer returns it")
     fin, res = mam(alice, room, "<field var='ids'><value>%s</value></field>" % sids["old a3"], qid="r2")
     t.is_(error_condition(fin), "item-not-found", "... nor fetches it by id")
     alice.end()
