@@ -1020,6 +1020,7 @@ static void broadcast_message(room_t *r, occupant_t *o, xnode_t *st)
     char *from = occ_jid(r, o->nick);
     xnode_set_attr(m, "from", from);
     strip_children(m, "stanza-id", NS_SID, r->jid);
+    strip_children(m, "x", NS_MUC_USER, NULL);         /* only the room speaks muc#user (a forged <item jid/>) */
     strip_children(m, "occupant-id", NS_OCCUPANT_ID, NULL);
     char sid[33];
     random_hex(sid, 12);
@@ -1120,7 +1121,8 @@ static int on_message(hook_event_t *ev, room_t *r)
         char *from = occ_jid(r, o->nick);
         for (size_t i = 0; i < to->ns; i++) {
             xnode_t *m = xnode_copy(ev->stanza);
-            if (!xnode_child(m, "x", NS_MUC_USER)) xnode_add_elem(m, "x", NS_MUC_USER);
+            strip_children(m, "x", NS_MUC_USER, NULL);  /* no forged <item jid/> */
+            xnode_add_elem(m, "x", NS_MUC_USER);
             send_to(m, from, to->s[i].full);
         }
         free(from);

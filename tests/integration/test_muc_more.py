@@ -312,6 +312,15 @@ def mam_fields(t, srv, alice, bob):
     # XEP-0313 MUC archives: a forged muc#user <x/> is stripped; the real JID goes to those who may see it
     groupchat(bob, room, "forged", "<x xmlns='%s'><item jid='mallory@localhost'/></x>" % NS_USER)
     gc_from(bob, room + "/Bob", "forged")
+    fm = gc_from(alice, room + "/Bob", "forged")
+    t.ok(fm is not None and fm.find(q(NS_USER, "x")) is None,
+         "a groupchat message reaches the occupants without the sender's muc#user <x/> (no forged real JID)",
+         lambda: el_str(fm))
+    bob.send("<message to='%s/Alice' type='chat'><body>pm forged</body><x xmlns='%s'><item jid='mallory@localhost'/>"
+             "</x></message>" % (room, NS_USER))
+    pm = alice.expect_message("pm forged", timeout=10)
+    t.ok(pm is not None and pm.find(q(NS_USER, "x")) is not None and not list(pm.iter(q(NS_USER, "item"))),
+         "a private message arrives with an empty muc#user <x/> (a forged <item/> removed)", lambda: el_str(pm))
 
     def jids_seen(c, qid):
         iid = c.next_id("mam")
