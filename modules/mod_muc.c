@@ -31,6 +31,11 @@
 #define NS_FORWARD "urn:xmpp:forward:0"
 #define FORM_ROOMCONFIG NS_MUC "#roomconfig"
 #define FORM_ROOMINFO NS_MUC "#roominfo"
+#define FORM_REGISTER NS_MUC "#register"
+#define FORM_REQUEST NS_MUC "#request"
+#define NS_REGISTER "jabber:iq:register"
+#define NS_XVALIDATE "http://jabber.org/protocol/xdata-validate"
+#define NODE_ROOMUSER "x-roomuser-item"
 
 static struct muc_conf {
     char *host;
@@ -39,6 +44,7 @@ static struct muc_conf {
     long max_history;
     long default_history;
     int remote_create;
+    long max_age_days;
 } conf;
 
 static const module_option_t options[] = {
@@ -48,6 +54,7 @@ static const module_option_t options[] = {
     {"max_history", MOPT_INT, offsetof(struct muc_conf, max_history), 100, 0, STORE_MAX_LIMIT, .per_host = 0},
     {"default_history", MOPT_INT, offsetof(struct muc_conf, default_history), 20, 0, STORE_MAX_LIMIT, .per_host = 0},
     {"remote_create", MOPT_BOOL, offsetof(struct muc_conf, remote_create), 0, 0, 1, .per_host = 0},
+    {"max_age_days", MOPT_INT, offsetof(struct muc_conf, max_age_days), 14, 0, 36500, .per_host = 0},
     {.name = NULL}};
 
 /* ---- tables ---- */
@@ -68,16 +75,27 @@ static const store_column_t msg_columns[] = {
     {"id", STORE_ID}, {"room", STORE_TEXT}, {"ts", STORE_INT}, {"stanza_id", STORE_TEXT}, {"nick", STORE_TEXT},
     {"jid", STORE_TEXT}, {"occupant_id", STORE_TEXT}, {"xml", STORE_BLOB}, {.name = NULL}};
 static const store_index_t msg_indexes[] = {
-    {"by_room", "room"}, {"by_time", "room, ts"}, {"by_sid", "room, stanza_id"}, {.name = NULL}};
+    {"by_room", "room"}, {"by_time", "room, ts"}, {"by_sid", "room, stanza_id"}, {"by_age", "ts"}, {.name = NULL}};
+enum { N_ROOM, N_JID, N_NICK };
+static const store_column_t nick_columns[] = {
+    {"room", STORE_TEXT}, {"jid", STORE_TEXT}, {"nick", STORE_TEXT}, {.name = NULL}};
 static const store_table_t tables[] = {
     {.name = "rooms", .columns = room_columns, .key = "jid", .account = "jid"},
     {.name = "affiliations", .columns = aff_columns, .key = "room, jid", .account = "jid", .indexes = by_jid},
     {.name = "ids", .columns = id_columns, .key = "room, jid", .account = "jid", .indexes = by_jid},
     {.name = "messages", .columns = msg_columns, .key = "id", .account = "room", .indexes = msg_indexes},
+    {.name = "nicks", .columns = nick_columns, .key = "room, jid", .account = "jid", .indexes = by_jid},
     {.name = NULL}};
-static const store_schema_t schema = {.version = 1, .tables = tables};
+/* 1 -> 2: registered nicks (XEP-0045 §7.10), by_age for muc.max_age_days */
+static const char *const upgrade[] = {
+    "CREATE TABLE \"muc_nicks\" (\"room\" TEXT NOT NULL, \"jid\" TEXT NOT NULL, \"nick\" TEXT NOT NULL,"
+    " PRIMARY KEY (\"room\", \"jid\"));"
+    " CREATE INDEX \"muc_nicks__by_jid\" ON \"muc_nicks\" (\"jid\", \"room\");"
+    " CREATE INDEX \"muc_messages__by_age\" ON \"muc_messages\" (\"ts\", \"id\")",
+    NULL};
+static const store_schema_t schema = {.version = 2, .tables = tables, .upgrade = upgrade};
 
-static store_t *t_rooms, *t_affs, *t_ids, *t_msgs;
+static store_t *t_rooms, *t_affs, *t_ids, *t_msgs, *t_nicks;
 
 /* ---- rooms in memory ---- */
 enum { AFF_OUTCAST, AFF_NONE, AFF_MEMBER, AFF_ADMIN, AFF_OWNER };
@@ -87,7 +105,8 @@ static const char *const role_names[] = {"none", "visitor", "participant", "mode
 
 enum {
     F_PERSISTENT = 1, F_PUBLIC = 2, F_MEMBERS_ONLY = 4, F_MODERATED = 8, F_PASSWORD = 16, F_WHOIS_ANYONE = 32,
-    F_ALLOW_INVITES = 64, F_CHANGE_SUBJECT = 128
+    F_ALLOW_INVITES = 64, F_CHANGE_SUBJECT = 128,
+    F_NO_LOGGING = 256           /* muc#roomconfig_enablelogging off (inverted: rooms saved before it log) */
 };
 
 typedef struct room_config {
@@ -118,6 +137,7 @@ typedef struct room {
     strmap_t *occ;               /* nick -> occupant_t */
     strmap_t *by_full;           /* real full JID -> occupant_t */
     strmap_t *affs;              /* real bare JID -> (void *)(intptr_t)(affiliation + 1) */
+    strmap_t *nicks;             /* real bare JID -> its registered nick (malloc'd), XEP-0045 §7.10 */
     int locked;                  /* created with <x/>, not yet configured: nobody else may enter */
     int64_t created;
     long nhist;                  /* rows in the archive, -1: not counted yet */
@@ -126,6 +146,18 @@ typedef struct room {
 static strmap_t *rooms;          /* room JID -> room_t */
 
 static int has_flag(const room_t *r, int f) { return (r->cfg.flags & f) != 0; }
+
+/* Logged (XEP-0045 170): the room's discussion is archived for MUC-MAM. A room with logging off keeps
+ * only the messages it sends on entering (muc#maxhistoryfetch). */
+static int flags_logged(int flags) { return !(flags & F_NO_LOGGING) && conf.max_history > 0; }
+static int is_logged(const room_t *r) { return flags_logged(r->cfg.flags); }
+
+/* Messages the room's archive keeps at most. */
+static long archive_cap(const room_t *r)
+{
+    if (is_logged(r)) return conf.max_history;
+    return r->cfg.history < conf.max_history ? r->cfg.history : conf.max_history;
+}
 
 static int get_aff(const room_t *r, const char *bare)
 {
@@ -184,6 +216,7 @@ static void unsave_room(room_t *r)
     storage_value_t key = STORE_VAL_TEXT(r->jid);
     store_delete(t_rooms, &key);
     delete_prefix(t_affs, NULL, r->jid);
+    delete_prefix(t_nicks, NULL, r->jid);
 }
 
 static void set_aff(room_t *r, const char *bare, int aff, const char *reason)
@@ -191,6 +224,42 @@ static void set_aff(room_t *r, const char *bare, int aff, const char *reason)
     if (aff == AFF_NONE) strmap_del(r->affs, bare);
     else strmap_put(r->affs, bare, (void *)(intptr_t)(aff + 1));
     save_aff(r, bare, aff, reason);
+}
+
+/* ---- registered nicks (XEP-0045 §7.10): kept like affiliations, in the table for persistent rooms ---- */
+static const char *reg_nick(const room_t *r, const char *bare) { return strmap_get(r->nicks, bare); }
+
+/* The bare JID that registered nick in r, or NULL. */
+static const char *reg_holder(const room_t *r, const char *nick)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+    while (strmap_next(r->nicks, &pos, &k, &v))
+        if (strcmp(v, nick) == 0) return k;
+    return NULL;
+}
+
+static void save_nick(room_t *r, const char *bare, const char *nick)
+{
+    if (!has_flag(r, F_PERSISTENT)) return;
+    int rc;
+    if (!nick) {
+        storage_value_t key[] = {STORE_VAL_TEXT(r->jid), STORE_VAL_TEXT(bare)};
+        rc = store_delete(t_nicks, key);
+    } else {
+        storage_value_t row[] = {STORE_VAL_TEXT(r->jid), STORE_VAL_TEXT(bare), STORE_VAL_TEXT(nick)};
+        rc = store_put(t_nicks, row, NULL);
+    }
+    if (rc < 0) log_error("muc", "saving a registered nick failed: %s", store_error(t_nicks));
+}
+
+/* Register (nick) or unregister (NULL) bare's nick in r. */
+static void set_nick(room_t *r, const char *bare, const char *nick)
+{
+    free(strmap_del(r->nicks, bare));
+    if (nick) strmap_put(r->nicks, bare, xstrdup(nick));
+    save_nick(r, bare, nick);
 }
 
 /* Persist everything of a room that just became persistent. */
@@ -203,6 +272,8 @@ static void save_room_all(room_t *r)
     const char *k;
     void *v;
     while (strmap_next(r->affs, &pos, &k, &v)) save_aff(r, k, (int)(intptr_t)v - 1, NULL);
+    pos = 0;
+    while (strmap_next(r->nicks, &pos, &k, &v)) save_nick(r, k, v);
     if (store_commit(t_rooms) < 0) store_rollback(t_rooms);
 }
 
@@ -231,6 +302,7 @@ static room_t *room_new(const char *jid)
     r->occ = strmap_new();
     r->by_full = strmap_new();
     r->affs = strmap_new();
+    r->nicks = strmap_new();
     r->cfg.flags = F_PUBLIC;
     r->cfg.history = conf.default_history < conf.max_history ? conf.default_history : conf.max_history;
     r->created = now_unix();
@@ -259,6 +331,9 @@ static void room_free(room_t *r)
     strmap_free(r->occ);
     strmap_free(r->by_full);
     strmap_free(r->affs);
+    pos = 0;
+    while (strmap_next(r->nicks, &pos, &k, &v)) free(v);
+    strmap_free(r->nicks);
     free(r->cfg.name);
     free(r->cfg.desc);
     free(r->cfg.password);
@@ -268,11 +343,12 @@ static void room_free(room_t *r)
     free(r);
 }
 
-/* Forget a room: memory, tables, archive. */
+/* Forget a room: memory, tables, archive, occupant ids. */
 static void room_destroy(room_t *r)
 {
     unsave_room(r);
     delete_prefix(t_msgs, "by_room", r->jid);
+    delete_prefix(t_ids, NULL, r->jid);
     strmap_del(rooms, r->jid);
     room_free(r);
 }
@@ -298,6 +374,10 @@ static room_t *load_room(const storage_value_t *c)
             if (a >= AFF_OUTCAST && a <= AFF_OWNER && a != AFF_NONE)
                 strmap_put(r->affs, ap.rows[j]->col[A_JID].p, (void *)(intptr_t)(a + 1));
         }
+    store_page_free(&ap);
+    if (store_range(t_nicks, &ar, &ap) == 0)
+        for (int j = 0; j < ap.n; j++)
+            strmap_put(r->nicks, ap.rows[j]->col[N_JID].p, xstrdup(ap.rows[j]->col[N_NICK].p));
     store_page_free(&ap);
     return r;
 }
@@ -352,6 +432,77 @@ static void sync_rooms(void)
     }
     free(gone);
     strmap_free(seen);
+}
+
+/* The rows of rooms that are not persistent rooms: temporary rooms never outlive the process, so
+ * what one left in the tables (its archive, occupant ids) after a crash (kill -9, power loss) is
+ * deleted at start. Walks the table's room index one room at a time (no scan of the rows). */
+static int drop_orphans(store_t *t, const char *index, int col)
+{
+    char *last = NULL;
+    int n = 0;
+    for (;;) {
+        storage_value_t lv = STORE_VAL_TEXT(last ? last : "");
+        store_range_t rr = {.index = index, .limit = 1};
+        if (last) rr.after = (store_bound_t){&lv, 1, 0};
+        store_page_t page = {0};
+        if (store_range(t, &rr, &page) < 0 || page.n == 0) {
+            store_page_free(&page);
+            break;
+        }
+        free(last);
+        last = xstrdup(page.rows[0]->col[col].p);
+        store_page_free(&page);
+        room_t *r = strmap_get(rooms, last);
+        if (!r || !has_flag(r, F_PERSISTENT)) {
+            delete_prefix(t, index, last);
+            n++;
+        }
+    }
+    free(last);
+    return n;
+}
+
+static void drop_temporary_leftovers(void)
+{
+    int n = drop_orphans(t_msgs, "by_room", M_ROOM);
+    n += drop_orphans(t_ids, NULL, I_ROOM);
+    n += drop_orphans(t_affs, NULL, A_ROOM);
+    n += drop_orphans(t_nicks, NULL, N_ROOM);
+    if (n > 0) log_info("muc", "deleted what %d room(s) that were not persistent left behind (an unclean stop)", n);
+}
+
+/* ---- retention: muc.max_age_days, like mam.max_age_days for the user archive ---- */
+#define EXPIRE_EVERY_MS 60000        /* the sweep runs this often (and at load) */
+#define EXPIRE_BATCH 500             /* rows one step deletes; a full batch schedules the next turn */
+static module_ctx_t *ctx;
+static module_timer_t *again;        /* a one-shot timer for the next batch, or NULL */
+
+static void expire_step(module_timer_t *t, void *ud);
+
+static void expire_run(void)
+{
+    if (conf.max_age_days <= 0) return;
+    int n = store_expire(t_msgs, "by_age", now_unix() - (int64_t)conf.max_age_days * 86400, EXPIRE_BATCH);
+    if (n < 0) {
+        log_warn("muc", "expiring archived room messages failed: %s", store_error(t_msgs));
+        return;
+    }
+    if (n > 0) {
+        log_debug("muc", "expired %d archived room message(s)", n);
+        size_t pos = 0;
+        const char *k;
+        void *v;
+        while (strmap_next(rooms, &pos, &k, &v)) ((room_t *)v)->nhist = -1;   /* counted again when needed */
+    }
+    if (n == EXPIRE_BATCH && !again) again = module_add_timer(ctx, 0, 0, expire_step, NULL);
+}
+
+static void expire_step(module_timer_t *t, void *ud)
+{
+    (void)ud;
+    if (t == again) again = NULL;
+    expire_run();
 }
 
 static storage_watch_t rooms_watch;
@@ -409,6 +560,7 @@ typedef struct pres_opts {
     const char *reason;
     const xnode_t *destroy;      /* a <destroy/> to include */
     int created;                 /* 201 for the creator's own presence */
+    int entering;                /* the initial self-presence: 170 when the room is logged */
 } pres_opts_t;
 
 static int can_see_jid(const room_t *r, const occupant_t *viewer)
@@ -444,6 +596,7 @@ static xnode_t *build_presence(const room_t *r, const occupant_t *o, const occup
     if (is_self && has_flag(r, F_WHOIS_ANYONE) && !op->type) codes[n++] = 100;
     for (int i = 0; i < op->ncodes; i++) codes[n++] = op->codes[i];
     if (is_self && op->created) codes[n++] = 201;
+    if (is_self && op->entering && is_logged(r)) codes[n++] = 170;
     if (is_self) codes[n++] = 110;
     for (int i = 0; i < n; i++) {
         char buf[8];
@@ -552,9 +705,25 @@ static void leave_everywhere(const char *full, int code)
 }
 
 /* ---- history ---- */
+/* Keep at most max rows of the room's archive (the oldest go). */
+static void trim_archive(room_t *r, long max)
+{
+    storage_value_t p = STORE_VAL_TEXT(r->jid);
+    store_range_t rr = {.index = "by_room", .prefix = &p, .nprefix = 1, .limit = 1};
+    if (r->nhist < 0) r->nhist = store_count(t_msgs, &rr);
+    while (r->nhist > max) {
+        long over = r->nhist - max;
+        rr.limit = (int)(over < STORE_MAX_LIMIT ? over : STORE_MAX_LIMIT);
+        int d = store_delete_range(t_msgs, &rr);
+        if (d <= 0) break;
+        r->nhist -= d;
+    }
+}
+
 static void archive(room_t *r, const occupant_t *o, const xnode_t *msg, const char *sid)
 {
-    if (conf.max_history == 0) return;
+    long cap = archive_cap(r);
+    if (cap == 0) return;
     size_t len;
     char *xml = xnode_serialize(msg, NULL, &len);
     if (!xml) return;
@@ -567,11 +736,7 @@ static void archive(room_t *r, const occupant_t *o, const xnode_t *msg, const ch
     if (store_put(t_msgs, row, NULL) < 0) log_error("muc", "archiving a message failed: %s", store_error(t_msgs));
     else r->nhist++;
     free(xml);
-    if (r->nhist > conf.max_history) {
-        rr.limit = (int)(r->nhist - conf.max_history);
-        int d = store_delete_range(t_msgs, &rr);
-        if (d > 0) r->nhist -= d;
-    }
+    trim_archive(r, cap);
 }
 
 static long attr_long(const xnode_t *n, const char *name, long def)
@@ -725,6 +890,7 @@ static void welcome(room_t *r, occupant_t *o, const char *full, const xnode_t *h
     while (strmap_next(r->occ, &pos, &k, &v))
         if (v != o) send_presence(r, v, o, full, &op);
     op.created = created;
+    op.entering = 1;
     send_presence(r, o, o, full, &op);
     send_history(r, full, hist);
     send_subject(r, full);
@@ -750,6 +916,8 @@ static int on_join(hook_event_t *ev, room_t *r)
     int aff = get_aff(r, bare);
     occupant_t *o = strmap_get(r->occ, nick);
     if (o && strcmp(o->bare, bare) != 0) return presence_error(ev, STANZA_ERR_CONFLICT);
+    const char *holder = reg_holder(r, nick);        /* §7.11: a nick another user registered */
+    if (holder && strcmp(holder, bare) != 0) return presence_error(ev, STANZA_ERR_CONFLICT);
     if (!created) {
         if (r->locked && aff != AFF_OWNER) return presence_error(ev, STANZA_ERR_ITEM_NOT_FOUND);
         if (aff == AFF_OUTCAST) return presence_error(ev, STANZA_ERR_FORBIDDEN);
@@ -795,6 +963,7 @@ static int on_join(hook_event_t *ev, room_t *r)
     strmap_put(r->occ, nick, o);
     strmap_put(r->by_full, full, o);
     op.created = created;
+    op.entering = 1;
     send_presence(r, o, o, full, &op);
     send_history(r, full, hist);
     send_subject(r, full);
@@ -804,7 +973,9 @@ static int on_join(hook_event_t *ev, room_t *r)
 static int on_nick_change(hook_event_t *ev, room_t *r, occupant_t *o)
 {
     const char *nick = ev->to->resource;
-    if (strmap_get(r->occ, nick)) return presence_error(ev, STANZA_ERR_CONFLICT);
+    const char *holder = reg_holder(r, nick);
+    if (strmap_get(r->occ, nick) || (holder && strcmp(holder, o->bare) != 0))
+        return presence_error(ev, STANZA_ERR_CONFLICT);
     pres_opts_t op = {.type = "unavailable", .newnick = nick, .codes = {303}, .ncodes = 1};
     broadcast_presence(r, o, &op);
     strmap_del(r->occ, o->nick);
@@ -849,6 +1020,7 @@ static void broadcast_message(room_t *r, occupant_t *o, xnode_t *st)
     char *from = occ_jid(r, o->nick);
     xnode_set_attr(m, "from", from);
     strip_children(m, "stanza-id", NS_SID, r->jid);
+    strip_children(m, "x", NS_MUC_USER, NULL);         /* only the room speaks muc#user (a forged <item jid/>) */
     strip_children(m, "occupant-id", NS_OCCUPANT_ID, NULL);
     char sid[33];
     random_hex(sid, 12);
@@ -930,6 +1102,8 @@ static int kickable_error(const xnode_t *st)
     return 1;
 }
 
+static int on_voice_form(hook_event_t *ev, room_t *r, occupant_t *o, xnode_t *x);
+
 static int on_message(hook_event_t *ev, room_t *r)
 {
     const char *type = xnode_attr(ev->stanza, "type");
@@ -947,7 +1121,8 @@ static int on_message(hook_event_t *ev, room_t *r)
         char *from = occ_jid(r, o->nick);
         for (size_t i = 0; i < to->ns; i++) {
             xnode_t *m = xnode_copy(ev->stanza);
-            if (!xnode_child(m, "x", NS_MUC_USER)) xnode_add_elem(m, "x", NS_MUC_USER);
+            strip_children(m, "x", NS_MUC_USER, NULL);  /* no forged <item jid/> */
+            xnode_add_elem(m, "x", NS_MUC_USER);
             send_to(m, from, to->s[i].full);
         }
         free(from);
@@ -956,6 +1131,8 @@ static int on_message(hook_event_t *ev, room_t *r)
     if (strcmp(type, "groupchat") != 0) {
         xnode_t *x = xnode_child(ev->stanza, "x", NS_MUC_USER);
         if (x) return on_invite(ev, r, o, x);
+        x = xnode_child(ev->stanza, "x", NS_XDATA);
+        if (x) return on_voice_form(ev, r, o, x);
         return hook_error_cond(ev, o ? STANZA_ERR_BAD_REQUEST : STANZA_ERR_NOT_ACCEPTABLE);
     }
     if (!o) return hook_error_cond(ev, STANZA_ERR_NOT_ACCEPTABLE);
@@ -1027,6 +1204,7 @@ static xnode_t *config_form(const room_t *r)
     form_field(x, "muc#maxhistoryfetch", "text-single", "Messages sent on join", buf);
     bool_field(x, "muc#roomconfig_allowinvites", "Occupants may invite", has_flag(r, F_ALLOW_INVITES));
     bool_field(x, "muc#roomconfig_changesubject", "Occupants may change the subject", has_flag(r, F_CHANGE_SUBJECT));
+    bool_field(x, "muc#roomconfig_enablelogging", "Archive the discussion (MUC-MAM)", !has_flag(r, F_NO_LOGGING));
     return x;
 }
 
@@ -1056,6 +1234,10 @@ static int apply_form(const xnode_t *x, room_config_t *c)
                 matched = 1;
             }
         if (matched) {
+        } else if (strcmp(var, "muc#roomconfig_enablelogging") == 0) {
+            if (v && !parse_bool(v) && strcmp(v, "0") != 0 && strcmp(v, "false") != 0) bad = 1;
+            else if (parse_bool(v)) c->flags &= ~F_NO_LOGGING;
+            else c->flags |= F_NO_LOGGING;
         } else if (strcmp(var, "FORM_TYPE") == 0) {
             if (v && strcmp(v, FORM_ROOMCONFIG) != 0) bad = 1;
         } else if (strcmp(var, "muc#roomconfig_roomname") == 0) {
@@ -1189,11 +1371,14 @@ static int on_owner(hook_event_t *ev, room_t *r, const char *type)
     else if (!(old & F_PERSISTENT) && (c.flags & F_PERSISTENT)) save_room_all(r);
     else save_room(r);
     hook_reply(ev, stanza_reply(ev->stanza));
+    if (!flags_logged(c.flags)) trim_archive(r, archive_cap(r));
     if (!was_locked) {
         int codes[4], n = 0;
         codes[n++] = 104;
         if (!(old & F_WHOIS_ANYONE) && (c.flags & F_WHOIS_ANYONE)) codes[n++] = 172;
         if ((old & F_WHOIS_ANYONE) && !(c.flags & F_WHOIS_ANYONE)) codes[n++] = 173;
+        if (!flags_logged(old) && flags_logged(c.flags)) codes[n++] = 170;    /* §10.2.1 */
+        if (flags_logged(old) && !flags_logged(c.flags)) codes[n++] = 171;
         room_status_message(r, codes, n);
     }
     if (!(old & F_MEMBERS_ONLY) && (c.flags & F_MEMBERS_ONLY)) remove_nonmembers(r, 322);
@@ -1297,6 +1482,7 @@ static int check_aff_change(const room_t *r, int myaff, const char *target, int 
 static void apply_aff(room_t *r, const char *target, int aff, const occupant_t *me, const char *reason)
 {
     set_aff(r, target, aff, reason);
+    if (aff < AFF_MEMBER && reg_nick(r, target)) set_nick(r, target, NULL);   /* the nick went with the membership */
     occupant_t *o;
     while ((o = occupant_of(r, target))) {
         pres_opts_t op = {.actor = me ? me->nick : NULL, .reason = reason};
@@ -1370,18 +1556,176 @@ static int admin_set(hook_event_t *ev, room_t *r, xnode_t *q, occupant_t *me)
     return HOOK_HANDLED;
 }
 
+/* ---- data forms sent to the room ---- */
+
+/* The value of the form's field var (malloc'd; "" for a field without one), or NULL without the field. */
+static char *form_value(const xnode_t *x, const char *var)
+{
+    for (xnode_t *f = xnode_first_elem(x); f; f = xnode_next_elem(f)) {
+        const char *v = xnode_attr(f, "var");
+        if (strcmp(f->name, "field") != 0 || strcmp(f->ns, NS_XDATA) != 0 || !v || strcmp(v, var) != 0) continue;
+        char *t = child_text(f, "value", NS_XDATA);
+        return t ? t : xstrdup("");
+    }
+    return NULL;
+}
+
+static int form_type_is(const xnode_t *x, const char *want)
+{
+    char *ft = form_value(x, "FORM_TYPE");
+    int ok = ft && strcmp(ft, want) == 0;
+    free(ft);
+    return ok;
+}
+
+/* XEP-0045 §7.13 a visitor's voice request (a muc#request form with muc#role only), sent on to the
+ * moderators as the §8.6 approval form; §8.6 a moderator's submitted approval grants voice. */
+static int on_voice_form(hook_event_t *ev, room_t *r, occupant_t *o, xnode_t *x)
+{
+    if (!form_type_is(x, FORM_REQUEST))
+        return hook_error_cond(ev, o ? STANZA_ERR_BAD_REQUEST : STANZA_ERR_NOT_ACCEPTABLE);
+    if (!o) return hook_error_cond(ev, STANZA_ERR_NOT_ACCEPTABLE);
+    const char *xt = xnode_attr(x, "type");
+    if (!xt || strcmp(xt, "submit") != 0) return hook_error_cond(ev, STANZA_ERR_BAD_REQUEST);
+    char *allow = form_value(x, "muc#request_allow");
+    if (allow) {                 /* an approval */
+        char *nick = form_value(x, "muc#roomnick");
+        int yes = parse_bool(allow);
+        free(allow);
+        int err = -1;
+        occupant_t *t = nick ? strmap_get(r->occ, nick) : NULL;
+        if (o->role != ROLE_MODERATOR) err = STANZA_ERR_FORBIDDEN;
+        else if (!nick) err = STANZA_ERR_BAD_REQUEST;
+        else if (yes && !t) err = STANZA_ERR_ITEM_NOT_FOUND;
+        else if (yes) err = check_role_change(r, o, get_aff(r, o->bare), t, ROLE_PARTICIPANT);
+        free(nick);
+        if (err >= 0) return hook_error_cond(ev, (stanza_err_t)err);
+        if (yes && t->role == ROLE_VISITOR) {
+            t->role = ROLE_PARTICIPANT;
+            pres_opts_t op = {.actor = o->nick};
+            broadcast_presence(r, t, &op);
+        }
+        return HOOK_HANDLED;
+    }
+    char *role = form_value(x, "muc#role");
+    int participant = role && strcmp(role, "participant") == 0;
+    free(role);
+    if (!participant) return hook_error_cond(ev, STANZA_ERR_BAD_REQUEST);
+    if (o->role != ROLE_VISITOR) return hook_error_cond(ev, STANZA_ERR_NOT_ALLOWED);
+    size_t pos = 0;
+    const char *k;
+    void *v;
+    while (strmap_next(r->occ, &pos, &k, &v)) {
+        occupant_t *m = v;
+        if (m->role != ROLE_MODERATOR) continue;
+        for (size_t i = 0; i < m->ns; i++) {
+            xnode_t *msg = xnode_new("message", NS_CLIENT);
+            xnode_t *f = xnode_add_elem(msg, "x", NS_XDATA);
+            xnode_set_attr(f, "type", "form");
+            add_text_elem(f, "title", NS_XDATA, "Voice request");
+            add_text_elem(f, "instructions", NS_XDATA, "To grant voice, set \"Grant voice\" and submit the form.");
+            form_field(f, "FORM_TYPE", "hidden", NULL, FORM_REQUEST);
+            form_field(f, "muc#role", "list-single", "Requested role", "participant");
+            form_field(f, "muc#jid", "jid-single", "User ID", ev->from->full);
+            form_field(f, "muc#roomnick", "text-single", "Room nickname", o->nick);
+            form_field(f, "muc#request_allow", "boolean", "Grant voice to this person?", "false");
+            send_to(msg, r->jid, m->s[i].full);
+        }
+    }
+    return HOOK_HANDLED;
+}
+
+/* XEP-0045 §7.10 registering with a room (XEP-0077 on the room JID): the muc#register form, the nick
+ * reserved and the user made a member; <remove/> ends both. Banned users may not register, nor may
+ * users without an affiliation in a members-only room (registration would let anyone in). */
+static int on_register(hook_event_t *ev, room_t *r, int get)
+{
+    const char *bare = ev->from->bare;
+    int aff = get_aff(r, bare);
+    if (aff == AFF_OUTCAST || (has_flag(r, F_MEMBERS_ONLY) && aff < AFF_MEMBER))
+        return hook_error_cond(ev, STANZA_ERR_NOT_ALLOWED);
+    const char *mine = reg_nick(r, bare);
+    xnode_t *q = xnode_first_elem(ev->stanza);
+    if (get) {
+        xnode_t *reply = stanza_reply(ev->stanza);
+        xnode_t *rq = xnode_add_elem(reply, "query", NS_REGISTER);
+        if (mine) {
+            xnode_add_elem(rq, "registered", NS_REGISTER);
+            add_text_elem(rq, "username", NS_REGISTER, mine);
+            return hook_reply(ev, reply);
+        }
+        xnode_t *x = xnode_add_elem(rq, "x", NS_XDATA);
+        xnode_set_attr(x, "type", "form");
+        add_text_elem(x, "title", NS_XDATA, "Register with the room");
+        add_text_elem(x, "instructions", NS_XDATA, "Reserve a nickname; you become a member of the room.");
+        form_field(x, "FORM_TYPE", "hidden", NULL, FORM_REGISTER);
+        xnode_t *f = form_field(x, "muc#register_roomnick", "text-single", "Desired nickname", NULL);
+        xnode_add_elem(f, "required", NS_XDATA);
+        return hook_reply(ev, reply);
+    }
+    if (xnode_child(q, "remove", NS_REGISTER)) {
+        if (!mine) return hook_error_cond(ev, STANZA_ERR_REGISTRATION_REQUIRED);
+        hook_reply(ev, stanza_reply(ev->stanza));
+        set_nick(r, bare, NULL);
+        if (aff == AFF_MEMBER) {
+            apply_aff(r, bare, AFF_NONE, NULL, NULL);
+            maybe_gc(r);
+        }
+        return HOOK_HANDLED;
+    }
+    xnode_t *x = xnode_child(q, "x", NS_XDATA);
+    const char *xt = x ? xnode_attr(x, "type") : NULL;
+    char *ft = x ? form_value(x, "FORM_TYPE") : NULL;
+    int bad = !xt || strcmp(xt, "submit") != 0 || (ft && strcmp(ft, FORM_REGISTER) != 0);
+    free(ft);
+    char *want = bad ? NULL : form_value(x, "muc#register_roomnick");
+    /* the nick as an occupant JID's resource (resourceprep), as presence to room/nick gives it */
+    char *ojid = want && *want ? occ_jid(r, want) : NULL;
+    jid_t *j = ojid ? jid_new(ojid) : NULL;
+    free(ojid);
+    free(want);
+    if (!j || !j->resource) {
+        jid_free(j);
+        return hook_error_cond(ev, STANZA_ERR_BAD_REQUEST);
+    }
+    const char *holder = reg_holder(r, j->resource);
+    occupant_t *in = strmap_get(r->occ, j->resource);
+    if ((holder && strcmp(holder, bare) != 0) || (in && strcmp(in->bare, bare) != 0)) {
+        jid_free(j);
+        return hook_error_cond(ev, STANZA_ERR_CONFLICT);
+    }
+    hook_reply(ev, stanza_reply(ev->stanza));
+    set_nick(r, bare, j->resource);
+    jid_free(j);
+    if (aff < AFF_MEMBER) apply_aff(r, bare, AFF_MEMBER, NULL, NULL);
+    return HOOK_HANDLED;
+}
+
 /* ---- disco ---- */
 static int room_info(hook_event_t *ev, room_t *r)
 {
     xnode_t *reply = stanza_reply(ev->stanza);
     xnode_t *q = xnode_add_elem(reply, "query", NS_DISCO_INFO);
+    const char *node = xnode_attr(xnode_first_elem(ev->stanza), "node");
+    if (node && strcmp(node, NODE_ROOMUSER) == 0) {
+        /* XEP-0045 §7.11: the asker's registered nick, or an empty result */
+        xnode_set_attr(q, "node", node);
+        const char *nick = reg_nick(r, ev->from->bare);
+        if (nick) {
+            xnode_t *ni = xnode_add_elem(q, "identity", NS_DISCO_INFO);
+            xnode_set_attr(ni, "category", "conference");
+            xnode_set_attr(ni, "name", nick);
+            xnode_set_attr(ni, "type", "text");
+        }
+        return hook_reply(ev, reply);
+    }
     xnode_t *id = xnode_add_elem(q, "identity", NS_DISCO_INFO);
     xnode_set_attr(id, "category", "conference");
     xnode_set_attr(id, "type", "text");
     xnode_set_attr(id, "name", r->cfg.name ? r->cfg.name : ev->to->node);
     const char *feats[] = {
-        NS_MUC, NS_DISCO_INFO, NS_SID, NS_OCCUPANT_ID, NS_MAM, NS_MAM "#extended", NS_MUC "#stable_id",
-        NS_MUC "#self-ping-optimization",
+        NS_MUC, NS_DISCO_INFO, NS_SID, NS_OCCUPANT_ID, NS_MUC "#stable_id", NS_MUC "#self-ping-optimization",
+        NS_REGISTER, FORM_REGISTER, FORM_REQUEST,
         has_flag(r, F_PUBLIC) ? "muc_public" : "muc_hidden",
         has_flag(r, F_PERSISTENT) ? "muc_persistent" : "muc_temporary",
         has_flag(r, F_MEMBERS_ONLY) ? "muc_membersonly" : "muc_open",
@@ -1389,6 +1733,10 @@ static int room_info(hook_event_t *ev, room_t *r)
         has_flag(r, F_WHOIS_ANYONE) ? "muc_nonanonymous" : "muc_semianonymous",
         has_flag(r, F_PASSWORD) ? "muc_passwordprotected" : "muc_unsecured", NULL};
     for (int i = 0; feats[i]; i++) xnode_set_attr(xnode_add_elem(q, "feature", NS_DISCO_INFO), "var", feats[i]);
+    if (is_logged(r)) {
+        xnode_set_attr(xnode_add_elem(q, "feature", NS_DISCO_INFO), "var", NS_MAM);
+        xnode_set_attr(xnode_add_elem(q, "feature", NS_DISCO_INFO), "var", NS_MAM "#extended");
+    }
     xnode_t *x = xnode_add_elem(q, "x", NS_XDATA);
     xnode_set_attr(x, "type", "result");
     form_field(x, "FORM_TYPE", "hidden", NULL, FORM_ROOMINFO);
@@ -1401,6 +1749,8 @@ static int room_info(hook_event_t *ev, room_t *r)
                has_flag(r, F_CHANGE_SUBJECT) ? "1" : "0");
     form_field(x, "muc#roomconfig_roomname", NULL, "Name", r->cfg.name ? r->cfg.name : "");
     form_field(x, "muc#roomconfig_allowinvites", "boolean", NULL, has_flag(r, F_ALLOW_INVITES) ? "1" : "0");
+    /* §7.2.12 / §17.1: a client may learn before entering that the discussion is logged */
+    form_field(x, "muc#roomconfig_enablelogging", "boolean", "Discussion archived (MUC-MAM)", is_logged(r) ? "1" : "0");
     return hook_reply(ev, reply);
 }
 
@@ -1516,11 +1866,98 @@ static int mam_form(hook_event_t *ev)
     xnode_t *x = xnode_add_elem(q, "x", NS_XDATA);
     xnode_set_attr(x, "type", "form");
     form_field(x, "FORM_TYPE", "hidden", NULL, NS_MAM);
+    form_field(x, "with", "jid-single", NULL, NULL);
     form_field(x, "start", "text-single", NULL, NULL);
     form_field(x, "end", "text-single", NULL, NULL);
     form_field(x, "before-id", "text-single", NULL, NULL);
     form_field(x, "after-id", "text-single", NULL, NULL);
+    /* XEP-0313 §5.1: ids is open to any value (XEP-0122 <open/>), the server lists none */
+    xnode_t *ids = form_field(x, "ids", "list-multi", NULL, NULL);
+    xnode_t *v = xnode_add_elem(ids, "validate", NS_XVALIDATE);
+    xnode_set_attr(v, "datatype", "xs:string");
+    xnode_add_elem(v, "open", NS_XVALIDATE);
     return hook_reply(ev, reply);
+}
+
+/* One archived row to the asker as a MAM result. XEP-0313 §"MUC Archives": any muc#user <x/> the
+ * sender put in is stripped; an asker who may see real JIDs (a non-anonymous room, a moderator, an
+ * admin or owner) gets the sender's (bare) JID in <x><item jid/></x>: OMEMO clients need it to
+ * decrypt the history. */
+static void mam_result(const room_t *r, const char *to, const char *queryid, const storage_value_t *c, int see_jid)
+{
+    xnode_t *orig = xnode_parse_one(c[M_XML].p, c[M_XML].len, NS_CLIENT);
+    if (!orig) return;
+    strip_children(orig, "x", NS_MUC_USER, NULL);
+    if (see_jid) {
+        xnode_t *item = xnode_add_elem(xnode_add_elem(orig, "x", NS_MUC_USER), "item", NS_MUC_USER);
+        xnode_set_attr(item, "jid", c[M_JID].p);
+    }
+    xnode_t *m = xnode_new("message", NS_CLIENT);
+    xnode_t *res = xnode_add_elem(m, "result", NS_MAM);
+    if (queryid) xnode_set_attr(res, "queryid", queryid);
+    xnode_set_attr(res, "id", c[M_STANZA_ID].p);
+    xnode_t *fw = xnode_add_elem(res, "forwarded", NS_FORWARD);
+    char stamp[XEP0082_SIZE];
+    xep0082_timestamp(stamp, sizeof stamp, c[M_TS].i);
+    xnode_set_attr(xnode_add_elem(fw, "delay", NS_DELAY), "stamp", stamp);
+    xnode_add_child(fw, orig);
+    send_to(m, r->jid, to);
+}
+
+static int row_order(const void *a, const void *b)
+{
+    const store_row_t *x = *(store_row_t *const *)a, *y = *(store_row_t *const *)b;
+    if (x->col[M_TS].i != y->col[M_TS].i) return x->col[M_TS].i < y->col[M_TS].i ? -1 : 1;
+    return x->col[M_ID].i < y->col[M_ID].i ? -1 : x->col[M_ID].i > y->col[M_ID].i;
+}
+
+/* XEP-0313 #extended 'ids': exactly these messages, in archive order; an unknown id is
+ * item-not-found. At most MAM_MAX of them (then the answer is not complete). */
+static int mam_ids(hook_event_t *ev, room_t *r, const xnode_t *field, const char *queryid, int see_jid)
+{
+    store_row_t **rows = NULL;
+    int n = 0, cut = 0, err = -1;
+    for (xnode_t *v = xnode_first_elem(field); v && err < 0; v = xnode_next_elem(v)) {
+        if (strcmp(v->name, "value") != 0) continue;
+        if (n == MAM_MAX) { cut = 1; break; }
+        char *sid = xnode_text(v);
+        storage_value_t p[] = {STORE_VAL_TEXT(r->jid), STORE_VAL_TEXT(sid)};
+        store_range_t rr = {.index = "by_sid", .prefix = p, .nprefix = 2, .limit = 1};
+        store_page_t page = {0};
+        if (store_range(t_msgs, &rr, &page) < 0) err = STANZA_ERR_INTERNAL_SERVER_ERROR;
+        else if (page.n != 1) err = STANZA_ERR_ITEM_NOT_FOUND;
+        else {
+            int dup = 0;
+            for (int i = 0; i < n; i++) dup |= rows[i]->col[M_ID].i == page.rows[0]->col[M_ID].i;
+            if (!dup) {
+                rows = xrealloc(rows, (size_t)(n + 1) * sizeof *rows);
+                rows[n++] = page.rows[0];
+                page.n = 0;
+            }
+        }
+        store_page_free(&page);
+        free(sid);
+    }
+    if (err < 0) {
+        qsort(rows, (size_t)n, sizeof *rows, row_order);
+        for (int i = 0; i < n; i++) mam_result(r, ev->from->full, queryid, rows[i]->col, see_jid);
+    }
+    xnode_t *reply = err < 0 ? stanza_reply(ev->stanza) : NULL;
+    if (reply) {
+        xnode_t *fin = xnode_add_elem(reply, "fin", NS_MAM);
+        if (!cut) xnode_set_attr(fin, "complete", "true");
+        xnode_t *rs = xnode_add_elem(fin, "set", NS_RSM);
+        if (n > 0) {
+            add_text_elem(rs, "first", NS_RSM, rows[0]->col[M_STANZA_ID].p);
+            add_text_elem(rs, "last", NS_RSM, rows[n - 1]->col[M_STANZA_ID].p);
+        }
+        char buf[32];
+        snprintf(buf, sizeof buf, "%d", n);
+        add_text_elem(rs, "count", NS_RSM, buf);
+    }
+    for (int i = 0; i < n; i++) store_row_free(rows[i]);
+    free(rows);
+    return reply ? hook_reply(ev, reply) : hook_error_cond(ev, (stanza_err_t)err);
 }
 
 /* The archive position (ts, id) of the message with stanza-id sid: 0, or -1 when there is none. */
@@ -1539,6 +1976,48 @@ static int mam_position(const room_t *r, const char *sid, int64_t *ts, int64_t *
     return rc;
 }
 
+/* A MUC-MAM query's form fields (XEP-0313 §4.1.1, #extended), each malloc'd or NULL. */
+typedef struct mam_args {
+    char *start, *end, *before_id, *after_id, *with;
+    const xnode_t *ids;          /* the ids field, or NULL */
+} mam_args_t;
+
+static void mam_args_free(mam_args_t *a)
+{
+    free(a->start);
+    free(a->end);
+    free(a->before_id);
+    free(a->after_id);
+    free(a->with);
+}
+
+/* Read the query's data form into a: -1, or the error (a field the room does not know: §5.1). */
+static int mam_parse_form(const xnode_t *q, mam_args_t *a)
+{
+    xnode_t *x = xnode_child(q, "x", NS_XDATA);
+    for (xnode_t *f = x ? xnode_first_elem(x) : NULL; f; f = xnode_next_elem(f)) {
+        if (strcmp(f->name, "field") != 0) continue;
+        const char *var = xnode_attr(f, "var");
+        if (var && strcmp(var, "FORM_TYPE") == 0) {
+            char *v = child_text(f, "value", NS_XDATA);
+            int bad = !v || strcmp(v, NS_MAM) != 0;
+            free(v);
+            if (bad) return STANZA_ERR_BAD_REQUEST;
+            continue;
+        }
+        if (var && strcmp(var, "ids") == 0) {
+            a->ids = f;
+            continue;
+        }
+        char **dst = !var ? NULL : strcmp(var, "start") == 0 ? &a->start : strcmp(var, "end") == 0 ? &a->end
+                   : strcmp(var, "before-id") == 0 ? &a->before_id : strcmp(var, "after-id") == 0 ? &a->after_id
+                   : strcmp(var, "with") == 0 ? &a->with : NULL;
+        if (!dst) return STANZA_ERR_BAD_REQUEST;
+        if (!*dst) *dst = child_text(f, "value", NS_XDATA);
+    }
+    return -1;
+}
+
 static int mam_query(hook_event_t *ev, room_t *r, occupant_t *me)
 {
     int aff = get_aff(r, ev->from->bare);
@@ -1546,14 +2025,12 @@ static int mam_query(hook_event_t *ev, room_t *r, occupant_t *me)
         return hook_error_cond(ev, STANZA_ERR_FORBIDDEN);
     xnode_t *q = xnode_first_elem(ev->stanza);
     const char *queryid = xnode_attr(q, "queryid");
-    char *start = NULL, *end = NULL, *before_id = NULL, *after_id = NULL;
-    xnode_t *x = xnode_child(q, "x", NS_XDATA);
-    for (xnode_t *f = x ? xnode_first_elem(x) : NULL; f; f = xnode_next_elem(f)) {
-        const char *var = xnode_attr(f, "var");
-        if (strcmp(f->name, "field") != 0 || !var) continue;
-        char **dst = strcmp(var, "start") == 0 ? &start : strcmp(var, "end") == 0 ? &end
-                   : strcmp(var, "before-id") == 0 ? &before_id : strcmp(var, "after-id") == 0 ? &after_id : NULL;
-        if (dst && !*dst) *dst = child_text(f, "value", NS_XDATA);
+    int see_jid = has_flag(r, F_WHOIS_ANYONE) || aff >= AFF_ADMIN || (me && me->role == ROLE_MODERATOR);
+    mam_args_t a = {0};
+    int err = mam_parse_form(q, &a);
+    if (err < 0 && a.ids) {
+        mam_args_free(&a);
+        return mam_ids(ev, r, a.ids, queryid, see_jid);
     }
     xnode_t *set = xnode_child(q, "set", NS_RSM);
     long max = 50;
@@ -1565,68 +2042,66 @@ static int mam_query(hook_event_t *ev, room_t *r, occupant_t *me)
         xnode_t *b = xnode_child(set, "before", NS_RSM);
         char *bt = b ? xnode_text(b) : NULL;
         if (b && !*bt) last_page = 1;
-        else if (bt && !before_id) before_id = xstrdup(bt);
+        else if (bt && !a.before_id) a.before_id = xstrdup(bt);
         free(bt);
         char *at = child_text(set, "after", NS_RSM);
-        if (at && !after_id) after_id = at;
+        if (at && !a.after_id) a.after_id = at;
         else free(at);
     }
     if (max < 0) max = 0;
     if (max > MAM_MAX) max = MAM_MAX;
-    int err = -1;
     storage_value_t p = STORE_VAL_TEXT(r->jid);
     storage_value_t lo[2], hi[2];
     store_range_t rr = {.index = "by_time", .prefix = &p, .nprefix = 1};
+    /* 'with': an occupant JID (room/nick) narrows to that nick's messages; the room's bare JID is the
+     * whole archive; any other JID matches nothing (the room column never equals it) */
+    jid_t *wj = NULL;
+    storage_value_t wv;
+    if (err < 0 && a.with) {
+        if (!(wj = jid_new(a.with))) err = STANZA_ERR_BAD_REQUEST;
+        else if (strcmp(wj->bare, r->jid) != 0 || wj->resource) {
+            wv = STORE_VAL_TEXT(wj->resource && strcmp(wj->bare, r->jid) == 0 ? wj->resource : wj->bare);
+            rr.match = strcmp(wj->bare, r->jid) != 0 ? "room" : "nick";
+            rr.match_value = &wv;
+        }
+    }
     int64_t ts, id;
-    int64_t s_ts = start ? parse_stamp(start) : -1, e_ts = end ? parse_stamp(end) : -1;
-    if ((start && s_ts < 0) || (end && e_ts < 0)) err = STANZA_ERR_BAD_REQUEST;
-    if (err < 0 && after_id) {
-        if (mam_position(r, after_id, &ts, &id) < 0) err = STANZA_ERR_ITEM_NOT_FOUND;
+    int64_t s_ts = a.start ? parse_stamp(a.start) : -1, e_ts = a.end ? parse_stamp(a.end) : -1;
+    if ((a.start && s_ts < 0) || (a.end && e_ts < 0)) err = STANZA_ERR_BAD_REQUEST;
+    if (err < 0 && a.after_id) {
+        if (mam_position(r, a.after_id, &ts, &id) < 0) err = STANZA_ERR_ITEM_NOT_FOUND;
         lo[0] = STORE_VAL_INT(ts);
         lo[1] = STORE_VAL_INT(id);
         rr.after = (store_bound_t){lo, 2, 0};
-    } else if (err < 0 && start) {
+    } else if (err < 0 && a.start) {
         lo[0] = STORE_VAL_INT(s_ts);
         rr.after = (store_bound_t){lo, 1, 1};
     }
-    if (err < 0 && before_id) {
-        if (mam_position(r, before_id, &ts, &id) < 0) err = STANZA_ERR_ITEM_NOT_FOUND;
+    if (err < 0 && a.before_id) {
+        if (mam_position(r, a.before_id, &ts, &id) < 0) err = STANZA_ERR_ITEM_NOT_FOUND;
         hi[0] = STORE_VAL_INT(ts);
         hi[1] = STORE_VAL_INT(id);
         rr.before = (store_bound_t){hi, 2, 0};
         last_page = 1;
-    } else if (err < 0 && end) {
+    } else if (err < 0 && a.end) {
         hi[0] = STORE_VAL_INT(e_ts);
         rr.before = (store_bound_t){hi, 1, 1};
     }
-    free(start);
-    free(end);
-    free(before_id);
-    free(after_id);
-    if (err >= 0) return hook_error_cond(ev, (stanza_err_t)err);
-    int count = store_count(t_msgs, &rr);
+    mam_args_free(&a);
+    int count = err < 0 ? store_count(t_msgs, &rr) : 0;
     store_page_t page = {0};
     rr.reverse = last_page;
     rr.limit = max > 0 ? (int)max : 1;
-    if (store_range(t_msgs, &rr, &page) < 0) return hook_error_cond(ev, STANZA_ERR_INTERNAL_SERVER_ERROR);
+    if (err < 0 && store_range(t_msgs, &rr, &page) < 0) err = STANZA_ERR_INTERNAL_SERVER_ERROR;
+    jid_free(wj);
+    if (err >= 0) return hook_error_cond(ev, (stanza_err_t)err);
     int n = max > 0 ? page.n : 0;
     const char *first = NULL, *last = NULL;
     for (int k = 0; k < n; k++) {
         storage_value_t *c = page.rows[last_page ? n - 1 - k : k]->col;
-        xnode_t *orig = xnode_parse_one(c[M_XML].p, c[M_XML].len, NS_CLIENT);
-        if (!orig) continue;
         if (!first) first = c[M_STANZA_ID].p;
         last = c[M_STANZA_ID].p;
-        xnode_t *m = xnode_new("message", NS_CLIENT);
-        xnode_t *res = xnode_add_elem(m, "result", NS_MAM);
-        if (queryid) xnode_set_attr(res, "queryid", queryid);
-        xnode_set_attr(res, "id", c[M_STANZA_ID].p);
-        xnode_t *fw = xnode_add_elem(res, "forwarded", NS_FORWARD);
-        char stamp[XEP0082_SIZE];
-        xep0082_timestamp(stamp, sizeof stamp, c[M_TS].i);
-        xnode_set_attr(xnode_add_elem(fw, "delay", NS_DELAY), "stamp", stamp);
-        xnode_add_child(fw, orig);
-        send_to(m, r->jid, ev->from->full);
+        mam_result(r, ev->from->full, queryid, c, see_jid);
     }
     xnode_t *reply = stanza_reply(ev->stanza);
     xnode_t *fin = xnode_add_elem(reply, "fin", NS_MAM);
@@ -1673,7 +2148,11 @@ static int on_iq(hook_event_t *ev, room_t *r)
         return hook_reply(ev, reply);
     }
     if (get && is_query(q, "ping", NS_PING)) return hook_reply(ev, stanza_reply(ev->stanza));
-    if (is_query(q, "query", NS_MAM)) return get ? mam_form(ev) : mam_query(ev, r, me);
+    if (is_query(q, "query", NS_MAM)) {
+        if (!is_logged(r)) return hook_error_cond(ev, STANZA_ERR_SERVICE_UNAVAILABLE);
+        return get ? mam_form(ev) : mam_query(ev, r, me);
+    }
+    if (is_query(q, "query", NS_REGISTER)) return on_register(ev, r, get);
     if (is_query(q, "query", NS_MUC_OWNER)) return on_owner(ev, r, type);
     if (is_query(q, "query", NS_MUC_ADMIN)) {
         xnode_t *item = xnode_child(q, "item", NS_MUC_ADMIN);
@@ -1752,7 +2231,10 @@ static int on_user_deleted(hook_event_t *ev, void *ud)
     size_t pos = 0;
     const char *k;
     void *v;
-    while (strmap_next(rooms, &pos, &k, &v)) strmap_del(((room_t *)v)->affs, ev->to->bare);
+    while (strmap_next(rooms, &pos, &k, &v)) {
+        strmap_del(((room_t *)v)->affs, ev->to->bare);
+        free(strmap_del(((room_t *)v)->nicks, ev->to->bare));
+    }
     return HOOK_PASS;
 }
 
@@ -1762,6 +2244,7 @@ static int load(module_ctx_t *m)
     t_affs = module_store(m, "affiliations");
     t_ids = module_store(m, "ids");
     t_msgs = module_store(m, "messages");
+    t_nicks = module_store(m, "nicks");
     rooms = strmap_new();
     relays = strmap_new();
     for (size_t i = 0; i < host_count(); i++) {
@@ -1782,6 +2265,11 @@ static int load(module_ctx_t *m)
     }
     store_changed(t_rooms, &rooms_watch);
     sync_rooms();
+    drop_temporary_leftovers();
+    ctx = m;
+    again = NULL;
+    expire_run();
+    module_add_timer(m, EXPIRE_EVERY_MS, 1, expire_step, NULL);
     module_add_timer(m, 1000, 1, on_sync_timer, NULL);
     module_hook(m, HOOK_SESSION_CLOSED, 0, on_session_gone, NULL);
     module_hook(m, HOOK_RESOURCE_UNAVAILABLE, 0, on_session_gone, NULL);
@@ -1802,6 +2290,7 @@ static void unload(module_ctx_t *m)
     relays_expire(1);
     strmap_free(relays);
     relays = NULL;
+    again = NULL;                     /* the core cancels the module's timers */
 }
 
 const module_t civitas_module = {

@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 # tests/integration/test_muc_slixmpp.py: XEP-0045 (mod_muc) driven by a real client library, slixmpp's
 # xep_0045 plugin: join (a reserved room configured with the muc#roomconfig form slixmpp reads and
-# submits), groupchat both ways, subject, affiliation and role lists, a mediated invitation, destroy.
+# submits), groupchat both ways, subject, affiliation and role lists, logging (170), nick registration
+# (XEP-0045 §7.10 / §7.11 read with xep_0030), a voice request (request_voice) approved by the
+# moderator, a mediated invitation, destroy.
 import asyncio
 import contextlib
 import logging
@@ -13,6 +15,7 @@ from harness import Tap, Server, run_async  # noqa: E402
 
 import slixmpp  # noqa: E402  (Debian: python3-slixmpp)
 from slixmpp.exceptions import PresenceError  # noqa: E402
+from slixmpp.xmlstream import ET  # noqa: E402
 
 PW = "slix-muc-pw"
 ROOM = "team@conference.localhost"
@@ -27,6 +30,8 @@ class Client(slixmpp.ClientXMPP):
         self.ready = asyncio.get_event_loop().create_future()
         self.groupchat = asyncio.Queue()
         self.invites = asyncio.Queue()
+        self.forms = asyncio.Queue()
+        self.add_event_handler("message_xform", lambda m: self.forms.put_nowait(m))
         self.add_event_handler("session_start", self._start)
         self.add_event_handler("groupchat_message", lambda m: self.groupchat.put_nowait(m))
         self.add_event_handler("groupchat_invite", lambda m: self.invites.put_nowait(m))
@@ -93,6 +98,8 @@ async def scenario(t, srv):
         pres, subject, occupants, history = await join(b, "Bob")
         t.ok(pres["type"] != "error" and sorted(b.muc.get_roster(ROOM)) == ["Alice", "Bob"],
              "slixmpp: a second user joins and sees the first", "%s %r" % (pres, b.muc.get_roster(ROOM)))
+        t.ok("170" in [str(s) for s in pres["muc"]["status_codes"]],
+             "slixmpp: the self-presence says 170 (the room is archived, MUC-MAM)", str(pres))
     except PresenceError as e:
         t.ok(False, "slixmpp: a second user joins and sees the first", str(e))
     a.send_message(mto=ROOM, mbody="hi team", mtype="groupchat")
@@ -104,9 +111,50 @@ async def scenario(t, srv):
     await a.muc.set_affiliation(ROOM, "member", jid=slixmpp.JID("bob@localhost"))
     members = await a.muc.get_affiliation_list(ROOM, "member")
     t.is_([str(j) for j in members], ["bob@localhost"], "slixmpp: set_affiliation / get_affiliation_list (member)")
+    # XEP-0045 §7.10: register a nick (jabber:iq:register to the room), §7.11: read it with xep_0030
+    iq = b.make_iq_get(ito=ROOM)
+    iq.append(ET.Element("{jabber:iq:register}query"))
+    resp = await iq.send(timeout=10)
+    t.ok(resp.xml.find("{jabber:iq:register}query/{jabber:x:data}x") is not None,
+         "slixmpp: the room answers jabber:iq:register with the muc#register form", str(resp))
+    iq = b.make_iq_set(ito=ROOM)
+    iq.append(ET.fromstring("<query xmlns='jabber:iq:register'><x xmlns='jabber:x:data' type='submit'>"
+                            "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#register</value></field>"
+                            "<field var='muc#register_roomnick'><value>Bobby</value></field></x></query>"))
+    await iq.send(timeout=10)
+    info = await b["xep_0030"].get_info(jid=ROOM, node="x-roomuser-item")
+    names = [i[3] for i in info["disco_info"]["identities"] if i[0] == "conference" and i[1] == "text"]
+    t.is_(names, ["Bobby"], "slixmpp: get_info node x-roomuser-item names the registered nick")
     await a.muc.set_role(ROOM, "Bob", "visitor")
     visitors = await a.muc.get_roles_list(ROOM, "visitor")
     t.is_(list(visitors), ["Bob"], "slixmpp: set_role / get_roles_list (visitor)")
+    # XEP-0045 §7.13 / §8.6: bob asks for voice, alice approves the form she gets
+    b.muc.request_voice(ROOM, "participant")
+    try:
+        req = await asyncio.wait_for(a.forms.get(), 10)
+    except asyncio.TimeoutError:
+        req = None
+    xf = req.xml.find("{jabber:x:data}x") if req is not None else None
+    vals = {f.get("var"): f.findtext("{jabber:x:data}value") for f in xf.findall("{jabber:x:data}field")} \
+        if xf is not None else {}
+    t.ok(req is not None and str(req["from"]) == ROOM and vals.get("FORM_TYPE") == "http://jabber.org/protocol/muc#request"
+         and vals.get("muc#roomnick") == "Bob", "slixmpp: request_voice reaches the moderator as the approval form",
+         str(req))
+    if req is not None:
+        ans = a.make_message(mto=ROOM)
+        form = ans["form"]
+        form["type"] = "submit"
+        for var in ("FORM_TYPE", "muc#role", "muc#jid", "muc#roomnick"):
+            form.add_field(var=var, value=vals.get(var))
+        form.add_field(var="muc#request_allow", ftype="boolean", value=True)
+        ans.send()
+    roles = []
+    for _ in range(50):
+        roles = list(await a.muc.get_roles_list(ROOM, "participant"))
+        if "Bob" in roles:
+            break
+        await asyncio.sleep(0.1)
+    t.ok("Bob" in roles, "slixmpp: the approved request gives bob voice (participant)", repr(roles))
     a.muc.invite(ROOM, slixmpp.JID("carol@localhost"), reason="come in")
     try:
         inv = await asyncio.wait_for(c.invites.get(), 10)
