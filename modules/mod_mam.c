@@ -394,6 +394,45 @@ static void archive_one(const jid_t *owner, const jid_t *peer, const char *sid, 
     else if (!flush_timer) flush_timer = module_add_timer(ctx, FLUSH_MS, 0, flush_cb, NULL);
 }
 
+/* ---- the sender's stanza-id, for sent carbons (XEP-0313 §3.5) ----
+ * A message from a local client is stamped at "pre-stanza/out" (on_out_stamp, before mod_carbons
+ * copies it) with the id it will have in the sender's archive, so that the <sent/> carbon carries
+ * it. The message must not reach the contact with it: "message/deliver/pre" takes it off
+ * (on_pre_strip) and keeps the id here, by the stanza's address, until "post" or "undelivered"
+ * archives the message under it. Every message passes "pre" before those, and "pre" first drops an
+ * entry left for its address (a message stopped after "pre" leaves one behind). */
+#define SENT_IDS 8
+static struct sent_id {
+    const xnode_t *st;
+    char id[SID_SIZE];
+} sent_ids[SENT_IDS];
+static unsigned sent_next;
+
+static void sent_id_drop(const xnode_t *st)
+{
+    for (size_t i = 0; i < SENT_IDS; i++)
+        if (sent_ids[i].st == st) sent_ids[i].st = NULL;
+}
+
+static void sent_id_keep(const xnode_t *st, const char *id)
+{
+    struct sent_id *e = &sent_ids[sent_next++ % SENT_IDS];
+    e->st = st;
+    snprintf(e->id, sizeof e->id, "%s", id);
+}
+
+/* 1 and the id in buf (SID_SIZE) when st was stamped for its sender; the entry is used up. */
+static int sent_id_take(const xnode_t *st, char *buf)
+{
+    for (size_t i = 0; i < SENT_IDS; i++)
+        if (sent_ids[i].st == st) {
+            sent_ids[i].st = NULL;
+            memcpy(buf, sent_ids[i].id, SID_SIZE);
+            return 1;
+        }
+    return 0;
+}
+
 /* Archive a message that was delivered (post) or stored for later (undelivered): into the
  * recipient's archive under the stanza-id stamped at "pre", and into the sender's under a new one. */
 static int archive_message(hook_event_t *ev)
@@ -415,7 +454,7 @@ static int archive_message(hook_event_t *ev)
     }
     if (xml && from_local && !(to_local && jid_bare_equal(to_bare, from_bare))) {
         char id[SID_SIZE];
-        new_sid(id);
+        if (!sent_id_take(ev->stanza, id)) new_sid(id);
         archive_one(from_bare, ev->to, id, 1, xml, len);
     }
     if (mine) xnode_add_child(parent, mine);
@@ -425,22 +464,73 @@ static int archive_message(hook_event_t *ev)
     return done;
 }
 
-/* "message/deliver/pre", first of all: strip stanza-ids that claim to be ours but were not stamped
- * here (by one of our accounts or hosts, XEP-0359 §5 and XEP-0313 §5.3), before any module stamps. */
-static int on_pre_strip(hook_event_t *ev, void *ud)
+/* Remove the stanza-ids in st that claim to be ours (by one of our hosts, an account on one, or
+ * `to`'s bare JID): XEP-0359 §5 and XEP-0313 §5.3. When `keep_by` is given, the id of the one
+ * stamped by that bare JID is copied to keep (SID_SIZE) and 1 returned. */
+static int strip_ours(xnode_t *st, const jid_t *to, const char *keep_by, char *keep)
 {
-    (void)ud;
-    if (ev->replay || !ev->stanza) return HOOK_PASS;
-    for (xnode_t *c = xnode_first_elem(ev->stanza), *next; c; c = next) {
+    int kept = 0;
+    for (xnode_t *c = xnode_first_elem(st), *next; c; c = next) {
         next = xnode_next_elem(c);
         if (strcmp(c->name, "stanza-id") != 0 || strcmp(c->ns, NS_SID) != 0) continue;
-        jid_t *by = jid_new(xnode_attr(c, "by") ? xnode_attr(c, "by") : "");
-        if (!by || host_find(by->domain) || (ev->to && jid_bare_equal(by, ev->to))) {
+        const char *b = xnode_attr(c, "by"), *id = xnode_attr(c, "id");
+        jid_t *by = jid_new(b ? b : "");
+        if (!by || host_find(by->domain) || (to && jid_bare_equal(by, to))) {
+            if (keep_by && by && id && strlen(id) < SID_SIZE && strcmp(by->full, keep_by) == 0) {
+                memcpy(keep, id, strlen(id) + 1);
+                kept = 1;
+            }
             xnode_unlink(c);
             xnode_free(c);
         }
         jid_free(by);
     }
+    return kept;
+}
+
+/* "message/deliver/pre", first of all: strip stanza-ids that claim to be ours but were not stamped
+ * here (by one of our accounts or hosts, XEP-0359 §5 and XEP-0313 §5.3), before any module stamps.
+ * The sender's own id that on_out_stamp put on a local client's message is taken off too (the
+ * contact must not see it) and kept for archive_message. */
+static int on_pre_strip(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (ev->replay || !ev->stanza) return HOOK_PASS;
+    sent_id_drop(ev->stanza);
+    char id[SID_SIZE];
+    jid_t *sender = ev->origin && local_account(ev->from) ? jid_bare_of(ev->from) : NULL;
+    if (strip_ours(ev->stanza, ev->to, sender ? sender->bare : NULL, id)) sent_id_keep(ev->stanza, id);
+    jid_free(sender);
+    return HOOK_PASS;
+}
+
+/* "pre-stanza/out" 10 (after blocking and the e2e policy, before mod_carbons at 5): a local client's
+ * message that its sender's archive will keep gets <stanza-id by='sender@host'/> with the id it
+ * will have there, for the sent carbons (XEP-0313 §3.5); any such id the client put there itself is
+ * removed first. Not for a message to the own account (the recipient's stamp covers it), to the
+ * server or to a component (never archived). */
+static int on_out_stamp(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    xnode_t *st = ev->stanza;
+    if (strcmp(st->name, "message") != 0 || !ev->origin || !local_account(ev->from)) return HOOK_PASS;
+    const char *to_s = xnode_attr(st, "to");
+    jid_t *to = to_s ? jid_new(to_s) : NULL;
+    strip_ours(st, to, NULL, NULL);
+    int archived = to && worth_keeping(st) && !jid_bare_equal(to, ev->from) &&
+                   (local_account(to) || (!host_find(to->domain) && !component_find(to->domain)));
+    if (archived) {
+        jid_t *owner = jid_bare_of(ev->from);
+        if (host_conf(owner->domain)->max_age_days > 0 && prefs_allow(owner, to->bare)) {
+            char id[SID_SIZE];
+            new_sid(id);
+            xnode_t *s = xnode_add_elem(st, "stanza-id", NS_SID);
+            xnode_set_attr(s, "by", owner->bare);
+            xnode_set_attr(s, "id", id);
+        }
+        jid_free(owner);
+    }
+    jid_free(to);
     return HOOK_PASS;
 }
 
@@ -1005,6 +1095,7 @@ static int load(module_ctx_t *m)
     again = NULL;
     flush_timer = NULL;
     undelivered_archived = NULL;
+    memset(sent_ids, 0, sizeof sent_ids);
     module_add_account_feature(m, NS_MAM2);
     module_add_account_feature(m, NS_MAM_EXT);
     module_add_account_feature(m, NS_MAM1);
@@ -1020,6 +1111,7 @@ static int load(module_ctx_t *m)
     /* strip before anyone stamps; stamp after the modules that drop a message at "pre" (blocking,
      * e2e policy) */
     module_hook(m, HOOK_MESSAGE_DELIVER_PRE, 1000, on_pre_strip, NULL);
+    module_hook(m, HOOK_PRE_STANZA_OUT, 10, on_out_stamp, NULL);
     module_hook(m, HOOK_MESSAGE_DELIVER_PRE, -50, on_pre, NULL);
     module_hook(m, HOOK_MESSAGE_DELIVER_POST, 0, on_post, NULL);
     /* before offline storage (0), which ends the event; and last, to keep what nobody kept */

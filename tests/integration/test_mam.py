@@ -227,6 +227,73 @@ def spoofing_and_disco(t, srv):
     bob.end()
 
 
+# ---- carbons carry the archive's stanza-ids (XEP-0313 §3.5, XEP-0280) ----------------------------
+
+NS_CARBONS = "urn:xmpp:carbons:2"
+
+
+def carbon_of(c, kind, body):
+    """The next <kind/> carbon (sent or received) whose forwarded message has this body: (outer, inner)."""
+    def match(el):
+        k = el.find(q(NS_CARBONS, kind)) if el.tag == q(NS_CLIENT, "message") else None
+        inner = k.find("%s/%s" % (q(NS_FWD, "forwarded"), q(NS_CLIENT, "message"))) if k is not None else None
+        return inner is not None and inner.findtext(q(NS_CLIENT, "body")) == body
+    el = c.expect(match)
+    if el is None:
+        return None, None
+    return el, el.find("%s/%s/%s" % (q(NS_CARBONS, kind), q(NS_FWD, "forwarded"), q(NS_CLIENT, "message")))
+
+
+def carbons_stanza_ids(t, srv):
+    lena1, lena2 = login(srv, "lena", "l1"), login(srv, "lena", "l2")
+    mike1, mike2 = login(srv, "mike", "m1"), login(srv, "mike", "m2")
+    mike1.presence(priority=5)
+    for c in (lena2, mike2):
+        c.iq("set", "<enable xmlns='%s'/>" % NS_CARBONS)
+    for c in (lena1, lena2, mike1, mike2):
+        c.ping_server()
+
+    # received carbons: to the bare JID and to a full JID
+    for to, body in (("mike@localhost", "carbon to bare"), ("mike@localhost/m1", "carbon to full")):
+        lena1.message(to, body)
+        live = mike1.expect_message(body)
+        _, inner = carbon_of(mike2, "received", body)
+        t.ok(inner is not None, "%s: mike's other resource gets a <received/> carbon" % body)
+        live_sid = dict(sids(live)).get("mike@localhost") if live is not None else None
+        copy_sid = [s for s in sids(inner) if s[0] == "mike@localhost"] if inner is not None else []
+        t.is_(copy_sid, [("mike@localhost", live_sid)],
+              "%s: XEP-0313 §3.5: the received carbon's forwarded message carries the same stanza-id "
+              "by='mike@localhost' as the live delivery" % body)
+        p = query(mike1, [("with", "lena@localhost")], rsm(max_=1, before=""))
+        t.is_(p.ids(), [live_sid], "%s: ... and that id is the archive's" % body)
+
+    # sent carbons: the forwarded message carries the id of the sender's own archive
+    lena1.send("<message to='mike@localhost' type='chat' id='sc1'><body>sent carbon</body>"
+               "<stanza-id xmlns='%s' by='lena@localhost' id='forged-by-client'/></message>" % NS_SID)
+    live = mike1.expect_message("sent carbon")
+    _, inner = carbon_of(lena2, "sent", "sent carbon")
+    t.ok(inner is not None, "lena's other resource gets a <sent/> carbon")
+    lena_sid = [s for s in sids(inner) if s[0] == "lena@localhost"] if inner is not None else []
+    pl = query(lena1, [("with", "mike@localhost")], rsm(max_=1, before=""))
+    t.is_(pl.bodies(), ["sent carbon"], "the sender's archive holds the sent message")
+    t.is_(lena_sid, [("lena@localhost", pl.ids()[0] if pl.ids() else None)],
+          "XEP-0313 §3.5: the sent carbon's forwarded message carries stanza-id by='lena@localhost' with the "
+          "id of the sender's archive (the client's forged one replaced)")
+    t.is_([s for s in sids(live) if s[0] == "lena@localhost"] if live is not None else None, [],
+          "XEP-0313 §3.5: the message to the contact carries no stanza-id of the sender's archive")
+    t.ok(pl.results and not pl.results[0][2].findall(q(NS_SID, "stanza-id")),
+         "the sender's archived copy keeps no stanza-id (the result's id carries it)",
+         el_str(pl.results[0][2]) if pl.results else None)
+    # a message that is not archived gets no id in its carbon
+    lena1.send("<message to='mike@localhost' type='chat'><body>unarchived</body>"
+               "<no-store xmlns='urn:xmpp:hints'/></message>")
+    mike1.expect_message("unarchived")
+    _, inner = carbon_of(lena2, "sent", "unarchived")
+    t.is_(sids(inner) if inner is not None else None, [], "a <no-store/> message's sent carbon carries no stanza-id")
+    for c in (lena1, lena2, mike1, mike2):
+        c.end()
+
+
 # ---- queries and paging --------------------------------------------------------------------------
 
 def paging(t, srv):
@@ -562,10 +629,11 @@ def slixmpp_history(t, srv):
 
 def main(t):
     with Server(t) as srv:
-        for u in ("alice", "bob", "carol", "erin", "frank", "gina", "hugo", "ivan", "judy", "kate"):
+        for u in ("alice", "bob", "carol", "erin", "frank", "gina", "hugo", "ivan", "judy", "kate", "lena", "mike"):
             srv.adduser("%s@localhost" % u, PW)
         t.run(archive_both_directions, t, srv)
         t.run(spoofing_and_disco, t, srv)
+        t.run(carbons_stanza_ids, t, srv)
         t.run(paging, t, srv)
         t.run(preferences, t, srv)
         t.run(offline_and_second_device, t, srv)
