@@ -780,6 +780,8 @@ static int do_query(hook_event_t *ev, xnode_t *qn, const char *ns)
     if (rows[0]) bound_after(lo, &r.after, rows[0]);
     if (rows[2]) bound_before(hi, &r.before, rows[2]);
     store_page_t page = {0};
+    store_range_t rset = {0};
+    storage_value_t set_lo[2];
     int count, more = 0, reverse = q.rsm_before_set;
     if (q.ids) {
         /* XEP-0313 §6.1.3 (#extended): exactly these messages, in archive order */
@@ -808,6 +810,11 @@ static int do_query(hook_event_t *ev, xnode_t *qn, const char *ns)
         if (count < 0) {
             rc = internal_error(ev, "counting");
             goto out;
+        }
+        rset = r;                   /* the result set, before RSM's position: for <first index/> */
+        if (rset.after.v) {
+            memcpy(set_lo, lo, sizeof set_lo);
+            rset.after.v = set_lo;
         }
         if (rows[1]) bound_after(lo, &r.after, rows[1]);
         if (rows[3]) bound_before(hi, &r.before, rows[3]);
@@ -860,6 +867,20 @@ static int do_query(hook_event_t *ev, xnode_t *qn, const char *ns)
     if (last >= first && n > 0) {
         xnode_t *fe = xnode_add_elem(set, "first", NS_RSM);
         xnode_add_text(fe, page.rows[first]->col[C_SID].p);
+        /* XEP-0059 §2.4: the page's position in the result set, the rows of the set before its
+         * first; counted like <count/> (so only below COUNT_MAX), not for an ids query */
+        if (!q.ids && count < COUNT_MAX) {
+            storage_value_t at[2] = {STORE_VAL_INT(page.rows[first]->col[C_TS].i),
+                                     STORE_VAL_INT(page.rows[first]->col[C_ID].i)};
+            rset.before = (store_bound_t){at, 2, 0};
+            rset.limit = 0;
+            int index = store_count(archive, &rset);
+            if (index >= 0) {
+                char buf[24];
+                snprintf(buf, sizeof buf, "%d", index);
+                xnode_set_attr(fe, "index", buf);
+            }
+        }
         add_text_elem(set, "last", NS_RSM, page.rows[last]->col[C_SID].p);
     }
     if (count < COUNT_MAX) {            /* XEP-0059 §2.6 lets a large count go unsaid */

@@ -71,6 +71,8 @@ class Page:
         s = fin.find(q(NS_RSM, "set")) if fin is not None else None
         get = lambda n: s.find(q(NS_RSM, n)).text if s is not None and s.find(q(NS_RSM, n)) is not None else None  # noqa
         self.first, self.last = get("first"), get("last")
+        fe = s.find(q(NS_RSM, "first")) if s is not None else None
+        self.index = int(fe.get("index")) if fe is not None and fe.get("index") is not None else None
         self.count = int(get("count")) if get("count") is not None else None
         self.error = error_condition(iq) if iq is not None and iq.get("type") == "error" else None
 
@@ -322,6 +324,7 @@ def paging(t, srv):
     t.is_(sum((p.ids() for p in pages), []), ids, "forward pages join to the whole archive")
     t.is_([p.complete for p in pages], [False, False, True], "<fin complete='true'/> exactly on the last page")
     t.is_((pages[0].first, pages[0].last), (ids[0], ids[3]), "RSM <first/> and <last/> name the page's ends")
+    t.is_([p.index for p in pages], [0, 4, 8], "XEP-0059 §2.4: <first index=''/> is the page's position in the result set")
     t.is_(pages[0].count, 11, "<count/> is the whole result set's size on every page")
 
     # backward: <before/> empty is the last page, then before=first
@@ -333,6 +336,9 @@ def paging(t, srv):
         p = query(erin, [("with", "carol@localhost")], rsm(max_=4, before=p.first))
         got = p.ids() + got
     t.is_(got, ids, "backward pages join to the whole archive, complete on the oldest")
+    t.is_(p.index, 0, "XEP-0059: the oldest page paged backwards has index 0")
+    p = query(erin, [("with", "carol@localhost")], rsm(max_=4, before=""))
+    t.is_(p.index, 7, "XEP-0059: the last page of 11 (max 4) has <first index='7'/>")
 
     # with: full JID
     p = query(erin, [("with", "carol@localhost/p2")])
@@ -357,6 +363,7 @@ def paging(t, srv):
     p = query(erin, [("with", "carol@localhost"), ("after-id", ids[2]), ("before-id", ids[6])])
     t.is_(p.ids(), ids[3:6], "after-id and before-id: strictly between")
     t.is_(p.count, 3, "the count covers the form's bounds")
+    t.is_(p.index, 0, "the index counts within the form's bounds")
     p = query(erin, [("ids", [ids[7], ids[1]])])
     t.is_(sorted(p.ids()), sorted([ids[7], ids[1]]), "ids: exactly those messages")
     t.ok(p.complete, "ids: complete")
