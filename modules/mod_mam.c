@@ -455,7 +455,16 @@ static int archive_message(hook_event_t *ev)
     if (xml && from_local && !(to_local && jid_bare_equal(to_bare, from_bare))) {
         char id[SID_SIZE];
         if (!sent_id_take(ev->stanza, id)) new_sid(id);
-        archive_one(from_bare, ev->to, id, 1, xml, len);
+        /* the remote party is the 'to' the sender wrote (XEP-0313 §3, §4.1.1: a full-JID 'with'
+         * matches it): a message to a full JID without that resource travels as to the bare JID */
+        const char *to_attr = xnode_attr(ev->stanza, "to");
+        jid_t *peer = to_attr ? jid_new(to_attr) : NULL;
+        if (peer && !jid_bare_equal(peer, ev->to)) {
+            jid_free(peer);
+            peer = NULL;
+        }
+        archive_one(from_bare, peer ? peer : ev->to, id, 1, xml, len);
+        jid_free(peer);
     }
     if (mine) xnode_add_child(parent, mine);
     free(xml);

@@ -396,6 +396,33 @@ def paging(t, srv):
         c.end()
 
 
+def with_full_jid(t, srv):
+    """XEP-0313 §4.1.1: a message matches a full-JID 'with' when its to or from is that JID."""
+    nora, otto = login(srv, "nora", "n1"), login(srv, "otto", "o1")
+    otto.message("nora@localhost", "from o1 to the bare JID")
+    nora.expect_message("from o1 to the bare JID")
+    nora.message("otto@localhost", "from nora to the bare JID")
+    otto.expect_message("from nora to the bare JID")
+    nora.message("otto@localhost/gone", "to a resource that is not there")
+    otto.expect_message("to a resource that is not there")
+    nora.message("otto@localhost/o1", "to o1")
+    otto.expect_message("to o1")
+    nora.ping_server()
+    otto.ping_server()
+    t.is_(query(nora, [("with", "otto@localhost/o1")]).bodies(), ["from o1 to the bare JID", "to o1"],
+          "with a full JID: what that resource sent to our bare JID and what we sent to it, not what went "
+          "to the bare JID or another resource")
+    t.is_(query(nora, [("with", "otto@localhost/gone")]).bodies(), ["to a resource that is not there"],
+          "with a full JID: a message to that full JID delivered as to the bare JID (RFC 6121 §8.5.3.2.1) "
+          "still matches its 'to'")
+    t.is_(len(query(nora, [("with", "otto@localhost")]).results), 4, "with the bare JID: all four")
+    t.is_(query(otto, [("with", "nora@localhost/n1")]).bodies(),
+          ["from nora to the bare JID", "to a resource that is not there", "to o1"],
+          "the recipient's archive: everything nora/n1 sent, whatever it was addressed to")
+    nora.end()
+    otto.end()
+
+
 # ---- preferences ---------------------------------------------------------------------------------
 
 def preferences(t, srv):
@@ -636,12 +663,13 @@ def slixmpp_history(t, srv):
 
 def main(t):
     with Server(t) as srv:
-        for u in ("alice", "bob", "carol", "erin", "frank", "gina", "hugo", "ivan", "judy", "kate", "lena", "mike"):
+        for u in ("alice", "bob", "carol", "erin", "frank", "gina", "hugo", "ivan", "judy", "kate", "lena", "mike", "nora", "otto"):
             srv.adduser("%s@localhost" % u, PW)
         t.run(archive_both_directions, t, srv)
         t.run(spoofing_and_disco, t, srv)
         t.run(carbons_stanza_ids, t, srv)
         t.run(paging, t, srv)
+        t.run(with_full_jid, t, srv)
         t.run(preferences, t, srv)
         t.run(offline_and_second_device, t, srv)
         t.run(slixmpp_history, t, srv)
