@@ -1095,6 +1095,274 @@ static void expire_step(module_timer_t *t, void *ud)
     expire_run();
 }
 
+/* ---- a user clears their own archive: a XEP-0050 ad-hoc command ----
+ * XEP-0313 has no verb for it. The command node PURGE_NODE is listed under the commands node of
+ * disco#items on the server's domain and on the account's own bare JID, and runs on either, always
+ * on the requester's own archive (on another account's JID: <forbidden/>): execute -> a form with
+ * a boolean 'confirm' (status executing, the one action complete) -> complete (confirm true: the
+ * archive is emptied, false: nothing) or cancel. It is civitas's only ad-hoc command: when a second
+ * one comes, the XEP-0050 plumbing here belongs in a module the others register their nodes with. */
+#define NS_COMMANDS "http://jabber.org/protocol/commands"
+#define PURGE_NODE "urn:civitas:mam:purge"
+#define PURGE_NAME "Clear my message archive"
+#define CMD_SESSIONS 32                 /* open command sessions kept; a new one replaces the oldest */
+#define CMD_TTL_US (600LL * 1000000)    /* a session not completed within 10 minutes has expired */
+#define PURGE_BATCH 2000                /* rows one loop turn deletes: a large archive never stalls */
+
+static struct cmd_session {
+    char id[SID_SIZE];
+    char *requester;                    /* its full JID; NULL: the slot is free */
+    int64_t created;
+} cmd_sessions[CMD_SESSIONS];
+static unsigned cmd_next;
+
+typedef struct purge_job {
+    struct purge_job *next;
+    char *owner;
+    xnode_t *request;                   /* the completing IQ, answered when the rows are gone */
+    int64_t cut;                        /* the rows archived up to this time go */
+    long deleted;
+} purge_job_t;
+static purge_job_t *purges;             /* in the order confirmed; the first is being deleted */
+static module_timer_t *purge_timer;
+
+static void cmd_session_end(struct cmd_session *c)
+{
+    free(c->requester);
+    c->requester = NULL;
+}
+
+static struct cmd_session *cmd_session_find(const char *id, const char *requester)
+{
+    for (size_t i = 0; i < CMD_SESSIONS; i++)
+        if (cmd_sessions[i].requester && strcmp(cmd_sessions[i].id, id) == 0 &&
+            strcmp(cmd_sessions[i].requester, requester) == 0)
+            return &cmd_sessions[i];
+    return NULL;
+}
+
+/* <iq type='result'><command node status [sessionid]/>; *cmd is the <command/>. */
+static xnode_t *cmd_reply(const xnode_t *req, const char *status, const char *sessionid, xnode_t **cmd)
+{
+    xnode_t *r = stanza_reply(req);
+    xnode_t *c = xnode_add_elem(r, "command", NS_COMMANDS);
+    xnode_set_attr(c, "node", PURGE_NODE);
+    if (sessionid) xnode_set_attr(c, "sessionid", sessionid);
+    xnode_set_attr(c, "status", status);
+    if (cmd) *cmd = c;
+    return r;
+}
+
+/* A stanza error with XEP-0050's own condition (§4.6: bad-action, bad-sessionid, ...) beside it. */
+static int cmd_error(hook_event_t *ev, const char *type, const char *cond, const char *specific)
+{
+    xnode_t *e = stanza_error(ev->stanza, type, cond, NULL);
+    xnode_t *err = e ? xnode_child(e, "error", NULL) : NULL;
+    if (err && specific) xnode_add_elem(err, specific, NS_COMMANDS);
+    return hook_reply(ev, e);
+}
+
+static void cmd_note(xnode_t *cmd, const char *text)
+{
+    xnode_t *n = xnode_add_elem(cmd, "note", NS_COMMANDS);
+    xnode_set_attr(n, "type", "info");
+    xnode_add_text(n, text);
+}
+
+static void purge_step(module_timer_t *t, void *ud)
+{
+    (void)ud;
+    if (t == purge_timer) purge_timer = NULL;
+    purge_job_t *j = purges;
+    if (!j) return;
+    flush_pending();                    /* queued rows of the account are part of what goes */
+    storage_value_t o = STORE_VAL_TEXT(j->owner), cut = STORE_VAL_INT(j->cut);
+    int n = store_delete_range(archive, &(store_range_t){.index = "by_time", .prefix = &o, .nprefix = 1,
+                                                         .before = {&cut, 1, 1}, .limit = PURGE_BATCH});
+    if (n > 0) j->deleted += n;
+    if (n < 0 || n < PURGE_BATCH) {
+        purges = j->next;
+        strmap_del(counts, j->owner);
+        xnode_t *reply;
+        if (n < 0) {
+            log_warn("mam", "clearing an archive failed: %s", store_error(archive));
+            reply = stanza_error(j->request, "wait", "internal-server-error", NULL);
+        } else {
+            xnode_t *cmd;
+            char text[96];
+            snprintf(text, sizeof text, "%ld message(s) deleted from your archive.", j->deleted);
+            reply = cmd_reply(j->request, "completed", NULL, &cmd);
+            cmd_note(cmd, text);
+        }
+        if (reply) route_stanza(reply);
+        xnode_free(j->request);
+        free(j->owner);
+        free(j);
+    }
+    if (purges && !purge_timer) purge_timer = module_add_timer(ctx, 0, 0, purge_step, NULL);
+}
+
+/* execute without a session: a new session and the confirmation form (XEP-0050 §3.4, XEP-0004). */
+static int cmd_start(hook_event_t *ev)
+{
+    struct cmd_session *s = &cmd_sessions[cmd_next++ % CMD_SESSIONS];
+    cmd_session_end(s);
+    new_sid(s->id);
+    s->requester = xstrdup(ev->from->full);
+    s->created = now_us();
+    xnode_t *cmd;
+    xnode_t *r = cmd_reply(ev->stanza, "executing", s->id, &cmd);
+    xnode_t *acts = xnode_add_elem(cmd, "actions", NS_COMMANDS);
+    xnode_set_attr(acts, "execute", "complete");
+    xnode_add_elem(acts, "complete", NS_COMMANDS);
+    xnode_t *x = xnode_add_elem(cmd, "x", NS_DATA);
+    xnode_set_attr(x, "type", "form");
+    add_text_elem(x, "title", NS_DATA, PURGE_NAME);
+    add_text_elem(x, "instructions", NS_DATA,
+                  "Deletes every message in your archive on this server. Your devices keep what they "
+                  "already have; this cannot be undone.");
+    xnode_t *f = xnode_add_elem(x, "field", NS_DATA);
+    xnode_set_attr(f, "var", "FORM_TYPE");
+    xnode_set_attr(f, "type", "hidden");
+    add_text_elem(f, "value", NS_DATA, PURGE_NODE);
+    f = xnode_add_elem(x, "field", NS_DATA);
+    xnode_set_attr(f, "var", "confirm");
+    xnode_set_attr(f, "type", "boolean");
+    xnode_set_attr(f, "label", "Delete all messages in my archive");
+    xnode_add_elem(f, "required", NS_DATA);
+    add_text_elem(f, "value", NS_DATA, "0");
+    return hook_reply(ev, r);
+}
+
+/* The submitted form's 'confirm': 1, 0, or -1 when absent or not a XEP-0004 boolean. */
+static int form_confirm(const xnode_t *cmd)
+{
+    xnode_t *x = xnode_child(cmd, "x", NS_DATA);
+    for (xnode_t *f = x ? xnode_first_elem(x) : NULL; f; f = xnode_next_elem(f)) {
+        const char *var = xnode_attr(f, "var");
+        if (strcmp(f->name, "field") != 0 || !var || strcmp(var, "confirm") != 0) continue;
+        char *v = text_or_null(xnode_child(f, "value", NULL));
+        int b = !v ? -1 : strcmp(v, "1") == 0 || strcmp(v, "true") == 0 ? 1
+                          : strcmp(v, "0") == 0 || strcmp(v, "false") == 0 ? 0 : -1;
+        free(v);
+        return b;
+    }
+    return -1;
+}
+
+/* iq-set http://jabber.org/protocol/commands to the domain or to the own bare JID. */
+static int on_command(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (!ev->origin || !local_account(ev->from) || (ev->to && ev->to->node && !hook_own_account(ev)))
+        return hook_error(ev, "cancel", "forbidden");
+    xnode_t *cmd = xnode_first_elem(ev->stanza);
+    const char *node = xnode_attr(cmd, "node"), *action = xnode_attr(cmd, "action"),
+               *sid = xnode_attr(cmd, "sessionid");
+    if (!node || strcmp(node, PURGE_NODE) != 0) return hook_error(ev, "cancel", "item-not-found");
+    if (!action) action = "execute";
+    int complete = strcmp(action, "complete") == 0 || strcmp(action, "execute") == 0;
+    if (!complete && strcmp(action, "cancel") != 0) {
+        int known = strcmp(action, "next") == 0 || strcmp(action, "prev") == 0;
+        return cmd_error(ev, "modify", "bad-request", known ? "bad-action" : "malformed-action");
+    }
+    if (!sid) {
+        if (strcmp(action, "execute") == 0) return cmd_start(ev);
+        return cmd_error(ev, "modify", "bad-request", "bad-sessionid");
+    }
+    struct cmd_session *s = cmd_session_find(sid, ev->from->full);
+    if (!s) return cmd_error(ev, "modify", "bad-request", "bad-sessionid");
+    if (now_us() - s->created > CMD_TTL_US) {
+        cmd_session_end(s);
+        return cmd_error(ev, "cancel", "not-allowed", "session-expired");
+    }
+    if (!complete) {
+        cmd_session_end(s);
+        return hook_reply(ev, cmd_reply(ev->stanza, "canceled", sid, NULL));
+    }
+    int confirm = form_confirm(cmd);
+    if (confirm < 0) return cmd_error(ev, "modify", "bad-request", "bad-payload");
+    cmd_session_end(s);
+    if (!confirm) {
+        xnode_t *c;
+        xnode_t *r = cmd_reply(ev->stanza, "completed", NULL, &c);
+        cmd_note(c, "Nothing was deleted.");
+        return hook_reply(ev, r);
+    }
+    purge_job_t *j = xmalloc(sizeof *j);
+    jid_t *owner = jid_bare_of(ev->from);
+    *j = (purge_job_t){.owner = xstrdup(owner->bare), .request = xnode_copy(ev->stanza), .cut = now_us()};
+    jid_free(owner);
+    purge_job_t **tail = &purges;
+    while (*tail) tail = &(*tail)->next;
+    *tail = j;
+    if (!purge_timer) purge_timer = module_add_timer(ctx, 0, 0, purge_step, NULL);
+    return HOOK_HANDLED;                /* answered by purge_step once the rows are gone */
+}
+
+/* disco#items of the commands node (XEP-0050 §2.2): the purge for the own account, on the domain
+ * for any of its local accounts; nothing for anyone else. */
+static int on_command_items(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    const char *node = xnode_attr(xnode_first_elem(ev->stanza), "node");
+    if (!node || strcmp(node, NS_COMMANDS) != 0) return HOOK_PASS;
+    int bare = ev->to && ev->to->node;
+    xnode_t *r = stanza_reply(ev->stanza);
+    xnode_t *qe = xnode_add_elem(r, "query", NS_DISCO_ITEMS);
+    xnode_set_attr(qe, "node", NS_COMMANDS);
+    if (ev->origin && local_account(ev->from) && (!bare || hook_own_account(ev))) {
+        xnode_t *it = xnode_add_elem(qe, "item", NULL);
+        xnode_set_attr(it, "jid", bare ? ev->to->bare : ev->to->full);
+        xnode_set_attr(it, "node", PURGE_NODE);
+        xnode_set_attr(it, "name", PURGE_NAME);
+    }
+    return hook_reply(ev, r);
+}
+
+/* disco#info of the command's node (XEP-0050 §2.2). */
+static int on_command_info(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    const char *node = xnode_attr(xnode_first_elem(ev->stanza), "node");
+    if (!node || strcmp(node, PURGE_NODE) != 0) return HOOK_PASS;
+    xnode_t *r = stanza_reply(ev->stanza);
+    xnode_t *qe = xnode_add_elem(r, "query", NS_DISCO_INFO);
+    xnode_set_attr(qe, "node", PURGE_NODE);
+    xnode_t *id = xnode_add_elem(qe, "identity", NULL);
+    xnode_set_attr(id, "category", "automation");
+    xnode_set_attr(id, "type", "command-node");
+    xnode_set_attr(id, "name", PURGE_NAME);
+    xnode_set_attr(xnode_add_elem(qe, "feature", NULL), "var", NS_COMMANDS);
+    xnode_set_attr(xnode_add_elem(qe, "feature", NULL), "var", NS_DATA);
+    return hook_reply(ev, r);
+}
+
+static void commands_load(module_ctx_t *m)
+{
+    module_add_feature(m, NS_COMMANDS);
+    module_add_account_feature(m, NS_COMMANDS);
+    module_hook(m, "iq-set/host/" NS_COMMANDS, 0, on_command, NULL);
+    module_hook(m, "iq-set/bare/" NS_COMMANDS, 0, on_command, NULL);
+    module_hook(m, "iq-get/host/" NS_DISCO_ITEMS, 1, on_command_items, NULL);   /* before mod_disco (0) */
+    module_hook(m, "iq-get/bare/" NS_DISCO_ITEMS, 2, on_command_items, NULL);   /* before mod_pep (1) */
+    module_hook(m, "iq-get/host/" NS_DISCO_INFO, 1, on_command_info, NULL);
+    module_hook(m, "iq-get/bare/" NS_DISCO_INFO, 1, on_command_info, NULL);
+}
+
+static void commands_unload(void)
+{
+    purge_timer = NULL;                 /* the core cancels the module's timers */
+    while (purges) {
+        purge_job_t *j = purges;
+        purges = j->next;
+        xnode_free(j->request);
+        free(j->owner);
+        free(j);
+    }
+    for (size_t i = 0; i < CMD_SESSIONS; i++) cmd_session_end(&cmd_sessions[i]);
+}
+
 /* ---- accounts ---- */
 
 static int on_user_deleted(hook_event_t *ev, void *ud)
@@ -1148,6 +1416,7 @@ static int load(module_ctx_t *m)
     module_hook(m, HOOK_MESSAGE_UNDELIVERED, 50, on_undelivered, NULL);
     module_hook(m, HOOK_MESSAGE_UNDELIVERED, -100, on_undelivered_last, NULL);
     module_hook(m, HOOK_USER_DELETED, 0, on_user_deleted, NULL);
+    commands_load(m);
     expire_run();
     module_add_timer(m, EXPIRE_EVERY_MS, 1, expire_step, NULL);
     return 0;
@@ -1157,6 +1426,7 @@ static void unload(module_ctx_t *m)
 {
     (void)m;
     flush_timer = NULL;                 /* the core cancels the module's timers */
+    commands_unload();
     flush_pending();                    /* before the core closes the store */
     free(pending);
     pending = NULL;

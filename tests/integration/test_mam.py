@@ -466,6 +466,111 @@ def preferences(t, srv):
         c.end()
 
 
+# ---- a user clears their own archive: XEP-0050 ad-hoc command -----------------------------------
+
+NS_CMD = "http://jabber.org/protocol/commands"
+NS_ITEMS = "http://jabber.org/protocol/disco#items"
+PURGE_NODE = "urn:civitas:mam:purge"
+
+
+def command(c, to, node, action=None, sessionid=None, payload=""):
+    attrs = "node='%s'" % node
+    if action:
+        attrs += " action='%s'" % action
+    if sessionid:
+        attrs += " sessionid='%s'" % sessionid
+    r = c.iq("set", "<command xmlns='%s' %s>%s</command>" % (NS_CMD, attrs, payload), to=to)
+    return r, (r.find(q(NS_CMD, "command")) if r is not None else None)
+
+
+def confirm_form(value):
+    return ("<x xmlns='%s' type='submit'><field var='FORM_TYPE' type='hidden'><value>%s</value></field>"
+            "<field var='confirm'><value>%s</value></field></x>" % (NS_DATA, PURGE_NODE, value))
+
+
+def adhoc_purge(t, srv):
+    pia, quin = login(srv, "pia", "p"), login(srv, "quin", "q")
+    for i in range(3):
+        quin.message("pia@localhost", "keep or purge %d" % i)
+        pia.expect_message("keep or purge %d" % i)
+    pia.ping_server()
+
+    def count(c):
+        return query(c, [], rsm(max_=0)).count
+
+    t.is_((count(pia), count(quin)), (3, 3), "both archives hold the conversation")
+    r = pia.iq("get", "<query xmlns='%s'/>" % NS_DISCO_INFO, to="localhost")
+    feats = [f.get("var") for f in r.iter(q(NS_DISCO_INFO, "feature"))] if r is not None else []
+    t.ok(NS_CMD in feats, "XEP-0050 §2.1: the server advertises %s" % NS_CMD, feats)
+    for where in ("localhost", "pia@localhost"):
+        r = pia.iq("get", "<query xmlns='%s' node='%s'/>" % (NS_ITEMS, NS_CMD), to=where)
+        items = [(i.get("jid"), i.get("node")) for i in r.iter(q(NS_ITEMS, "item"))] if r is not None else []
+        t.is_(items, [(where, PURGE_NODE)], "XEP-0050 §2.2: disco#items of the commands node on %s lists the "
+              "archive purge" % where)
+    r = quin.iq("get", "<query xmlns='%s' node='%s'/>" % (NS_ITEMS, NS_CMD), to="pia@localhost")
+    t.is_([i.get("node") for i in r.iter(q(NS_ITEMS, "item"))] if r is not None else None, [],
+          "another account sees no commands on pia's JID")
+    r = pia.iq("get", "<query xmlns='%s' node='%s'/>" % (NS_DISCO_INFO, PURGE_NODE), to="localhost")
+    ids = [(i.get("category"), i.get("type")) for i in r.iter(q(NS_DISCO_INFO, "identity"))] if r is not None else []
+    feats = [f.get("var") for f in r.iter(q(NS_DISCO_INFO, "feature"))] if r is not None else []
+    t.ok(("automation", "command-node") in ids and NS_CMD in feats and NS_DATA in feats,
+         "XEP-0050 §2.2: disco#info of the command node: automation/command-node, commands, jabber:x:data", el_str(r))
+
+    # execute: a form with a confirm boolean; cancel
+    r, cmd = command(pia, "localhost", PURGE_NODE)
+    sid = cmd.get("sessionid") if cmd is not None else None
+    x = cmd.find(q(NS_DATA, "x")) if cmd is not None else None
+    fields = {f.get("var"): f.get("type") for f in x.iter(q(NS_DATA, "field"))} if x is not None else {}
+    acts = cmd.find(q(NS_CMD, "actions")) if cmd is not None else None
+    t.ok(cmd is not None and cmd.get("status") == "executing" and sid and x is not None and x.get("type") == "form"
+         and fields.get("confirm") == "boolean", "XEP-0050 §3.4: execute answers status executing, a sessionid "
+         "and a form with a boolean 'confirm'", el_str(r))
+    t.ok(acts is not None and acts.find(q(NS_CMD, "complete")) is not None and acts.get("execute") == "complete",
+         "XEP-0050 §3.4: the actions offer complete (the default)", el_str(r))
+    r, cmd = command(pia, "localhost", PURGE_NODE, "cancel", sid)
+    t.is_(cmd.get("status") if cmd is not None else None, "canceled", "XEP-0050 §3.5: cancel: status canceled")
+    r, cmd = command(pia, "localhost", PURGE_NODE, "complete", sid, confirm_form("true"))
+    t.ok(error_condition(r) == "bad-request" and r.find(".//" + q(NS_CMD, "bad-sessionid")) is not None,
+         "XEP-0050 §4.6: a canceled session's id is <bad-request/> with <bad-sessionid/>", el_str(r))
+    t.is_(count(pia), 3, "cancel deletes nothing")
+
+    # complete without confirming
+    r, cmd = command(pia, "localhost", PURGE_NODE)
+    sid = cmd.get("sessionid") if cmd is not None else None
+    r, cmd = command(pia, "localhost", PURGE_NODE, "complete", sid, confirm_form("false"))
+    t.is_(cmd.get("status") if cmd is not None else None, "completed", "completed without confirming")
+    t.is_(count(pia), 3, "confirm false deletes nothing")
+
+    # another account: not on pia's JID, not with pia's session
+    r, cmd = command(quin, "pia@localhost", PURGE_NODE)
+    t.is_(error_condition(r), "forbidden", "executing the purge on another account's JID: <forbidden/>")
+    r, cmd = command(pia, "localhost", PURGE_NODE)
+    sid = cmd.get("sessionid") if cmd is not None else None
+    r, cmd = command(quin, "localhost", PURGE_NODE, "complete", sid, confirm_form("1"))
+    t.ok(error_condition(r) == "bad-request" and r.find(".//" + q(NS_CMD, "bad-sessionid")) is not None,
+         "another account cannot complete pia's session: <bad-sessionid/>", el_str(r))
+    t.is_((count(pia), count(quin)), (3, 3), "nothing was deleted by quin")
+    r, cmd = command(pia, "localhost", PURGE_NODE, "next", sid)
+    t.ok(error_condition(r) == "bad-request" and r.find(".//" + q(NS_CMD, "bad-action")) is not None,
+         "XEP-0050 §4.6: an action the stage does not offer (next): <bad-action/>", el_str(r))
+    r, cmd = command(pia, "localhost", "urn:civitas:no-such-command")
+    t.is_(error_condition(r), "item-not-found", "an unknown command node: <item-not-found/>")
+
+    # confirmed, on the own bare JID
+    r, cmd = command(pia, "pia@localhost", PURGE_NODE)
+    sid = cmd.get("sessionid") if cmd is not None else None
+    r, cmd = command(pia, "pia@localhost", PURGE_NODE, "complete", sid, confirm_form("1"))
+    note = cmd.find(q(NS_CMD, "note")) if cmd is not None else None
+    t.ok(cmd is not None and cmd.get("status") == "completed" and note is not None and "3" in (note.text or ""),
+         "confirmed: status completed, a note with the number of messages deleted", el_str(r))
+    t.is_((count(pia), count(quin)), (0, 3), "pia's archive is empty; quin's is untouched")
+    quin.message("pia@localhost", "after the purge")
+    pia.expect_message("after the purge")
+    t.is_(query(pia, []).bodies(), ["after the purge"], "the archive goes on after a purge")
+    pia.end()
+    quin.end()
+
+
 # ---- offline + MAM: a second device gets the whole conversation ----------------------------------
 
 def offline_and_second_device(t, srv):
@@ -663,7 +768,7 @@ def slixmpp_history(t, srv):
 
 def main(t):
     with Server(t) as srv:
-        for u in ("alice", "bob", "carol", "erin", "frank", "gina", "hugo", "ivan", "judy", "kate", "lena", "mike", "nora", "otto"):
+        for u in ("alice", "bob", "carol", "erin", "frank", "gina", "hugo", "ivan", "judy", "kate", "lena", "mike", "nora", "otto", "pia", "quin"):
             srv.adduser("%s@localhost" % u, PW)
         t.run(archive_both_directions, t, srv)
         t.run(spoofing_and_disco, t, srv)
@@ -671,6 +776,7 @@ def main(t):
         t.run(paging, t, srv)
         t.run(with_full_jid, t, srv)
         t.run(preferences, t, srv)
+        t.run(adhoc_purge, t, srv)
         t.run(offline_and_second_device, t, srv)
         t.run(slixmpp_history, t, srv)
     t.run(retention, t)
