@@ -434,7 +434,8 @@ static int sent_id_take(const xnode_t *st, char *buf)
 }
 
 /* Archive a message that was delivered (post) or stored for later (undelivered): into the
- * recipient's archive under the stanza-id stamped at "pre", and into the sender's under a new one. */
+ * recipient's archive under the stanza-id stamped at "pre", and into the sender's under the one
+ * stamped at "pre-stanza/out" for its sent carbons (sent_id_take), or a new one. */
 static int archive_message(hook_event_t *ev)
 {
     if (ev->replay || !ev->stanza || !ev->from || !ev->to || !worth_keeping(ev->stanza)) return 0;
