@@ -48,7 +48,9 @@ static void copy_to(session_t *s, const jid_t *user, const xnode_t *st, const ch
     xnode_free(m);
 }
 
-/* §7: a message the user sends goes, as <sent/>, to the user's other enabled resources. */
+/* §7: a message the user sends goes, as <sent/>, to the user's other enabled resources. At
+ * "pre-stanza/out" 5: after blocking (100) and after mod_mam (10) stamped the id of the sender's
+ * archive, which the copy keeps and the message to the contact loses (XEP-0313 §3.5). */
 static int on_outbound(hook_event_t *ev, void *ud)
 {
     (void)ud;
@@ -73,23 +75,26 @@ static void received(const jid_t *to, const xnode_t *st, const session_t *direct
     jid_free(bare);
 }
 
-static int on_message_bare(hook_event_t *ev, void *ud)
+/* "message/deliver/pre", last: the message goes on to delivery (blocking and the e2e policy did not
+ * stop it before) and the archive has stamped its XEP-0359 <stanza-id/> (mod_mam, priority -50),
+ * so the copy carries the id the live message and the archive have (XEP-0313 §3.5: clients such
+ * as Conversations de-duplicate carbons against MAM by it). ev->to is the addressed full JID when
+ * that resource is bound, else the bare JID (RFC 6121 §8.5.3.2.1). A stored message delivered again
+ * (replay) was copied when it arrived. */
+static int on_deliver_pre(hook_event_t *ev, void *ud)
 {
     (void)ud;
-    if (ev->to && ev->to->node && eligible(ev->stanza)) received(ev->to, ev->stanza, NULL);
-    return HOOK_PASS;
-}
-
-static int on_message_full(hook_event_t *ev, void *ud)
-{
-    (void)ud;
-    if (!ev->to || !ev->to->node || !eligible(ev->stanza)) return HOOK_PASS;
+    if (ev->replay || !ev->stanza || !ev->to || !ev->to->node || !host_find(ev->to->domain) ||
+        !eligible(ev->stanza))
+        return HOOK_PASS;
     session_t *direct = NULL;
-    jid_t *bare = jid_bare_of(ev->to);
-    for (session_t *s = user_sessions(bare); s; s = session_next_in_user(s))
-        if (jid_equal(session_jid(s), ev->to)) direct = s;
-    jid_free(bare);
-    if (direct) received(ev->to, ev->stanza, direct);    /* else the core re-routes to the bare JID */
+    if (ev->to->resource) {
+        jid_t *bare = jid_bare_of(ev->to);
+        for (session_t *s = user_sessions(bare); s; s = session_next_in_user(s))
+            if (jid_equal(session_jid(s), ev->to)) direct = s;
+        jid_free(bare);
+    }
+    received(ev->to, ev->stanza, direct);
     return HOOK_PASS;
 }
 
@@ -114,8 +119,7 @@ static int load(module_ctx_t *m)
     module_add_feature(m, NS_CARBONS);
     module_hook(m, "iq-set/bare/" NS_CARBONS, 0, on_toggle, NULL);
     module_hook(m, "pre-stanza/out", 5, on_outbound, NULL);     /* after blocking (100) */
-    module_hook(m, "message/bare", 5, on_message_bare, NULL);   /* after blocking, before offline (0) */
-    module_hook(m, "message/full", 5, on_message_full, NULL);
+    module_hook(m, HOOK_MESSAGE_DELIVER_PRE, -100, on_deliver_pre, NULL);   /* after mod_mam's stamp (-50) */
     module_hook(m, HOOK_BIND2_INLINE, 0, on_bind2_inline, NULL);
     module_hook(m, HOOK_BIND2_ENABLE NS_CARBONS, 0, on_bind2_enable, NULL);
     return 0;

@@ -394,8 +394,48 @@ static void archive_one(const jid_t *owner, const jid_t *peer, const char *sid, 
     else if (!flush_timer) flush_timer = module_add_timer(ctx, FLUSH_MS, 0, flush_cb, NULL);
 }
 
+/* ---- the sender's stanza-id, for sent carbons (XEP-0313 §3.5) ----
+ * A message from a local client is stamped at "pre-stanza/out" (on_out_stamp, before mod_carbons
+ * copies it) with the id it will have in the sender's archive, so that the <sent/> carbon carries
+ * it. The message must not reach the contact with it: "message/deliver/pre" takes it off
+ * (on_pre_strip) and keeps the id here, by the stanza's address, until "post" or "undelivered"
+ * archives the message under it. Every message passes "pre" before those, and "pre" first drops an
+ * entry left for its address (a message stopped after "pre" leaves one behind). */
+#define SENT_IDS 8
+static struct sent_id {
+    const xnode_t *st;
+    char id[SID_SIZE];
+} sent_ids[SENT_IDS];
+static unsigned sent_next;
+
+static void sent_id_drop(const xnode_t *st)
+{
+    for (size_t i = 0; i < SENT_IDS; i++)
+        if (sent_ids[i].st == st) sent_ids[i].st = NULL;
+}
+
+static void sent_id_keep(const xnode_t *st, const char *id)
+{
+    struct sent_id *e = &sent_ids[sent_next++ % SENT_IDS];
+    e->st = st;
+    snprintf(e->id, sizeof e->id, "%s", id);
+}
+
+/* 1 and the id in buf (SID_SIZE) when st was stamped for its sender; the entry is used up. */
+static int sent_id_take(const xnode_t *st, char *buf)
+{
+    for (size_t i = 0; i < SENT_IDS; i++)
+        if (sent_ids[i].st == st) {
+            sent_ids[i].st = NULL;
+            memcpy(buf, sent_ids[i].id, SID_SIZE);
+            return 1;
+        }
+    return 0;
+}
+
 /* Archive a message that was delivered (post) or stored for later (undelivered): into the
- * recipient's archive under the stanza-id stamped at "pre", and into the sender's under a new one. */
+ * recipient's archive under the stanza-id stamped at "pre", and into the sender's under the one
+ * stamped at "pre-stanza/out" for its sent carbons (sent_id_take), or a new one. */
 static int archive_message(hook_event_t *ev)
 {
     if (ev->replay || !ev->stanza || !ev->from || !ev->to || !worth_keeping(ev->stanza)) return 0;
@@ -415,8 +455,17 @@ static int archive_message(hook_event_t *ev)
     }
     if (xml && from_local && !(to_local && jid_bare_equal(to_bare, from_bare))) {
         char id[SID_SIZE];
-        new_sid(id);
-        archive_one(from_bare, ev->to, id, 1, xml, len);
+        if (!sent_id_take(ev->stanza, id)) new_sid(id);
+        /* the remote party is the 'to' the sender wrote (XEP-0313 §3, §4.1.1: a full-JID 'with'
+         * matches it): a message to a full JID without that resource travels as to the bare JID */
+        const char *to_attr = xnode_attr(ev->stanza, "to");
+        jid_t *peer = to_attr ? jid_new(to_attr) : NULL;
+        if (peer && !jid_bare_equal(peer, ev->to)) {
+            jid_free(peer);
+            peer = NULL;
+        }
+        archive_one(from_bare, peer ? peer : ev->to, id, 1, xml, len);
+        jid_free(peer);
     }
     if (mine) xnode_add_child(parent, mine);
     free(xml);
@@ -425,22 +474,73 @@ static int archive_message(hook_event_t *ev)
     return done;
 }
 
-/* "message/deliver/pre", first of all: strip stanza-ids that claim to be ours but were not stamped
- * here (by one of our accounts or hosts, XEP-0359 §5 and XEP-0313 §5.3), before any module stamps. */
-static int on_pre_strip(hook_event_t *ev, void *ud)
+/* Remove the stanza-ids in st that claim to be ours (by one of our hosts, an account on one, or
+ * `to`'s bare JID): XEP-0359 §5 and XEP-0313 §5.3. When `keep_by` is given, the id of the one
+ * stamped by that bare JID is copied to keep (SID_SIZE) and 1 returned. */
+static int strip_ours(xnode_t *st, const jid_t *to, const char *keep_by, char *keep)
 {
-    (void)ud;
-    if (ev->replay || !ev->stanza) return HOOK_PASS;
-    for (xnode_t *c = xnode_first_elem(ev->stanza), *next; c; c = next) {
+    int kept = 0;
+    for (xnode_t *c = xnode_first_elem(st), *next; c; c = next) {
         next = xnode_next_elem(c);
         if (strcmp(c->name, "stanza-id") != 0 || strcmp(c->ns, NS_SID) != 0) continue;
-        jid_t *by = jid_new(xnode_attr(c, "by") ? xnode_attr(c, "by") : "");
-        if (!by || host_find(by->domain) || (ev->to && jid_bare_equal(by, ev->to))) {
+        const char *b = xnode_attr(c, "by"), *id = xnode_attr(c, "id");
+        jid_t *by = jid_new(b ? b : "");
+        if (!by || host_find(by->domain) || (to && jid_bare_equal(by, to))) {
+            if (keep_by && by && id && strlen(id) < SID_SIZE && strcmp(by->full, keep_by) == 0) {
+                memcpy(keep, id, strlen(id) + 1);
+                kept = 1;
+            }
             xnode_unlink(c);
             xnode_free(c);
         }
         jid_free(by);
     }
+    return kept;
+}
+
+/* "message/deliver/pre", first of all: strip stanza-ids that claim to be ours but were not stamped
+ * here (by one of our accounts or hosts, XEP-0359 §5 and XEP-0313 §5.3), before any module stamps.
+ * The sender's own id that on_out_stamp put on a local client's message is taken off too (the
+ * contact must not see it) and kept for archive_message. */
+static int on_pre_strip(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (ev->replay || !ev->stanza) return HOOK_PASS;
+    sent_id_drop(ev->stanza);
+    char id[SID_SIZE];
+    jid_t *sender = ev->origin && local_account(ev->from) ? jid_bare_of(ev->from) : NULL;
+    if (strip_ours(ev->stanza, ev->to, sender ? sender->bare : NULL, id)) sent_id_keep(ev->stanza, id);
+    jid_free(sender);
+    return HOOK_PASS;
+}
+
+/* "pre-stanza/out" 10 (after blocking and the e2e policy, before mod_carbons at 5): a local client's
+ * message that its sender's archive will keep gets <stanza-id by='sender@host'/> with the id it
+ * will have there, for the sent carbons (XEP-0313 §3.5); any such id the client put there itself is
+ * removed first. Not for a message to the own account (the recipient's stamp covers it), to the
+ * server or to a component (never archived). */
+static int on_out_stamp(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    xnode_t *st = ev->stanza;
+    if (strcmp(st->name, "message") != 0 || !ev->origin || !local_account(ev->from)) return HOOK_PASS;
+    const char *to_s = xnode_attr(st, "to");
+    jid_t *to = to_s ? jid_new(to_s) : NULL;
+    strip_ours(st, to, NULL, NULL);
+    int archived = to && worth_keeping(st) && !jid_bare_equal(to, ev->from) &&
+                   (local_account(to) || (!host_find(to->domain) && !component_find(to->domain)));
+    if (archived) {
+        jid_t *owner = jid_bare_of(ev->from);
+        if (host_conf(owner->domain)->max_age_days > 0 && prefs_allow(owner, to->bare)) {
+            char id[SID_SIZE];
+            new_sid(id);
+            xnode_t *s = xnode_add_elem(st, "stanza-id", NS_SID);
+            xnode_set_attr(s, "by", owner->bare);
+            xnode_set_attr(s, "id", id);
+        }
+        jid_free(owner);
+    }
+    jid_free(to);
     return HOOK_PASS;
 }
 
@@ -690,6 +790,8 @@ static int do_query(hook_event_t *ev, xnode_t *qn, const char *ns)
     if (rows[0]) bound_after(lo, &r.after, rows[0]);
     if (rows[2]) bound_before(hi, &r.before, rows[2]);
     store_page_t page = {0};
+    store_range_t rset = {0};
+    storage_value_t set_lo[2];
     int count, more = 0, reverse = q.rsm_before_set;
     if (q.ids) {
         /* XEP-0313 §6.1.3 (#extended): exactly these messages, in archive order */
@@ -718,6 +820,11 @@ static int do_query(hook_event_t *ev, xnode_t *qn, const char *ns)
         if (count < 0) {
             rc = internal_error(ev, "counting");
             goto out;
+        }
+        rset = r;                   /* the result set, before RSM's position: for <first index/> */
+        if (rset.after.v) {
+            memcpy(set_lo, lo, sizeof set_lo);
+            rset.after.v = set_lo;
         }
         if (rows[1]) bound_after(lo, &r.after, rows[1]);
         if (rows[3]) bound_before(hi, &r.before, rows[3]);
@@ -770,6 +877,20 @@ static int do_query(hook_event_t *ev, xnode_t *qn, const char *ns)
     if (last >= first && n > 0) {
         xnode_t *fe = xnode_add_elem(set, "first", NS_RSM);
         xnode_add_text(fe, page.rows[first]->col[C_SID].p);
+        /* XEP-0059 §2.4: the page's position in the result set, the rows of the set before its
+         * first; counted like <count/> (so only below COUNT_MAX), not for an ids query */
+        if (!q.ids && count < COUNT_MAX) {
+            storage_value_t at[2] = {STORE_VAL_INT(page.rows[first]->col[C_TS].i),
+                                     STORE_VAL_INT(page.rows[first]->col[C_ID].i)};
+            rset.before = (store_bound_t){at, 2, 0};
+            rset.limit = 0;
+            int index = store_count(archive, &rset);
+            if (index >= 0) {
+                char buf[24];
+                snprintf(buf, sizeof buf, "%d", index);
+                xnode_set_attr(fe, "index", buf);
+            }
+        }
         add_text_elem(set, "last", NS_RSM, page.rows[last]->col[C_SID].p);
     }
     if (count < COUNT_MAX) {            /* XEP-0059 §2.6 lets a large count go unsaid */
@@ -975,6 +1096,274 @@ static void expire_step(module_timer_t *t, void *ud)
     expire_run();
 }
 
+/* ---- a user clears their own archive: a XEP-0050 ad-hoc command ----
+ * XEP-0313 has no verb for it. The command node PURGE_NODE is listed under the commands node of
+ * disco#items on the server's domain and on the account's own bare JID, and runs on either, always
+ * on the requester's own archive (on another account's JID: <forbidden/>): execute -> a form with
+ * a boolean 'confirm' (status executing, the one action complete) -> complete (confirm true: the
+ * archive is emptied, false: nothing) or cancel. It is civitas's only ad-hoc command: when a second
+ * one comes, the XEP-0050 plumbing here belongs in a module the others register their nodes with. */
+#define NS_COMMANDS "http://jabber.org/protocol/commands"
+#define PURGE_NODE "urn:civitas:mam:purge"
+#define PURGE_NAME "Clear my message archive"
+#define CMD_SESSIONS 32                 /* open command sessions kept; a new one replaces the oldest */
+#define CMD_TTL_US (600LL * 1000000)    /* a session not completed within 10 minutes has expired */
+#define PURGE_BATCH 2000                /* rows one loop turn deletes: a large archive never stalls */
+
+static struct cmd_session {
+    char id[SID_SIZE];
+    char *requester;                    /* its full JID; NULL: the slot is free */
+    int64_t created;
+} cmd_sessions[CMD_SESSIONS];
+static unsigned cmd_next;
+
+typedef struct purge_job {
+    struct purge_job *next;
+    char *owner;
+    xnode_t *request;                   /* the completing IQ, answered when the rows are gone */
+    int64_t cut;                        /* the rows archived up to this time go */
+    long deleted;
+} purge_job_t;
+static purge_job_t *purges;             /* in the order confirmed; the first is being deleted */
+static module_timer_t *purge_timer;
+
+static void cmd_session_end(struct cmd_session *c)
+{
+    free(c->requester);
+    c->requester = NULL;
+}
+
+static struct cmd_session *cmd_session_find(const char *id, const char *requester)
+{
+    for (size_t i = 0; i < CMD_SESSIONS; i++)
+        if (cmd_sessions[i].requester && strcmp(cmd_sessions[i].id, id) == 0 &&
+            strcmp(cmd_sessions[i].requester, requester) == 0)
+            return &cmd_sessions[i];
+    return NULL;
+}
+
+/* <iq type='result'><command node status [sessionid]/>; *cmd is the <command/>. */
+static xnode_t *cmd_reply(const xnode_t *req, const char *status, const char *sessionid, xnode_t **cmd)
+{
+    xnode_t *r = stanza_reply(req);
+    xnode_t *c = xnode_add_elem(r, "command", NS_COMMANDS);
+    xnode_set_attr(c, "node", PURGE_NODE);
+    if (sessionid) xnode_set_attr(c, "sessionid", sessionid);
+    xnode_set_attr(c, "status", status);
+    if (cmd) *cmd = c;
+    return r;
+}
+
+/* A stanza error with XEP-0050's own condition (§4.6: bad-action, bad-sessionid, ...) beside it. */
+static int cmd_error(hook_event_t *ev, const char *type, const char *cond, const char *specific)
+{
+    xnode_t *e = stanza_error(ev->stanza, type, cond, NULL);
+    xnode_t *err = e ? xnode_child(e, "error", NULL) : NULL;
+    if (err && specific) xnode_add_elem(err, specific, NS_COMMANDS);
+    return hook_reply(ev, e);
+}
+
+static void cmd_note(xnode_t *cmd, const char *text)
+{
+    xnode_t *n = xnode_add_elem(cmd, "note", NS_COMMANDS);
+    xnode_set_attr(n, "type", "info");
+    xnode_add_text(n, text);
+}
+
+static void purge_step(module_timer_t *t, void *ud)
+{
+    (void)ud;
+    if (t == purge_timer) purge_timer = NULL;
+    purge_job_t *j = purges;
+    if (!j) return;
+    flush_pending();                    /* queued rows of the account are part of what goes */
+    storage_value_t o = STORE_VAL_TEXT(j->owner), cut = STORE_VAL_INT(j->cut);
+    int n = store_delete_range(archive, &(store_range_t){.index = "by_time", .prefix = &o, .nprefix = 1,
+                                                         .before = {&cut, 1, 1}, .limit = PURGE_BATCH});
+    if (n > 0) j->deleted += n;
+    if (n < 0 || n < PURGE_BATCH) {
+        purges = j->next;
+        strmap_del(counts, j->owner);
+        xnode_t *reply;
+        if (n < 0) {
+            log_warn("mam", "clearing an archive failed: %s", store_error(archive));
+            reply = stanza_error(j->request, "wait", "internal-server-error", NULL);
+        } else {
+            xnode_t *cmd;
+            char text[96];
+            snprintf(text, sizeof text, "%ld message(s) deleted from your archive.", j->deleted);
+            reply = cmd_reply(j->request, "completed", NULL, &cmd);
+            cmd_note(cmd, text);
+        }
+        if (reply) route_stanza(reply);
+        xnode_free(j->request);
+        free(j->owner);
+        free(j);
+    }
+    if (purges && !purge_timer) purge_timer = module_add_timer(ctx, 0, 0, purge_step, NULL);
+}
+
+/* execute without a session: a new session and the confirmation form (XEP-0050 §3.4, XEP-0004). */
+static int cmd_start(hook_event_t *ev)
+{
+    struct cmd_session *s = &cmd_sessions[cmd_next++ % CMD_SESSIONS];
+    cmd_session_end(s);
+    new_sid(s->id);
+    s->requester = xstrdup(ev->from->full);
+    s->created = now_us();
+    xnode_t *cmd;
+    xnode_t *r = cmd_reply(ev->stanza, "executing", s->id, &cmd);
+    xnode_t *acts = xnode_add_elem(cmd, "actions", NS_COMMANDS);
+    xnode_set_attr(acts, "execute", "complete");
+    xnode_add_elem(acts, "complete", NS_COMMANDS);
+    xnode_t *x = xnode_add_elem(cmd, "x", NS_DATA);
+    xnode_set_attr(x, "type", "form");
+    add_text_elem(x, "title", NS_DATA, PURGE_NAME);
+    add_text_elem(x, "instructions", NS_DATA,
+                  "Deletes every message in your archive on this server. Your devices keep what they "
+                  "already have; this cannot be undone.");
+    xnode_t *f = xnode_add_elem(x, "field", NS_DATA);
+    xnode_set_attr(f, "var", "FORM_TYPE");
+    xnode_set_attr(f, "type", "hidden");
+    add_text_elem(f, "value", NS_DATA, PURGE_NODE);
+    f = xnode_add_elem(x, "field", NS_DATA);
+    xnode_set_attr(f, "var", "confirm");
+    xnode_set_attr(f, "type", "boolean");
+    xnode_set_attr(f, "label", "Delete all messages in my archive");
+    xnode_add_elem(f, "required", NS_DATA);
+    add_text_elem(f, "value", NS_DATA, "0");
+    return hook_reply(ev, r);
+}
+
+/* The submitted form's 'confirm': 1, 0, or -1 when absent or not a XEP-0004 boolean. */
+static int form_confirm(const xnode_t *cmd)
+{
+    xnode_t *x = xnode_child(cmd, "x", NS_DATA);
+    for (xnode_t *f = x ? xnode_first_elem(x) : NULL; f; f = xnode_next_elem(f)) {
+        const char *var = xnode_attr(f, "var");
+        if (strcmp(f->name, "field") != 0 || !var || strcmp(var, "confirm") != 0) continue;
+        char *v = text_or_null(xnode_child(f, "value", NULL));
+        int b = !v ? -1 : strcmp(v, "1") == 0 || strcmp(v, "true") == 0 ? 1
+                          : strcmp(v, "0") == 0 || strcmp(v, "false") == 0 ? 0 : -1;
+        free(v);
+        return b;
+    }
+    return -1;
+}
+
+/* iq-set http://jabber.org/protocol/commands to the domain or to the own bare JID. */
+static int on_command(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (!ev->origin || !local_account(ev->from) || (ev->to && ev->to->node && !hook_own_account(ev)))
+        return hook_error(ev, "cancel", "forbidden");
+    xnode_t *cmd = xnode_first_elem(ev->stanza);
+    const char *node = xnode_attr(cmd, "node"), *action = xnode_attr(cmd, "action"),
+               *sid = xnode_attr(cmd, "sessionid");
+    if (!node || strcmp(node, PURGE_NODE) != 0) return hook_error(ev, "cancel", "item-not-found");
+    if (!action) action = "execute";
+    int complete = strcmp(action, "complete") == 0 || strcmp(action, "execute") == 0;
+    if (!complete && strcmp(action, "cancel") != 0) {
+        int known = strcmp(action, "next") == 0 || strcmp(action, "prev") == 0;
+        return cmd_error(ev, "modify", "bad-request", known ? "bad-action" : "malformed-action");
+    }
+    if (!sid) {
+        if (strcmp(action, "execute") == 0) return cmd_start(ev);
+        return cmd_error(ev, "modify", "bad-request", "bad-sessionid");
+    }
+    struct cmd_session *s = cmd_session_find(sid, ev->from->full);
+    if (!s) return cmd_error(ev, "modify", "bad-request", "bad-sessionid");
+    if (now_us() - s->created > CMD_TTL_US) {
+        cmd_session_end(s);
+        return cmd_error(ev, "cancel", "not-allowed", "session-expired");
+    }
+    if (!complete) {
+        cmd_session_end(s);
+        return hook_reply(ev, cmd_reply(ev->stanza, "canceled", sid, NULL));
+    }
+    int confirm = form_confirm(cmd);
+    if (confirm < 0) return cmd_error(ev, "modify", "bad-request", "bad-payload");
+    cmd_session_end(s);
+    if (!confirm) {
+        xnode_t *c;
+        xnode_t *r = cmd_reply(ev->stanza, "completed", NULL, &c);
+        cmd_note(c, "Nothing was deleted.");
+        return hook_reply(ev, r);
+    }
+    purge_job_t *j = xmalloc(sizeof *j);
+    jid_t *owner = jid_bare_of(ev->from);
+    *j = (purge_job_t){.owner = xstrdup(owner->bare), .request = xnode_copy(ev->stanza), .cut = now_us()};
+    jid_free(owner);
+    purge_job_t **tail = &purges;
+    while (*tail) tail = &(*tail)->next;
+    *tail = j;
+    if (!purge_timer) purge_timer = module_add_timer(ctx, 0, 0, purge_step, NULL);
+    return HOOK_HANDLED;                /* answered by purge_step once the rows are gone */
+}
+
+/* disco#items of the commands node (XEP-0050 §2.2): the purge for the own account, on the domain
+ * for any of its local accounts; nothing for anyone else. */
+static int on_command_items(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    const char *node = xnode_attr(xnode_first_elem(ev->stanza), "node");
+    if (!node || strcmp(node, NS_COMMANDS) != 0) return HOOK_PASS;
+    int bare = ev->to && ev->to->node;
+    xnode_t *r = stanza_reply(ev->stanza);
+    xnode_t *qe = xnode_add_elem(r, "query", NS_DISCO_ITEMS);
+    xnode_set_attr(qe, "node", NS_COMMANDS);
+    if (ev->origin && local_account(ev->from) && (!bare || hook_own_account(ev))) {
+        xnode_t *it = xnode_add_elem(qe, "item", NULL);
+        xnode_set_attr(it, "jid", bare ? ev->to->bare : ev->to->full);
+        xnode_set_attr(it, "node", PURGE_NODE);
+        xnode_set_attr(it, "name", PURGE_NAME);
+    }
+    return hook_reply(ev, r);
+}
+
+/* disco#info of the command's node (XEP-0050 §2.2). */
+static int on_command_info(hook_event_t *ev, void *ud)
+{
+    (void)ud;
+    const char *node = xnode_attr(xnode_first_elem(ev->stanza), "node");
+    if (!node || strcmp(node, PURGE_NODE) != 0) return HOOK_PASS;
+    xnode_t *r = stanza_reply(ev->stanza);
+    xnode_t *qe = xnode_add_elem(r, "query", NS_DISCO_INFO);
+    xnode_set_attr(qe, "node", PURGE_NODE);
+    xnode_t *id = xnode_add_elem(qe, "identity", NULL);
+    xnode_set_attr(id, "category", "automation");
+    xnode_set_attr(id, "type", "command-node");
+    xnode_set_attr(id, "name", PURGE_NAME);
+    xnode_set_attr(xnode_add_elem(qe, "feature", NULL), "var", NS_COMMANDS);
+    xnode_set_attr(xnode_add_elem(qe, "feature", NULL), "var", NS_DATA);
+    return hook_reply(ev, r);
+}
+
+static void commands_load(module_ctx_t *m)
+{
+    module_add_feature(m, NS_COMMANDS);
+    module_add_account_feature(m, NS_COMMANDS);
+    module_hook(m, "iq-set/host/" NS_COMMANDS, 0, on_command, NULL);
+    module_hook(m, "iq-set/bare/" NS_COMMANDS, 0, on_command, NULL);
+    module_hook(m, "iq-get/host/" NS_DISCO_ITEMS, 1, on_command_items, NULL);   /* before mod_disco (0) */
+    module_hook(m, "iq-get/bare/" NS_DISCO_ITEMS, 2, on_command_items, NULL);   /* before mod_pep (1) */
+    module_hook(m, "iq-get/host/" NS_DISCO_INFO, 1, on_command_info, NULL);
+    module_hook(m, "iq-get/bare/" NS_DISCO_INFO, 1, on_command_info, NULL);
+}
+
+static void commands_unload(void)
+{
+    purge_timer = NULL;                 /* the core cancels the module's timers */
+    while (purges) {
+        purge_job_t *j = purges;
+        purges = j->next;
+        xnode_free(j->request);
+        free(j->owner);
+        free(j);
+    }
+    for (size_t i = 0; i < CMD_SESSIONS; i++) cmd_session_end(&cmd_sessions[i]);
+}
+
 /* ---- accounts ---- */
 
 static int on_user_deleted(hook_event_t *ev, void *ud)
@@ -1005,6 +1394,7 @@ static int load(module_ctx_t *m)
     again = NULL;
     flush_timer = NULL;
     undelivered_archived = NULL;
+    memset(sent_ids, 0, sizeof sent_ids);
     module_add_account_feature(m, NS_MAM2);
     module_add_account_feature(m, NS_MAM_EXT);
     module_add_account_feature(m, NS_MAM1);
@@ -1020,12 +1410,14 @@ static int load(module_ctx_t *m)
     /* strip before anyone stamps; stamp after the modules that drop a message at "pre" (blocking,
      * e2e policy) */
     module_hook(m, HOOK_MESSAGE_DELIVER_PRE, 1000, on_pre_strip, NULL);
+    module_hook(m, HOOK_PRE_STANZA_OUT, 10, on_out_stamp, NULL);
     module_hook(m, HOOK_MESSAGE_DELIVER_PRE, -50, on_pre, NULL);
     module_hook(m, HOOK_MESSAGE_DELIVER_POST, 0, on_post, NULL);
     /* before offline storage (0), which ends the event; and last, to keep what nobody kept */
     module_hook(m, HOOK_MESSAGE_UNDELIVERED, 50, on_undelivered, NULL);
     module_hook(m, HOOK_MESSAGE_UNDELIVERED, -100, on_undelivered_last, NULL);
     module_hook(m, HOOK_USER_DELETED, 0, on_user_deleted, NULL);
+    commands_load(m);
     expire_run();
     module_add_timer(m, EXPIRE_EVERY_MS, 1, expire_step, NULL);
     return 0;
@@ -1035,6 +1427,7 @@ static void unload(module_ctx_t *m)
 {
     (void)m;
     flush_timer = NULL;                 /* the core cancels the module's timers */
+    commands_unload();
     flush_pending();                    /* before the core closes the store */
     free(pending);
     pending = NULL;

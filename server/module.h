@@ -298,6 +298,9 @@ CIVITAS_API const void *module_host_conf(const module_ctx_t *m, const host_t *h)
  *                          XEP-0359 <stanza-id/> stamped); HOOK_HANDLED stops it (the core frees
  *                          it unless the handler took it: ev->stanza = NULL). from/to/host as in
  *                          the addressing hooks; origin = the local sender's session or NULL.
+ *                          Standard priorities: mod_mam strips forged stanza-ids at 1000 and
+ *                          stamps its own at -50; mod_carbons copies at -100 (after the stamp, so
+ *                          carbons carry it): a handler that may stop a message runs above -50.
  *   message/deliver/post   after it was written to one or more sessions or handed to federation:
  *                          once per message, not per resource. Read-only (archive, push). For a
  *                          remote addressee it fires when federation takes the message; a later

@@ -6,6 +6,7 @@ import asyncio
 import os
 import sqlite3
 import sys
+import time
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -71,6 +72,8 @@ class Page:
         s = fin.find(q(NS_RSM, "set")) if fin is not None else None
         get = lambda n: s.find(q(NS_RSM, n)).text if s is not None and s.find(q(NS_RSM, n)) is not None else None  # noqa
         self.first, self.last = get("first"), get("last")
+        fe = s.find(q(NS_RSM, "first")) if s is not None else None
+        self.index = int(fe.get("index")) if fe is not None and fe.get("index") is not None else None
         self.count = int(get("count")) if get("count") is not None else None
         self.error = error_condition(iq) if iq is not None and iq.get("type") == "error" else None
 
@@ -227,6 +230,73 @@ def spoofing_and_disco(t, srv):
     bob.end()
 
 
+# ---- carbons carry the archive's stanza-ids (XEP-0313 §3.5, XEP-0280) ----------------------------
+
+NS_CARBONS = "urn:xmpp:carbons:2"
+
+
+def carbon_of(c, kind, body):
+    """The next <kind/> carbon (sent or received) whose forwarded message has this body: (outer, inner)."""
+    def match(el):
+        k = el.find(q(NS_CARBONS, kind)) if el.tag == q(NS_CLIENT, "message") else None
+        inner = k.find("%s/%s" % (q(NS_FWD, "forwarded"), q(NS_CLIENT, "message"))) if k is not None else None
+        return inner is not None and inner.findtext(q(NS_CLIENT, "body")) == body
+    el = c.expect(match)
+    if el is None:
+        return None, None
+    return el, el.find("%s/%s/%s" % (q(NS_CARBONS, kind), q(NS_FWD, "forwarded"), q(NS_CLIENT, "message")))
+
+
+def carbons_stanza_ids(t, srv):
+    lena1, lena2 = login(srv, "lena", "l1"), login(srv, "lena", "l2")
+    mike1, mike2 = login(srv, "mike", "m1"), login(srv, "mike", "m2")
+    mike1.presence(priority=5)
+    for c in (lena2, mike2):
+        c.iq("set", "<enable xmlns='%s'/>" % NS_CARBONS)
+    for c in (lena1, lena2, mike1, mike2):
+        c.ping_server()
+
+    # received carbons: to the bare JID and to a full JID
+    for to, body in (("mike@localhost", "carbon to bare"), ("mike@localhost/m1", "carbon to full")):
+        lena1.message(to, body)
+        live = mike1.expect_message(body)
+        _, inner = carbon_of(mike2, "received", body)
+        t.ok(inner is not None, "%s: mike's other resource gets a <received/> carbon" % body)
+        live_sid = dict(sids(live)).get("mike@localhost") if live is not None else None
+        copy_sid = [s for s in sids(inner) if s[0] == "mike@localhost"] if inner is not None else []
+        t.is_(copy_sid, [("mike@localhost", live_sid)],
+              "%s: XEP-0313 §3.5: the received carbon's forwarded message carries the same stanza-id "
+              "by='mike@localhost' as the live delivery" % body)
+        p = query(mike1, [("with", "lena@localhost")], rsm(max_=1, before=""))
+        t.is_(p.ids(), [live_sid], "%s: ... and that id is the archive's" % body)
+
+    # sent carbons: the forwarded message carries the id of the sender's own archive
+    lena1.send("<message to='mike@localhost' type='chat' id='sc1'><body>sent carbon</body>"
+               "<stanza-id xmlns='%s' by='lena@localhost' id='forged-by-client'/></message>" % NS_SID)
+    live = mike1.expect_message("sent carbon")
+    _, inner = carbon_of(lena2, "sent", "sent carbon")
+    t.ok(inner is not None, "lena's other resource gets a <sent/> carbon")
+    lena_sid = [s for s in sids(inner) if s[0] == "lena@localhost"] if inner is not None else []
+    pl = query(lena1, [("with", "mike@localhost")], rsm(max_=1, before=""))
+    t.is_(pl.bodies(), ["sent carbon"], "the sender's archive holds the sent message")
+    t.is_(lena_sid, [("lena@localhost", pl.ids()[0] if pl.ids() else None)],
+          "XEP-0313 §3.5: the sent carbon's forwarded message carries stanza-id by='lena@localhost' with the "
+          "id of the sender's archive (the client's forged one replaced)")
+    t.is_([s for s in sids(live) if s[0] == "lena@localhost"] if live is not None else None, [],
+          "XEP-0313 §3.5: the message to the contact carries no stanza-id of the sender's archive")
+    t.ok(pl.results and not pl.results[0][2].findall(q(NS_SID, "stanza-id")),
+         "the sender's archived copy keeps no stanza-id (the result's id carries it)",
+         el_str(pl.results[0][2]) if pl.results else None)
+    # a message that is not archived gets no id in its carbon
+    lena1.send("<message to='mike@localhost' type='chat'><body>unarchived</body>"
+               "<no-store xmlns='urn:xmpp:hints'/></message>")
+    mike1.expect_message("unarchived")
+    _, inner = carbon_of(lena2, "sent", "unarchived")
+    t.is_(sids(inner) if inner is not None else None, [], "a <no-store/> message's sent carbon carries no stanza-id")
+    for c in (lena1, lena2, mike1, mike2):
+        c.end()
+
+
 # ---- queries and paging --------------------------------------------------------------------------
 
 def paging(t, srv):
@@ -255,6 +325,7 @@ def paging(t, srv):
     t.is_(sum((p.ids() for p in pages), []), ids, "forward pages join to the whole archive")
     t.is_([p.complete for p in pages], [False, False, True], "<fin complete='true'/> exactly on the last page")
     t.is_((pages[0].first, pages[0].last), (ids[0], ids[3]), "RSM <first/> and <last/> name the page's ends")
+    t.is_([p.index for p in pages], [0, 4, 8], "XEP-0059 §2.4: <first index=''/> is the page's position in the result set")
     t.is_(pages[0].count, 11, "<count/> is the whole result set's size on every page")
 
     # backward: <before/> empty is the last page, then before=first
@@ -266,6 +337,9 @@ def paging(t, srv):
         p = query(erin, [("with", "carol@localhost")], rsm(max_=4, before=p.first))
         got = p.ids() + got
     t.is_(got, ids, "backward pages join to the whole archive, complete on the oldest")
+    t.is_(p.index, 0, "XEP-0059: the oldest page paged backwards has index 0")
+    p = query(erin, [("with", "carol@localhost")], rsm(max_=4, before=""))
+    t.is_(p.index, 7, "XEP-0059: the last page of 11 (max 4) has <first index='7'/>")
 
     # with: full JID
     p = query(erin, [("with", "carol@localhost/p2")])
@@ -290,6 +364,7 @@ def paging(t, srv):
     p = query(erin, [("with", "carol@localhost"), ("after-id", ids[2]), ("before-id", ids[6])])
     t.is_(p.ids(), ids[3:6], "after-id and before-id: strictly between")
     t.is_(p.count, 3, "the count covers the form's bounds")
+    t.is_(p.index, 0, "the index counts within the form's bounds")
     p = query(erin, [("ids", [ids[7], ids[1]])])
     t.is_(sorted(p.ids()), sorted([ids[7], ids[1]]), "ids: exactly those messages")
     t.ok(p.complete, "ids: complete")
@@ -320,6 +395,33 @@ def paging(t, srv):
          "XEP-0313 §6: metadata names the archive's first and last message", el_str(r))
     for c in (carol, carol2, erin):
         c.end()
+
+
+def with_full_jid(t, srv):
+    """XEP-0313 §4.1.1: a message matches a full-JID 'with' when its to or from is that JID."""
+    nora, otto = login(srv, "nora", "n1"), login(srv, "otto", "o1")
+    otto.message("nora@localhost", "from o1 to the bare JID")
+    nora.expect_message("from o1 to the bare JID")
+    nora.message("otto@localhost", "from nora to the bare JID")
+    otto.expect_message("from nora to the bare JID")
+    nora.message("otto@localhost/gone", "to a resource that is not there")
+    otto.expect_message("to a resource that is not there")
+    nora.message("otto@localhost/o1", "to o1")
+    otto.expect_message("to o1")
+    nora.ping_server()
+    otto.ping_server()
+    t.is_(query(nora, [("with", "otto@localhost/o1")]).bodies(), ["from o1 to the bare JID", "to o1"],
+          "with a full JID: what that resource sent to our bare JID and what we sent to it, not what went "
+          "to the bare JID or another resource")
+    t.is_(query(nora, [("with", "otto@localhost/gone")]).bodies(), ["to a resource that is not there"],
+          "with a full JID: a message to that full JID delivered as to the bare JID (RFC 6121 §8.5.3.2.1) "
+          "still matches its 'to'")
+    t.is_(len(query(nora, [("with", "otto@localhost")]).results), 4, "with the bare JID: all four")
+    t.is_(query(otto, [("with", "nora@localhost/n1")]).bodies(),
+          ["from nora to the bare JID", "to a resource that is not there", "to o1"],
+          "the recipient's archive: everything nora/n1 sent, whatever it was addressed to")
+    nora.end()
+    otto.end()
 
 
 # ---- preferences ---------------------------------------------------------------------------------
@@ -363,6 +465,123 @@ def preferences(t, srv):
     t.is_(error_condition(r), "bad-request", "an unknown default: <bad-request/>")
     for c in (frank, gina, hugo):
         c.end()
+
+
+# ---- a user clears their own archive: XEP-0050 ad-hoc command -----------------------------------
+
+NS_CMD = "http://jabber.org/protocol/commands"
+NS_ITEMS = "http://jabber.org/protocol/disco#items"
+PURGE_NODE = "urn:civitas:mam:purge"
+
+
+def command(c, to, node, action=None, sessionid=None, payload=""):
+    attrs = "node='%s'" % node
+    if action:
+        attrs += " action='%s'" % action
+    if sessionid:
+        attrs += " sessionid='%s'" % sessionid
+    r = c.iq("set", "<command xmlns='%s' %s>%s</command>" % (NS_CMD, attrs, payload), to=to)
+    return r, (r.find(q(NS_CMD, "command")) if r is not None else None)
+
+
+def confirm_form(value):
+    return ("<x xmlns='%s' type='submit'><field var='FORM_TYPE' type='hidden'><value>%s</value></field>"
+            "<field var='confirm'><value>%s</value></field></x>" % (NS_DATA, PURGE_NODE, value))
+
+
+def adhoc_purge(t, srv):
+    pia, quin = login(srv, "pia", "p"), login(srv, "quin", "q")
+    for i in range(3):
+        quin.message("pia@localhost", "keep or purge %d" % i)
+        pia.expect_message("keep or purge %d" % i)
+    pia.ping_server()
+
+    def count(c):
+        return query(c, [], rsm(max_=0)).count
+
+    t.is_((count(pia), count(quin)), (3, 3), "both archives hold the conversation")
+    r = pia.iq("get", "<query xmlns='%s'/>" % NS_DISCO_INFO, to="localhost")
+    feats = [f.get("var") for f in r.iter(q(NS_DISCO_INFO, "feature"))] if r is not None else []
+    t.ok(NS_CMD in feats, "XEP-0050 §2.1: the server advertises %s" % NS_CMD, feats)
+    for where in ("localhost", "pia@localhost"):
+        r = pia.iq("get", "<query xmlns='%s' node='%s'/>" % (NS_ITEMS, NS_CMD), to=where)
+        items = [(i.get("jid"), i.get("node")) for i in r.iter(q(NS_ITEMS, "item"))] if r is not None else []
+        t.is_(items, [(where, PURGE_NODE)], "XEP-0050 §2.2: disco#items of the commands node on %s lists the "
+              "archive purge" % where)
+    r = quin.iq("get", "<query xmlns='%s' node='%s'/>" % (NS_ITEMS, NS_CMD), to="pia@localhost")
+    t.is_([i.get("node") for i in r.iter(q(NS_ITEMS, "item"))] if r is not None else None, [],
+          "another account sees no commands on pia's JID")
+    r = pia.iq("get", "<query xmlns='%s' node='%s'/>" % (NS_DISCO_INFO, PURGE_NODE), to="localhost")
+    ids = [(i.get("category"), i.get("type")) for i in r.iter(q(NS_DISCO_INFO, "identity"))] if r is not None else []
+    feats = [f.get("var") for f in r.iter(q(NS_DISCO_INFO, "feature"))] if r is not None else []
+    t.ok(("automation", "command-node") in ids and NS_CMD in feats and NS_DATA in feats,
+         "XEP-0050 §2.2: disco#info of the command node: automation/command-node, commands, jabber:x:data", el_str(r))
+
+    # execute: a form with a confirm boolean; cancel
+    r, cmd = command(pia, "localhost", PURGE_NODE)
+    sid = cmd.get("sessionid") if cmd is not None else None
+    x = cmd.find(q(NS_DATA, "x")) if cmd is not None else None
+    fields = {f.get("var"): f.get("type") for f in x.iter(q(NS_DATA, "field"))} if x is not None else {}
+    acts = cmd.find(q(NS_CMD, "actions")) if cmd is not None else None
+    t.ok(cmd is not None and cmd.get("status") == "executing" and sid and x is not None and x.get("type") == "form"
+         and fields.get("confirm") == "boolean", "XEP-0050 §3.4: execute answers status executing, a sessionid "
+         "and a form with a boolean 'confirm'", el_str(r))
+    t.ok(acts is not None and acts.find(q(NS_CMD, "complete")) is not None and acts.get("execute") == "complete",
+         "XEP-0050 §3.4: the actions offer complete (the default)", el_str(r))
+    r, cmd = command(pia, "localhost", PURGE_NODE, "cancel", sid)
+    t.is_(cmd.get("status") if cmd is not None else None, "canceled", "XEP-0050 §3.5: cancel: status canceled")
+    r, cmd = command(pia, "localhost", PURGE_NODE, "complete", sid, confirm_form("true"))
+    t.ok(error_condition(r) == "bad-request" and r.find(".//" + q(NS_CMD, "bad-sessionid")) is not None,
+         "XEP-0050 §4.6: a canceled session's id is <bad-request/> with <bad-sessionid/>", el_str(r))
+    t.is_(count(pia), 3, "cancel deletes nothing")
+
+    # complete without confirming
+    r, cmd = command(pia, "localhost", PURGE_NODE)
+    sid = cmd.get("sessionid") if cmd is not None else None
+    r, cmd = command(pia, "localhost", PURGE_NODE, "complete", sid, confirm_form("false"))
+    t.is_(cmd.get("status") if cmd is not None else None, "completed", "completed without confirming")
+    t.is_(count(pia), 3, "confirm false deletes nothing")
+
+    # another account: not on pia's JID, not with pia's session
+    r, cmd = command(quin, "pia@localhost", PURGE_NODE)
+    t.is_(error_condition(r), "forbidden", "executing the purge on another account's JID: <forbidden/>")
+    r, cmd = command(pia, "localhost", PURGE_NODE)
+    sid = cmd.get("sessionid") if cmd is not None else None
+    r, cmd = command(quin, "localhost", PURGE_NODE, "complete", sid, confirm_form("1"))
+    t.ok(error_condition(r) == "bad-request" and r.find(".//" + q(NS_CMD, "bad-sessionid")) is not None,
+         "another account cannot complete pia's session: <bad-sessionid/>", el_str(r))
+    t.is_((count(pia), count(quin)), (3, 3), "nothing was deleted by quin")
+    r, cmd = command(pia, "localhost", PURGE_NODE, "next", sid)
+    t.ok(error_condition(r) == "bad-request" and r.find(".//" + q(NS_CMD, "bad-action")) is not None,
+         "XEP-0050 §4.6: an action the stage does not offer (next): <bad-action/>", el_str(r))
+    r, cmd = command(pia, "localhost", "urn:civitas:no-such-command")
+    t.is_(error_condition(r), "item-not-found", "an unknown command node: <item-not-found/>")
+
+    # confirmed, on the own bare JID; 4,500 more rows (written into the server's database while it
+    # runs) make the purge take several loop turns (2,000 rows each)
+    db = sqlite3.connect(os.path.join(srv.data_dir, [f for f in os.listdir(srv.data_dir) if f.endswith(".db")][0]),
+                         timeout=30)
+    ts0 = int(time.time() * 1000000) - 3600 * 1000000
+    db.executemany("INSERT INTO mam_archive (owner, host, ts, peer, peer_res, sid, dir, xml) "
+                   "VALUES ('pia@localhost', 'localhost', ?, 'quin@localhost', 'q', ?, 0, ?)",
+                   [(ts0 + i, "bulk-%d" % i, b"<message xmlns='jabber:client' type='chat'><body>b</body></message>")
+                    for i in range(4500)])
+    db.commit()
+    db.close()
+    t.is_(count(pia), 4503, "pia's archive holds 4,503 messages before the purge")
+    r, cmd = command(pia, "pia@localhost", PURGE_NODE)
+    sid = cmd.get("sessionid") if cmd is not None else None
+    r, cmd = command(pia, "pia@localhost", PURGE_NODE, "complete", sid, confirm_form("1"))
+    note = cmd.find(q(NS_CMD, "note")) if cmd is not None else None
+    t.ok(cmd is not None and cmd.get("status") == "completed" and note is not None and
+         (note.text or "").startswith("4503 "),
+         "confirmed: status completed once all 4,503 are gone (three batches), a note with the number", el_str(r))
+    t.is_((count(pia), count(quin)), (0, 3), "pia's archive is empty; quin's is untouched")
+    quin.message("pia@localhost", "after the purge")
+    pia.expect_message("after the purge")
+    t.is_(query(pia, []).bodies(), ["after the purge"], "the archive goes on after a purge")
+    pia.end()
+    quin.end()
 
 
 # ---- offline + MAM: a second device gets the whole conversation ----------------------------------
@@ -562,12 +781,15 @@ def slixmpp_history(t, srv):
 
 def main(t):
     with Server(t) as srv:
-        for u in ("alice", "bob", "carol", "erin", "frank", "gina", "hugo", "ivan", "judy", "kate"):
+        for u in ("alice", "bob", "carol", "erin", "frank", "gina", "hugo", "ivan", "judy", "kate", "lena", "mike", "nora", "otto", "pia", "quin"):
             srv.adduser("%s@localhost" % u, PW)
         t.run(archive_both_directions, t, srv)
         t.run(spoofing_and_disco, t, srv)
+        t.run(carbons_stanza_ids, t, srv)
         t.run(paging, t, srv)
+        t.run(with_full_jid, t, srv)
         t.run(preferences, t, srv)
+        t.run(adhoc_purge, t, srv)
         t.run(offline_and_second_device, t, srv)
         t.run(slixmpp_history, t, srv)
     t.run(retention, t)
