@@ -679,7 +679,7 @@ static const char *parse_query(xnode_t *qn, query_t *q, const char *ns)
         else if (strcmp(var, "after-id") == 0) { free(q->after_id); q->after_id = text_or_null(v); }
         else if (strcmp(var, "before-id") == 0) { free(q->before_id); q->before_id = text_or_null(v); }
         else if (strcmp(var, "ids") == 0) q->ids = f;
-        else err = "bad-request";   /* §5.1: a field the server does not know */
+        else err = "feature-not-implemented";   /* §4.1.1: "a form field that the server does not recognise" */
         free(val);
         if (err) return err;
     }
@@ -744,7 +744,7 @@ static int do_query(hook_event_t *ev, xnode_t *qn, const char *ns)
     const char *err = parse_query(qn, &q, ns);
     if (err) {
         query_free(&q);
-        return hook_error(ev, "modify", err);
+        return hook_error(ev, strcmp(err, "feature-not-implemented") == 0 ? "cancel" : "modify", err);
     }
     jid_t *owner = jid_bare_of(ev->from);
     jid_t *with = NULL;

@@ -2012,7 +2012,7 @@ static int mam_parse_form(const xnode_t *q, mam_args_t *a)
         char **dst = !var ? NULL : strcmp(var, "start") == 0 ? &a->start : strcmp(var, "end") == 0 ? &a->end
                    : strcmp(var, "before-id") == 0 ? &a->before_id : strcmp(var, "after-id") == 0 ? &a->after_id
                    : strcmp(var, "with") == 0 ? &a->with : NULL;
-        if (!dst) return STANZA_ERR_BAD_REQUEST;
+        if (!dst) return STANZA_ERR_FEATURE_NOT_IMPLEMENTED;   /* XEP-0313 §4.1.1: a field the server does not recognise */
         if (!*dst) *dst = child_text(f, "value", NS_XDATA);
     }
     return -1;

@@ -308,7 +308,8 @@ def mam_fields(t, srv, alice, bob):
     t.ok(error_condition(fin) == "item-not-found" and res == [], "XEP-0313 ids: an unknown id: item-not-found",
          lambda: el_str(fin))
     fin, res = mam(alice, room, "<field var='bogus'><value>x</value></field>", qid="u1")
-    t.is_(error_condition(fin), "bad-request", "XEP-0313 §5.1: a field the room does not know: bad-request")
+    t.is_(error_condition(fin), "feature-not-implemented",
+          "XEP-0313 §4.1.1: a field the room does not recognise: feature-not-implemented")
     # XEP-0313 MUC archives: a forged muc#user <x/> is stripped; the real JID goes to those who may see it
     groupchat(bob, room, "forged", "<x xmlns='%s'><item jid='mallory@localhost'/></x>" % NS_USER)
     gc_from(bob, room + "/Bob", "forged")
