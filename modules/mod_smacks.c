@@ -641,11 +641,7 @@ static void unload(module_ctx_t *m)
     (void)m;
     strmap_free(live);          /* the sm_t values belong to their sessions */
     live = NULL;
-    size_t pos = 0;
-    const char *k;
-    void *v;
-    while (gone && strmap_next(gone, &pos, &k, &v)) free(v);
-    strmap_free(gone);
+    strmap_free_all(gone, free);
     gone = NULL;
 }
 
