@@ -573,39 +573,49 @@ class RawClient:
         except (OSError, ssl.SSLError):
             return False
 
-    def _recv_some(self, timeout):
-        """Read what is available within timeout into the parser. False on EOF/timeout."""
+    def _read_transport(self, timeout):
+        """Read what the socket has within timeout: bytes; b"" when the socket is alive but nothing
+        complete came (a TLS record in part, a non-application record); None on timeout or EOF (eof
+        is set at EOF, and reset too when the peer reset the connection)."""
         if self.eof:
-            return False
-        if not (self.tls and self.sock.pending()):
+            return None
+        pending = getattr(self.sock, "pending", None)    # TLS: decrypted bytes select() cannot see
+        if not (pending and pending()):
             try:
                 r, _, _ = select.select([self.sock], [], [], max(timeout, 0))
             except (OSError, ValueError):
                 self.eof = True
-                return False
+                return None
             if not r:
-                return False
+                return None
         try:
             self.sock.settimeout(max(timeout, 0.05))
             data = self.sock.recv(65536)
         except (ssl.SSLWantReadError, socket.timeout):
-            return True     # a TLS record not yet complete, or a non-application record
+            return b""
         except ssl.SSLZeroReturnError:
             data = b""
-        except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError):
-            self.reset = True
-            data = b""
-        except ssl.SSLError:
+        except OSError:         # ConnectionResetError, BrokenPipeError, ssl.SSLEOFError, other TLS errors
             self.reset = True
             data = b""
         if not data:
             self.eof = True
-            return False
+            return None
         self.received += data
+        return data
+
+    def _feed(self, data):
+        """Parse bytes read from the transport into inbox (a subclass adds its framing here)."""
         self.parser.feed(data)
         while self.parser.stanzas:
             self.inbox.append(self.parser.stanzas.popleft())
-        return True
+
+    def _recv_some(self, timeout):
+        """Read what is available within timeout into the parser. False on EOF/timeout."""
+        data = self._read_transport(timeout)
+        if data:
+            self._feed(data)
+        return data is not None
 
     def read_until(self, pred, timeout=None):
         """Read until pred() returns something other than None/False; returns that value (None or
