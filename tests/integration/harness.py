@@ -1443,6 +1443,46 @@ def free_port(kind=socket.SOCK_STREAM):
     raise HarnessError("no free port found between 20000 and 32000")
 
 
+def partner(domain, port, ca=None):
+    """One entry of federation.partners (YAML, under "partners:"): domain reached at
+    127.0.0.1:port, its certificate checked against ca when given."""
+    s = "    - domain: %s\n      route: \"127.0.0.1:%d\"\n" % (domain, port)
+    if ca:
+        s += "      ca: \"%s\"\n" % ca
+    return s
+
+
+def federated_pair(t, certs=None):
+    """Two servers, a.example and b.example, each with the other as its one federation partner
+    (s2s on a fixed port, the test CA), not started: `with a, b: a.start(); b.start()`."""
+    certs = certs or Certs()
+    pa, pb = free_port(), free_port()
+
+    def listen(p):
+        return {"client": ["127.0.0.1:0"], "client_tls": ["127.0.0.1:0"], "server": ["127.0.0.1:%d" % p]}
+    fed = "federation:\n  partners:\n"
+    a = Server(t, hosts=["a.example"], certs=certs, listen=listen(pa), start=False,
+               extra_yaml=fed + partner("b.example", pb, certs.ca))
+    b = Server(t, hosts=["b.example"], certs=certs, listen=listen(pb), start=False,
+               extra_yaml=fed + partner("a.example", pa, certs.ca))
+    return a, b
+
+
+def module_dir(test_module):
+    """A directory to give as CIVITAS_MODULE_DIR: every built standard module and the test module
+    tests/modules/<test_module>.so (links, removed at exit); None when the test module is not built."""
+    import glob
+    b = build_dir()
+    test = os.path.join(b, "tests", "modules", ".libs", test_module + ".so")
+    if not os.path.exists(test):
+        return None
+    d = tempfile.mkdtemp(prefix="civitas-mods-")
+    atexit.register(shutil.rmtree, d, True)
+    for p in glob.glob(os.path.join(b, "modules", ".libs", "mod_*.so")) + [test]:
+        os.symlink(p, os.path.join(d, os.path.basename(p)))
+    return d
+
+
 def run_async(coro, timeout):
     """Run an asyncio test scenario (slixmpp) to completion on a fresh loop, at most timeout
     seconds, then cancel whatever it left running."""
