@@ -37,7 +37,7 @@ static int load_cb(void *ud, const char *key, const void *val, size_t len)
     return 0;
 }
 
-static void set_free(strmap_t *set) { strmap_free(set); }
+static void set_free(void *set) { strmap_free(set); }
 
 /* The blocklist of a local account as a set, or NULL on a storage error. *temp is 1 when the
  * caller must free it with set_free (the user is offline, so it is not cached). */
@@ -418,10 +418,7 @@ static int load(module_ctx_t *m)
 static void unload(module_ctx_t *m)
 {
     (void)m;
-    size_t pos = 0;
-    void *val;
-    while (cache && strmap_next(cache, &pos, NULL, &val)) set_free(val);
-    strmap_free(cache);
+    strmap_free_all(cache, set_free);
     cache = NULL;
 }
 

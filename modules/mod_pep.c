@@ -464,6 +464,20 @@ static void notify(const char *owner_s, const char *node, xnode_t *items_el, con
     jid_free(owner);
 }
 
+/* The last item of owner's node (if it has one) to `to` as an event. */
+static void send_last_item(const char *owner, const char *node, const char *to)
+{
+    store_page_t ip = {0};
+    if (items_page(owner, node, 1, &ip) == 0 && ip.n == 1) {
+        xnode_t *el = xnode_new("items", NS_PUBSUB_EVENT);
+        xnode_set_attr(el, "node", node);
+        xnode_add_child(el, item_xml(ip.rows[0], 1, NS_PUBSUB_EVENT));
+        send_event(owner, to, el);
+        xnode_free(el);
+    }
+    store_page_free(&ip);
+}
+
 /* The last item of each node of owner with send_last != never, to the full JID `to` if its caps
  * include node+notify. */
 static void send_last_items(const char *owner, const jid_t *to)
@@ -484,16 +498,7 @@ static void send_last_items(const char *owner, const jid_t *to)
         char *feat = xasprintf("%s+notify", node);
         int want = caps_has_feature(to, feat);
         free(feat);
-        if (!want) continue;
-        store_page_t ip = {0};
-        if (items_page(owner, node, 1, &ip) == 0 && ip.n == 1) {
-            xnode_t *el = xnode_new("items", NS_PUBSUB_EVENT);
-            xnode_set_attr(el, "node", node);
-            xnode_add_child(el, item_xml(ip.rows[0], 1, NS_PUBSUB_EVENT));
-            send_event(owner, to->full, el);
-            xnode_free(el);
-        }
-        store_page_free(&ip);
+        if (want) send_last_item(owner, node, to->full);
     }
     store_page_free(&page);
     jid_free(oj);
@@ -969,17 +974,8 @@ static int do_subscribe(hook_event_t *ev, xnode_t *req, int sub)
     xnode_set_attr(se, "subscription", "subscribed");
     char *owner_copy = xstrdup(owner), *node_copy = xstrdup(node);
     hook_reply(ev, reply);
-    if (c.send_last != SENDLAST_NEVER) {      /* §6.1.7: the last item at subscription */
-        store_page_t ip = {0};
-        if (items_page(owner_copy, node_copy, 1, &ip) == 0 && ip.n == 1) {
-            xnode_t *el = xnode_new("items", NS_PUBSUB_EVENT);
-            xnode_set_attr(el, "node", node_copy);
-            xnode_add_child(el, item_xml(ip.rows[0], 1, NS_PUBSUB_EVENT));
-            send_event(owner_copy, j->full, el);
-            xnode_free(el);
-        }
-        store_page_free(&ip);
-    }
+    if (c.send_last != SENDLAST_NEVER)        /* §6.1.7: the last item at subscription */
+        send_last_item(owner_copy, node_copy, j->full);
     free(owner_copy);
     free(node_copy);
     jid_free(j);

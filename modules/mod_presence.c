@@ -715,13 +715,12 @@ static int load(module_ctx_t *m)
     return 0;
 }
 
+static void node_free(void *n) { xnode_free(n); }
+
 static void unload(module_ctx_t *m)
 {
     (void)m;
-    size_t pos = 0;
-    void *v;
-    while (last_unavailable && strmap_next(last_unavailable, &pos, NULL, &v)) xnode_free(v);
-    strmap_free(last_unavailable);
+    strmap_free_all(last_unavailable, node_free);
     last_unavailable = NULL;
 }
 

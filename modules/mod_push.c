@@ -80,8 +80,9 @@ typedef struct pending {
 } pending_t;
 static strmap_t *pending;   /* "jid\nservice\nnode" -> pending_t */
 
-static void user_free(user_state_t *u)
+static void user_free(void *p)
 {
+    user_state_t *u = p;
     if (!u) return;
     free(u->sender);
     free(u->body);
@@ -440,14 +441,9 @@ static int load(module_ctx_t *m)
 static void unload(module_ctx_t *m)
 {
     (void)m;
-    size_t pos = 0;
-    void *val;
-    while (users && strmap_next(users, &pos, NULL, &val)) user_free(val);
-    strmap_free(users);
+    strmap_free_all(users, user_free);
     users = NULL;
-    pos = 0;
-    while (pending && strmap_next(pending, &pos, NULL, &val)) free(val);
-    strmap_free(pending);
+    strmap_free_all(pending, free);
     pending = NULL;
 }
 

@@ -126,10 +126,7 @@ static void window_init(window_t *w, long cap)
 
 static void window_free(window_t *w)
 {
-    size_t pos = 0;
-    void *v;
-    while (strmap_next(w->map, &pos, NULL, &v)) free(v);
-    strmap_free(w->map);
+    strmap_free_all(w->map, free);
     w->map = NULL;
 }
 

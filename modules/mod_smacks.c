@@ -23,6 +23,8 @@ static struct smacks_conf {
     long push_hibernation;  /* the same for a session that enabled push (XEP-0357, "push.enabled") */
     long max_unacked;       /* stanzas queued unacknowledged before the stream is closed */
     long ack_timeout;       /* seconds without an answer to <r/> before the connection counts as lost */
+    long ack_request_after; /* unacknowledged stanzas that make the server ask (<r/>) at once */
+    long ack_request_delay; /* else seconds after a stanza before it asks (0: at the end of this turn) */
 } conf;
 
 static module_ctx_t *mod;
@@ -49,6 +51,7 @@ typedef struct sm {
     unsigned overflow : 1;      /* over max_unacked: closing */
     unsigned resuming : 1;      /* resumed, not yet resent: what is written queues behind (CSI's flush) */
     module_timer_t *hib_timer, *close_timer, *resend_timer;
+    module_timer_t *r_timer;    /* the delayed <r/> (ack_request_delay) for fewer than ack_request_after */
     int64_t r_deadline_ms;      /* while r_pending: when the connection counts as lost */
     long hib_secs;              /* this hibernation's length (hibernation or push_hibernation) */
     struct sm *wait_prev, *wait_next;   /* in `waiting` while r_pending */
@@ -134,6 +137,7 @@ static void sm_free(void *p)
     cancel(&sm->hib_timer);
     cancel(&sm->close_timer);
     cancel(&sm->resend_timer);
+    cancel(&sm->r_timer);
     if (live && sm->id[0] && strmap_get(live, sm->id) == sm) strmap_del(live, sm->id);
     q_drop(sm, sm->n);
     free(sm->q);
@@ -170,6 +174,7 @@ static void on_sweep(module_timer_t *t, void *ud)
 static void request_ack(sm_t *sm)
 {
     if (sm->r_pending || sm->ended || sm->resuming || session_hibernating(sm->s)) return;
+    cancel(&sm->r_timer);
     write_str(sm->s, "<r xmlns='" NS_SM "'/>");
     sm->r_pending = 1;
     sm->r_deadline_ms = now_ms() + conf.ack_timeout * 1000;
@@ -177,6 +182,25 @@ static void request_ack(sm_t *sm)
     if (waiting_tail) waiting_tail->wait_next = sm;
     else waiting_head = sm;
     waiting_tail = sm;
+}
+
+static void on_r_timer(module_timer_t *t, void *ud)
+{
+    (void)t;
+    sm_t *sm = ud;
+    sm->r_timer = NULL;
+    if (sm->n) request_ack(sm);
+}
+
+/* After a stanza was written, or our request was answered with stanzas still unacknowledged:
+ * ask at once when ack_request_after of them are, else after ack_request_delay (one <r/> for a
+ * burst instead of one a stanza, as Prosody does). Resumption does not depend on it: the queue
+ * keeps every stanza until the client's h covers it. */
+static void maybe_request_ack(sm_t *sm)
+{
+    if (sm->r_pending || !sm->n) return;
+    if (sm->n >= (size_t)conf.ack_request_after) request_ack(sm);
+    else if (!sm->r_timer) sm->r_timer = module_add_timer(mod, conf.ack_request_delay * 1000, 0, on_r_timer, sm);
 }
 
 /* The client's h: drop what it acknowledges. -1 when h is more than was sent. */
@@ -265,7 +289,7 @@ static int tap_out(session_t *s, void *ud, const xnode_t *st, const char *buf, s
     /* queued, resent on resumption */
     if (session_hibernating(s) || sm->overflow || sm->resuming) return SESSION_TAP_HELD;
     session_write_raw(s, buf, len);
-    request_ack(sm);
+    maybe_request_ack(sm);
     return SESSION_TAP_HELD;
 }
 
@@ -455,7 +479,7 @@ static int on_element(hook_event_t *ev, void *ud)
             return HOOK_HANDLED;
         }
         ack_answered(sm);
-        if (sm->n) request_ack(sm);    /* more was sent after our <r/> */
+        maybe_request_ack(sm);         /* more was sent after our <r/> */
     } else {
         /* <r/> or <a/> before <enable/> (§4: only once enabled) */
         send_failed(s, "unexpected-request", NULL, NULL);
@@ -537,6 +561,7 @@ static int on_hibernated(hook_event_t *ev, void *ud)
     sm_t *sm = sm_of(ev->origin);
     if (!sm) return HOOK_PASS;
     ack_answered(sm);
+    cancel(&sm->r_timer);     /* resend() asks again after <resumed/> */
     cancel(&sm->hib_timer);
     /* a phone that enabled push is woken by it and may sleep longer than hibernation */
     sm->hib_secs = session_get_data(ev->origin, SESSION_DATA_PUSH_ENABLED) ? conf.push_hibernation : conf.hibernation;
@@ -641,11 +666,7 @@ static void unload(module_ctx_t *m)
     (void)m;
     strmap_free(live);          /* the sm_t values belong to their sessions */
     live = NULL;
-    size_t pos = 0;
-    const char *k;
-    void *v;
-    while (gone && strmap_next(gone, &pos, &k, &v)) free(v);
-    strmap_free(gone);
+    strmap_free_all(gone, free);
     gone = NULL;
 }
 
@@ -658,6 +679,10 @@ static const module_option_t options[] = {
      .def = 1000, .min = 1, .max = 1000000},
     {.name = "ack_timeout", .type = MOPT_DURATION, .offset = offsetof(struct smacks_conf, ack_timeout),
      .def = 60, .min = 1, .max = 3600},
+    {.name = "ack_request_after", .type = MOPT_INT, .offset = offsetof(struct smacks_conf, ack_request_after),
+     .def = 5, .min = 1, .max = 1000000},
+    {.name = "ack_request_delay", .type = MOPT_DURATION, .offset = offsetof(struct smacks_conf, ack_request_delay),
+     .def = 1, .min = 0, .max = 3600},
     {0}};
 
 const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "smacks", .load = load, .unload = unload,

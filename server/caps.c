@@ -35,8 +35,9 @@ static strmap_t *known;                 /* "hash ver" -> caps_entry_t */
 static strmap_t *jids;                  /* full JID -> "hash ver" (malloc'd) it advertised last */
 static strmap_t *inflight;              /* "hash ver" -> inflight_t */
 
-static void entry_free(caps_entry_t *e)
+static void entry_free(void *p)
 {
+    caps_entry_t *e = p;
     if (!e) return;
     xnode_free(e->query);
     strlist_free(&e->features);
@@ -56,10 +57,7 @@ static caps_entry_t *entry_new(const xnode_t *query)
 static void known_put(const char *key, caps_entry_t *e)
 {
     if (strmap_count(known) >= CAPS_MAX_KNOWN) {    /* simple bound: start over (storage has them) */
-        size_t pos = 0;
-        void *v;
-        while (strmap_next(known, &pos, NULL, &v)) entry_free(v);
-        strmap_free(known);
+        strmap_free_all(known, entry_free);
         known = strmap_new();
     }
     entry_free(strmap_del(known, key));
@@ -286,12 +284,8 @@ void caps_stop(void)
     }
     strmap_free(inflight);
     inflight = NULL;
-    pos = 0;
-    while (known && strmap_next(known, &pos, NULL, &v)) entry_free(v);
-    strmap_free(known);
+    strmap_free_all(known, entry_free);
     known = NULL;
-    pos = 0;
-    while (jids && strmap_next(jids, &pos, NULL, &v)) free(v);
-    strmap_free(jids);
+    strmap_free_all(jids, free);
     jids = NULL;
 }

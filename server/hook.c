@@ -59,15 +59,15 @@ void hook_forget(const module_ctx_t *m)
     }
 }
 
+static void hook_list_free(void *p)
+{
+    hook_list_t *l = p;
+    free(l->v);
+    free(l);
+}
+
 void hook_free_all(void)
 {
-    size_t pos = 0;
-    void *val;
-    while (hooks && strmap_next(hooks, &pos, NULL, &val)) {
-        hook_list_t *l = val;
-        free(l->v);
-        free(l);
-    }
-    strmap_free(hooks);
+    strmap_free_all(hooks, hook_list_free);
     hooks = NULL;
 }

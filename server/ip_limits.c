@@ -30,10 +30,7 @@ void ip_state_release(const char *ip)
 
 void ip_state_free_all(void)
 {
-    size_t pos = 0;
-    void *v;
-    while (strmap_next(srv->ip_state, &pos, NULL, &v)) free(v);
-    strmap_free(srv->ip_state);
+    strmap_free_all(srv->ip_state, free);
 }
 
 /* ---- per-address accounting (limits.max_connections_per_ip, limits.max_sessions_per_ip) ---- */

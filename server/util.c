@@ -122,6 +122,14 @@ void strmap_free(strmap_t *m)
     free(m);
 }
 
+void strmap_free_all(strmap_t *m, void (*free_value)(void *))
+{
+    if (!m) return;
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->keys[i] && m->keys[i] != TOMBSTONE) free_value(m->vals[i]);
+    strmap_free(m);
+}
+
 static size_t find_slot(const strmap_t *m, const char *key, int *found)
 {
     size_t mask = m->cap - 1, i = hash_str(key) & mask, first_free = SIZE_MAX;

@@ -37,6 +37,9 @@ typedef struct strmap strmap_t;
 CIVITAS_API_BEGIN
 strmap_t *strmap_new(void);
 void strmap_free(strmap_t *m);                /* frees keys, not values; NULL ok */
+/* Frees the map with its keys and passes each value to free_value (free for plain malloc'd
+ * values); NULL ok. For a map that owns its values. */
+void strmap_free_all(strmap_t *m, void (*free_value)(void *));
 void *strmap_get(const strmap_t *m, const char *key);
 void strmap_put(strmap_t *m, const char *key, void *value);   /* replaces */
 void *strmap_del(strmap_t *m, const char *key);               /* returns the old value */

@@ -573,39 +573,49 @@ class RawClient:
         except (OSError, ssl.SSLError):
             return False
 
-    def _recv_some(self, timeout):
-        """Read what is available within timeout into the parser. False on EOF/timeout."""
+    def _read_transport(self, timeout):
+        """Read what the socket has within timeout: bytes; b"" when the socket is alive but nothing
+        complete came (a TLS record in part, a non-application record); None on timeout or EOF (eof
+        is set at EOF, and reset too when the peer reset the connection)."""
         if self.eof:
-            return False
-        if not (self.tls and self.sock.pending()):
+            return None
+        pending = getattr(self.sock, "pending", None)    # TLS: decrypted bytes select() cannot see
+        if not (pending and pending()):
             try:
                 r, _, _ = select.select([self.sock], [], [], max(timeout, 0))
             except (OSError, ValueError):
                 self.eof = True
-                return False
+                return None
             if not r:
-                return False
+                return None
         try:
             self.sock.settimeout(max(timeout, 0.05))
             data = self.sock.recv(65536)
         except (ssl.SSLWantReadError, socket.timeout):
-            return True     # a TLS record not yet complete, or a non-application record
+            return b""
         except ssl.SSLZeroReturnError:
             data = b""
-        except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError):
-            self.reset = True
-            data = b""
-        except ssl.SSLError:
+        except OSError:         # ConnectionResetError, BrokenPipeError, ssl.SSLEOFError, other TLS errors
             self.reset = True
             data = b""
         if not data:
             self.eof = True
-            return False
+            return None
         self.received += data
+        return data
+
+    def _feed(self, data):
+        """Parse bytes read from the transport into inbox (a subclass adds its framing here)."""
         self.parser.feed(data)
         while self.parser.stanzas:
             self.inbox.append(self.parser.stanzas.popleft())
-        return True
+
+    def _recv_some(self, timeout):
+        """Read what is available within timeout into the parser. False on EOF/timeout."""
+        data = self._read_transport(timeout)
+        if data:
+            self._feed(data)
+        return data is not None
 
     def read_until(self, pred, timeout=None):
         """Read until pred() returns something other than None/False; returns that value (None or
@@ -1433,6 +1443,46 @@ def free_port(kind=socket.SOCK_STREAM):
         finally:
             s.close()
     raise HarnessError("no free port found between 20000 and 32000")
+
+
+def partner(domain, port, ca=None):
+    """One entry of federation.partners (YAML, under "partners:"): domain reached at
+    127.0.0.1:port, its certificate checked against ca when given."""
+    s = "    - domain: %s\n      route: \"127.0.0.1:%d\"\n" % (domain, port)
+    if ca:
+        s += "      ca: \"%s\"\n" % ca
+    return s
+
+
+def federated_pair(t, certs=None):
+    """Two servers, a.example and b.example, each with the other as its one federation partner
+    (s2s on a fixed port, the test CA), not started: `with a, b: a.start(); b.start()`."""
+    certs = certs or Certs()
+    pa, pb = free_port(), free_port()
+
+    def listen(p):
+        return {"client": ["127.0.0.1:0"], "client_tls": ["127.0.0.1:0"], "server": ["127.0.0.1:%d" % p]}
+    fed = "federation:\n  partners:\n"
+    a = Server(t, hosts=["a.example"], certs=certs, listen=listen(pa), start=False,
+               extra_yaml=fed + partner("b.example", pb, certs.ca))
+    b = Server(t, hosts=["b.example"], certs=certs, listen=listen(pb), start=False,
+               extra_yaml=fed + partner("a.example", pa, certs.ca))
+    return a, b
+
+
+def module_dir(test_module):
+    """A directory to give as CIVITAS_MODULE_DIR: every built standard module and the test module
+    tests/modules/<test_module>.so (links, removed at exit); None when the test module is not built."""
+    import glob
+    b = build_dir()
+    test = os.path.join(b, "tests", "modules", ".libs", test_module + ".so")
+    if not os.path.exists(test):
+        return None
+    d = tempfile.mkdtemp(prefix="civitas-mods-")
+    atexit.register(shutil.rmtree, d, True)
+    for p in glob.glob(os.path.join(b, "modules", ".libs", "mod_*.so")) + [test]:
+        os.symlink(p, os.path.join(d, os.path.basename(p)))
+    return d
 
 
 def run_async(coro, timeout):

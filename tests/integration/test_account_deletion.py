@@ -10,8 +10,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Tap, Server, Certs, RawClient, connect_login, q, el_str, NS_CLIENT  # noqa: E402
-from harness import free_port  # noqa: E402
+from harness import Tap, Server, RawClient, connect_login, q, el_str, NS_CLIENT  # noqa: E402
+from harness import federated_pair  # noqa: E402
 
 PW = "pw-del"
 NS_ROSTER = "jabber:iq:roster"
@@ -170,15 +170,7 @@ def nothing_written_after_deletion(t, srv):
 
 
 def federated(t):
-    certs = Certs()
-    pa, pb = free_port(), free_port()
-    lst = lambda p: {"client": ["127.0.0.1:0"], "client_tls": ["127.0.0.1:0"],  # noqa: E731
-                     "server": ["127.0.0.1:%d" % p]}
-    fed = "federation:\n  partners:\n    - domain: %s\n      route: \"127.0.0.1:%d\"\n      ca: \"%s\"\n"
-    a = Server(t, hosts=["a.example"], certs=certs, listen=lst(pa), start=False,
-               extra_yaml=fed % ("b.example", pb, certs.ca))
-    b = Server(t, hosts=["b.example"], certs=certs, listen=lst(pb), start=False,
-               extra_yaml=fed % ("a.example", pa, certs.ca))
+    a, b = federated_pair(t)
     with a, b:
         a.start()
         b.start()

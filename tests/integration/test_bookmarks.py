@@ -10,7 +10,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Tap, Server, connect_login, q, el_str, error_condition, NS_CLIENT, run_async  # noqa: E402
 
-import slixmpp  # noqa: E402  (Debian: python3-slixmpp)
+import slixmpp_helpers as sh  # noqa: E402
 
 PW = "pw-for-bookmarks"
 NS_PS = "http://jabber.org/protocol/pubsub"
@@ -199,35 +199,14 @@ def raw(t, srv):
         x.end()
 
 
-class Client(slixmpp.ClientXMPP):
-    def __init__(self, jid, password, ca):
-        super().__init__(jid, password)
-        self.ca_certs = ca
-        for p in ("xep_0030", "xep_0004", "xep_0049", "xep_0060", "xep_0163", "xep_0223", "xep_0045", "xep_0048"):
-            self.register_plugin(p)
-        self.session_ready = asyncio.get_event_loop().create_future()
-        self.add_event_handler("session_start", self._start)
-        self.add_event_handler("failed_all_auth", lambda _e: self._done(False))
-        self.add_event_handler("connection_failed", lambda _e: self._done(False))
-
-    def _done(self, v):
-        if not self.session_ready.done():
-            self.session_ready.set_result(v)
-
-    async def _start(self, _event):
-        self.send_presence()
-        self._done(True)
+SLIX_PLUGINS = ("xep_0030", "xep_0004", "xep_0049", "xep_0060", "xep_0163", "xep_0223", "xep_0045", "xep_0048")
 
 
 async def slix(t, srv):
     from slixmpp.plugins.xep_0048 import Bookmarks
-    c = Client("dee@localhost/slix", PW, srv.ca)
-    c.connect(address=("127.0.0.1", srv.port("client")), force_starttls=True, use_ssl=False)
-    try:
-        ready = await asyncio.wait_for(c.session_ready, 20)
-    except asyncio.TimeoutError:
-        ready = False
-    t.ok(ready, "slixmpp: dee logs in")
+    c = sh.Client("dee@localhost/slix", PW, srv.ca, plugins=SLIX_PLUGINS)
+    ready = await sh.login(srv, c)
+    t.ok(ready, "slixmpp: dee logs in", repr(c.failed))
     if not ready:
         return
     bm = Bookmarks()

@@ -24,7 +24,7 @@ import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Tap, Server, build_dir, run_async  # noqa: E402
-import slixmpp  # noqa: E402  (Debian: python3-slixmpp)
+import slixmpp_helpers as sh  # noqa: E402
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "browser")
 CHROMIUM = shutil.which("chromium")
@@ -79,22 +79,16 @@ def npm_cache(t):
     return cache
 
 
-class Bob(slixmpp.ClientXMPP):
+class Bob(sh.Client):
     """Answers every chat message with 'echo: <body>'."""
 
     def __init__(self, ca):
-        super().__init__("bob@localhost/slix", PW_B)
-        self.ca_certs = ca
-        self.ready = asyncio.get_event_loop().create_future()
+        super().__init__("bob@localhost/slix", PW_B, ca)
         self.got = []
-        self.add_event_handler("session_start", self._start)
         self.add_event_handler("message", self._message)
 
-    async def _start(self, _e):
-        self.send_presence()
+    async def on_session(self):
         await self.get_roster()
-        if not self.ready.done():
-            self.ready.set_result(True)
 
     def _message(self, msg):
         if msg["type"] in ("chat", "normal") and msg["body"]:
@@ -118,9 +112,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 async def scenario(t, srv, cache, page_url, picture):
     bob = Bob(srv.ca)
-    bob.connect(address=("127.0.0.1", srv.port("client")), force_starttls=True, use_ssl=False)
-    ok = await asyncio.wait_for(bob.ready, 20)
-    t.ok(ok, "bob (slixmpp, TCP) is online")
+    t.ok(await sh.login(srv, bob), "bob (slixmpp, TCP) is online", repr(bob.failed))
     env = dict(os.environ, CHROMIUM=CHROMIUM)
     p = await asyncio.create_subprocess_exec(NODE, os.path.join(cache, "converse_chat.js"), page_url,
                                              "bob@localhost", "hello from Converse.js",

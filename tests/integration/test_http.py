@@ -5,7 +5,6 @@
 # answers, asynchronous answers, files and HEAD, upgrade, a clear 4xx/5xx for each malformed
 # request, header limits, timeouts, the access log without query strings, TLS with the certificate
 # chosen by SNI, X-Forwarded-For from trusted proxies only, connection limits, config checks.
-import glob
 import hashlib
 import http.client
 import os
@@ -18,20 +17,8 @@ import tempfile
 import atexit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Tap, Server, Certs, build_dir, find_program  # noqa: E402
+from harness import Tap, Server, Certs, find_program, module_dir  # noqa: E402
 from http_helpers import RawHTTP  # noqa: E402
-
-
-def module_dir():
-    b = build_dir()
-    test = os.path.join(b, "tests", "modules", ".libs", "mod_test_http.so")
-    if not os.path.exists(test):
-        return None
-    d = tempfile.mkdtemp(prefix="civitas-mods-")
-    atexit.register(shutil.rmtree, d, True)
-    for p in glob.glob(os.path.join(b, "modules", ".libs", "mod_*.so")) + [test]:
-        os.symlink(p, os.path.join(d, os.path.basename(p)))
-    return d
 
 
 def fnv(data):
@@ -331,7 +318,7 @@ def config_checks(t):
 
 
 def main(t):
-    d = module_dir()
+    d = module_dir("mod_test_http")
     if d is None:
         t.ok(False, "tests/modules/mod_test_http.c is built (make check builds it)")
         return

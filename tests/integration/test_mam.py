@@ -2,7 +2,6 @@
 # tests/integration/test_mam.py: XEP-0313 Message Archive Management with XEP-0359 stanza IDs and
 # XEP-0059 paging: what is archived (both directions, every route), stamping and anti-spoofing,
 # queries, preferences, retention, offline storage together with MAM, federation, slixmpp.
-import asyncio
 import os
 import sqlite3
 import sys
@@ -747,26 +746,17 @@ def federation(t):
 
 def slixmpp_history(t, srv):
     import slixmpp
-
-    class Client(slixmpp.ClientXMPP):
-        def __init__(self, jid, ca):
-            super().__init__(jid, PW)
-            self.ca_certs = ca
-            for p in ("xep_0030", "xep_0059", "xep_0313", "xep_0359"):
-                self.register_plugin(p)
-            self.ready = asyncio.get_event_loop().create_future()
-            self.add_event_handler("session_start", lambda _e: self.ready.done() or self.ready.set_result(True))
-            self.add_event_handler("connection_failed", lambda _e: self.ready.done() or self.ready.set_result(False))
+    import slixmpp_helpers as sh
 
     async def scenario():
         sender = login(srv, "judy", "raw")
         for i in range(7):
             sender.message("kate@localhost", "slix %d" % i)
         sender.ping_server()
-        c = Client("kate@localhost/slix", srv.ca)
-        c.connect(address=("127.0.0.1", srv.port("client")), force_starttls=True, use_ssl=False)
-        ok = await asyncio.wait_for(c.ready, 20)
-        t.ok(ok, "slixmpp: kate logs in")
+        c = sh.Client("kate@localhost/slix", PW, srv.ca, plugins=("xep_0030", "xep_0059", "xep_0313", "xep_0359"),
+                      presence=False)
+        ok = await sh.login(srv, c)
+        t.ok(ok, "slixmpp: kate logs in", repr(c.failed))
         info = await c.plugin["xep_0030"].get_info(jid="kate@localhost", local=False, timeout=10)
         feats = info["disco_info"]["features"]
         t.ok(NS_MAM in feats and NS_SID in feats, "slixmpp disco: the account advertises mam:2 and sid:0")

@@ -3,20 +3,17 @@
 # test module tests/modules/mod_test_api.c (built by make check, found via CIVITAS_MODULE_DIR): timers, IQ requests with a result
 # callback (local, to the server itself, over federation; RFC 6120 §8.1.2.1 sender rule, time-out),
 # XEP-0115 caps verification and caching, and the presence events.
-import atexit
 import base64
-import glob
 import hashlib
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Tap, Server, Certs, connect_login, q, el_str, error_condition,  # noqa: E402
-                     free_port, build_dir, NS_CLIENT, NS_PING, NS_DISCO_INFO)
+                     free_port, partner, NS_CLIENT, NS_PING, NS_DISCO_INFO)
+from harness import module_dir as harness_module_dir  # noqa: E402
 
 NS_T = "urn:civitas:test-api"
 NS_CAPS = "http://jabber.org/protocol/caps"
@@ -33,17 +30,8 @@ MODULES = standard_modules() + ["test_api"]
 
 
 def module_dir(test_module="mod_test_api"):
-    """A directory with every standard module and the test module, as CIVITAS_MODULE_DIR; None when
-    the test module is not built."""
-    b = build_dir()
-    test = os.path.join(b, "tests", "modules", ".libs", test_module + ".so")
-    if not os.path.exists(test):
-        return None
-    d = tempfile.mkdtemp(prefix="civitas-mods-")
-    atexit.register(shutil.rmtree, d, True)
-    for p in glob.glob(os.path.join(b, "modules", ".libs", "mod_*.so")) + [test]:
-        os.symlink(p, os.path.join(d, os.path.basename(p)))
-    return d
+    """A CIVITAS_MODULE_DIR with the standard modules and the test module (harness.module_dir)."""
+    return harness_module_dir(test_module)
 
 
 def cmd(c, inner, domain="localhost"):
@@ -363,10 +351,6 @@ def presence_events(t, srv):
 
 
 # ---- federation -----------------------------------------------------------------------------------
-
-def partner(domain, port, ca):
-    return "    - domain: %s\n      route: \"127.0.0.1:%d\"\n      ca: \"%s\"\n" % (domain, port, ca)
-
 
 def federation(t):
     certs = Certs()

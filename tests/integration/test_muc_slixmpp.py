@@ -6,12 +6,12 @@
 # moderator, a mediated invitation, destroy.
 import asyncio
 import contextlib
-import logging
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Tap, Server, run_async  # noqa: E402
+from harness import Tap  # noqa: E402
+import slixmpp_helpers as sh  # noqa: E402
 
 import slixmpp  # noqa: E402  (Debian: python3-slixmpp)
 from slixmpp.exceptions import PresenceError  # noqa: E402
@@ -21,31 +21,15 @@ PW = "slix-muc-pw"
 ROOM = "team@conference.localhost"
 
 
-class Client(slixmpp.ClientXMPP):
+class Client(sh.Client):
     def __init__(self, jid, ca):
-        super().__init__(jid, PW)
-        self.ca_certs = ca
-        for p in ("xep_0030", "xep_0045", "xep_0004", "xep_0199"):
-            self.register_plugin(p)
-        self.ready = asyncio.get_event_loop().create_future()
+        super().__init__(jid, PW, ca, plugins=("xep_0030", "xep_0045", "xep_0004", "xep_0199"))
         self.groupchat = asyncio.Queue()
         self.invites = asyncio.Queue()
         self.forms = asyncio.Queue()
         self.add_event_handler("message_xform", lambda m: self.forms.put_nowait(m))
-        self.add_event_handler("session_start", self._start)
         self.add_event_handler("groupchat_message", lambda m: self.groupchat.put_nowait(m))
         self.add_event_handler("groupchat_invite", lambda m: self.invites.put_nowait(m))
-        self.add_event_handler("failed_all_auth", lambda _e: self._fail())
-        self.add_event_handler("connection_failed", lambda _e: self._fail())
-
-    def _fail(self):
-        if not self.ready.done():
-            self.ready.set_result(False)
-
-    async def _start(self, _event):
-        self.send_presence()
-        if not self.ready.done():
-            self.ready.set_result(True)
 
     @property
     def muc(self):
@@ -69,12 +53,9 @@ async def join(c, nick, **kw):
 
 
 async def scenario(t, srv):
-    port = srv.port("client")
     a, b, c = (Client("%s@localhost/slix" % u, srv.ca) for u in ("alice", "bob", "carol"))
-    for x in (a, b, c):
-        x.connect(address=("127.0.0.1", port), force_starttls=True, use_ssl=False)
-    ok = all([await asyncio.wait_for(x.ready, 20) for x in (a, b, c)])
-    t.ok(ok, "slixmpp: three clients log in")
+    ok = await sh.login(srv, a, b, c)
+    t.ok(ok, "slixmpp: three clients log in", repr([x.failed for x in (a, b, c)]))
     if not ok:
         return
     pres, subject, occupants, history = await join(a, "Alice")
@@ -175,12 +156,7 @@ async def scenario(t, srv):
 
 
 def main(t):
-    if os.environ.get("CIVITAS_TEST_VERBOSE"):
-        logging.basicConfig(level=logging.DEBUG)
-    with Server(t) as srv:
-        for u in ("alice", "bob", "carol"):
-            srv.adduser(u + "@localhost", PW)
-        run_async(scenario(t, srv), 90)
+    sh.main(t, {u + "@localhost": PW for u in ("alice", "bob", "carol")}, scenario)
 
 
 if __name__ == "__main__":

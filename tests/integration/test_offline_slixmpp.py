@@ -3,42 +3,23 @@
 # slixmpp alice writes to offline bob; bob logs in with slixmpp and gets the messages with a XEP-0203 delay.
 import asyncio
 import datetime
-import logging
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Tap, Server  # noqa: E402
-from harness import run_async  # noqa: E402
-
-import slixmpp  # noqa: E402  (Debian: python3-slixmpp)
+from harness import Tap  # noqa: E402
+import slixmpp_helpers as sh  # noqa: E402
 
 PW_A, PW_B = "slix-off-alice", "slix-off-bob"
 
 
-class Client(slixmpp.ClientXMPP):
+class Client(sh.Client):
+    """Initial presence at session start: the server flushes offline storage then."""
+
     def __init__(self, jid, password, ca):
-        super().__init__(jid, password)
-        self.ca_certs = ca
-        self.register_plugin("xep_0199")
-        self.register_plugin("xep_0203")
-        self.session_ready = asyncio.get_event_loop().create_future()
-        self.failed = None
+        super().__init__(jid, password, ca, plugins=("xep_0199", "xep_0203"))
         self.inbox = asyncio.Queue()
-        self.add_event_handler("session_start", self._start)
         self.add_event_handler("message", self._message)
-        self.add_event_handler("failed_all_auth", lambda _e: self._fail("failed_all_auth"))
-        self.add_event_handler("connection_failed", lambda e: self._fail("connection_failed: %s" % e))
-
-    def _fail(self, why):
-        self.failed = why
-        if not self.session_ready.done():
-            self.session_ready.set_result(False)
-
-    async def _start(self, _event):
-        self.send_presence()          # available presence: the server flushes offline storage now
-        if not self.session_ready.done():
-            self.session_ready.set_result(True)
 
     def _message(self, msg):
         if msg["type"] in ("chat", "normal"):
@@ -47,18 +28,9 @@ class Client(slixmpp.ClientXMPP):
             self.inbox.put_nowait((str(msg["from"]), msg["body"], stamp, delay["from"] if stamp else None))
 
 
-async def login(c, port):
-    c.connect(address=("127.0.0.1", port), force_starttls=True, use_ssl=False)
-    try:
-        return await asyncio.wait_for(c.session_ready, 20)
-    except asyncio.TimeoutError:
-        return False
-
-
 async def scenario(t, srv):
-    port = srv.port("client")
     a = Client("alice@localhost/slix-a", PW_A, srv.ca)
-    ok = await login(a, port)
+    ok = await sh.login(srv, a)
     t.ok(ok, "slixmpp: alice logs in", repr(a.failed))
     if not ok:
         return
@@ -73,7 +45,7 @@ async def scenario(t, srv):
         t.ok(False, "slixmpp: alice's messages to offline bob were processed (ping round trip)", repr(e))
 
     b = Client("bob@localhost/slix-b", PW_B, srv.ca)
-    ok = await login(b, port)
+    ok = await sh.login(srv, b)
     t.ok(ok, "slixmpp: bob logs in and sends available presence", repr(b.failed))
     if ok:
         got = []
@@ -100,18 +72,11 @@ async def scenario(t, srv):
             f = body = stamp = None
         t.ok(body == "got them" and stamp is None,
              "a message between two online clients is delivered at once, without a delay", repr((f, body, stamp)))
-    for c in (a, b):
-        c.disconnect()
-    await asyncio.gather(a.disconnected, b.disconnected, return_exceptions=True)
+    await sh.disconnect(a, b)
 
 
 def main(t):
-    if os.environ.get("CIVITAS_TEST_VERBOSE"):
-        logging.basicConfig(level=logging.DEBUG)
-    with Server(t) as srv:
-        srv.adduser("alice@localhost", PW_A)
-        srv.adduser("bob@localhost", PW_B)
-        run_async(scenario(t, srv), 90)
+    sh.main(t, {"alice@localhost": PW_A, "bob@localhost": PW_B}, scenario)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Tap, Server, Certs, connect_login, free_port, q, el_str, error_condition, NS_CLIENT  # noqa: E402
+from harness import Tap, Server, Certs, connect_login, free_port, partner, q, el_str, error_condition, NS_CLIENT  # noqa: E402
 
 PW = "pw-for-pep"
 NS_PS = "http://jabber.org/protocol/pubsub"
@@ -404,10 +404,6 @@ def restart_and_delete(t, srv):
     r, ids = items(b, "jack@localhost", "urn:test:keep")
     t.is_(error_condition(r), "item-not-found", "deleting the account removes its nodes and items")
     b.end()
-
-
-def partner(domain, port, ca):
-    return "    - domain: %s\n      route: \"127.0.0.1:%d\"\n      ca: \"%s\"\n" % (domain, port, ca)
 
 
 def federated(t):

@@ -2,52 +2,37 @@
 # tests/integration/test_presence_slixmpp.py: presence subscriptions with a real client library: two
 # slixmpp clients subscribe to each other (RFC 6121 §3) and see each other's presence come and go (§4).
 import asyncio
-import logging
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Tap, Server  # noqa: E402
-from harness import run_async  # noqa: E402
-
-import slixmpp  # noqa: E402  (Debian: python3-slixmpp)
+from harness import Tap  # noqa: E402
+import slixmpp_helpers as sh  # noqa: E402
 
 PW = "slix-presence-pw"
 A, B = "amy@localhost", "ben@localhost"
 TIMEOUT = 10
 
 
-class Client(slixmpp.ClientXMPP):
+class Client(sh.Client):
     """A client that answers subscription requests itself (no automatic approval) and records
     the presence events it sees in a queue."""
 
     def __init__(self, jid, ca):
-        super().__init__(jid, PW)
-        self.ca_certs = ca
+        super().__init__(jid, PW, ca)
         self.roster.auto_authorize = None     # None: the test answers requests (False would deny them)
         self.roster.auto_subscribe = False
-        self.ready = asyncio.get_event_loop().create_future()
         self.events = asyncio.Queue()
-        self.add_event_handler("session_start", self._start)
         for name in ("presence_subscribe", "presence_subscribed", "got_online", "got_offline"):
             self.add_event_handler(name, self._recorder(name))
-        self.add_event_handler("failed_all_auth", lambda _e: self._fail())
-        self.add_event_handler("connection_failed", lambda _e: self._fail())
-
-    def _fail(self):
-        if not self.ready.done():
-            self.ready.set_result(False)
 
     def _recorder(self, name):
         def record(pres):
             self.events.put_nowait((name, str(pres["from"])))
         return record
 
-    async def _start(self, _event):
+    async def on_session(self):
         await self.get_roster()
-        self.send_presence()
-        if not self.ready.done():
-            self.ready.set_result(True)
 
     async def wait_event(self, name, from_):
         """The first recorded event `name` whose sender (full or bare) starts with from_, or None."""
@@ -65,21 +50,12 @@ class Client(slixmpp.ClientXMPP):
 
 async def connect(srv, jid):
     c = Client(jid, srv.ca)
-    c.connect(address=("127.0.0.1", srv.port("client")), force_starttls=True, use_ssl=False)
-    try:
-        ok = await asyncio.wait_for(c.ready, 20)
-    except asyncio.TimeoutError:
-        ok = False
-    return c, ok
+    return c, await sh.login(srv, c)
 
 
 async def until(pred):
     """Wait (at most TIMEOUT) for pred() to hold: roster pushes arrive asynchronously."""
-    for _ in range(TIMEOUT * 20):
-        if pred():
-            return True
-        await asyncio.sleep(0.05)
-    return pred()
+    return await sh.until(pred, TIMEOUT)
 
 
 async def scenario(t, srv):
@@ -129,12 +105,7 @@ async def scenario(t, srv):
 
 
 def main(t):
-    if os.environ.get("CIVITAS_TEST_VERBOSE"):
-        logging.basicConfig(level=logging.DEBUG)
-    with Server(t) as srv:
-        srv.adduser(A, PW)
-        srv.adduser(B, PW)
-        run_async(scenario(t, srv), 90)
+    sh.main(t, {A: PW, B: PW}, scenario)
 
 
 if __name__ == "__main__":

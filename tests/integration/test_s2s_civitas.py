@@ -9,19 +9,12 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Tap, Server, Certs, RawClient, connect_login, q, el_str,  # noqa: E402
                      NS_CLIENT, NS_STANZAS, NS_STREAM, NS_TLS, NS_SASL, NS_PING)
-from harness import error_condition, free_port  # noqa: E402
+from harness import error_condition, free_port, partner  # noqa: E402
 
 PW = "pw-for-s2s"
 NS_SERVER = "jabber:server"
 NS_DB = "jabber:server:dialback"
 NS_DB_FEATURE = "urn:xmpp:features:dialback"
-
-
-def partner(domain, port, ca=None):
-    s = "    - domain: %s\n      route: \"127.0.0.1:%d\"\n" % (domain, port)
-    if ca:
-        s += "      ca: \"%s\"\n" % ca
-    return s
 
 
 def s2s_header(from_, to):

@@ -526,8 +526,9 @@ def offline_replay(t, srv):
     m.auto_ack = True
     m.presence()
     t.is_(take_messages(m), ["o-3"], "o-3 is replayed")
-    m.server_h()
-    m.ping_server()
+    # fewer than ack_request_after stanzas: the server asks after ack_request_delay
+    t.ok(m.read_until(lambda: m.requests > 0), "XEP-0198 §4: the server asks for an acknowledgement")
+    m.server_h()        # max's answer was handled
     mark = srv.log_mark()
     m.close()
     t.ok(srv.wait_log(r"not resumed within", start=mark), "max's hibernation ends")
@@ -561,6 +562,44 @@ def two_managed(t, srv):
     tm.end()
 
 
+def batched_requests(t, srv):
+    """The server asks for an acknowledgement after smacks.ack_request_after unacknowledged stanzas
+    (5 here; ack_request_delay is 60 s, so no timer asks within this test), not after each one;
+    what is acknowledged leaves the queue: a resumption after the acks sends nothing again."""
+    setup_users(srv, "uma", "yan")
+    y = sm_login(srv, "yan", "desk")
+    z = sm_login(srv, "uma", "phone")
+    en = z.enable(resume=True)
+    t.ok(en is not None and en.get("id"), "uma enables stream management with resumption", el_str(en))
+    z.auto_ack = True
+    start = len(z.received)
+    k = 20
+    got = 0
+    for i in range(k):
+        y.message("uma@localhost/phone", "b-%d" % i)
+        got += z.expect_message("b-%d" % i) is not None
+        # two round trips on uma's stream: an <r/> written after the message has been read and
+        # answered, and the server has handled that <a/> before the next message is written
+        z.server_h()
+        z.server_h()
+    t.is_(got, k, "uma gets the %d messages, one at a time" % k)
+    t.diag("bytes received per message, <r/> included: %.1f" % ((len(z.received) - start) / k))
+    t.ok(1 <= z.requests < k, "XEP-0198 §4: the server asked for acknowledgements, fewer times (%d) than it "
+         "sent messages (%d)" % (z.requests, k))
+    t.is_(z.requests, k // 5, "an <r/> after every 5 unacknowledged stanzas (smacks.ack_request_after)")
+    h = z.h
+    mark = srv.log_mark()
+    z.close()
+    t.ok(srv.wait_log(r"hibernating", start=mark), "the connection is lost: the session hibernates")
+    z2, ans = resume_login(srv, "uma", en.get("id"), h)
+    t.ok(ans is not None and ans.tag == q(NS_SM, "resumed"), "uma resumes", el_str(ans))
+    t.ok(srv.wait_log(r"session resumed, 0 stanza\(s\) sent again", start=mark),
+         "the acknowledged stanzas left the queue: nothing is sent again on resumption")
+    t.is_(take_messages(z2), [], "no message arrives twice")
+    z2.end()
+    y.end()
+
+
 def main(t):
     conf = "smacks: {hibernation: 300, max_unacked: 5, ack_timeout: 60}\n"
     with Server(t, extra_yaml=conf) as srv:
@@ -576,6 +615,8 @@ def main(t):
         t.run(not_restored_twice, t, srv)
         t.run(two_managed, t, srv)
         t.run(offline_replay, t, srv)
+    with Server(t, extra_yaml="smacks: {ack_request_after: 5, ack_request_delay: 60}\n") as srv:
+        t.run(batched_requests, t, srv)
 
 
 if __name__ == "__main__":

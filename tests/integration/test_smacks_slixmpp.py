@@ -4,65 +4,37 @@
 # connection is aborted (no </stream:stream>) it resumes on a new connection and gets the messages
 # sent meanwhile, each once.
 import asyncio
-import logging
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Tap, Server  # noqa: E402
-from harness import run_async  # noqa: E402
-
-import slixmpp  # noqa: E402  (Debian: python3-slixmpp)
+from harness import Tap  # noqa: E402
+import slixmpp_helpers as sh  # noqa: E402
+from slixmpp_helpers import until  # noqa: E402
 
 PW = "slix-smacks-pw"
 
 
-class Client(slixmpp.ClientXMPP):
+class Client(sh.Client):
     def __init__(self, jid, ca, sm=False):
-        super().__init__(jid, PW)
-        self.ca_certs = ca
-        if sm:
-            self.register_plugin("xep_0198")
-        self.loop_ = asyncio.get_event_loop()
-        self.ready = self.loop_.create_future()
+        super().__init__(jid, PW, ca, plugins=("xep_0198",) if sm else ())
         self.bodies = []
-        self.got = asyncio.Event()
         self.sm_enabled = asyncio.Event()
         self.resumed = asyncio.Event()
-        self.add_event_handler("session_start", self._start)
         self.add_event_handler("sm_enabled", lambda _e: self.sm_enabled.set())
         self.add_event_handler("session_resumed", lambda _e: self.resumed.set())
         self.add_event_handler("message", self._message)
 
-    async def _start(self, _event):
-        self.send_presence()
-        if not self.ready.done():
-            self.ready.set_result(True)
-
     def _message(self, msg):
         if msg["type"] in ("chat", "normal") and msg["body"]:
             self.bodies.append(msg["body"])
-            self.got.set()
-
-
-async def until(pred, timeout=10):
-    loop = asyncio.get_event_loop()
-    end = loop.time() + timeout
-    while not pred():
-        if loop.time() > end:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 async def scenario(t, srv):
-    port = srv.port("client")
     a = Client("alice@localhost/phone", srv.ca, sm=True)
     b = Client("bob@localhost/desk", srv.ca)
-    for c in (a, b):
-        c.connect(address=("127.0.0.1", port), force_starttls=True, use_ssl=False)
-    ok = await asyncio.wait_for(asyncio.gather(a.ready, b.ready), 20)
-    t.ok(all(ok), "slixmpp: both clients are logged in")
+    t.ok(await sh.login(srv, a, b), "slixmpp: both clients are logged in",
+         "alice: %r bob: %r" % (a.failed, b.failed))
     try:
         await asyncio.wait_for(a.sm_enabled.wait(), 10)
         enabled = True
@@ -86,7 +58,7 @@ async def scenario(t, srv):
     for i in range(3, 6):
         b.send_message(mto="alice@localhost/phone", mbody="x-%d" % i, mtype="chat")
     await asyncio.sleep(0)
-    a.connect(address=("127.0.0.1", port), force_starttls=True, use_ssl=False)
+    a.connect_to(srv)
     try:
         await asyncio.wait_for(a.resumed.wait(), 20)
         resumed = True
@@ -97,18 +69,11 @@ async def scenario(t, srv):
     b.send_message(mto="alice@localhost", mbody="x-6", mtype="chat")
     await until(lambda: len(a.bodies) >= 7)
     t.is_(a.bodies, ["x-%d" % i for i in range(7)], "every message arrived exactly once, in order")
-    for c in (a, b):
-        c.disconnect()
-    await asyncio.gather(a.disconnected, b.disconnected, return_exceptions=True)
+    await sh.disconnect(a, b)
 
 
 def main(t):
-    if os.environ.get("CIVITAS_TEST_VERBOSE"):
-        logging.basicConfig(level=logging.DEBUG)
-    with Server(t) as srv:
-        srv.adduser("alice@localhost", PW)
-        srv.adduser("bob@localhost", PW)
-        run_async(scenario(t, srv), 90)
+    sh.main(t, {"alice@localhost": PW, "bob@localhost": PW}, scenario)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@
 import base64
 import hashlib
 import os
-import select
 import socket
 import ssl
 import struct
@@ -101,7 +100,7 @@ class WSClient(RawClient):
         self.texts = []             # every text message, as received
         self.open_el = None         # the server's last <open/>
         self.tls = True             # XMPP-level: no STARTTLS over WebSocket (TLS or a proxy below)
-        self.ws_tls = tls
+        self._parse()               # frames that came with the handshake's response
 
     @property
     def upgraded(self):
@@ -165,33 +164,10 @@ class WSClient(RawClient):
             else:
                 self._message(op, payload)
 
-    def _recv_some(self, timeout):
-        if self.wsbuf:
-            self._parse()
-        if self.eof:
-            return False
-        if not (self.ws_tls and self.sock.pending()):
-            try:
-                r, _, _ = select.select([self.sock], [], [], max(timeout, 0))
-            except (OSError, ValueError):
-                self.eof = True
-                return False
-            if not r:
-                return False
-        try:
-            self.sock.settimeout(max(timeout, 0.05))
-            data = self.sock.recv(65536)
-        except (ssl.SSLWantReadError, socket.timeout):
-            return True
-        except (ssl.SSLZeroReturnError, ConnectionResetError, BrokenPipeError, ssl.SSLError, OSError):
-            data = b""
-        if not data:
-            self.eof = True
-            return False
-        self.received += data
+    def _feed(self, data):
+        """RawClient reads the socket; this adds the WebSocket framing."""
         self.wsbuf += data
         self._parse()
-        return True
 
     def open_stream(self, to="localhost", version="1.0", ns=None, header=None, timeout=None):
         """<open/> (RFC 7395 §3.3.2); returns <stream:features/> or None (see stream_error())."""

@@ -1,8 +1,10 @@
 /* tests/unit/test_util.c: TAP tests for server/util.c: the address key of the per-address limits
- * (IPv4 as is, IPv4-mapped IPv6 as IPv4, other IPv6 per /64). */
+ * (IPv4 as is, IPv4-mapped IPv6 as IPv4, other IPv6 per /64); strmap_free_all. */
 #include "util.h"
 #include "tap.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int key_is(const char *ip, const char *want)
@@ -26,8 +28,23 @@ static const struct {
     {"not an address", "not an address", "text that is no address is its own key"},
 };
 
+static int freed;
+static void count_free(void *v) { freed++; free(v); }
+
 int main(void)
 {
+    strmap_t *m = strmap_new();
+    char key[16];
+    for (int i = 0; i < 40; i++) {      /* more than the initial capacity: the map grows */
+        snprintf(key, sizeof key, "k%d", i);
+        strmap_put(m, key, xstrdup(key));
+    }
+    free(strmap_del(m, "k3"));          /* a tombstone is not a value */
+    strmap_free_all(m, count_free);
+    ok(freed == 39, "strmap_free_all frees each live value once (%d)", freed);
+    strmap_free_all(NULL, count_free);
+    ok(freed == 39, "strmap_free_all(NULL) does nothing");
+
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         ok(key_is(cases[i].ip, cases[i].key), "ip_limit_key(%s): %s", cases[i].ip, cases[i].what);
     return done_testing();
