@@ -128,6 +128,7 @@ typedef struct occupant {
     xnode_t *pres;               /* the last available presence (children only matter) */
     occ_session_t *s;
     size_t ns;
+    int64_t voice_asked;         /* when the last voice request went to the moderators (unix s) */
 } occupant_t;
 
 typedef struct room {
@@ -1578,6 +1579,8 @@ static int form_type_is(const xnode_t *x, const char *want)
     return ok;
 }
 
+#define VOICE_REQUEST_INTERVAL 60    /* seconds between two voice requests of one occupant */
+
 /* XEP-0045 §7.13 a visitor's voice request (a muc#request form with muc#role only), sent on to the
  * moderators as the §8.6 approval form; §8.6 a moderator's submitted approval grants voice. */
 static int on_voice_form(hook_event_t *ev, room_t *r, occupant_t *o, xnode_t *x)
@@ -1612,6 +1615,12 @@ static int on_voice_form(hook_event_t *ev, room_t *r, occupant_t *o, xnode_t *x)
     free(role);
     if (!participant) return hook_error_cond(ev, STANZA_ERR_BAD_REQUEST);
     if (o->role != ROLE_VISITOR) return hook_error_cond(ev, STANZA_ERR_NOT_ALLOWED);
+    /* one request per VOICE_REQUEST_INTERVAL: a visitor must not flood the moderators with forms
+     * (XEP-0045 sets no limit; <resource-constraint/> is type wait: ask again later) */
+    int64_t now = now_unix();
+    if (o->voice_asked && now - o->voice_asked < VOICE_REQUEST_INTERVAL)
+        return hook_error_cond(ev, STANZA_ERR_RESOURCE_CONSTRAINT);
+    o->voice_asked = now;
     size_t pos = 0;
     const char *k;
     void *v;

@@ -172,6 +172,14 @@ def voice(t, srv, alice, bob):
          and vals.get("muc#request_allow") in ("0", "false"),
          "§8.6: a visitor's voice request reaches the moderators as the muc#request approval form",
          lambda: el_str(m))
+    bob.send(req)
+    e = bob.expect(lambda el: el.tag == q(NS_CLIENT, "message") and el.get("type") == "error", timeout=10)
+    t.ok(e is not None and error_condition(e) == "resource-constraint" and e.find(q(NS_CLIENT, "error")).get("type") == "wait",
+         "a second voice request within a minute: resource-constraint (wait), the moderators are not asked again",
+         lambda: el_str(e))
+    alice.ping_server()
+    t.ok(not [el for el in alice.inbox if el.tag == q(NS_CLIENT, "message") and el.find(q(NS_X, "x")) is not None],
+         "... no second approval form reached the moderator", lambda: alice.dump())
     # a participant may not approve; a non-occupant may not ask
     carol = login(srv, "carol")
     admin(alice, room, "<item jid='carol@localhost' affiliation='member'/>")
