@@ -42,6 +42,7 @@ typedef struct ws {
 } ws_t;
 
 static ws_t *ws_of(const session_t *s) { return session_get_data(s, WS_KEY); }
+static size_t ws_queued(const session_t *s);
 
 /* ---- wslay callbacks ---- */
 
@@ -152,6 +153,13 @@ static void pump(session_t *s)
         s->state != C2S_CLOSING)
         session_close(s, NULL, NULL);
     flush(w);
+    /* the pongs wslay answers pings with bypass session_write: a client that sends pings and never
+     * reads is held to the same output cap */
+    if (!s->freeing && ws_queued(s) > (size_t)srv->cfg->max_output_buffer) {
+        log_info("c2s", "%s: output queue over %ld bytes (WebSocket control frames), dropping the stream", s->ip,
+                 srv->cfg->max_output_buffer);
+        session_connection_lost(s);
+    }
 }
 
 /* ---- libevent callbacks ---- */

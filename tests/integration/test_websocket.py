@@ -17,7 +17,7 @@ import xml.etree.ElementTree as ET
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Tap, Server, connect_login, q, el_str,  # noqa: E402
                      NS_CLIENT, NS_STREAM, NS_STREAMS_ERR, NS_SASL, NS_BIND)
-from ws_client import WSClient, handshake, accept_of, NS_FRAMING, OP_BINARY, OP_PING, OP_TEXT  # noqa: E402
+from ws_client import WSClient, handshake, accept_of, frame, NS_FRAMING, OP_BINARY, OP_PING, OP_TEXT  # noqa: E402
 
 PW = "pw-websocket"
 LISTEN = {"client": ["127.0.0.1:0"], "client_tls": ["127.0.0.1:0"], "http": ["127.0.0.1:0"],
@@ -259,6 +259,30 @@ def over_tls(t, srv):
     c.close()
 
 
+def ping_flood(t):
+    """A client that sends pings and never reads: the pongs are output like any other and count
+    towards limits.max_output_buffer; past it the connection is dropped (no unbounded buffering)."""
+    extra = "limits:\n  max_output_buffer: 65536\n  max_bytes_per_second_preauth: 100000000\n"
+    with Server(t, listen={"client": ["127.0.0.1:0"], "http": ["127.0.0.1:0"]}, extra_yaml=extra) as srv:
+        c = ws(srv)
+        t.is_(c.hs.status, 101, "a WebSocket")
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.sock.settimeout(30)
+        ping = frame(OP_PING, b"p" * 125)
+        batch = ping * 512                  # 512 pings, 64 kB of pongs
+        sent, dropped = 0, False
+        while sent < 64 * 1024 * 1024:      # far beyond what the kernel buffers on loopback
+            try:
+                c.sock.sendall(batch)
+            except (OSError, socket.timeout):
+                dropped = True
+                break
+            sent += len(batch)
+        t.ok(dropped, "pings from a client that never reads its pongs: dropped past limits.max_output_buffer "
+             "(%d bytes of pings sent)" % sent)
+        c.close()
+
+
 def main(t):
     with Server(t, listen=LISTEN) as srv:
         srv.adduser("alice@localhost", PW)
@@ -274,6 +298,7 @@ def main(t):
         t.ok("hello from" not in log, "no message content in the log")
     t.run(origins, t)
     t.run(configured_url, t)
+    t.run(ping_flood, t)
 
 
 Tap().main(main)
