@@ -29,6 +29,7 @@
 #define HTTP_DISCARD_MAX 65536      /* body bytes thrown away for a handler that did not read them */
 #define HTTP_WRITE_TIMEOUT 60
 #define HTTP_FILE_CHUNK 262144      /* file bodies over TLS: read ahead of the connection this much */
+#define HTTP_OUTPUT_MAX (4 * HTTP_FILE_CHUNK)   /* answers queued before pipelined requests wait */
 
 typedef struct route {
     char *prefix;
@@ -108,6 +109,8 @@ struct http_conn {
                                    before closing, so that the client, still sending, reads the answer
                                    instead of a reset (nginx's lingering close) */
     int lingering;
+    int out_blocked;            /* the next request waits until the client reads its answers */
+    struct event *wake;         /* conn_process from the loop once the output drained (TLS) */
     int file_fd;                /* a file body being read into a TLS connection's output, or -1 */
     off_t file_off, file_left;
     http_conn_t *prev, *next;
@@ -1020,6 +1023,15 @@ static void conn_process(http_conn_t *c)
             bufferevent_disable(c->bev, EV_READ);       /* nothing more until this is answered */
             break;
         }
+        if (!c->req && flow_output_queued(c->bev) > HTTP_OUTPUT_MAX) {
+            /* a client that pipelines requests and does not read the answers: the next request
+             * waits until it does, or the answers (file segments holding descriptors among them)
+             * would pile up without bound */
+            c->out_blocked = 1;
+            bufferevent_disable(c->bev, EV_READ);
+            break;
+        }
+        c->out_blocked = 0;
         bufferevent_enable(c->bev, EV_READ);
         if (!c->stop) parse_input(c);
         if (c->dead) break;
@@ -1047,7 +1059,7 @@ static void on_write(struct bufferevent *bev, void *arg)
         if (!c->in_process) conn_process(c);     /* the body is queued: the next request */
         return;
     }
-    if (c->closing && !c->in_process) conn_process(c);
+    if ((c->closing || c->out_blocked) && !c->in_process) conn_process(c);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
@@ -1067,12 +1079,21 @@ static void on_under_output(struct evbuffer *buf, const struct evbuffer_cb_info 
 {
     (void)buf;
     http_conn_t *c = arg;
+    if (info->n_deleted && c->out_blocked && !c->closing && flow_output_queued(c->bev) <= HTTP_OUTPUT_MAX)
+        event_active(c->wake, 0, 0);        /* from the loop, not inside the buffer's callback */
     if (info->n_deleted && c->closing && !c->lingering && c->state != ST_CLOSING) {
         c->state = ST_CLOSING;
         evtimer_del(c->timer);
         struct timeval now = {0, 0};
         evtimer_add(c->timer, &now);        /* from the loop, not inside the buffer's callback */
     }
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    http_conn_t *c = arg;
+    if (c->out_blocked && !c->in_process) conn_process(c);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -1121,6 +1142,7 @@ static void conn_free(http_conn_t *c)
     nconns--;
     if (!c->trusted) ip_count(c->peer, -1);
     if (c->timer) event_free(c->timer);
+    if (c->wake) event_free(c->wake);
     if (c->file_fd >= 0) close(c->file_fd);
     struct bufferevent *under = c->bev ? bufferevent_get_underlying(c->bev) : NULL;
     if (under) evbuffer_remove_cb(bufferevent_get_output(under), on_under_output, c);
@@ -1175,6 +1197,7 @@ void http_accept(int fd, const char *peer_ip, int tls)
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     c->timer = evtimer_new(srv->base, on_timer, c);
+    c->wake = event_new(srv->base, -1, 0, on_wake, c);
     c->next = conns;
     if (conns) conns->prev = c;
     conns = c;

@@ -299,6 +299,41 @@ def limits(t, srv):
         c.close()
 
 
+def pipelining_without_reading(t, srv, tls=False):
+    """Requests pipelined by a client that never reads the answers: no more are parsed once about
+    1 MB of answers wait for it (each answer to /test/file held an open file, 100 kB of it), so the
+    server stops reading instead of queueing answers (and descriptors) without bound."""
+    port = srv.port("https" if tls else "http")
+    h = RawHTTP(port, tls=tls)
+    h.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    req = ("GET /test/file HTTP/1.1\r\nHost: localhost\r\nX-Pad: %s\r\n\r\n" % ("p" * 4000)).encode()
+    batch = req * 16
+    sent, stopped = 0, False
+    h.sock.settimeout(5)
+    while sent < 16384 * len(req):      # 16384 answers: 1.6 GB of file bodies, 16384 open files
+        try:
+            h.sock.sendall(batch)
+        except (OSError, socket.timeout):
+            stopped = True
+            break
+        sent += len(batch)
+    t.ok(stopped, "%s: a client pipelining requests and reading no answer is not read from any more "
+         "(%d requests sent)" % ("https" if tls else "http", sent // len(req)))
+    h.close()
+    h = RawHTTP(port, tls=tls)
+    r = h.request("GET", "/test/echo")
+    t.ok(r is not None and r.status == 200, "and the server answers other clients", repr(r))
+    h.close()
+    # a client that reads gets every answer: parsing resumes as the answers drain
+    h = RawHTTP(port, tls=tls)
+    h.send(b"GET /test/file HTTP/1.1\r\nHost: localhost\r\n\r\n" * 40)
+    want = bytes(i % 251 for i in range(100000))
+    got = [h.response() for _ in range(40)]
+    t.ok(all(r is not None and r.status == 200 and r.body == want for r in got),
+         "%s: 40 pipelined requests for 4 MB of answers, read as they come: all answered" % ("https" if tls else "http"))
+    h.close()
+
+
 def config_checks(t):
     d = tempfile.mkdtemp(prefix="civitas-http-conf-")
     atexit.register(shutil.rmtree, d, True)
@@ -338,6 +373,8 @@ def main(t):
         t.run(proxies, t, srv)
         t.run(timeouts, t, srv)
         t.run(limits, t, srv)
+        t.run(pipelining_without_reading, t, srv)
+        t.run(pipelining_without_reading, t, srv, True)
     t.run(config_checks, t)
 
 
