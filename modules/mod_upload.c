@@ -37,6 +37,7 @@
 #define PREFIX "/upload/"
 #define SLOT_HEX 32                 /* 128 bits */
 #define EXPIRE_BATCH 200
+#define EXPIRE_BATCHES 50            /* 10,000 rows a minute at most */
 
 static struct upload_conf {
     long max_file_size;
@@ -45,6 +46,7 @@ static struct upload_conf {
     long quota_per_account;
     long quota_per_host;
     long slot_timeout;
+    long slots_per_day;
 } conf;
 
 static const module_option_t options[] = {
@@ -57,6 +59,7 @@ static const module_option_t options[] = {
      1L << 42, .per_host = 1},
     {"quota_per_host", MOPT_SIZE, offsetof(struct upload_conf, quota_per_host), 0, 0, 1L << 50, .per_host = 1},
     {"slot_timeout", MOPT_DURATION, offsetof(struct upload_conf, slot_timeout), 300, 1, 86400, .per_host = 0},
+    {"slots_per_day", MOPT_INT, offsetof(struct upload_conf, slots_per_day), 1000, 0, 1000000, .per_host = 1},
     {.name = NULL}};
 
 /* files: one row per slot. deadline: when the row and its file go (the PUT deadline while pending,
@@ -181,27 +184,32 @@ static char *pct_encode(const char *s)
 /* ---------------------------------------------------------------------------------------------- */
 /* quotas                                                                                          */
 
-/* Bytes of the owner's slots created at or after `since` (0: all), and the deadline of the oldest
- * one counted (when the quota frees up). */
-static int64_t owner_usage(const char *owner, int64_t since, int by_created, int64_t *oldest)
+/* Bytes of the owner's slots created at or after `since` (0: all), how many (*nrows), and the
+ * deadline of the oldest one counted (when the quota frees up). More rows than are read here
+ * count as over any quota: an account must not get past its quotas with many tiny slots. */
+#define USAGE_MAX_PAGES 100
+#define USAGE_FULL ((int64_t)1 << 60)
+static int64_t owner_usage(const char *owner, int64_t since, int by_created, int64_t *oldest, int64_t *nrows)
 {
     storage_value_t prefix = STORE_VAL_TEXT(owner);
     storage_value_t after = STORE_VAL_INT(since);
     storage_value_t last[2];
     char slotbuf[SLOT_HEX + 1];
-    int64_t sum = 0;
+    int64_t sum = 0, n = 0;
     *oldest = 0;
     store_range_t r = {.index = "by_owner", .prefix = &prefix, .nprefix = 1, .limit = 1000};
     if (since) r.after = (store_bound_t){&after, 1, 1};
-    for (int pages = 0; pages < 100; pages++) {
+    int more = 0;
+    for (int pages = 0; pages < USAGE_MAX_PAGES; pages++) {
         store_page_t page = {0};
         if (store_range(files, &r, &page) < 0) return -1;
         for (int i = 0; i < page.n; i++) {
             sum += page.rows[i]->col[C_SIZE].i;
+            n++;
             int64_t when = by_created ? page.rows[i]->col[C_CREATED].i : page.rows[i]->col[C_DEADLINE].i;
             if (!*oldest || when < *oldest) *oldest = when;
         }
-        int more = page.more && page.n > 0;
+        more = page.more && page.n > 0;
         if (more) {     /* the next page starts after the last row: (created, slot) */
             snprintf(slotbuf, sizeof slotbuf, "%s", (const char *)page.rows[page.n - 1]->col[C_SLOT].p);
             last[0] = STORE_VAL_INT(page.rows[page.n - 1]->col[C_CREATED].i);
@@ -211,7 +219,8 @@ static int64_t owner_usage(const char *owner, int64_t since, int by_created, int
         store_page_free(&page);
         if (!more) break;
     }
-    return sum;
+    *nrows = more ? USAGE_FULL : n;
+    return more ? USAGE_FULL : sum;
 }
 
 static int64_t host_usage(const char *host)
@@ -221,11 +230,12 @@ static int64_t host_usage(const char *host)
     char slotbuf[SLOT_HEX + 1];
     storage_value_t last;
     store_range_t r = {.index = "by_host", .prefix = &prefix, .nprefix = 1, .limit = 5000};
+    int more = 0;
     for (int pages = 0; pages < 1000; pages++) {
         store_page_t page = {0};
         if (store_range(files, &r, &page) < 0) return -1;
         for (int i = 0; i < page.n; i++) sum += page.rows[i]->col[C_SIZE].i;
-        int more = page.more && page.n > 0;
+        more = page.more && page.n > 0;
         if (more) {
             snprintf(slotbuf, sizeof slotbuf, "%s", (const char *)page.rows[page.n - 1]->col[C_SLOT].p);
             last = STORE_VAL_TEXT(slotbuf);
@@ -234,7 +244,7 @@ static int64_t host_usage(const char *host)
         store_page_free(&page);
         if (!more) break;
     }
-    return sum;
+    return more ? USAGE_FULL : sum;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -302,16 +312,20 @@ static int on_request(hook_event_t *ev, xnode_t *req)
     if (size > hc->max_file_size) return too_large(ev, hc->max_file_size);
 
     const char *owner = ev->from->bare;
-    int64_t now = now_s(), oldest = 0;
-    if (hc->quota_per_day) {
-        int64_t day = owner_usage(owner, now - 86400, 1, &oldest);
+    int64_t now = now_s(), oldest = 0, nrows = 0;
+    if (hc->quota_per_day || hc->slots_per_day) {
+        int64_t day = owner_usage(owner, now - 86400, 1, &oldest, &nrows);
         if (day < 0) return hook_reply(ev, error_reply(ev, "wait", "internal-server-error", NULL));
-        if (day + size > hc->quota_per_day)
+        /* a slot is a row and work however small its size: their number is bounded too */
+        if (hc->slots_per_day && nrows >= hc->slots_per_day)
+            return quota_reached(ev, "Quota reached: this account was given the most upload slots for 24 hours",
+                                 oldest ? oldest + 86400 : now + 86400);
+        if (hc->quota_per_day && day + size > hc->quota_per_day)
             return quota_reached(ev, "Quota reached: the uploads of the last 24 hours are at the daily limit",
                                  oldest ? oldest + 86400 : now + 86400);
     }
     if (hc->quota_per_account) {
-        int64_t all = owner_usage(owner, 0, 0, &oldest);
+        int64_t all = owner_usage(owner, 0, 0, &oldest, &nrows);
         if (all < 0) return hook_reply(ev, error_reply(ev, "wait", "internal-server-error", NULL));
         if (all + size > hc->quota_per_account)
             return quota_reached(ev, "Quota reached: the stored files of this account are at the limit", oldest);
@@ -683,13 +697,14 @@ static void remove_files(const char *owner, const char *slot)
     free(p);
 }
 
-static void expire(module_timer_t *t, void *ud)
+/* One batch of what is past its deadline; how many went. */
+static int expire_batch(int *full)
 {
-    (void)t; (void)ud;
     storage_value_t before = STORE_VAL_INT(now_s());
     store_range_t r = {.index = "by_deadline", .before = {&before, 1, 0}, .limit = EXPIRE_BATCH};
     store_page_t page = {0};
-    if (store_range(files, &r, &page) < 0) return;
+    *full = 0;
+    if (store_range(files, &r, &page) < 0) return 0;
     int n = 0;
     for (int i = 0; i < page.n; i++) {
         const char *slot = page.rows[i]->col[C_SLOT].p;
@@ -699,8 +714,22 @@ static void expire(module_timer_t *t, void *ud)
         store_delete(files, &k);
         n++;
     }
-    if (n) log_debug("upload", "expired %d files and slots", n);
+    *full = page.n == EXPIRE_BATCH;
     store_page_free(&page);
+    return n;
+}
+
+/* Batches until nothing more is due (at most EXPIRE_BATCHES a run): one batch a minute fell behind
+ * slots given faster than 200 a minute, and the table grew. */
+static void expire(module_timer_t *t, void *ud)
+{
+    (void)t; (void)ud;
+    int n = 0, full = 1, got = 1;
+    for (int b = 0; b < EXPIRE_BATCHES && full && got; b++) {
+        got = expire_batch(&full);
+        n += got;
+    }
+    if (n) log_debug("upload", "expired %d files and slots", n);
 }
 
 static void rm_tree(const char *d)

@@ -25,13 +25,14 @@ NS_ITEMS = "http://jabber.org/protocol/disco#items"
 NS_DATA = "jabber:x:data"
 PW = "pw-upload"
 LISTEN = {"client": ["127.0.0.1:0"], "client_tls": ["127.0.0.1:0"], "https": ["127.0.0.1:0"]}
-HOSTS = ["localhost", "q.example", "r.example", "s.example"]
+HOSTS = ["localhost", "q.example", "r.example", "s.example", "t.example"]
 EXTRA = """upload:
   max_file_size: 1M
   hosts:
     q.example: {quota_per_day: 3000}
     r.example: {quota_per_day: 0, quota_per_account: 3000}
     s.example: {quota_per_host: 3000}
+    t.example: {slots_per_day: 3}
 """
 
 
@@ -238,6 +239,18 @@ def quotas(t, srv):
     t.is_(error_type_condition(r), ("wait", "resource-constraint"), "another account's 2000 on the full host: refused")
     s1.end()
     s2.end()
+    # slots are rows and work for the server however small: one-byte slots must not be unlimited
+    tu = connect_login(srv, "tuser", PW, domain="t.example")
+    for i in range(3):
+        r = request(tu, "upload.t.example", "s%d.txt" % i, 1)
+        t.ok(slot_urls(r)[0] is not None, "slots_per_day 3: one-byte slot %d granted" % (i + 1), el_str(r))
+    r = request(tu, "upload.t.example", "s4.txt", 1)
+    typ, cond = error_type_condition(r)
+    err = r.find(q(NS_CLIENT, "error")) if r is not None else None
+    retry = err.find(q(NS_UP, "retry")) if err is not None else None
+    t.ok(typ == "wait" and cond == "resource-constraint" and retry is not None,
+         "a fourth slot in 24 hours, however small: wait/resource-constraint with <retry/>", el_str(r))
+    tu.end()
     a = connect_login(srv, "alice", PW)
     r = request(a, "upload.q.example", "x.jpg", 10)
     t.is_(error_type_condition(r), ("cancel", "not-allowed"), "another host's upload service refuses alice")
@@ -306,6 +319,7 @@ def main(t):
         srv.adduser("ruser@r.example", PW)
         srv.adduser("s1@s.example", PW)
         srv.adduser("s2@s.example", PW)
+        srv.adduser("tuser@t.example", PW)
         a = connect_login(srv, "alice", PW)
         t.run(discovery, t, srv, a)
         got = t.run(upload_and_download, t, srv, a)
