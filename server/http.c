@@ -118,7 +118,7 @@ struct http_conn {
 
 static http_conn_t *conns;
 static size_t nconns;
-static strmap_t *per_ip;        /* peer address -> count (intptr_t) */
+static strmap_t *per_ip;        /* ip_limit_key of the peer (an IPv6 /64 is one) -> count (intptr_t) */
 static int port_plain = -1, port_tls = -1;
 static http_parser_settings settings;
 
@@ -1117,11 +1117,20 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     conn_free(c);
 }
 
+static intptr_t ip_connections(const char *ip)
+{
+    char key[INET6_ADDRSTRLEN + 4];
+    ip_limit_key(ip, key, sizeof key);
+    return (intptr_t)strmap_get(per_ip, key);
+}
+
 static void ip_count(const char *ip, int d)
 {
-    intptr_t n = (intptr_t)strmap_get(per_ip, ip) + d;
-    if (n <= 0) strmap_del(per_ip, ip);
-    else strmap_put(per_ip, ip, (void *)n);
+    char key[INET6_ADDRSTRLEN + 4];
+    ip_limit_key(ip, key, sizeof key);
+    intptr_t n = (intptr_t)strmap_get(per_ip, key) + d;
+    if (n <= 0) strmap_del(per_ip, key);
+    else strmap_put(per_ip, key, (void *)n);
 }
 
 static void conn_free(http_conn_t *c)
@@ -1156,7 +1165,7 @@ void http_accept(int fd, const char *peer_ip, int tls)
     const config_t *cfg = srv->cfg;
     int trusted = ip_trusted(peer_ip);
     if (srv->shutting_down || nconns >= (size_t)cfg->http_max_connections ||
-        (!trusted && (intptr_t)strmap_get(per_ip, peer_ip) >= cfg->http_max_connections_per_ip)) {
+        (!trusted && ip_connections(peer_ip) >= cfg->http_max_connections_per_ip)) {
         log_info("http", "%s: connection refused (limits)", peer_ip);
         close(fd);
         return;

@@ -334,6 +334,32 @@ def pipelining_without_reading(t, srv, tls=False):
     h.close()
 
 
+def per_address_key(t):
+    """http.max_connections_per_ip counts a client address as every other limit does
+    (ip_limit_key: an IPv6 /64 is one address, an IPv4-mapped IPv6 address is its IPv4 address).
+    Loopback has no two IPv6 addresses in one /64: the mapped form shows the same key at work,
+    127.0.0.1 reaching an IPv6 listener is ::ffff:127.0.0.1 there."""
+    import re
+    listen = {"client": ["127.0.0.1:0"], "http": ["127.0.0.1:0", "[::ffff:127.0.0.1]:0"]}
+    with Server(t, listen=listen, modules=["disco", "test_http"],
+                extra_yaml="http:\n  max_connections_per_ip: 2\n") as srv:
+        mapped = [int(p) for p in re.findall(r"listening http \[::ffff:127\.0\.0\.1\]:(\d+)", srv.log())]
+        plain = [int(p) for p in re.findall(r"listening http 127\.0\.0\.1:(\d+)", srv.log())]
+        t.ok(len(mapped) == 1 and len(plain) == 1, "an IPv4 listener and one for IPv4-mapped addresses",
+             srv.log_tail())
+        if len(mapped) != 1 or len(plain) != 1:
+            return
+        conns = [RawHTTP(plain[0]) for _ in range(2)]
+        for c in conns:
+            r = c.request("GET", "/test/echo")
+            t.ok(r is not None and r.status == 200, "a connection within the limit", repr(r))
+        extra = RawHTTP(mapped[0], host="::ffff:127.0.0.1")
+        t.ok(extra.closed(), "the same client as ::ffff:127.0.0.1 over the limit: closed at once")
+        extra.close()
+        for c in conns:
+            c.close()
+
+
 def config_checks(t):
     d = tempfile.mkdtemp(prefix="civitas-http-conf-")
     atexit.register(shutil.rmtree, d, True)
@@ -376,6 +402,7 @@ def main(t):
         t.run(pipelining_without_reading, t, srv)
         t.run(pipelining_without_reading, t, srv, True)
     t.run(config_checks, t)
+    t.run(per_address_key, t)
 
 
 Tap().main(main)
