@@ -22,6 +22,7 @@ static struct smacks_conf {
     long hibernation;       /* seconds a session with a lost connection waits for resumption */
     long push_hibernation;  /* the same for a session that enabled push (XEP-0357, "push.enabled") */
     long max_unacked;       /* stanzas queued unacknowledged before the stream is closed */
+    long max_unacked_bytes; /* their bytes: max_unacked stanzas of limits.max_stanza_size are 256 MB */
     long ack_timeout;       /* seconds without an answer to <r/> before the connection counts as lost */
     long ack_request_after; /* unacknowledged stanzas that make the server ask (<r/>) at once */
     long ack_request_delay; /* else seconds after a stanza before it asks (0: at the end of this turn) */
@@ -45,6 +46,7 @@ typedef struct sm {
     uint32_t out_acked;         /* the client's last h: the queue holds what was sent after */
     entry_t *q;                 /* ring of unacknowledged stanzas */
     size_t head, n, cap;
+    size_t bytes;               /* the queued stanzas' lengths */
     unsigned resume : 1;        /* resumption enabled */
     unsigned r_pending : 1;     /* an <r/> of ours is unanswered */
     unsigned ended : 1;         /* the session ended: the queue was dealt with */
@@ -117,11 +119,13 @@ static void q_push(sm_t *sm, entry_t e)
         sm->cap = cap;
     }
     *q_at(sm, sm->n++) = e;
+    sm->bytes += e.len;
 }
 
 static void q_drop(sm_t *sm, size_t k)
 {
     for (size_t i = 0; i < k && sm->n; i++) {
+        sm->bytes -= q_at(sm, 0)->len;
         free(q_at(sm, 0)->buf);
         sm->head = (sm->head + 1) % sm->cap;
         sm->n--;
@@ -280,10 +284,11 @@ static int tap_out(session_t *s, void *ud, const xnode_t *st, const char *buf, s
         hook_fire(&ev);     /* read-only for the handlers, hence the cast */
         jid_free(from);
     }
-    if (sm->n > (size_t)conf.max_unacked && !sm->overflow) {
+    if ((sm->n > (size_t)conf.max_unacked || sm->bytes > (size_t)conf.max_unacked_bytes) && !sm->overflow) {
         /* not now: this may run inside a delivery loop over the user's sessions */
         sm->overflow = 1;
-        log_info("smacks", "%s: more than %ld unacknowledged stanzas", session_ip(s), conf.max_unacked);
+        log_info("smacks", "%s: more than %ld unacknowledged stanzas or %ld bytes of them", session_ip(s),
+                 conf.max_unacked, conf.max_unacked_bytes);
         sm->close_timer = module_add_timer(mod, 0, 0, on_close_overflow, sm);
     }
     /* queued, resent on resumption */
@@ -677,6 +682,8 @@ static const module_option_t options[] = {
      .def = 72 * 3600, .min = 0, .max = 30 * 86400},
     {.name = "max_unacked", .type = MOPT_INT, .offset = offsetof(struct smacks_conf, max_unacked),
      .def = 1000, .min = 1, .max = 1000000},
+    {.name = "max_unacked_bytes", .type = MOPT_SIZE, .offset = offsetof(struct smacks_conf, max_unacked_bytes),
+     .def = 4 * 1024 * 1024, .min = 65536, .max = 1L << 30},
     {.name = "ack_timeout", .type = MOPT_DURATION, .offset = offsetof(struct smacks_conf, ack_timeout),
      .def = 60, .min = 1, .max = 3600},
     {.name = "ack_request_after", .type = MOPT_INT, .offset = offsetof(struct smacks_conf, ack_request_after),

@@ -598,6 +598,30 @@ def batched_requests(t, srv):
     t.is_(take_messages(z2), [], "no message arrives twice")
     z2.end()
     y.end()
+def max_unacked_bytes(t, srv):
+    """The queue of unacknowledged stanzas is bounded in bytes as well as in number: a client that
+    never acknowledges (or a hibernating session) held up to max_unacked stanzas of up to
+    limits.max_stanza_size each. Past smacks.max_unacked_bytes (64K here) the stream closes as past
+    max_unacked, the messages go to offline storage."""
+    setup_users(srv, "ursa", "vic")
+    c = sm_login(srv, "ursa", "phone")
+    c.presence()
+    c.drain()
+    e = c.enable()
+    t.ok(e is not None and e.tag == q(NS_SM, "enabled"), "ursa enables stream management")
+    d = sm_login(srv, "vic", "desk")
+    bodies = ["big-%d-%s" % (i, "x" * 20000) for i in range(5)]
+    for b in bodies:
+        d.message("ursa@localhost/phone", b)
+    err = c.read_stream_error()
+    t.ok(err is not None and err[0] == "policy-violation",
+         "5 unacknowledged messages of 20 kB (under max_unacked 100, over max_unacked_bytes 64K): "
+         "<policy-violation/>", str(err))
+    c.close()
+    d.ping_server()
+    got = offline_bodies(srv, "ursa", "again")
+    t.is_(sorted(got), sorted(bodies), "the unacknowledged messages go to offline storage, each once")
+    d.end()
 
 
 def main(t):
@@ -617,6 +641,8 @@ def main(t):
         t.run(offline_replay, t, srv)
     with Server(t, extra_yaml="smacks: {ack_request_after: 5, ack_request_delay: 60}\n") as srv:
         t.run(batched_requests, t, srv)
+    with Server(t, extra_yaml="smacks: {max_unacked: 100, max_unacked_bytes: 64K}\n") as srv:
+        t.run(max_unacked_bytes, t, srv)
 
 
 if __name__ == "__main__":
