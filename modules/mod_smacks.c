@@ -218,11 +218,16 @@ static int take_ack(sm_t *sm, uint32_t h)
     return 0;
 }
 
+/* XEP-0198 §4: <undefined-condition/> with <handled-count-too-high h send-count/> */
 static void handled_too_high(session_t *s, sm_t *sm, uint32_t h)
 {
-    (void)h;
     log_info("smacks", "%s: acknowledged more stanzas than were sent (%zu unacknowledged)", session_ip(s), sm->n);
-    session_close(s, "undefined-condition", "handled-count-too-high");
+    uint32_t sent = sm->out_acked + (uint32_t)sm->n;      /* modulo 2^32, as h */
+    session_set_data(s, SESSION_DATA_STREAM_ERROR_APP,
+                     xasprintf("<handled-count-too-high xmlns='" NS_SM "' h='%u' send-count='%u'/>", (unsigned)h,
+                               (unsigned)sent),
+                     free);
+    session_close(s, "undefined-condition", "You acknowledged more stanzas than were sent");
 }
 
 /* ---- the tap: counting both ways, queueing, writing ---- */

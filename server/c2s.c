@@ -62,13 +62,16 @@ static void iq_error(session_t *s, xnode_t *iq, const char *type, const char *co
 
 /* The stream's end (session_close): our header if none went out yet, the stream error, the
  * closing tag. */
+#define STREAM_ERROR_APP_KEY "stream-error.app"   /* module.h: SESSION_DATA_STREAM_ERROR_APP */
+
 static void c2s_close(session_t *s, const char *condition, const char *text)
 {
     if (!s->header_sent) send_header(s, NULL);
     if (condition) {
         log_info("c2s", "%s: stream error <%s/>%s%s", s->ip, condition, text ? ": " : "", text ? text : "");
-        char *err = xasprintf("<stream:error%s><%s xmlns='" NS_STREAM_ERRORS "'/>%s%s%s</stream:error>",
-                              framed(s) ? " xmlns:stream='" NS_STREAMS "'" : "", condition,
+        const char *app = session_get_data(s, STREAM_ERROR_APP_KEY);   /* RFC 6120 §4.9.4 */
+        char *err = xasprintf("<stream:error%s><%s xmlns='" NS_STREAM_ERRORS "'/>%s%s%s%s</stream:error>",
+                              framed(s) ? " xmlns:stream='" NS_STREAMS "'" : "", condition, app ? app : "",
                               text ? "<text xmlns='" NS_STREAM_ERRORS "'>" : "", text ? text : "", text ? "</text>" : "");
         session_write_str(s, err);
         free(err);

@@ -234,6 +234,10 @@ CIVITAS_API const void *module_host_conf(const module_ctx_t *m, const host_t *h)
 #define HOOK_SESSION_RESUMED "session-resumed"
 #define HOOK_SMACKS_HIBERNATED_STANZA "smacks/hibernated-stanza"
 #define SESSION_DATA_PUSH_ENABLED "push.enabled"
+/* Session data (a malloc'd string of serialised XML) set before session_close with a condition: an
+ * application-specific condition element the stream error carries after the defined one (RFC 6120
+ * §4.9.4), e.g. XEP-0198's <handled-count-too-high/>. */
+#define SESSION_DATA_STREAM_ERROR_APP "stream-error.app"
 /* Events of presence and capabilities (informational: handlers return HOOK_PASS; ev->stanza is
  * read-only here and must not be taken). Fired by the core, whatever modules are loaded.
  *   resource-available     a bound resource went from unavailable to available (its first available

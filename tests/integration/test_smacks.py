@@ -12,7 +12,7 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Tap, Server, RawClient, q, el_str, presence_from,  # noqa: E402
-                     NS_CLIENT, NS_STANZAS)
+                     NS_CLIENT, NS_STANZAS, NS_STREAMS_ERR)
 
 PW = "pw-for-smacks"
 NS_SM = "urn:xmpp:sm:3"
@@ -216,10 +216,14 @@ def basics(t, srv):
     a.ack()
     t.is_(a.server_h(), 4, "acks and requests are not counted as stanzas (3 stanzas and the drain's ping: 4)")
     # an <a/> acknowledging more than was sent: XEP-0198 §4 undefined-condition stream error
-    a.send("<a xmlns='%s' h='%d'/>" % (NS_SM, a.h + 5))
-    err = a.read_stream_error()
-    t.ok(err is not None and err[0] == "undefined-condition",
-         "XEP-0198 §4: an h above what was sent closes the stream with <undefined-condition/>", str(err))
+    sent = a.h
+    a.send("<a xmlns='%s' h='%d'/>" % (NS_SM, sent + 5))
+    el = a.stream_error()
+    t.ok(el is not None and el.find(q(NS_STREAMS_ERR, "undefined-condition")) is not None,
+         "XEP-0198 §4: an h above what was sent closes the stream with <undefined-condition/>", el_str(el))
+    hc = el.find(q(NS_SM, "handled-count-too-high")) if el is not None else None
+    t.ok(hc is not None and hc.get("h") == str(sent + 5) and hc.get("send-count") == str(sent),
+         "XEP-0198 §4: with <handled-count-too-high h='%d' send-count='%d'/>" % (sent + 5, sent), el_str(el))
     a.close()
     b.end()
 
