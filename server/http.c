@@ -17,7 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <linux/sockios.h>
 #include <time.h>
 #include <unistd.h>
 #include <event2/buffer.h>
@@ -110,6 +112,7 @@ struct http_conn {
                                    instead of a reset (nginx's lingering close) */
     int lingering;
     int out_blocked;            /* the next request waits until the client reads its answers */
+    size_t idle_unsent;         /* ST_IDLE: answer bytes not yet sent when the timer was set */
     struct event *wake;         /* conn_process from the loop once the output drained (TLS) */
     int file_fd;                /* a file body being read into a TLS connection's output, or -1 */
     off_t file_off, file_left;
@@ -333,6 +336,16 @@ static void req_free(http_request_t *r)
     free(r);
 }
 
+/* Answer bytes not yet sent: queued here and in the socket's send queue (SIOCOUTQ). */
+static size_t unsent(http_conn_t *c)
+{
+    size_t q = flow_output_queued(c->bev);
+    int n = 0;
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    if (fd >= 0 && ioctl(fd, SIOCOUTQ, &n) == 0 && n > 0) q += (size_t)n;
+    return q;
+}
+
 static void set_timer(http_conn_t *c, int state)
 {
     c->state = state;
@@ -342,6 +355,7 @@ static void set_timer(http_conn_t *c, int state)
     if (state == ST_HEADERS || state == ST_IDLE) {
         struct timeval tv = {state == ST_IDLE ? cfg->http_idle_timeout : cfg->http_request_timeout, 0};
         evtimer_add(c->timer, &tv);
+        c->idle_unsent = state == ST_IDLE ? unsent(c) : 0;
         bufferevent_set_timeouts(c->bev, NULL, &w);
     } else if (state == ST_BODY) {
         struct timeval tv = {cfg->http_request_timeout, 0};
@@ -1112,6 +1126,15 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     if (c->state == ST_HEADERS && c->got_bytes) {
         fail(c, 408);
         conn_process(c);
+        return;
+    }
+    size_t left = c->state == ST_IDLE && c->bev ? unsent(c) : 0;
+    if (left && left < c->idle_unsent) {
+        /* not idle: the last answer is still being read (a large file, a slow client); closing
+         * now would cut it. A client that reads nothing for a whole idle_timeout is closed. */
+        c->idle_unsent = left;
+        struct timeval tv = {srv->cfg->http_idle_timeout, 0};
+        evtimer_add(c->timer, &tv);
         return;
     }
     conn_free(c);

@@ -312,6 +312,43 @@ def slot_expiry(t):
         t.is_(resp.status, 404, "and nothing can be fetched")
 
 
+def slow_download(t):
+    """A large file read slowly over plain HTTP (behind a proxy, say): the connection is not idle
+    (http.idle_timeout, 1 s here) while the answer still drains, the file arrives whole."""
+    import time
+    listen = {"client": ["127.0.0.1:0"], "https": ["127.0.0.1:0"], "http": ["127.0.0.1:0"]}
+    with Server(t, listen=listen, extra_yaml="upload: {max_file_size: 16M}\nhttp: {idle_timeout: 1}\n") as srv:
+        srv.adduser("alice@localhost", PW)
+        a = connect_login(srv, "alice", PW)
+        data = os.urandom(12 * 1024 * 1024)
+        put, get = slot_urls(request(a, "upload.localhost", "big.bin", len(data)))
+        a.end()
+        resp, _ = HTTPS(srv).do("PUT", put, body=data)
+        t.is_(resp.status, 201, "a 12 MB file")
+        path = urllib.parse.urlsplit(get).path
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)     # before connecting: a small window
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", srv.port("http")))
+        sock.sendall(("GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n" % path).encode())
+        got, end, deadline = b"", "deadline", time.monotonic() + 120
+        while len(got) < len(data) and time.monotonic() < deadline:
+            time.sleep(0.005)
+            try:
+                d = sock.recv(65536)
+            except (OSError, socket.timeout) as e:
+                end = repr(e)
+                break
+            if not d:
+                end = "closed by the server"
+                break
+            got += d
+        sock.close()
+        body = got.partition(b"\r\n\r\n")[2]
+        t.ok(body == data, "read slowly over plain HTTP past http.idle_timeout: the file arrives whole "
+             "(%d of %d bytes)" % (len(body), len(data)), end)
+
+
 def main(t):
     with Server(t, hosts=HOSTS, listen=LISTEN, extra_yaml=EXTRA) as srv:
         srv.adduser("alice@localhost", PW)
@@ -329,6 +366,7 @@ def main(t):
         if got:
             t.run(expiry_and_deletion, t, srv, got)
     t.run(slot_expiry, t)
+    t.run(slow_download, t)
 
 
 Tap().main(main)
