@@ -258,7 +258,13 @@ static void new_sid(char *buf)
         random_hex(pool, 64);
         used = 0;
     }
-    snprintf(buf, SID_SIZE, "%013llx%.16s", (unsigned long long)now_us() & 0xfffffffffffffULL, pool + used);
+    /* by hand rather than snprintf("%013llx%.16s"): the formatting was 2% of the server's CPU in
+     * the chat bench with mam (two ids per message) */
+    static const char hex[] = "0123456789abcdef";
+    unsigned long long t = (unsigned long long)now_us() & 0xfffffffffffffULL;
+    for (int i = 12; i >= 0; i--, t >>= 4) buf[i] = hex[t & 15];
+    memcpy(buf + 13, pool + used, 16);
+    buf[29] = '\0';
     memset(pool + used, '0', 16);   /* never handed out twice */
     used += 16;
 }
