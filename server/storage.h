@@ -124,6 +124,13 @@ int storage_rollback(storage_t *s);
 int storage_tx_begin(storage_t *s);
 int storage_tx_commit(storage_t *s);
 int storage_tx_rollback(storage_t *s);
+/* storage_tx_begin whose transaction commits with synchronous = NORMAL (only when it opens the
+ * outermost level; otherwise exactly storage_tx_begin). In WAL mode that commit is appended to the
+ * WAL without an fsync: kept when the process crashes, but an OS crash or power loss may drop it
+ * (and the lazy commits before it, never out of order) until the next FULL commit or checkpoint
+ * syncs the WAL. For data whose loss there is acceptable (a message archive), never for accounts or
+ * offline messages. The connection is FULL again when the transaction ends. */
+int storage_tx_begin_lazy(storage_t *s);
 int storage_tx_depth(storage_t *s);
 
 /* Human text of the last failure, for logs (never message content; may name users). Owned by s,

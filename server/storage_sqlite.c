@@ -64,7 +64,7 @@ enum {
     ST_ACC_CREATE, ST_ACC_GET, ST_ACC_EXISTS, ST_ACC_SET, ST_ACC_DEL, ST_ACC_LIST,
     ST_KV_SET, ST_KV_GET, ST_KV_DEL, ST_KV_EACH, ST_KV_DEL_USER,
     ST_LIST_APPEND, ST_LIST_EACH, ST_LIST_COUNT, ST_LIST_DEL_UPTO, ST_LIST_DEL_ONE, ST_LIST_EXPIRE,
-    ST_LIST_DEL_USER, ST_UT_ALL, ST_UT_GET, ST_UT_PUT, ST_UT_DEL, ST_DATA_VERSION,
+    ST_LIST_DEL_USER, ST_UT_ALL, ST_UT_GET, ST_UT_PUT, ST_UT_DEL, ST_DATA_VERSION, ST_SYNC_NORMAL, ST_SYNC_FULL,
     ST_COUNT
 };
 
@@ -72,6 +72,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_DATA_VERSION] = "PRAGMA data_version",
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
+    [ST_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
+    [ST_SYNC_FULL] = "PRAGMA synchronous = FULL",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_SAVEPOINT] = "SAVEPOINT storage_op",
     [ST_RELEASE] = "RELEASE storage_op",
@@ -143,6 +145,7 @@ struct storage {
     unsigned generation;      /* counts connections (reconnect()): data_version is per connection */
     int tx_depth;             /* open storage_tx_begin() levels */
     int tx_own;               /* the outermost level began the transaction (else: a savepoint in a batch) */
+    int tx_lazy;              /* that transaction commits with synchronous = NORMAL (storage_tx_begin_lazy) */
     char err[512];            /* storage_last_error() */
 };
 
@@ -436,6 +439,34 @@ int storage_rollback(storage_t *s)
 
 /* ---- nested transactions (store_begin): levels counted, inner levels are savepoints ---- */
 
+/* Back to synchronous = FULL after a lazy transaction ended (committed or rolled back). */
+static void end_lazy(storage_t *s)
+{
+    if (!s->tx_lazy) return;
+    s->tx_lazy = 0;
+    if (run_id(s, ST_SYNC_FULL, "synchronous") < 0) {
+        /* never leave the connection lazy: every other commit relies on FULL (setting a pragma
+         * outside a transaction touches no file; this cannot fail short of memory corruption) */
+        if (s->db && sqlite3_exec(s->db, "PRAGMA synchronous = FULL", NULL, NULL, NULL) != SQLITE_OK) abort();
+    }
+}
+
+/* SQLite refuses to change synchronous inside a transaction ("Safety level may not be changed
+ * inside a transaction"), so the lazy level is set before BEGIN and undone after the outermost
+ * COMMIT or ROLLBACK (end_lazy). */
+int storage_tx_begin_lazy(storage_t *s)
+{
+    if (enter(s) < 0) return -1;
+    if (s->tx_depth > 0 || !sqlite3_get_autocommit(s->db)) return storage_tx_begin(s);
+    if (run_id(s, ST_SYNC_NORMAL, "synchronous") < 0) return storage_tx_begin(s);
+    s->tx_lazy = 1;
+    if (storage_tx_begin(s) < 0) {
+        end_lazy(s);
+        return -1;
+    }
+    return 0;
+}
+
 int storage_tx_begin(storage_t *s)
 {
     if (enter(s) < 0) return -1;
@@ -468,31 +499,40 @@ int storage_tx_commit(storage_t *s)
     int gone, level = tx_level(s, &gone);
     if (level < 0) return -1;
     if (gone) {
+        if (level == 1) end_lazy(s);
         set_err(s, "commit: the transaction was rolled back after an error");
         return -1;
     }
     int outer = level == 1 && s->tx_own;
-    if (run_id(s, outer ? ST_COMMIT : ST_RELEASE, "commit") == 0) return 0;
+    if (run_id(s, outer ? ST_COMMIT : ST_RELEASE, "commit") == 0) {
+        if (outer) end_lazy(s);
+        return 0;
+    }
     if (outer && !sqlite3_get_autocommit(s->db)) {
         char keep[sizeof s->err];
         memcpy(keep, s->err, sizeof keep);
         run_id(s, ST_ROLLBACK, "rollback");
+        end_lazy(s);
         memcpy(s->err, keep, sizeof keep);
+    } else if (outer && sqlite3_get_autocommit(s->db)) {
+        end_lazy(s);
     }
     return -1;
 }
 
-/* The outermost level commits with synchronous = NORMAL, which in WAL mode appends the commit to
- * the WAL without an fsync: the rows survive a crash of the process, but an OS crash or power loss
- * may drop this commit (and the NORMAL ones before it) until the next FULL commit or checkpoint
- * syncs the WAL; a later commit is never kept without an earlier one. The connection is FULL again
- * afterwards. */
 int storage_tx_rollback(storage_t *s)
 {
     int gone, level = tx_level(s, &gone);
     if (level < 0) return -1;
-    if (gone) return 0;
-    if (level == 1 && s->tx_own) return run_id(s, ST_ROLLBACK, "rollback");
+    if (gone) {
+        if (level == 1) end_lazy(s);
+        return 0;
+    }
+    if (level == 1 && s->tx_own) {
+        int rc = run_id(s, ST_ROLLBACK, "rollback");
+        end_lazy(s);
+        return rc;
+    }
     if (run_id(s, ST_ROLLBACK_TO, "rollback") < 0) return -1;
     return run_id(s, ST_RELEASE, "rollback");
 }

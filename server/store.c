@@ -739,6 +739,11 @@ int store_begin(store_t *t)
     return begin_op(t) < 0 ? -1 : storage_tx_begin(t->db);
 }
 
+int store_begin_lazy(store_t *t)
+{
+    return begin_op(t) < 0 ? -1 : storage_tx_begin_lazy(t->db);
+}
+
 int store_commit(store_t *t)
 {
     return begin_op(t) < 0 ? -1 : storage_tx_commit(t->db);

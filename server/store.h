@@ -197,6 +197,11 @@ int store_expire(store_t *t, const char *index, int64_t older_than, int limit);
 int store_begin(store_t *t);
 int store_commit(store_t *t);
 int store_rollback(store_t *t);
+/* store_begin whose transaction does not wait for the disk at its commit (SQLite's synchronous =
+ * NORMAL in WAL mode): what it commits survives a crash of the process, but an OS crash or power
+ * loss may drop it (and earlier lazy commits, never out of order) until the next ordinary commit or
+ * checkpoint. Only at the outermost level; inside another transaction it is store_begin. */
+int store_begin_lazy(store_t *t);
 
 /* ---- Caches ----
  * A module that keeps rows in memory asks, before trusting them, whether another process

@@ -770,6 +770,49 @@ def slixmpp_history(t, srv):
     run_async(scenario(), 90)
 
 
+def crash_and_restart(t):
+    """Archive batches are committed lazily (synchronous = NORMAL, README "Durability"): a committed
+    batch survives SIGKILL of the process; a clean stop writes what is still queued."""
+    with Server(t) as srv:
+        for u in ("alice", "bob"):
+            srv.adduser("%s@localhost" % u, PW)
+        alice, bob = login(srv, "alice"), login(srv, "bob")
+        for i in range(20):
+            alice.message("bob@localhost", "crash %02d" % i)
+        got = [bob.expect_message("crash %02d" % i) for i in range(20)]
+        t.ok(all(g is not None for g in got), "bob receives 20 messages")
+        pb = query(bob, [("with", "alice@localhost")])      # a query writes the queued rows first
+        pa = query(alice, [("with", "bob@localhost")])
+        want = ["crash %02d" % i for i in range(20)]
+        t.is_((pb.bodies(), pa.bodies()), (want, want), "a query right after delivery sees every message")
+        t.is_(pb.ids(), [sids(g)[0][1] if g is not None and sids(g) else None for g in got],
+              "the archive's ids are the stanza-ids delivered")
+        srv.proc.kill()                                      # SIGKILL: no clean shutdown
+        srv.proc.wait(10)
+        srv.exit_code = None
+        alice.close()
+        bob.close()
+        srv.start()
+        alice, bob = login(srv, "alice"), login(srv, "bob")
+        pb2, pa2 = query(bob, [("with", "alice@localhost")]), query(alice, [("with", "bob@localhost")])
+        t.is_((pb2.bodies(), pb2.ids()), (want, pb.ids()),
+              "after SIGKILL the recipient's archive keeps every committed row, same ids")
+        t.is_((pa2.bodies(), pa2.ids()), (want, pa.ids()), "after SIGKILL the sender's archive keeps every row")
+        # a clean stop right after the messages (no query wrote the queue): nothing is lost
+        for i in range(10):
+            bob.message("alice@localhost", "stop %02d" % i)
+        t.ok(all(alice.expect_message("stop %02d" % i) is not None for i in range(10)), "alice receives 10 more")
+        alice.close()
+        bob.close()
+        t.is_(srv.stop(), 0, "civitasd exits 0 on SIGTERM")
+        srv.start()
+        alice = login(srv, "alice")
+        pa3 = query(alice, [("with", "bob@localhost")])
+        t.is_(pa3.bodies(), want + ["stop %02d" % i for i in range(10)],
+              "a restart keeps every row, also those still queued at the stop")
+        alice.close()
+
+
 def main(t):
     with Server(t) as srv:
         for u in ("alice", "bob", "carol", "erin", "frank", "gina", "hugo", "ivan", "judy", "kate", "lena", "mike", "nora", "otto", "pia", "quin"):
@@ -785,6 +828,7 @@ def main(t):
         t.run(slixmpp_history, t, srv)
     t.run(retention, t)
     t.run(federation, t)
+    t.run(crash_and_restart, t)
 
 
 if __name__ == "__main__":     # tests/bench/mam_latency.py imports the query helpers

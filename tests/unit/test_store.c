@@ -411,6 +411,31 @@ static void test_match(store_t *arch)
 }
 
 
+/* store_begin_lazy: inside its transaction the connection is at synchronous = NORMAL (1); what it
+ * commits is visible to another connection; after COMMIT or ROLLBACK the connection is at FULL (2)
+ * again for every other commit; nested, it is store_begin. */
+static void test_begin_lazy(const char *dir, storage_t *s, store_t *items)
+{
+    storage_t *other = storage_open(dir, NULL);
+    store_module_t *osm = other ? store_module_open(other, "pep", &pep_schema, NULL) : NULL;
+    store_t *o_items = store_module_table(osm, "items");
+    ok(sql_int(s, "PRAGMA synchronous") == 2, "the connection commits with synchronous = FULL");
+    ok(store_begin_lazy(items) == 0 && sql_int(s, "PRAGMA synchronous") == 1, "store_begin_lazy: NORMAL inside");
+    ok(put_item(items, "lazy@localhost", "n", "one", 1, "x") == 0 && store_commit(items) == 0
+       && storage_tx_depth(s) == 0 && o_items && count_pep_items(o_items, "lazy@localhost", "n") == 1,
+       "a lazy transaction commits: another connection sees the row");
+    ok(sql_int(s, "PRAGMA synchronous") == 2, "after its commit the connection is at FULL again");
+    ok(store_begin_lazy(items) == 0 && put_item(items, "lazy@localhost", "n", "two", 2, "x") == 0
+       && store_rollback(items) == 0 && count_pep_items(items, "lazy@localhost", "n") == 1
+       && sql_int(s, "PRAGMA synchronous") == 2, "a rolled back lazy transaction: nothing kept, FULL again");
+    ok(store_begin(items) == 0 && store_begin_lazy(items) == 0 && storage_tx_depth(s) == 2
+       && sql_int(s, "PRAGMA synchronous") == 2 && put_item(items, "lazy@localhost", "n", "three", 3, "x") == 0
+       && store_commit(items) == 0 && store_commit(items) == 0 && count_pep_items(items, "lazy@localhost", "n") == 2
+       && sql_int(s, "PRAGMA synchronous") == 2, "nested in a transaction store_begin_lazy is store_begin (FULL)");
+    store_module_close(osm);
+    storage_close(other);
+}
+
 static void test_changed(const char *dir, storage_t *s, store_t *items)
 {
     storage_watch_t w = {0};
@@ -572,6 +597,7 @@ int main(void)
     test_expire(s, arch);
     test_transactions(dir, s, items);
     test_match(arch);
+    test_begin_lazy(dir, s, items);
     test_changed(dir, s, items);
     test_account_delete(dir, s, arch, items);
     test_migration(dir, s);
