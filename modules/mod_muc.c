@@ -79,6 +79,8 @@ static const store_index_t msg_indexes[] = {
 enum { N_ROOM, N_JID, N_NICK };
 static const store_column_t nick_columns[] = {
     {"room", STORE_TEXT}, {"jid", STORE_TEXT}, {"nick", STORE_TEXT}, {.name = NULL}};
+/* server/ctl.c (civitasctl muc create/destroy) writes these tables with SQL that knows their layout:
+ * a table or column added here goes there too. */
 static const store_table_t tables[] = {
     {.name = "rooms", .columns = room_columns, .key = "jid", .account = "jid"},
     {.name = "affiliations", .columns = aff_columns, .key = "room, jid", .account = "jid", .indexes = by_jid},

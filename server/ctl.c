@@ -167,9 +167,9 @@ out:
     return rc;
 }
 
-/* ---- muc: the rows of mod_muc's tables (modules/mod_muc.c: muc_rooms, muc_affiliations,
- * muc_messages), written with SQL because civitasctl loads no modules; a running server notices
- * within a second (store_changed) and loads or destroys the room. ---- */
+/* ---- muc: the rows of mod_muc's tables (modules/mod_muc.c: muc_rooms keyed by jid; muc_affiliations,
+ * muc_ids, muc_messages, muc_nicks by room), written with SQL because civitasctl loads no modules; a
+ * running server notices within a second (store_changed) and loads or destroys the room. ---- */
 #define MUC_F_PERSISTENT 1       /* mod_muc's room flags */
 #define MUC_F_PUBLIC 2
 #define MUC_AFF_OWNER 4          /* mod_muc's affiliation numbers */
@@ -252,7 +252,10 @@ static int muc_cmd(const config_t *c, storage_t *st, int nargs, char **args)
         if (exists == 0) {
             fprintf(stderr, "civitasctl: %s does not exist (temporary rooms end with their last occupant)\n", room->bare);
         } else if (storage_begin(st) == 0) {
+            /* every table of mod_muc's schema: a room created again under this name starts empty */
             if (storage_query(st, "DELETE FROM muc_affiliations WHERE room = ?", &key, 1, NULL, NULL) < 0 ||
+                storage_query(st, "DELETE FROM muc_ids WHERE room = ?", &key, 1, NULL, NULL) < 0 ||
+                storage_query(st, "DELETE FROM muc_nicks WHERE room = ?", &key, 1, NULL, NULL) < 0 ||
                 storage_query(st, "DELETE FROM muc_messages WHERE room = ?", &key, 1, NULL, NULL) < 0 ||
                 storage_query(st, "DELETE FROM muc_rooms WHERE jid = ?", &key, 1, NULL, NULL) < 0 || storage_commit(st) < 0) {
                 fprintf(stderr, "civitasctl: storage error: %s\n", storage_last_error(st));

@@ -443,6 +443,41 @@ def persistence_of_registration(t, srv):
         c.end()
 
 
+def ctl_destroy_all_rows(t, srv):
+    # civitasctl muc destroy with the server stopped: every row of the room in every mod_muc table goes
+    room = "reg@" + SVC
+    srv.stop()
+    dbf = os.path.join(srv.data_dir, [f for f in os.listdir(srv.data_dir) if f.endswith(".db")][0])
+    db = sqlite3.connect(dbf)
+    cols = {"muc_rooms": "jid", "muc_affiliations": "room", "muc_ids": "room", "muc_messages": "room",
+            "muc_nicks": "room"}
+
+    def rows():
+        tabs = sorted(r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                               "AND name LIKE 'muc\\_%' ESCAPE '\\'"))
+        return {tbl: db.execute("SELECT count(*) FROM %s WHERE %s = ?" % (tbl, cols.get(tbl, "room")),
+                                (room,)).fetchone()[0] for tbl in tabs}
+    before = rows()
+    t.ok(sorted(before) == sorted(cols) and before["muc_nicks"] > 0 and before["muc_ids"] > 0,
+         "before civitasctl muc destroy the room has registered nicks and occupant ids", lambda: repr(before))
+    r = srv.ctl("muc", "destroy", room)
+    t.is_(r.returncode, 0, "civitasctl muc destroy with the server stopped")
+    after = rows()
+    db.close()
+    t.ok(sorted(after) == sorted(cols) and not any(after.values()),
+         "civitasctl muc destroy deletes the room's rows in every muc table (nicks and occupant ids too)",
+         lambda: repr(after))
+    srv.start()
+    alice = login(srv, "alice")
+    create(alice, room, "Alice", {"muc#roomconfig_persistentroom": "1"})
+    carol = login(srv, "carol")
+    r, qq, ids = reserved_nick(carol, room)
+    t.ok(r is not None and r.get("type") == "result" and ids == [],
+         "a new room of the same name starts without the old registered nick", lambda: el_str(r))
+    alice.end()
+    carol.end()
+
+
 def main(t):
     with Server(t, extra_yaml=YAML) as srv:
         for u in ("alice", "bob", "carol", "dave"):
@@ -456,6 +491,7 @@ def main(t):
         bob.end()
         t.run(crash, t, srv)
         t.run(persistence_of_registration, t, srv)
+        t.run(ctl_destroy_all_rows, t, srv)
         t.run(retention_and_upgrade, t, srv, room, sids)
 
 
