@@ -54,7 +54,7 @@ static const module_option_t options[] = {
     {"max_history", MOPT_INT, offsetof(struct muc_conf, max_history), 100, 0, STORE_MAX_LIMIT, .per_host = 0},
     {"default_history", MOPT_INT, offsetof(struct muc_conf, default_history), 20, 0, STORE_MAX_LIMIT, .per_host = 0},
     {"remote_create", MOPT_BOOL, offsetof(struct muc_conf, remote_create), 0, 0, 1, .per_host = 0},
-    {"max_age_days", MOPT_INT, offsetof(struct muc_conf, max_age_days), 14, 0, 36500, .per_host = 0},
+    {"max_age_days", MOPT_INT, offsetof(struct muc_conf, max_age_days), 14, 0, 36500, .per_host = 1},
     {.name = NULL}};
 
 /* ---- tables ---- */
@@ -475,7 +475,7 @@ static void drop_temporary_leftovers(void)
     if (n > 0) log_info("muc", "deleted what %d room(s) that were not persistent left behind (an unclean stop)", n);
 }
 
-/* ---- retention: muc.max_age_days, like mam.max_age_days for the user archive ---- */
+/* ---- retention: muc.max_age_days per host, like mam.max_age_days for the user archive ---- */
 #define EXPIRE_EVERY_MS 60000        /* the sweep runs this often (and at load) */
 #define EXPIRE_BATCH 500             /* rows one step deletes; a full batch schedules the next turn */
 static module_ctx_t *ctx;
@@ -483,21 +483,63 @@ static module_timer_t *again;        /* a one-shot timer for the next batch, or 
 
 static void expire_step(module_timer_t *t, void *ud);
 
+/* The options of the host a room's service belongs to (the host that registered the component; the
+ * section's values for a room whose service no host has now). */
+static const struct muc_conf *room_conf(const room_t *r)
+{
+    const char *at = strchr(r->jid, '@');
+    const component_t *c = at ? component_find(at + 1) : NULL;
+    return module_host_conf(ctx, c ? component_parent(c) : NULL);
+}
+
+/* 1 when every host has the section's max_age_days (no host overrides it). */
+static int one_max_age(void)
+{
+    for (size_t i = 0; i < host_count(); i++)
+        if (((const struct muc_conf *)module_host_conf(ctx, host_at(i)))->max_age_days != conf.max_age_days) return 0;
+    return 1;
+}
+
+/* Delete up to EXPIRE_BATCH expired rows; when a batch was full, go on at the next loop turn. With one
+ * value for all hosts a single walk of by_age does it; with values per host each room in memory (every
+ * room with archived rows: persistent rooms are loaded, temporary ones live in memory) is cut by its
+ * host's value along by_time (room, ts). */
 static void expire_run(void)
 {
-    if (conf.max_age_days <= 0) return;
-    int n = store_expire(t_msgs, "by_age", now_unix() - (int64_t)conf.max_age_days * 86400, EXPIRE_BATCH);
-    if (n < 0) {
-        log_warn("muc", "expiring archived room messages failed: %s", store_error(t_msgs));
-        return;
-    }
-    if (n > 0) {
-        log_debug("muc", "expired %d archived room message(s)", n);
+    int64_t now = now_unix();
+    int n = 0;
+    if (one_max_age()) {
+        if (conf.max_age_days <= 0) return;
+        n = store_expire(t_msgs, "by_age", now - (int64_t)conf.max_age_days * 86400, EXPIRE_BATCH);
+        if (n < 0) {
+            log_warn("muc", "expiring archived room messages failed: %s", store_error(t_msgs));
+            return;
+        }
         size_t pos = 0;
         const char *k;
         void *v;
-        while (strmap_next(rooms, &pos, &k, &v)) ((room_t *)v)->nhist = -1;   /* counted again when needed */
+        while (n > 0 && strmap_next(rooms, &pos, &k, &v)) ((room_t *)v)->nhist = -1;   /* counted again when needed */
+    } else {
+        size_t pos = 0;
+        const char *k;
+        void *v;
+        while (n < EXPIRE_BATCH && strmap_next(rooms, &pos, &k, &v)) {
+            room_t *r = v;
+            long days = room_conf(r)->max_age_days;
+            if (days <= 0) continue;
+            storage_value_t room = STORE_VAL_TEXT(r->jid);
+            storage_value_t cut = STORE_VAL_INT(now - (int64_t)days * 86400);
+            int d = store_delete_range(t_msgs, &(store_range_t){.index = "by_time", .prefix = &room, .nprefix = 1,
+                                                                .before = {&cut, 1, 0}, .limit = EXPIRE_BATCH - n});
+            if (d < 0) {
+                log_warn("muc", "expiring archived room messages failed: %s", store_error(t_msgs));
+                return;
+            }
+            if (d > 0) r->nhist = -1;
+            n += d;
+        }
     }
+    if (n > 0) log_debug("muc", "expired %d archived room message(s)", n);
     if (n == EXPIRE_BATCH && !again) again = module_add_timer(ctx, 0, 0, expire_step, NULL);
 }
 

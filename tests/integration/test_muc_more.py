@@ -478,6 +478,42 @@ def ctl_destroy_all_rows(t, srv):
     carol.end()
 
 
+def per_host_retention(t):
+    # muc.max_age_days per host: a room's archive expires by the value of the host its service belongs to
+    hosts = ["localhost", "short.localhost", "forever.localhost"]
+    yaml = ("muc:\n  max_age_days: 14\n  hosts:\n    short.localhost: {max_age_days: 2}\n"
+            "    forever.localhost: {max_age_days: 0}\n")
+    with Server(t, hosts=hosts, extra_yaml=yaml) as srv:
+        rooms = {}
+        for h in hosts:
+            srv.adduser("alice@" + h, PW)
+            c = connect_login(srv, "alice", PW, resource="r", domain=h)
+            c.presence()
+            room = rooms[h] = "keep@conference." + h
+            create(c, room, "Alice", {"muc#roomconfig_persistentroom": "1"})
+            for body in ("twenty", "five", "now"):
+                groupchat(c, room, body)
+                gc_from(c, room + "/Alice", body)
+            c.end()
+        srv.stop()
+        dbf = os.path.join(srv.data_dir, [f for f in os.listdir(srv.data_dir) if f.endswith(".db")][0])
+        db = sqlite3.connect(dbf)
+        back = "UPDATE muc_messages SET ts = ts - ? * 86400 WHERE CAST(xml AS TEXT) LIKE ?"
+        n = db.execute(back, (20, "%<body>twenty</body>%")).rowcount + db.execute(back, (5, "%<body>five</body>%")).rowcount
+        db.commit()
+        db.close()
+        t.is_(n, 6, "in each host's room one message back-dated by 20 days, one by 5")
+        srv.start()
+        db = sqlite3.connect(dbf)
+        left = {h: sorted(r[0].split("<body>")[1].split("</body>")[0] for r in db.execute(
+            "SELECT CAST(xml AS TEXT) FROM muc_messages WHERE room = ?", (rooms[h],))) for h in hosts}
+        db.close()
+        t.is_(left, {"localhost": ["five", "now"], "short.localhost": ["now"],
+                     "forever.localhost": ["five", "now", "twenty"]},
+              "muc.max_age_days per host: 14 days (the section's value) on localhost, 2 on short.localhost, "
+              "0 (no limit) on forever.localhost")
+
+
 def main(t):
     with Server(t, extra_yaml=YAML) as srv:
         for u in ("alice", "bob", "carol", "dave"):
@@ -493,6 +529,7 @@ def main(t):
         t.run(persistence_of_registration, t, srv)
         t.run(ctl_destroy_all_rows, t, srv)
         t.run(retention_and_upgrade, t, srv, room, sids)
+    t.run(per_host_retention, t)
 
 
 if __name__ == "__main__":
