@@ -1034,12 +1034,32 @@ static int on_nick_change(hook_event_t *ev, room_t *r, occupant_t *o)
     return HOOK_HANDLED;
 }
 
+/* 1 when a message or presence error from an occupant says its session is gone (the conditions
+ * Prosody's is_kickable_error lists, or no condition at all); others, e.g. <policy-violation/> from an
+ * occupant's server whose e2e policy refused one plaintext message, leave the occupant in the room.
+ * Prosody removes on any presence error; a live session's <not-acceptable/> or <policy-violation/>
+ * is no more a sign of a lost session in a presence than in a message, so the same list applies. */
+static int kickable_error(const xnode_t *st)
+{
+    static const char *const gone[] = {"gone", "internal-server-error", "item-not-found", "jid-malformed",
+                                        "recipient-unavailable", "redirect", "remote-server-not-found",
+                                        "remote-server-timeout", "service-unavailable", NULL};
+    const xnode_t *e = xnode_child(st, "error", NULL);
+    for (const xnode_t *c = e ? xnode_first_elem(e) : NULL; c; c = xnode_next_elem(c)) {
+        if (strcmp(c->ns, NS_STANZAS) != 0 || strcmp(c->name, "text") == 0) continue;
+        for (size_t i = 0; gone[i]; i++)
+            if (strcmp(c->name, gone[i]) == 0) return 1;
+        return 0;
+    }
+    return 1;
+}
+
 static int on_presence(hook_event_t *ev, room_t *r)
 {
     const char *type = xnode_attr(ev->stanza, "type");
     occupant_t *o = r ? find_session(r, ev->from->full) : NULL;
     if (type && strcmp(type, "error") == 0) {
-        if (o) session_leaves(r, o, ev->from->full, NULL, 333);
+        if (o && kickable_error(ev->stanza)) session_leaves(r, o, ev->from->full, NULL, 333);
         return HOOK_HANDLED;
     }
     if (type && strcmp(type, "unavailable") == 0) {
@@ -1127,24 +1147,6 @@ static int on_invite(hook_event_t *ev, room_t *r, occupant_t *o, xnode_t *x)
         jid_free(to);
     }
     return HOOK_HANDLED;
-}
-
-/* 1 when a message error from an occupant says its session is gone (the conditions Prosody kicks
- * for, or no condition at all); others, e.g. <policy-violation/> from an occupant's server whose e2e
- * policy refused one plaintext message, leave the occupant in the room. */
-static int kickable_error(const xnode_t *st)
-{
-    static const char *const gone[] = {"gone", "internal-server-error", "item-not-found", "jid-malformed",
-                                        "recipient-unavailable", "redirect", "remote-server-not-found",
-                                        "remote-server-timeout", "service-unavailable", NULL};
-    const xnode_t *e = xnode_child(st, "error", NULL);
-    for (const xnode_t *c = e ? xnode_first_elem(e) : NULL; c; c = xnode_next_elem(c)) {
-        if (strcmp(c->ns, NS_STANZAS) != 0 || strcmp(c->name, "text") == 0) continue;
-        for (size_t i = 0; gone[i]; i++)
-            if (strcmp(c->name, gone[i]) == 0) return 1;
-        return 0;
-    }
-    return 1;
 }
 
 static int on_voice_form(hook_event_t *ev, room_t *r, occupant_t *o, xnode_t *x);
@@ -2178,8 +2180,9 @@ static int on_iq(hook_event_t *ev, room_t *r)
             relay_answer(ev);
             return HOOK_HANDLED;
         }
-        occupant_t *o = r ? find_session(r, ev->from->full) : NULL;
-        if (o && type && strcmp(type, "error") == 0) session_leaves(r, o, ev->from->full, NULL, 333);
+        /* Never a reason to remove the occupant (as Prosody): an IQ error answers one request, and
+         * <service-unavailable/> or <item-not-found/> are how a live client declines one (RFC 6120
+         * §8.3.3); one that answers no relay (late, or a duplicate) is dropped. */
         return HOOK_HANDLED;
     }
     xnode_t *q = xnode_first_elem(ev->stanza);

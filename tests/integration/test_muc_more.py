@@ -4,7 +4,8 @@
 # disco node x-roomuser-item, <remove/>), voice requests (§7.13 the muc#request form to the
 # moderators, §8.6 approval), room logging (status codes 170/171, muc#roomconfig_enablelogging),
 # MUC-MAM's 'with' and 'ids' fields (XEP-0313), retention by age (muc.max_age_days) with the schema
-# upgrade of an older data_dir, and temporary rooms left behind by a crash (kill -9) cleaned at start.
+# upgrade of an older data_dir (and per host), error stanzas from occupants (which remove them: 333),
+# temporary rooms left behind by a crash (kill -9) cleaned at start, civitasctl muc destroy's rows.
 import os
 import sqlite3
 import sys
@@ -514,6 +515,51 @@ def per_host_retention(t):
               "0 (no limit) on forever.localhost")
 
 
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+NS_PING = "urn:xmpp:ping"
+
+
+def error_from_occupant(t, srv):
+    # an error stanza from an occupant removes it (333) only when its condition says the session is gone
+    # (the list kickable_error has, as Prosody's is_kickable_error); an IQ error never does
+    room = "errors@" + SVC
+    alice, bob, carol = login(srv, "alice"), login(srv, "bob"), login(srv, "carol")
+    create(alice, room, "Alice")
+    join(bob, room, "Bob")
+    join(carol, room, "Carol")
+
+    def joined(what):
+        r = bob.iq("get", "<ping xmlns='%s'/>" % NS_PING, to=room + "/Bob")
+        t.ok(r is not None and r.get("type") == "result", what + ": Bob is still an occupant (XEP-0410 self-ping)",
+             lambda: el_str(r))
+
+    def err(cond, etype="cancel"):
+        return "<error type='%s'><%s xmlns='%s'/></error>" % (etype, cond, NS_STANZAS)
+    carol.send("<iq type='get' id='v1' to='%s/Bob'><query xmlns='jabber:iq:version'/></iq>" % room)
+    fw = bob.expect(lambda el: el.tag == q(NS_CLIENT, "iq") and el.get("type") == "get"
+                    and el.find(q("jabber:iq:version", "query")) is not None, timeout=10)
+    reply = ("<iq type='error' id='%s' to='%s'><query xmlns='jabber:iq:version'/>%s</iq>"
+             % (fw.get("id"), fw.get("from"), err("feature-not-implemented"))) if fw is not None else ""
+    bob.send(reply)
+    r = carol.expect(lambda el: el.tag == q(NS_CLIENT, "iq") and el.get("id") == "v1", timeout=10)
+    t.is_(error_condition(r), "feature-not-implemented", "a relayed IQ's error answer reaches the asker")
+    joined("an IQ error answering a relayed IQ")
+    bob.send(reply)      # late: the relay is answered already
+    joined("a late IQ error to an occupant JID")
+    bob.send("<iq type='error' id='stray' to='%s'>%s</iq>" % (room, err("service-unavailable")))
+    joined("an IQ error <service-unavailable/> (how a live client declines an IQ) to the room")
+    bob.send("<presence type='error' to='%s/Bob'>%s</presence>" % (room, err("not-acceptable", "modify")))
+    joined("a presence error <not-acceptable/> (not a condition that means gone)")
+    bob.send("<presence type='error' to='%s/Bob'>%s</presence>" % (room, err("remote-server-not-found")))
+    g = alice.expect(lambda el: is_presence(el, room + "/Bob", "unavailable"), timeout=10)
+    t.ok(g is not None and 333 in codes(g), "a presence error <remote-server-not-found/> removes the occupant with 333",
+         lambda: alice.dump())
+    r = bob.iq("get", "<ping xmlns='%s'/>" % NS_PING, to=room + "/Bob")
+    t.is_(error_condition(r), "not-acceptable", "... and Bob is no longer an occupant")
+    for c in (alice, bob, carol):
+        c.end()
+
+
 def main(t):
     with Server(t, extra_yaml=YAML) as srv:
         for u in ("alice", "bob", "carol", "dave"):
@@ -525,6 +571,7 @@ def main(t):
         room, sids = mam_fields(t, srv, alice, bob)
         alice.end()
         bob.end()
+        t.run(error_from_occupant, t, srv)
         t.run(crash, t, srv)
         t.run(persistence_of_registration, t, srv)
         t.run(ctl_destroy_all_rows, t, srv)
