@@ -26,6 +26,7 @@ static struct smacks_conf {
     long ack_timeout;       /* seconds without an answer to <r/> before the connection counts as lost */
     long ack_request_after; /* unacknowledged stanzas that make the server ask (<r/>) at once */
     long ack_request_delay; /* else seconds after a stanza before it asks (0: at the end of this turn) */
+    long max_hibernating;   /* hibernating sessions per account (each may hold max_unacked_bytes); 0: any */
 } conf;
 
 static module_ctx_t *mod;
@@ -56,6 +57,7 @@ typedef struct sm {
     module_timer_t *r_timer;    /* the delayed <r/> (ack_request_delay) for fewer than ack_request_after */
     int64_t r_deadline_ms;      /* while r_pending: when the connection counts as lost */
     long hib_secs;              /* this hibernation's length (hibernation or push_hibernation) */
+    uint64_t hib_seq;           /* order of the hibernations (the oldest ends first over the cap) */
     struct sm *wait_prev, *wait_next;   /* in `waiting` while r_pending */
     char id[33];                /* resumption id (previd) */
 } sm_t;
@@ -565,6 +567,32 @@ static void on_hibernation_over(module_timer_t *t, void *ud)
     session_close(sm->s, NULL, NULL);      /* "session-closed": on_closed stores the unacked */
 }
 
+/* Over smacks.max_hibernating_per_account: the account's oldest hibernating sessions end as if
+ * their hibernation were over (their unacknowledged messages go to offline storage, on_closed). */
+static void cap_hibernating(session_t *s)
+{
+    const jid_t *j = session_jid(s);
+    if (conf.max_hibernating <= 0 || !j) return;
+    jid_t *bare = jid_bare_of(j);
+    for (int guard = 0; guard < 1000; guard++) {
+        long n = 0;
+        sm_t *oldest = NULL;
+        for (session_t *o = user_sessions(bare); o; o = session_next_in_user(o)) {
+            sm_t *osm = sm_of(o);
+            if (!osm || osm->ended || !session_hibernating(o)) continue;
+            n++;
+            if (!oldest || osm->hib_seq < oldest->hib_seq) oldest = osm;
+        }
+        if (n <= conf.max_hibernating || !oldest) break;
+        log_info("smacks", "%s: more than %ld hibernating sessions of the account, the oldest ends",
+                 session_ip(oldest->s), conf.max_hibernating);
+        cancel(&oldest->hib_timer);
+        session_close(oldest->s, NULL, NULL);
+        if (!oldest->ended) break;          /* not closed (already closing): do not loop */
+    }
+    jid_free(bare);
+}
+
 static int on_hibernated(hook_event_t *ev, void *ud)
 {
     (void)ud;
@@ -576,6 +604,9 @@ static int on_hibernated(hook_event_t *ev, void *ud)
     /* a phone that enabled push is woken by it and may sleep longer than hibernation */
     sm->hib_secs = session_get_data(ev->origin, SESSION_DATA_PUSH_ENABLED) ? conf.push_hibernation : conf.hibernation;
     sm->hib_timer = module_add_timer(mod, sm->hib_secs * 1000, 0, on_hibernation_over, sm);
+    static uint64_t seq;
+    sm->hib_seq = ++seq;
+    cap_hibernating(ev->origin);
     return HOOK_PASS;
 }
 
@@ -695,6 +726,8 @@ static const module_option_t options[] = {
      .def = 5, .min = 1, .max = 1000000},
     {.name = "ack_request_delay", .type = MOPT_DURATION, .offset = offsetof(struct smacks_conf, ack_request_delay),
      .def = 1, .min = 0, .max = 3600},
+    {.name = "max_hibernating_per_account", .type = MOPT_INT, .offset = offsetof(struct smacks_conf, max_hibernating),
+     .def = 10, .min = 0, .max = 1000000},
     {0}};
 
 const module_t civitas_module = { .abi = CIVITAS_MODULE_ABI, .name = "smacks", .load = load, .unload = unload,

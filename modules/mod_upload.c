@@ -136,33 +136,73 @@ static int valid_slot(const char *s, size_t len)
     return 1;
 }
 
-/* type/subtype with token characters, lowercased into out; "" for none. 0/-1 */
-static int clean_ctype(const char *in, char *out, size_t outlen)
+static int tchar(unsigned char ch)
 {
-    size_t n = strlen(in);
-    if (n == 0) {
-        out[0] = '\0';
-        return 0;
-    }
-    if (n >= outlen) return -1;
-    int slash = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)in[i];
-        if (ch == '/') slash++;
-        else if (ch <= 0x20 || ch >= 0x7f || strchr("\"(),:;<=>?@[\\]{}", ch)) return -1;
-        out[i] = (char)((ch >= 'A' && ch <= 'Z') ? ch + 32 : ch);
-    }
-    out[n] = '\0';
-    return slash == 1 && out[0] != '/' && out[n - 1] != '/' ? 0 : -1;
+    return ch > 0x20 && ch < 0x7f && !strchr("\"(),/:;<=>?@[\\]{}", ch);
 }
 
-/* Shown inline: types a browser renders without running anything. */
+/* A media type (RFC 9110 8.3.1: type "/" subtype *( OWS ";" OWS [ name "=" ( token / quoted-string ) ] ))
+   in a canonical form into out: type, subtype and parameter names lowercased, "; " between parameters,
+   values as sent; "" for none. Controls (CR, LF) and non-ASCII are refused everywhere, so the result is
+   safe in a header line. Hand-written: no Debian library parses media types without a dependency as
+   large as a whole HTTP stack. 0/-1 */
+static int clean_ctype(const char *in, char *out, size_t outlen)
+{
+    size_t w = 0;
+    const unsigned char *p = (const unsigned char *)in;
+#define PUT(ch) do { if (w + 1 >= outlen) return -1; out[w++] = (char)(ch); } while (0)
+#define LOWER(ch) ((ch) >= 'A' && (ch) <= 'Z' ? (ch) + 32 : (ch))
+    out[0] = '\0';
+    if (!*p) return 0;
+    size_t tl = 0;
+    for (; tchar(*p); p++, tl++) PUT(LOWER(*p));
+    if (!tl || *p++ != '/') return -1;
+    PUT('/');
+    size_t sl = 0;
+    for (; tchar(*p); p++, sl++) PUT(LOWER(*p));
+    if (!sl) return -1;
+    for (;;) {
+        while (*p == ' ' || *p == '\t') p++;
+        if (!*p) break;
+        if (*p++ != ';') return -1;
+        while (*p == ' ' || *p == '\t') p++;
+        if (!*p || *p == ';') continue;           /* an empty parameter */
+        PUT(';');
+        PUT(' ');
+        size_t nl = 0;
+        for (; tchar(*p); p++, nl++) PUT(LOWER(*p));
+        if (!nl || *p++ != '=') return -1;
+        PUT('=');
+        if (*p == '"') {
+            PUT(*p++);
+            for (;;) {
+                if (*p == '"') break;
+                if (*p == '\\') PUT(*p++);        /* quoted-pair: the next character as it is */
+                if (*p != '\t' && (*p < 0x20 || *p >= 0x7f)) return -1;
+                PUT(*p++);
+            }
+            PUT(*p++);
+        } else {
+            size_t vl = 0;
+            for (; tchar(*p); p++, vl++) PUT(*p);
+            if (!vl) return -1;
+        }
+    }
+#undef PUT
+#undef LOWER
+    out[w] = '\0';
+    return 0;
+}
+
+/* Shown inline: types a browser renders without running anything; only the type/subtype counts,
+   never a parameter. */
 static int safe_inline(const char *ct)
 {
     static const char *const safe[] = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif",
                                        "image/heic", "image/bmp", NULL};
+    size_t n = strcspn(ct, ";");
     for (size_t i = 0; safe[i]; i++)
-        if (strcmp(ct, safe[i]) == 0) return 1;
+        if (strlen(safe[i]) == n && strncmp(ct, safe[i], n) == 0) return 1;
     return strncmp(ct, "audio/", 6) == 0 || strncmp(ct, "video/", 6) == 0;
 }
 
@@ -296,7 +336,7 @@ static int on_request(hook_event_t *ev, xnode_t *req)
     const char *filename = xnode_attr(req, "filename");
     const char *size_s = xnode_attr(req, "size");
     const char *ctype_in = xnode_attr(req, "content-type");
-    char ctype[128];
+    char ctype[256];
     size_t fl = filename ? strlen(filename) : 0;
     int bad_name = fl == 0 || fl > 255;
     for (size_t i = 0; i < fl && !bad_name; i++)
@@ -534,7 +574,7 @@ static void do_put(http_request_t *r, const char *slot, store_row_t *row)
         http_respond_error(r, cl > size ? 413 : 400);
         return;
     }
-    char ct[128];
+    char ct[256];
     const char *sent = http_header(r, "Content-Type");
     if (ctype[0] && (!sent || clean_ctype(sent, ct, sizeof ct) < 0 || strcmp(ct, ctype) != 0)) {
         http_respond_error(r, 415);

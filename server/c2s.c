@@ -70,11 +70,13 @@ static void c2s_close(session_t *s, const char *condition, const char *text)
     if (condition) {
         log_info("c2s", "%s: stream error <%s/>%s%s", s->ip, condition, text ? ": " : "", text ? text : "");
         const char *app = session_get_data(s, STREAM_ERROR_APP_KEY);   /* RFC 6120 §4.9.4 */
+        char *t = text ? xml_escape_attr(text, NULL) : NULL;           /* character data, never markup */
         char *err = xasprintf("<stream:error%s><%s xmlns='" NS_STREAM_ERRORS "'/>%s%s%s%s</stream:error>",
                               framed(s) ? " xmlns:stream='" NS_STREAMS "'" : "", condition, app ? app : "",
-                              text ? "<text xmlns='" NS_STREAM_ERRORS "'>" : "", text ? text : "", text ? "</text>" : "");
+                              t ? "<text xmlns='" NS_STREAM_ERRORS "'>" : "", t ? t : "", t ? "</text>" : "");
         session_write_str(s, err);
         free(err);
+        free(t);
     }
     session_write_str(s, framed(s) ? "<close xmlns='" NS_FRAMING "'/>" : "</stream:stream>");
 }

@@ -802,6 +802,7 @@ static const opt_t http_opts[] = {
     {.name = "max_headers", .type = T_INT, .off = C(http_max_headers), .def = 64, .min = 8, .max = 1000},
     {.name = "request_timeout", .type = T_INT, .off = C(http_request_timeout), .def = 30, .min = 1, .max = 3600},
     {.name = "idle_timeout", .type = T_INT, .off = C(http_idle_timeout), .def = 60, .min = 1, .max = 3600},
+    {.name = "min_body_rate", .type = T_INT, .off = C(http_min_body_rate), .def = 1024, .min = 0, .max = 1000000000},
     {.name = "max_connections", .type = T_INT, .off = C(http_max_connections), .def = 4096, .min = 1, .max = 1000000},
     {.name = "max_connections_per_ip", .type = T_INT, .off = C(http_max_connections_per_ip), .def = 64, .min = 1,
      .max = 1000000},

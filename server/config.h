@@ -57,6 +57,8 @@ typedef struct config {
     long http_max_headers;             /* http.max_headers [64] 8..1000 */
     long http_request_timeout;         /* http.request_timeout s [30] 1..3600: headers, and each pause in a body */
     long http_idle_timeout;            /* http.idle_timeout s [60] 1..3600: keep-alive between requests */
+    long http_min_body_rate;           /* http.min_body_rate bytes/s [1024] 0..1e9: a body may take request_timeout
+                                        * plus its size at this rate; 0: no bound but the pauses */
     long http_max_connections;         /* http.max_connections [4096] 1..1000000 */
     long http_max_connections_per_ip;  /* http.max_connections_per_ip [64] 1..1000000 (a trusted proxy: no limit) */
     char *data_dir;                    /* absolute or resolved against the config file's directory; default "data" there */

@@ -31,8 +31,13 @@ typedef struct fast_row {
 int fast_row_load(storage_t *st, const char *user, const char *domain, const char *ua, fast_row_t *row);
 int fast_row_save(storage_t *st, const char *user, const char *domain, const char *ua, const fast_row_t *row);
 /* Revoke every token of user@domain: each client's row keeps only "revoked" (so that its next FAST
- * attempt gets <credentials-expired/>). Number of clients, or -1. */
+ * attempt gets <credentials-expired/>), a row with no token left is deleted. Number of clients
+ * revoked, or -1. */
 int fast_revoke_all(storage_t *st, const char *user, const char *domain);
+/* Delete the rows of user@domain with nothing left in them: not revoked and every token expired at
+ * now (run at each login of the account, so that rows of client ids gone do not pile up; a row
+ * with nothing left to revoke is deleted by fast_revoke_all as well). Rows deleted, or -1. */
+int fast_expire(storage_t *st, const char *user, const char *domain, int64_t now);
 
 /* ---- on a stream (fast.c) ---- */
 typedef struct session session_t;

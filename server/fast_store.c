@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static void hex(const unsigned char *in, size_t n, char *out)
 {
@@ -93,15 +94,48 @@ static int collect(void *ud, const char *key, const void *val, size_t len)
     return 0;
 }
 
+/* Nothing left in the row: not revoked (a revoked row answers <credentials-expired/>), and no token
+ * that has not expired. */
+static int row_dead(const fast_row_t *row, int64_t now)
+{
+    if (row->revoked) return 0;
+    return !(row->fresh.used && row->fresh.expiry > now) && !(row->current.used && row->current.expiry > now);
+}
+
 int fast_revoke_all(storage_t *st, const char *user, const char *domain)
 {
     revoke_ctx_t c = {{0}};
     if (storage_kv_each(st, FAST_KV_STORE, user, domain, collect, &c) < 0) return -1;
-    fast_row_t dead = {.revoked = 1};
-    int r = 0;
-    for (size_t i = 0; i < c.keys.n && r >= 0; i++)
-        if (fast_row_save(st, user, domain, c.keys.v[i], &dead) < 0) r = -1;
-    if (r == 0) r = (int)c.keys.n;
+    fast_row_t dead = {.revoked = 1}, row;
+    int64_t now = (int64_t)time(NULL);
+    int r = 0, n = 0;
+    for (size_t i = 0; i < c.keys.n && r >= 0; i++) {
+        int l = fast_row_load(st, user, domain, c.keys.v[i], &row);
+        if (l < 0) r = -1;
+        else if (l == 0 && row_dead(&row, now)) r = storage_kv_del(st, FAST_KV_STORE, user, domain, c.keys.v[i]);
+        else if (fast_row_save(st, user, domain, c.keys.v[i], &dead) < 0) r = -1;
+        else n++;
+    }
+    explicit_bzero(&row, sizeof row);
     strlist_free(&c.keys);
-    return r;
+    return r < 0 ? -1 : n;
+}
+
+int fast_expire(storage_t *st, const char *user, const char *domain, int64_t now)
+{
+    revoke_ctx_t c = {{0}};
+    if (storage_kv_each(st, FAST_KV_STORE, user, domain, collect, &c) < 0) return -1;
+    fast_row_t row;
+    int r = 0, n = 0;
+    for (size_t i = 0; i < c.keys.n && r >= 0; i++) {
+        int l = fast_row_load(st, user, domain, c.keys.v[i], &row);
+        if (l < 0) r = -1;
+        else if (l == 0 && row_dead(&row, now)) {
+            r = storage_kv_del(st, FAST_KV_STORE, user, domain, c.keys.v[i]);
+            n += r == 0;
+        }
+    }
+    explicit_bzero(&row, sizeof row);
+    strlist_free(&c.keys);
+    return r < 0 ? -1 : n;
 }

@@ -113,6 +113,8 @@ struct http_conn {
     int lingering;
     int out_blocked;            /* the next request waits until the client reads its answers */
     size_t idle_unsent;         /* ST_IDLE: answer bytes not yet sent when the timer was set */
+    int64_t body_start_ms;      /* ST_BODY: when the headers were complete (monotonic) */
+    uint64_t body_bytes;        /* ST_BODY: body bytes received so far */
     struct event *wake;         /* conn_process from the loop once the output drained (TLS) */
     int file_fd;                /* a file body being read into a TLS connection's output, or -1 */
     off_t file_off, file_left;
@@ -346,6 +348,22 @@ static size_t unsent(http_conn_t *c)
     return q;
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ST_BODY: milliseconds the body has left: request_timeout plus its bytes at http.min_body_rate. */
+static int64_t body_time_left(const http_conn_t *c)
+{
+    const config_t *cfg = srv->cfg;
+    int64_t allowed = (int64_t)cfg->http_request_timeout * 1000 +
+                      (int64_t)(c->body_bytes * 1000 / (uint64_t)cfg->http_min_body_rate);
+    return allowed - (mono_ms() - c->body_start_ms);
+}
+
 static void set_timer(http_conn_t *c, int state)
 {
     c->state = state;
@@ -360,6 +378,11 @@ static void set_timer(http_conn_t *c, int state)
     } else if (state == ST_BODY) {
         struct timeval tv = {cfg->http_request_timeout, 0};
         bufferevent_set_timeouts(c->bev, &tv, &w);
+        /* each pause is bounded by the read timeout, the whole body by http.min_body_rate: a body
+         * trickled a byte at a time would otherwise hold the connection forever */
+        c->body_start_ms = mono_ms();
+        c->body_bytes = 0;
+        if (cfg->http_min_body_rate > 0) evtimer_add(c->timer, &tv);
     } else {
         bufferevent_set_timeouts(c->bev, NULL, &w);
     }
@@ -803,6 +826,7 @@ static int cb_body(http_parser *p, const char *at, size_t len)
     http_conn_t *c = p->data;
     http_request_t *r = c->req;
     if (c->stop) return -1;
+    c->body_bytes += len;
     if (r->reading && r->on_data) {
         if (r->on_data(r, at, len, r->body_arg) < 0) {
             if (!r->responded) http_respond_error(r, 500);
@@ -1124,6 +1148,18 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (c->state == ST_HEADERS && c->got_bytes) {
+        fail(c, 408);
+        conn_process(c);
+        return;
+    }
+    if (c->state == ST_BODY) {
+        int64_t left = srv->cfg->http_min_body_rate > 0 ? body_time_left(c) : 1;
+        if (left > 0) {           /* bytes came in the meantime: more time */
+            struct timeval tv = {left / 1000, (left % 1000) * 1000};
+            if (srv->cfg->http_min_body_rate > 0) evtimer_add(c->timer, &tv);
+            return;
+        }
+        log_debug("http", "%s: a body slower than http.min_body_rate", c->peer);
         fail(c, 408);
         conn_process(c);
         return;

@@ -1,6 +1,7 @@
 /* server/sasl.c: SASL negotiation on a client stream (RFC 6120 §6): the mechanisms offered,
  * SCRAM (RFC 5802/7677, -PLUS with channel binding) and PLAIN, and the per-address back-off. */
 #include "sasl.h"
+#include "fast.h"
 #include "sasl2_req.h"
 #include "server.h"
 #include "ip_limits.h"
@@ -301,6 +302,8 @@ void sasl_success(session_t *s, const char *user, const char *authzid, const cha
         srv->unauthenticated--;
     }
     forgive_failures(s, ip_state_get(s->ip), node);
+    if (fast_expire(srv->store, node, s->host->name, now_unix()) < 0)   /* XEP-0484 rows of clients gone */
+        log_warn("c2s", "%s: expiring FAST tokens failed: %s", s->ip, storage_last_error(srv->store));
     log_info("c2s", "%s: authenticated %s@%s (%s)", s->ip, log_jid(node), s->host->name, tls_version_name(s->ssl));
     send_sasl(s, "success", extra, extra_len);
 }

@@ -10,6 +10,7 @@ import http.client
 import os
 import shutil
 import socket
+import time
 import ssl
 import subprocess
 import sys
@@ -249,6 +250,21 @@ def timeouts(t, srv):
     h.send("PUT /test/echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nabc")
     t.ok(h.closed(timeout=15), "a body that stops arriving: the connection closes after http.request_timeout")
     h.close()
+    # a body trickled a byte a second (each pause under request_timeout): http.min_body_rate (1000 bytes/s
+    # here) allows request_timeout plus a millisecond a byte, not forever
+    h = RawHTTP(port)
+    h.send("PUT /test/echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n")
+    deadline = time.monotonic() + 20
+    r = None
+    while time.monotonic() < deadline and r is None and not h.eof:
+        try:
+            h.send(b"x")
+        except OSError:
+            break
+        r = h.response(timeout=1)
+    t.ok(r is not None and r.status == 408, "a body trickled under http.min_body_rate: 408 before 20 s", repr(r))
+    t.ok(h.closed(), "and closed")
+    h.close()
 
 
 def tls_sni(t, srv):
@@ -386,6 +402,7 @@ def main(t):
     os.environ["CIVITAS_MODULE_DIR"] = d
     certs = Certs()
     extra = ("http:\n  trusted_proxies: [\"127.0.0.2\", \"127.0.0.3/32\"]\n  request_timeout: 2\n  idle_timeout: 2\n"
+             "  min_body_rate: 1000\n"
              "  max_connections_per_ip: 3\n")
     with Server(t, hosts=["localhost", "b.example"], certs=certs, listen=LISTEN, modules=["disco", "test_http"],
                 extra_yaml=extra) as srv:

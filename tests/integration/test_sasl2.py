@@ -10,8 +10,10 @@ import hmac
 import os
 import re
 import secrets
+import sqlite3
 import ssl
 import sys
+import time
 import uuid
 import warnings
 
@@ -493,6 +495,64 @@ def fast_revocation(t, srv):
     t.ok(r.returncode != 0, "civitasctl user revoke-tokens of an unknown account fails")
 
 
+def fast_rows(srv, user):
+    db = sqlite3.connect(os.path.join(srv.data_dir, "civitas.db"), timeout=10)
+    rows = dict(db.execute("SELECT key, val FROM kv WHERE store = 'fast' AND user = ? AND domain = 'localhost'",
+                           (user,)).fetchall())
+    db.close()
+    return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in rows.items()}
+
+
+def backdate_fast_row(srv, user, ua):
+    """Every token of the row expired a day ago (the row's format: fast_store.c)."""
+    db = sqlite3.connect(os.path.join(srv.data_dir, "civitas.db"), timeout=10)
+    (val,) = db.execute("SELECT val FROM kv WHERE store = 'fast' AND user = ? AND key = ?", (user, ua)).fetchone()
+    f = (val.decode() if isinstance(val, bytes) else val).split(" ")
+    past = str(int(time.time()) - 86400)
+    for i in (5, 9):   # "1 revoked tag  mech hash expiry count  mech hash expiry count"
+        if f[i - 2] != "-":
+            f[i] = past
+    db.execute("UPDATE kv SET val = ? WHERE store = 'fast' AND user = ? AND key = ?",
+               (" ".join(f).encode(), user, ua))
+    db.commit()
+    db.close()
+
+
+def fast_cleanup(t, srv):
+    srv.adduser("dave@localhost", "dave-pw")
+    uas = [str(uuid.uuid4()) for _ in range(3)]
+    toks = {}
+    for ua in uas:
+        c = Sasl2Client(srv)
+        c.start()
+        ok, cond, _ = c.scram("dave", "dave-pw", extra="<user-agent id='%s'/><request-token xmlns='%s' "
+                              "mechanism='HT-SHA-256-NONE'/>" % (ua, NS_FAST))
+        toks[ua] = token_of(ok)[0]
+        c.end()
+    t.ok(set(fast_rows(srv, "dave")) == set(uas), "one FAST row per client id")
+    backdate_fast_row(srv, "dave", uas[0])
+    c = Sasl2Client(srv)
+    c.start()
+    ok, cond, _ = c.scram("dave", "dave-pw")
+    t.ok(ok is not None, "a login of the account (%s)" % cond)
+    c.end()
+    rows = fast_rows(srv, "dave")
+    t.ok(uas[0] not in rows and uas[1] in rows and uas[2] in rows,
+         "the row whose tokens all expired is deleted at the account's next login; the others stay", rows)
+    c = Sasl2Client(srv)
+    c.start()
+    r, cond = c.fast("dave", toks[uas[1]], mech="HT-SHA-256-NONE", ua=uas[1])
+    t.ok(r is not None, "a token of a row kept still works (%s)" % cond)
+    c.end()
+    backdate_fast_row(srv, "dave", uas[2])
+    r = srv.ctl("user", "revoke-tokens", "dave@localhost")
+    t.ok(r.returncode == 0 and r.stdout.strip() == "1 client",
+         "civitasctl user revoke-tokens revokes the live client's tokens (%r)" % r.stdout, r.stderr)
+    rows = fast_rows(srv, "dave")
+    t.ok(uas[2] not in rows and uas[1] in rows and rows[uas[1]].startswith("1 1 "),
+         "and deletes a row with nothing left to revoke", rows)
+
+
 def tls_exporter(t, srv):
     c = ExporterClient(srv)
     f = c.start()
@@ -537,6 +597,7 @@ def main(t):
         t.run(bind2_carbons, t, srv)
         t.run(fast_tokens, t, srv)
         t.run(fast_revocation, t, srv)
+        t.run(fast_cleanup, t, srv)
         t.run(tls_exporter, t, srv)
 
 

@@ -628,6 +628,40 @@ def max_unacked_bytes(t, srv):
     d.end()
 
 
+def hibernating_cap(t, srv):
+    """smacks.max_hibernating_per_account (2 here): a third hibernating session of one account ends
+    the oldest, whose unacknowledged messages go to offline storage as when its hibernation ends."""
+    setup_users(srv, "uma", "vic")
+    v = sm_login(srv, "vic", "desk")
+    ids = []
+    for i in range(3):
+        c = sm_login(srv, "uma", "r%d" % i)
+        c.presence()
+        c.drain()
+        en = c.enable(resume=True)
+        ids.append(en.get("id") if en is not None else None)
+        v.message("uma@localhost/r%d" % i, "cap-%d" % i)
+        t.ok(c.expect_message("cap-%d" % i) is not None, "uma/r%d gets cap-%d and does not acknowledge it" % (i, i))
+        mark = srv.log_mark()
+        c.close()
+        t.ok(srv.wait_log(r"hibernating", start=mark), "uma/r%d hibernates" % i)
+    v.ping_server()
+    c0, ans = resume_login(srv, "uma", ids[0], 0)
+    t.ok(ans is not None and ans.tag == q(NS_SM, "failed") and failed_condition(ans) == "item-not-found",
+         "the third hibernating session ended the oldest: it cannot be resumed", el_str(ans))
+    c0.end()
+    t.is_(offline_bodies(srv, "uma", "later"), ["cap-0"], "its unacknowledged message went to offline storage")
+    for i in (1, 2):
+        c, ans = resume_login(srv, "uma", ids[i], 0)
+        t.ok(ans is not None and ans.tag == q(NS_SM, "resumed"), "the newer uma/r%d is still resumable" % i,
+             el_str(ans))
+        t.is_(take_messages(c), ["cap-%d" % i], "and gets cap-%d again" % i)
+        c.ack()
+        c.ping_server()
+        c.end()
+    v.end()
+
+
 def main(t):
     conf = "smacks: {hibernation: 300, max_unacked: 5, ack_timeout: 60}\n"
     with Server(t, extra_yaml=conf) as srv:
@@ -643,6 +677,8 @@ def main(t):
         t.run(not_restored_twice, t, srv)
         t.run(two_managed, t, srv)
         t.run(offline_replay, t, srv)
+    with Server(t, extra_yaml="smacks: {hibernation: 300, max_hibernating_per_account: 2}\n") as srv:
+        t.run(hibernating_cap, t, srv)
     with Server(t, extra_yaml="smacks: {ack_request_after: 5, ack_request_delay: 60}\n") as srv:
         t.run(batched_requests, t, srv)
     with Server(t, extra_yaml="smacks: {max_unacked: 100, max_unacked_bytes: 64K}\n") as srv:

@@ -194,6 +194,55 @@ def upload_and_download(t, srv, a):
     return get, slot, path
 
 
+def parameter_types(t, srv, a):
+    """XEP-0363 allows any MIME type: a content type with parameters (RFC 9110 8.3.1), as clients
+    send for text files, gets a slot bound to it; a parameter never makes a type inline."""
+    web = HTTPS(srv)
+    data = b"hello, text\n"
+    r = request(a, "upload.localhost", "note.txt", len(data), "text/plain; charset=utf-8")
+    p, g = slot_urls(r)
+    t.ok(p and g, "a slot for text/plain; charset=utf-8", el_str(r))
+    if not p:
+        return
+    resp, _ = web.do("PUT", p, body=data, headers={"Content-Type": "text/plain; charset=iso-8859-1"})
+    t.is_(resp.status, 415, "PUT with another charset than the slot's: 415")
+    resp, _ = web.do("PUT", p, body=data, headers={"Content-Type": "Text/Plain;Charset=utf-8"})
+    t.is_(resp.status, 201, "PUT with the same type and parameter (case of names and spaces aside): 201")
+    resp, body = web.do("GET", g)
+    cd = resp.getheader("Content-Disposition") or ""
+    t.ok(resp.status == 200 and body == data, "GET returns the text file", str(resp.status))
+    t.is_(resp.getheader("Content-Type"), "text/plain; charset=utf-8", "served with its parameter")
+    t.ok(cd.startswith("attachment"), "text/plain stays an attachment", cd)
+    for ctype in ('text/html; charset="utf-8"', "image/svg+xml; charset=utf-8"):
+        r = request(a, "upload.localhost", "x.bin", 5, ctype)
+        p, g = slot_urls(r)
+        resp, _ = web.do("PUT", p, body=b"<b>x!", headers={"Content-Type": ctype}) if p else (None, None)
+        t.ok(resp is not None and resp.status == 201, "PUT with %s: 201" % ctype)
+        resp, _ = web.do("GET", g) if g else (None, None)
+        cd = (resp.getheader("Content-Disposition") or "") if resp else ""
+        t.ok(resp is not None and resp.status == 200 and cd.startswith("attachment"),
+             "%s is still served as an attachment" % ctype, cd)
+    r = request(a, "upload.localhost", "a.jpg", 5, "image/jpeg; q=1")
+    p, g = slot_urls(r)
+    resp, _ = web.do("PUT", p, body=b"abcde", headers={"Content-Type": "image/jpeg; q=1"}) if p else (None, None)
+    resp, _ = web.do("GET", g) if g else (None, None)
+    t.ok(resp is not None and resp.status == 200 and resp.getheader("Content-Disposition") is None
+         and resp.getheader("Content-Type") == "image/jpeg; q=1", "image/jpeg with a parameter is still inline")
+    for raw, desc in (("text/plain; charset=utf-8&#13;&#10;X-Evil: 1", "CR/LF"),
+                      ("text/plain; charset", "a parameter without a value"),
+                      ("text/plain; =utf-8", "a parameter without a name"),
+                      ("text/plain; charset = utf-8", "spaces around '='"),
+                      ("text/plain; charset=\"utf-8", "an unterminated quoted string"),
+                      ("text/plain; charset=utf 8", "a space in a token value"),
+                      ("text/plain; ch@rset=utf-8", "a parameter name that is no token"),
+                      ("text/plain charset=utf-8", "no ';' before the parameter"),
+                      ("text/plain; a=\"x&#10;y\"", "a line feed in a quoted string"),
+                      ("; charset=utf-8", "parameters without a type")):
+        r = a.iq("get", "<request xmlns='%s' filename='a' size='10' content-type='%s'/>"
+                 % (NS_UP, raw.replace("'", "&apos;")), to="upload.localhost")
+        t.is_(error_type_condition(r), ("modify", "bad-request"), "a content type with %s: bad-request" % desc)
+
+
 def slot_errors(t, srv, a):
     r = request(a, "upload.localhost", "big.mp4", 1024 * 1024 + 1, "video/mp4")
     typ, cond = error_type_condition(r)
@@ -361,6 +410,7 @@ def main(t):
         t.run(discovery, t, srv, a)
         got = t.run(upload_and_download, t, srv, a)
         t.run(slot_errors, t, srv, a)
+        t.run(parameter_types, t, srv, a)
         a.end()
         t.run(quotas, t, srv)
         if got:

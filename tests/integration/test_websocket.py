@@ -154,6 +154,17 @@ def framing_errors(t, srv):
     c.close()
 
     c = ws(srv)
+    c.login("alice", PW, resource="o")
+    c.send("<open xmlns='%s' to='localhost' version='1.0'/>" % NS_FRAMING)
+    err = c.expect(q(NS_STREAM, "error"))
+    txt = err.find(q(NS_STREAMS_ERR, "text")) if err is not None else None
+    t.ok(err is not None and err.find(q(NS_STREAMS_ERR, "bad-format")) is not None,
+         "<open/> inside an open stream: <bad-format/>", c.dump())
+    t.ok(txt is not None and txt.text == "<open/> inside an open stream" and len(txt) == 0,
+         "the error's <text/> arrives escaped (character data, no element inside)", c.dump())
+    c.close()
+
+    c = ws(srv)
     c.open_stream()
     c.send_frame(OP_TEXT, "<auth xmlns='%s' mechanism='PLAIN'>" % NS_SASL, fin=False)
     c.send_frame(0, "AGFsaWNlAHB3LXdlYnNvY2tldA==</auth>")
