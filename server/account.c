@@ -7,7 +7,7 @@
 #include "stanza.h"
 #include "roster.h"
 #include "scram.h"
-#include "fast.h"
+#include "fast_store.h"
 #include <stdlib.h>
 #include <string.h>
 

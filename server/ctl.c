@@ -3,7 +3,7 @@
 #include "config.h"
 #include "jid.h"
 #include "scram.h"
-#include "fast.h"
+#include "fast_store.h"
 #include "standard_modules.h"
 #include "storage_internal.h"
 #include "util.h"

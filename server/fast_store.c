@@ -1,6 +1,6 @@
 /* server/fast_store.c: XEP-0484 FAST token rows in the core's key/value store (one per account and
  * client) and their revocation; linked into civitasctl as well (user revoke-tokens). */
-#include "fast.h"
+#include "fast_store.h"
 #include "util.h"
 #include "strlist.h"
 #include <inttypes.h>

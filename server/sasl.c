@@ -1,7 +1,7 @@
 /* server/sasl.c: SASL negotiation on a client stream (RFC 6120 §6): the mechanisms offered,
  * SCRAM (RFC 5802/7677, -PLUS with channel binding) and PLAIN, and the per-address back-off. */
 #include "sasl.h"
-#include "fast.h"
+#include "fast_store.h"
 #include "sasl2_req.h"
 #include "server.h"
 #include "ip_limits.h"
