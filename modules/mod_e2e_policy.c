@@ -85,16 +85,26 @@ static int is_groupchat(const xnode_t *st)
 
 /* 1 for a message the policy covers: type chat, normal or groupchat, with a <body>, and no MUC
  * invitation or decline (their optional body is the inviter's words to someone not yet in the room,
- * who may have no key for it). */
+ * who may have no key for it). Invitations are messages of type normal (XEP-0249 §3, XEP-0045 §7.8):
+ * an invitation element in a chat or groupchat message, or one without its addressee, does not
+ * exempt the body (else any plaintext would pass with an empty <x/> added). */
 static int covered(const xnode_t *st)
 {
     if (strcmp(st->name, "message") != 0) return 0;
     const char *type = xnode_attr(st, "type");
     if (type && strcmp(type, "chat") != 0 && strcmp(type, "normal") != 0 && strcmp(type, "groupchat") != 0)
         return 0;
-    if (!xnode_child(st, "body", NULL) || xnode_child(st, "x", NS_CONFERENCE)) return 0;
+    if (!xnode_child(st, "body", NULL)) return 0;
+    if (type && strcmp(type, "normal") != 0) return 1;
+    const xnode_t *c = xnode_child(st, "x", NS_CONFERENCE);
+    if (c && xnode_attr(c, "jid")) return 0;
     const xnode_t *x = xnode_child(st, "x", NS_MUC_USER);
-    return !(x && (xnode_child(x, "invite", NS_MUC_USER) || xnode_child(x, "decline", NS_MUC_USER)));
+    const xnode_t *iv = x ? xnode_child(x, "invite", NS_MUC_USER) : NULL;
+    const xnode_t *dc = x ? xnode_child(x, "decline", NS_MUC_USER) : NULL;
+    /* a client's invitation names the invitee (to), the room's forwarded one the inviter (from) */
+    if ((iv && (xnode_attr(iv, "to") || xnode_attr(iv, "from"))) || (dc && (xnode_attr(dc, "to") || xnode_attr(dc, "from"))))
+        return 0;
+    return 1;
 }
 
 static int known_method(const char *ns)

@@ -262,6 +262,17 @@ def groupchat_policies(t):
         alice.send("<message to='bob@req.example/r' id='i2'><x xmlns='jabber:x:conference' jid='%s'/>"
                    "<body>join %s</body></message>" % (room, room))
         delivered(t, bob, "i2", "require: a direct invitation (XEP-0249) with a body")
+        # an invitation element does not exempt a chat or groupchat body, nor one without its addressee
+        raw = ("<message to='%s' id='%s' type='%s'><body>plain</body>%s</message>")
+        alice.send(raw % (room, "x1", "groupchat", "<x xmlns='jabber:x:conference'/>"))
+        gc_refused(t, alice, "x1", "require: a plaintext groupchat body with an empty jabber:x:conference <x/> "
+                   "is refused", "req.example")
+        alice.send(raw % ("bob@req.example/r", "x2", "chat", "<x xmlns='jabber:x:conference' jid='%s'/>" % room))
+        refused(t, alice, "bob@req.example/r", "x2", "require: a plaintext chat body with a direct invitation "
+                "element is refused (invitations are type normal)", "req.example")
+        alice.send(raw % ("bob@req.example/r", "x3", "normal", "<x xmlns='%s'><invite/></x>" % NS_MUC_USER))
+        refused(t, alice, "bob@req.example/r", "x3", "require: a plaintext body with an <invite/> naming nobody "
+                "is refused", "req.example")
         # a private message through the room is judged on the way in only
         raw_message(alice, room + "/Bob", "pm1", body="plain private")
         refused(t, alice, room + "/Bob", "pm1", "require: a plaintext private message to an occupant", "req.example")
