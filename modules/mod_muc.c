@@ -389,7 +389,7 @@ static void destroy_room(room_t *r, const xnode_t *destroy);
 
 /* Bring the rooms in memory in line with the table: at start, and after civitasctl changed it
  * (muc create: load the room; muc destroy: destroy it, telling its occupants). */
-static void sync_rooms(void)
+static int sync_rooms(void)
 {
     strmap_t *seen = strmap_new();
     storage_value_t last;
@@ -402,7 +402,7 @@ static void sync_rooms(void)
             log_error("muc", "loading rooms failed: %s", store_error(t_rooms));
             free(lastjid);
             strmap_free(seen);
-            return;
+            return -1;
         }
         for (int i = 0; i < page.n; i++) {
             const storage_value_t *c = page.rows[i]->col;
@@ -435,6 +435,7 @@ static void sync_rooms(void)
     }
     free(gone);
     strmap_free(seen);
+    return 0;
 }
 
 /* The rows of rooms that are not persistent rooms: temporary rooms never outlive the process, so
@@ -456,8 +457,14 @@ static int drop_orphans(store_t *t, const char *index, int col)
         free(last);
         last = xstrdup(page.rows[0]->col[col].p);
         store_page_free(&page);
-        room_t *r = strmap_get(rooms, last);
-        if (!r || !has_flag(r, F_PERSISTENT)) {
+        /* the rooms table decides (only persistent rooms have a row), not the rooms in memory: a
+         * room civitasctl created since the load, or one a failed load missed, is not an orphan */
+        storage_value_t key = STORE_VAL_TEXT(last);
+        store_row_t *row = NULL;
+        int found = store_get(t_rooms, &key, &row);
+        store_row_free(row);
+        if (found < 0) break;
+        if (found == 1) {
             delete_prefix(t, index, last);
             n++;
         }
@@ -2320,8 +2327,8 @@ static int load(module_ctx_t *m)
         component_add_feature(c, NS_MUC "#self-ping-optimization");
     }
     store_changed(t_rooms, &rooms_watch);
-    sync_rooms();
-    drop_temporary_leftovers();
+    if (sync_rooms() == 0)          /* never judge rows orphans on a failed load */
+        drop_temporary_leftovers();
     ctx = m;
     again = NULL;
     expire_run();
