@@ -1153,6 +1153,9 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (c->state == ST_BODY) {
+        /* the state stays ST_BODY while a file answer goes out over TLS: a request without a body,
+         * or whose body is all here, is not slow (its answer is bounded by the write timeout) */
+        if (!c->req || c->req->complete || !c->req->body_expected) return;
         int64_t left = srv->cfg->http_min_body_rate > 0 ? body_time_left(c) : 1;
         if (left > 0) {           /* bytes came in the meantime: more time */
             struct timeval tv = {left / 1000, (left % 1000) * 1000};

@@ -398,6 +398,52 @@ def slow_download(t):
              "(%d of %d bytes)" % (len(body), len(data)), end)
 
 
+def slow_tls_download(t):
+    """A GET over https read for longer than http.request_timeout (1 s here): the request has no body,
+    so http.min_body_rate does not apply; the file arrives whole and the connection stays open for
+    the next request (keep-alive)."""
+    import time
+    listen = {"client": ["127.0.0.1:0"], "https": ["127.0.0.1:0"]}
+    with Server(t, listen=listen, extra_yaml="upload: {max_file_size: 16M}\nhttp: {request_timeout: 1}\n") as srv:
+        srv.adduser("alice@localhost", PW)
+        a = connect_login(srv, "alice", PW)
+        data = os.urandom(4 * 1024 * 1024)
+        put, get = slot_urls(request(a, "upload.localhost", "big.bin", len(data)))
+        a.end()
+        resp, _ = HTTPS(srv).do("PUT", put, body=data)
+        t.is_(resp.status, 201, "a 4 MB file")
+        u = urllib.parse.urlsplit(get)
+        ctx = ssl.create_default_context(cafile=srv.ca)
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+        raw.settimeout(20)
+        raw.connect(("127.0.0.1", u.port))
+        c = http.client.HTTPSConnection(u.hostname, u.port, timeout=20, context=ctx)
+        c.sock = ctx.wrap_socket(raw, server_hostname=u.hostname)
+        c.request("GET", u.path)
+        r = c.getresponse()
+        got, start = b"", time.monotonic()
+        while True:
+            d = r.read(16384)
+            if not d:
+                break
+            got += d
+            time.sleep(0.01)
+        slow = time.monotonic() - start
+        t.ok(r.status == 200 and got == data and slow > 1.5,
+             "read over https for longer than http.request_timeout: the file arrives whole "
+             "(%d bytes in %.1f s)" % (len(got), slow))
+        try:
+            c.request("HEAD", u.path)
+            r2 = c.getresponse()
+            r2.read()
+            st = r2.status
+        except (OSError, http.client.HTTPException) as e:
+            st = repr(e)
+        c.close()
+        t.is_(st, 200, "... and the connection is kept alive for the next request (no 408 from the body timer)")
+
+
 def main(t):
     with Server(t, hosts=HOSTS, listen=LISTEN, extra_yaml=EXTRA) as srv:
         srv.adduser("alice@localhost", PW)
@@ -417,6 +463,7 @@ def main(t):
             t.run(expiry_and_deletion, t, srv, got)
     t.run(slot_expiry, t)
     t.run(slow_download, t)
+    t.run(slow_tls_download, t)
 
 
 Tap().main(main)
