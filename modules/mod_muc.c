@@ -130,7 +130,6 @@ typedef struct occupant {
     xnode_t *pres;               /* the last available presence (children only matter) */
     occ_session_t *s;
     size_t ns;
-    int64_t voice_asked;         /* when the last voice request went to the moderators (unix s) */
 } occupant_t;
 
 typedef struct room {
@@ -141,6 +140,7 @@ typedef struct room {
     strmap_t *by_full;           /* real full JID -> occupant_t */
     strmap_t *affs;              /* real bare JID -> (void *)(intptr_t)(affiliation + 1) */
     strmap_t *nicks;             /* real bare JID -> its registered nick (malloc'd), XEP-0045 §7.10 */
+    strmap_t *voice_asked;       /* real bare JID -> (void *)(intptr_t) its last voice request (unix s) */
     int locked;                  /* created with <x/>, not yet configured: nobody else may enter */
     int64_t created;
     long nhist;                  /* rows in the archive, -1: not counted yet */
@@ -306,6 +306,7 @@ static room_t *room_new(const char *jid)
     r->by_full = strmap_new();
     r->affs = strmap_new();
     r->nicks = strmap_new();
+    r->voice_asked = strmap_new();
     r->cfg.flags = F_PUBLIC;
     r->cfg.history = conf.default_history < conf.max_history ? conf.default_history : conf.max_history;
     r->created = now_unix();
@@ -337,6 +338,7 @@ static void room_free(room_t *r)
     pos = 0;
     while (strmap_next(r->nicks, &pos, &k, &v)) free(v);
     strmap_free(r->nicks);
+    strmap_free(r->voice_asked);
     free(r->cfg.name);
     free(r->cfg.desc);
     free(r->cfg.password);
@@ -1668,12 +1670,14 @@ static int on_voice_form(hook_event_t *ev, room_t *r, occupant_t *o, xnode_t *x)
     free(role);
     if (!participant) return hook_error_cond(ev, STANZA_ERR_BAD_REQUEST);
     if (o->role != ROLE_VISITOR) return hook_error_cond(ev, STANZA_ERR_NOT_ALLOWED);
-    /* one request per VOICE_REQUEST_INTERVAL: a visitor must not flood the moderators with forms
-     * (XEP-0045 sets no limit; <resource-constraint/> is type wait: ask again later) */
+    /* one request per VOICE_REQUEST_INTERVAL and real user (leaving and joining again does not reset
+     * it): a visitor must not flood the moderators with forms (XEP-0045 sets no limit;
+     * <resource-constraint/> is type wait: ask again later) */
     int64_t now = now_unix();
-    if (o->voice_asked && now - o->voice_asked < VOICE_REQUEST_INTERVAL)
+    int64_t asked = (int64_t)(intptr_t)strmap_get(r->voice_asked, o->bare);
+    if (asked && now - asked < VOICE_REQUEST_INTERVAL)
         return hook_error_cond(ev, STANZA_ERR_RESOURCE_CONSTRAINT);
-    o->voice_asked = now;
+    strmap_put(r->voice_asked, o->bare, (void *)(intptr_t)now);
     size_t pos = 0;
     const char *k;
     void *v;

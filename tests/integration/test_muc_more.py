@@ -181,6 +181,14 @@ def voice(t, srv, alice, bob):
     alice.ping_server()
     t.ok(not [el for el in alice.inbox if el.tag == q(NS_CLIENT, "message") and el.find(q(NS_X, "x")) is not None],
          "... no second approval form reached the moderator", lambda: alice.dump())
+    leave(bob, room, "Bob")
+    join(bob, room, "Bob")
+    bob.send(req)
+    e = bob.expect(lambda el: el.tag == q(NS_CLIENT, "message") and el.get("type") == "error", timeout=10)
+    t.is_(error_condition(e), "resource-constraint",
+          "leaving and joining again does not reset the limit (it is per real user)")
+    alice.ping_server()
+    alice.inbox.clear()
     # a participant may not approve; a non-occupant may not ask
     carol = login(srv, "carol")
     admin(alice, room, "<item jid='carol@localhost' affiliation='member'/>")
