@@ -253,9 +253,15 @@ static int muc_cmd(const config_t *c, storage_t *st, int nargs, char **args)
             fprintf(stderr, "civitasctl: %s does not exist (temporary rooms end with their last occupant)\n", room->bare);
         } else if (storage_begin(st) == 0) {
             /* every table of mod_muc's schema: a room created again under this name starts empty */
-            if (storage_query(st, "DELETE FROM muc_affiliations WHERE room = ?", &key, 1, NULL, NULL) < 0 ||
+            /* muc_nicks came with mod_muc's schema 2: a database the new server has not opened yet
+             * lacks it (sqlite_master tells; a statement on a missing table fails) */
+            storage_value_t nicks = {.type = STORAGE_TEXT, .p = "muc_nicks", .len = 9};
+            int has_nicks = storage_query(st, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                          &nicks, 1, NULL, NULL);
+            if (has_nicks < 0 ||
+                storage_query(st, "DELETE FROM muc_affiliations WHERE room = ?", &key, 1, NULL, NULL) < 0 ||
                 storage_query(st, "DELETE FROM muc_ids WHERE room = ?", &key, 1, NULL, NULL) < 0 ||
-                storage_query(st, "DELETE FROM muc_nicks WHERE room = ?", &key, 1, NULL, NULL) < 0 ||
+                (has_nicks > 0 && storage_query(st, "DELETE FROM muc_nicks WHERE room = ?", &key, 1, NULL, NULL) < 0) ||
                 storage_query(st, "DELETE FROM muc_messages WHERE room = ?", &key, 1, NULL, NULL) < 0 ||
                 storage_query(st, "DELETE FROM muc_rooms WHERE jid = ?", &key, 1, NULL, NULL) < 0 || storage_commit(st) < 0) {
                 fprintf(stderr, "civitasctl: storage error: %s\n", storage_last_error(st));

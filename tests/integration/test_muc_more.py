@@ -379,6 +379,11 @@ def retention_and_upgrade(t, srv, room, sids):
     db.execute("UPDATE module_schema SET version = 1 WHERE module = 'muc'")
     db.commit()
     db.close()
+    r = srv.ctl("muc", "create", "oldschema@" + SVC, "alice@localhost")
+    r2 = srv.ctl("muc", "destroy", "oldschema@" + SVC)
+    t.ok(r.returncode == 0 and r2.returncode == 0,
+         "civitasctl muc create and destroy work on a muc schema 1 database (no muc_nicks yet)",
+         lambda: r.stderr + r2.stderr)
     srv.start()
     db = sqlite3.connect(dbf)
     ver = db.execute("SELECT version FROM module_schema WHERE module = 'muc'").fetchone()
