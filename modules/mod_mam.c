@@ -1114,7 +1114,7 @@ static void expire_step(module_timer_t *t, void *ud)
 #define NS_COMMANDS "http://jabber.org/protocol/commands"
 #define PURGE_NODE "urn:civitas:mam:purge"
 #define PURGE_NAME "Clear my message archive"
-#define CMD_SESSIONS 32                 /* open command sessions kept; a new one replaces the oldest */
+#define CMD_SESSIONS 32                 /* open command sessions kept: one per account at a time */
 #define CMD_TTL_US (600LL * 1000000)    /* a session not completed within 10 minutes has expired */
 #define PURGE_BATCH 2000                /* rows one loop turn deletes: a large archive never stalls */
 
@@ -1123,7 +1123,6 @@ static struct cmd_session {
     char *requester;                    /* its full JID; NULL: the slot is free */
     int64_t created;
 } cmd_sessions[CMD_SESSIONS];
-static unsigned cmd_next;
 
 typedef struct purge_job {
     struct purge_job *next;
@@ -1214,7 +1213,19 @@ static void purge_step(module_timer_t *t, void *ud)
 /* execute without a session: a new session and the confirmation form (XEP-0050 §3.4, XEP-0004). */
 static int cmd_start(hook_event_t *ev)
 {
-    struct cmd_session *s = &cmd_sessions[cmd_next++ % CMD_SESSIONS];
+    /* the account's own open session is replaced; else a free or expired slot; none: wait. Never
+     * another account's open session (one user's executes must not cancel everyone's purges) */
+    struct cmd_session *s = NULL;
+    const char *bare = ev->from->bare;
+    size_t bl = strlen(bare);
+    int64_t now = now_us();
+    for (size_t i = 0; i < CMD_SESSIONS && !s; i++) {
+        const char *q = cmd_sessions[i].requester;
+        if (q && strncmp(q, bare, bl) == 0 && (q[bl] == '/' || q[bl] == '\0')) s = &cmd_sessions[i];
+    }
+    for (size_t i = 0; i < CMD_SESSIONS && !s; i++)
+        if (!cmd_sessions[i].requester || now - cmd_sessions[i].created > CMD_TTL_US) s = &cmd_sessions[i];
+    if (!s) return cmd_error(ev, "wait", "resource-constraint", NULL);
     cmd_session_end(s);
     new_sid(s->id);
     s->requester = xstrdup(ev->from->full);

@@ -554,6 +554,14 @@ def adhoc_purge(t, srv):
     r, cmd = command(pia, "localhost", PURGE_NODE, "next", sid)
     t.ok(error_condition(r) == "bad-request" and r.find(".//" + q(NS_CMD, "bad-action")) is not None,
          "XEP-0050 §4.6: an action the stage does not offer (next): <bad-action/>", el_str(r))
+    # one account's executes do not push out another account's open session
+    r, cmd = command(pia, "localhost", PURGE_NODE)
+    sid = cmd.get("sessionid") if cmd is not None else None
+    for _ in range(40):
+        command(quin, "localhost", PURGE_NODE)
+    r, cmd = command(pia, "localhost", PURGE_NODE, "complete", sid, confirm_form("false"))
+    t.is_(cmd.get("status") if cmd is not None else el_str(r), "completed",
+          "40 executes by quin leave pia's open session alone (one session per account)")
     r, cmd = command(pia, "localhost", "urn:civitas:no-such-command")
     t.is_(error_condition(r), "item-not-found", "an unknown command node: <item-not-found/>")
 
