@@ -169,24 +169,42 @@ static int clean_ctype(const char *in, char *out, size_t outlen)
         if (!*p || *p == ';') continue;           /* an empty parameter */
         PUT(';');
         PUT(' ');
-        size_t nl = 0;
+        size_t nl = 0, nstart = w;
         for (; tchar(*p); p++, nl++) PUT(LOWER(*p));
         if (!nl || *p++ != '=') return -1;
         PUT('=');
+        /* the value unquoted, then written in one form (RFC 9110 §5.6.6: a token and the same
+         * token quoted are equivalent; §8.3.2: charset values are case-insensitive), so that the
+         * slot's type and the PUT's compare equal however each was written */
+        unsigned char v[256];
+        size_t vn = 0;
         if (*p == '"') {
-            PUT(*p++);
+            p++;
             for (;;) {
                 if (*p == '"') break;
-                if (*p == '\\') PUT(*p++);        /* quoted-pair: the next character as it is */
+                if (*p == '\\') p++;              /* quoted-pair: the next character as it is */
                 if (*p != '\t' && (*p < 0x20 || *p >= 0x7f)) return -1;
-                PUT(*p++);
+                if (vn + 1 >= sizeof v) return -1;
+                v[vn++] = *p++;
             }
-            PUT(*p++);
+            p++;
         } else {
-            size_t vl = 0;
-            for (; tchar(*p); p++, vl++) PUT(*p);
-            if (!vl) return -1;
+            for (; tchar(*p); p++) {
+                if (vn + 1 >= sizeof v) return -1;
+                v[vn++] = *p;
+            }
+            if (!vn) return -1;
         }
+        int charset = nl == 7 && memcmp(out + nstart, "charset", 7) == 0;
+        int token = vn > 0;
+        for (size_t i = 0; i < vn; i++)
+            if (!tchar(v[i])) token = 0;
+        if (!token) PUT('"');
+        for (size_t i = 0; i < vn; i++) {
+            if (!token && (v[i] == '"' || v[i] == '\\')) PUT('\\');
+            PUT(charset ? LOWER(v[i]) : v[i]);
+        }
+        if (!token) PUT('"');
     }
 #undef PUT
 #undef LOWER

@@ -222,6 +222,13 @@ def parameter_types(t, srv, a):
         cd = (resp.getheader("Content-Disposition") or "") if resp else ""
         t.ok(resp is not None and resp.status == 200 and cd.startswith("attachment"),
              "%s is still served as an attachment" % ctype, cd)
+    r = request(a, "upload.localhost", "u.txt", 5, "text/plain; charset=UTF-8")
+    p, g = slot_urls(r)
+    resp, _ = web.do("PUT", p, body=b"abcde", headers={"Content-Type": 'text/plain; charset="utf-8"'}) if p else (None, None)
+    t.ok(resp is not None and resp.status == 201, "RFC 9110: a quoted charset and another case name the same "
+         "type as the slot's (charset=UTF-8 / charset=\"utf-8\"): 201", str(resp.status) if resp else "no slot")
+    resp, _ = web.do("GET", g) if g else (None, None)
+    t.is_(resp.getheader("Content-Type") if resp else None, "text/plain; charset=utf-8", "... served in one form")
     r = request(a, "upload.localhost", "a.jpg", 5, "image/jpeg; q=1")
     p, g = slot_urls(r)
     resp, _ = web.do("PUT", p, body=b"abcde", headers={"Content-Type": "image/jpeg; q=1"}) if p else (None, None)
