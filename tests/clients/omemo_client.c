@@ -1680,14 +1680,10 @@ static int message_handler(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userd
     return 1;
 }
 
-static int cmd_receive(client_t *c)
+/* After "ready": decrypts until c->want messages arrived or the timeout, then replaces the prekeys
+ * that prekey messages used up and republishes the bundle. 0 when all arrived. */
+static int receive_until_done(client_t *c)
 {
-    xmpp_stanza_t *r = iq_sync(c, "set", NULL, "<enable xmlns='" NS_CARBONS "'/>");
-    info("carbons: %s", error_condition(r));
-    if (r)
-        xmpp_stanza_release(r);
-    xmpp_handler_add(c->conn, message_handler, NULL, "message", NULL, c);
-    xmpp_send_raw_string(c->conn, "<presence/>");
     out("ready %s", xmpp_conn_get_bound_jid(c->conn));
     double deadline = now_s() + c->timeout;
     while (c->got < c->want && !c->disconnected && now_s() < deadline)
@@ -1704,26 +1700,24 @@ static int cmd_receive(client_t *c)
     return rc;
 }
 
+static int cmd_receive(client_t *c)
+{
+    xmpp_stanza_t *r = iq_sync(c, "set", NULL, "<enable xmlns='" NS_CARBONS "'/>");
+    info("carbons: %s", error_condition(r));
+    if (r)
+        xmpp_stanza_release(r);
+    xmpp_handler_add(c->conn, message_handler, NULL, "message", NULL, c);
+    xmpp_send_raw_string(c->conn, "<presence/>");
+    return receive_until_done(c);
+}
+
 static int cmd_muc_receive(client_t *c, int history)
 {
     xmpp_handler_add(c->conn, message_handler, NULL, "message", NULL, c);
     xmpp_send_raw_string(c->conn, "<presence/>");
     if (muc_join(c, history) < 0)
         return 1;
-    out("ready %s", xmpp_conn_get_bound_jid(c->conn));
-    double deadline = now_s() + c->timeout;
-    while (c->got < c->want && !c->disconnected && now_s() < deadline)
-        xmpp_run_once(c->ctx, 50);
-    int rc = c->got >= c->want ? 0 : 1;
-    if (rc)
-        fprintf(stderr, "omemo_client: %d of %d messages decrypted\n", c->got, c->want);
-    xmpp_handler_delete(c->conn, message_handler);
-    if (c->om->prekeys_used && !c->disconnected) {
-        int added = omemo_refill_prekeys(c->om);
-        if (added > 0 && publish_bundle(c, 0) == 0)
-            info("%d used prekeys replaced, bundle republished", added);
-    }
-    return rc;
+    return receive_until_done(c);
 }
 
 /* ------------------------------------------------------------------------------------------------

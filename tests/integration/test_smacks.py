@@ -319,21 +319,28 @@ def resumption(t, srv):
     f.end()
 
 
-def replaced_while_hibernating(t, srv):
-    """A new session that binds the resource of a hibernating one replaces it (RFC 6120 §7.7.2.2):
-    the old session's unacknowledged messages go to offline storage and reach the new one once."""
-    setup_users(srv, "olga", "pete")
-    p = sm_login(srv, "pete", "desk")
-    o = sm_login(srv, "olga", "phone")
+def hibernate_unacked(t, srv, sender, user, body):
+    """user@localhost/phone enables resumption, gets body from sender (desk) without acknowledging it,
+    and loses the connection: its session hibernates. Returns (sender's client, the resumption id)."""
+    p = sm_login(srv, sender, "desk")
+    o = sm_login(srv, user, "phone")
     o.presence()
     o.drain()
     en = o.enable(resume=True)
     previd = en.get("id") if en is not None else None
-    p.message("olga@localhost/phone", "c-1")
-    t.ok(o.expect_message("c-1") is not None, "olga gets c-1 and does not acknowledge it")
+    p.message(user + "@localhost/phone", body)
+    t.ok(o.expect_message(body) is not None, "%s gets %s and does not acknowledge it" % (user, body))
     mark = srv.log_mark()
     o.close()
-    t.ok(srv.wait_log(r"hibernating", start=mark), "olga's session hibernates")
+    t.ok(srv.wait_log(r"hibernating", start=mark), "%s's session hibernates" % user)
+    return p, previd
+
+
+def replaced_while_hibernating(t, srv):
+    """A new session that binds the resource of a hibernating one replaces it (RFC 6120 §7.7.2.2):
+    the old session's unacknowledged messages go to offline storage and reach the new one once."""
+    setup_users(srv, "olga", "pete")
+    p, previd = hibernate_unacked(t, srv, "pete", "olga", "c-1")
     p.message("olga@localhost/phone", "c-2")
     p.ping_server()
     o2 = sm_login(srv, "olga", "phone")
@@ -353,17 +360,7 @@ def restart(t, srv):
     """Resumption does not survive a restart: at SIGTERM every session ends, a hibernating one too,
     and its unacknowledged messages go to offline storage; <resume/> afterwards fails."""
     setup_users(srv, "quinn", "rita")
-    r = sm_login(srv, "rita", "desk")
-    qn = sm_login(srv, "quinn", "phone")
-    qn.presence()
-    qn.drain()
-    en = qn.enable(resume=True)
-    previd = en.get("id") if en is not None else None
-    r.message("quinn@localhost/phone", "q-1")
-    t.ok(qn.expect_message("q-1") is not None, "quinn gets q-1 and does not acknowledge it")
-    mark = srv.log_mark()
-    qn.close()
-    t.ok(srv.wait_log(r"hibernating", start=mark), "quinn's session hibernates")
+    r, previd = hibernate_unacked(t, srv, "rita", "quinn", "q-1")
     r.message("quinn@localhost/phone", "q-2")
     r.ping_server()
     r.close()

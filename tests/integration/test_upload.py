@@ -368,19 +368,25 @@ def slot_expiry(t):
         t.is_(resp.status, 404, "and nothing can be fetched")
 
 
+def big_upload(t, srv, mib):
+    """alice uploads mib MiB of random bytes through a slot; returns (the bytes, the GET URL)."""
+    srv.adduser("alice@localhost", PW)
+    a = connect_login(srv, "alice", PW)
+    data = os.urandom(mib * 1024 * 1024)
+    put, get = slot_urls(request(a, "upload.localhost", "big.bin", len(data)))
+    a.end()
+    resp, _ = HTTPS(srv).do("PUT", put, body=data)
+    t.is_(resp.status, 201, "a %d MB file" % mib)
+    return data, get
+
+
 def slow_download(t):
     """A large file read slowly over plain HTTP (behind a proxy, say): the connection is not idle
     (http.idle_timeout, 1 s here) while the answer still drains, the file arrives whole."""
     import time
     listen = {"client": ["127.0.0.1:0"], "https": ["127.0.0.1:0"], "http": ["127.0.0.1:0"]}
     with Server(t, listen=listen, extra_yaml="upload: {max_file_size: 16M}\nhttp: {idle_timeout: 1}\n") as srv:
-        srv.adduser("alice@localhost", PW)
-        a = connect_login(srv, "alice", PW)
-        data = os.urandom(12 * 1024 * 1024)
-        put, get = slot_urls(request(a, "upload.localhost", "big.bin", len(data)))
-        a.end()
-        resp, _ = HTTPS(srv).do("PUT", put, body=data)
-        t.is_(resp.status, 201, "a 12 MB file")
+        data, get = big_upload(t, srv, 12)
         path = urllib.parse.urlsplit(get).path
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)     # before connecting: a small window
@@ -412,13 +418,7 @@ def slow_tls_download(t):
     import time
     listen = {"client": ["127.0.0.1:0"], "https": ["127.0.0.1:0"]}
     with Server(t, listen=listen, extra_yaml="upload: {max_file_size: 16M}\nhttp: {request_timeout: 1}\n") as srv:
-        srv.adduser("alice@localhost", PW)
-        a = connect_login(srv, "alice", PW)
-        data = os.urandom(4 * 1024 * 1024)
-        put, get = slot_urls(request(a, "upload.localhost", "big.bin", len(data)))
-        a.end()
-        resp, _ = HTTPS(srv).do("PUT", put, body=data)
-        t.is_(resp.status, 201, "a 4 MB file")
+        data, get = big_upload(t, srv, 4)
         u = urllib.parse.urlsplit(get)
         ctx = ssl.create_default_context(cafile=srv.ca)
         raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
