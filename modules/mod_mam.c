@@ -5,6 +5,7 @@
  * account (max_messages), user preferences (XEP-0313 §7). */
 #include "module.h"
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,34 +39,75 @@ static module_ctx_t *ctx;
 
 /* ---- storage ---- */
 
+/* Schema 3. An archived message is one row per local party in `archive`, keyed by its id: the time
+ * it was stamped in microseconds, shifted left 4 bits, and in those 4 bits the low bits of its
+ * 64-bit random part (`rnd`). The stanza-id is 13 hex digits of the time and 16 of rnd
+ * (time-ordered, like a UUIDv7; XEP-0359 §6: nothing the delay stamp does not tell), so the id
+ * follows from the stanza-id and the table needs no index for it: a stanza-id is found by its time's
+ * 16 keys and rnd. The owning account is a small integer (`oid`, a row of `owners`), not its JID:
+ * the two indexes every row costs, (oid, id) for the account's archive in order and (oid, peer, id)
+ * for the 'with' filter, hold short entries; with the JID in them (schema 2, which also had indexes
+ * by stanza-id and by host and time) the archive cost about twice the server CPU per message in the
+ * chat bench. Deleting the account deletes its owners row and, by the foreign key's cascade, its
+ * rows (store.h .parent). Retention walks the ids (time-ordered) of the whole table for the
+ * longest max_age_days of all hosts, and an account's ids for a host that keeps less. */
+static const store_column_t owner_cols[] = {{"oid", STORE_ID}, {"owner", STORE_TEXT}, {NULL, 0}};
+static const store_index_t owner_idx[] = {{"by_owner", "owner"}, {NULL, NULL}};
 static const store_column_t archive_cols[] = {
-    {"id", STORE_ID},      {"owner", STORE_TEXT}, {"host", STORE_TEXT},    {"ts", STORE_INT},
-    {"peer", STORE_TEXT},  {"peer_res", STORE_TEXT}, {"sid", STORE_TEXT}, {"dir", STORE_INT},
-    {"xml", STORE_BLOB},   {NULL, 0}};
-enum { C_ID, C_OWNER, C_HOST, C_TS, C_PEER, C_RES, C_SID, C_DIR, C_XML, C_N };
-/* by_time: an account's archive in order; by_peer: the 'with' filter (bare JID; a full JID filters
- * peer_res while walking it); by_sid: a stanza-id to its row (RSM after/before, after-id, ids);
- * by_age: retention per host. Every index costs a page write per archived row: by_sid is keyed by
- * the stanza-id alone (unique here, and time-ordered, so new ids append to one page of it instead
- * of dirtying a page per account), and a full-JID filter has no index of its own (schema 2). */
-static const store_index_t archive_idx[] = {{"by_time", "owner, ts"},
-                                            {"by_peer", "owner, peer, ts"},
-                                            {"by_sid", "sid"},
-                                            {"by_age", "host, ts"},
-                                            {NULL, NULL}};
+    {"id", STORE_INT},        {"oid", STORE_INT}, {"peer", STORE_TEXT}, {"peer_res", STORE_TEXT},
+    {"rnd", STORE_INT},       {"dir", STORE_INT}, {"xml", STORE_BLOB},  {NULL, 0}};
+enum { C_ID, C_OID, C_PEER, C_RES, C_RND, C_DIR, C_XML, C_N };
+static const store_index_t archive_idx[] = {{"by_time", "oid"}, {"by_peer", "oid, peer"}, {NULL, NULL}};
 static const store_column_t prefs_cols[] = {
     {"owner", STORE_TEXT}, {"dflt", STORE_INT}, {"always", STORE_TEXT}, {"never", STORE_TEXT}, {NULL, 0}};
 static const store_table_t tables[] = {
-    {.name = "archive", .columns = archive_cols, .key = "id", .account = "owner", .indexes = archive_idx},
     {.name = "prefs", .columns = prefs_cols, .key = "owner", .account = "owner"},
+    {.name = "owners", .columns = owner_cols, .key = "oid", .account = "owner", .indexes = owner_idx},
+    {.name = "archive", .columns = archive_cols, .key = "id", .parent = "owners", .parent_column = "oid",
+     .indexes = archive_idx},
     {.name = NULL}};
-/* 1 -> 2: by_full dropped, by_sid on (sid) instead of (owner, sid) */
-static const char *const upgrade[] = {"DROP INDEX mam_archive__by_full; DROP INDEX mam_archive__by_sid;"
-                                      " CREATE INDEX mam_archive__by_sid ON mam_archive (sid, id)",
-                                      NULL};
-static const store_schema_t schema = {.version = 2, .tables = tables, .upgrade = upgrade};
+/* One hex digit of the column sid, at a position (1-based), shifted into place (SQLite 3.40 has no
+ * unhex(); << and | share one precedence level there, hence the parentheses). */
+#define HEXDIGIT(pos, shift) "((instr('0123456789abcdef', substr(sid, " #pos ", 1)) - 1) << " #shift ")"
+#define SID_TIME                                                                                      \
+    HEXDIGIT(1, 48) "|" HEXDIGIT(2, 44) "|" HEXDIGIT(3, 40) "|" HEXDIGIT(4, 36) "|" HEXDIGIT(5, 32)   \
+    "|" HEXDIGIT(6, 28) "|" HEXDIGIT(7, 24) "|" HEXDIGIT(8, 20) "|" HEXDIGIT(9, 16) "|"               \
+    HEXDIGIT(10, 12) "|" HEXDIGIT(11, 8) "|" HEXDIGIT(12, 4) "|" HEXDIGIT(13, 0)
+#define SID_RND                                                                                       \
+    HEXDIGIT(14, 60) "|" HEXDIGIT(15, 56) "|" HEXDIGIT(16, 52) "|" HEXDIGIT(17, 48) "|"               \
+    HEXDIGIT(18, 44) "|" HEXDIGIT(19, 40) "|" HEXDIGIT(20, 36) "|" HEXDIGIT(21, 32) "|"               \
+    HEXDIGIT(22, 28) "|" HEXDIGIT(23, 24) "|" HEXDIGIT(24, 20) "|" HEXDIGIT(25, 16) "|"               \
+    HEXDIGIT(26, 12) "|" HEXDIGIT(27, 8) "|" HEXDIGIT(28, 4) "|" HEXDIGIT(29, 0)
+#define SID_OK "(length(sid) = 29 AND sid NOT GLOB '*[^0-9a-f]*')"
+/* 1 -> 2: by_full dropped, by_sid on (sid) instead of (owner, sid).
+ * 2 -> 3: the archive above. A row keeps its stanza-id: the id is its time part shifted, with the
+ * old row id's low 4 bits (rows whose stanza-ids share a microsecond had neighbouring ids), and
+ * rnd its random part. Stanza-ids of the first release (32 random hex digits, before 2026-12-02
+ * 15:51) have no time: those rows get their archive time and a new random part, so their
+ * stanza-id changes. */
+static const char *const upgrade[] = {
+    "DROP INDEX mam_archive__by_full; DROP INDEX mam_archive__by_sid;"
+    " CREATE INDEX mam_archive__by_sid ON mam_archive (sid, id)",
+    "CREATE TABLE mam_owners (oid INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL);"
+    " CREATE INDEX mam_owners__by_owner ON mam_owners (owner, oid);"
+    " INSERT INTO mam_owners (owner) SELECT DISTINCT owner FROM mam_archive ORDER BY owner;"
+    " DROP INDEX mam_archive__by_time; DROP INDEX mam_archive__by_peer; DROP INDEX mam_archive__by_sid;"
+    " DROP INDEX mam_archive__by_age;"
+    " ALTER TABLE mam_archive RENAME TO mam_archive_v2;"
+    " CREATE TABLE mam_archive (id INTEGER NOT NULL, oid INTEGER NOT NULL, peer TEXT NOT NULL,"
+    " peer_res TEXT NOT NULL, rnd INTEGER NOT NULL, dir INTEGER NOT NULL, xml BLOB NOT NULL, PRIMARY KEY (id),"
+    " FOREIGN KEY (oid) REFERENCES mam_owners (oid) ON DELETE CASCADE);"
+    " INSERT INTO mam_archive (id, oid, peer, peer_res, rnd, dir, xml)"
+    " SELECT CASE WHEN " SID_OK " THEN ((" SID_TIME ") << 4) | (a.id & 15) ELSE (a.ts << 4) | (a.id & 15) END,"
+    " o.oid, a.peer, a.peer_res, CASE WHEN " SID_OK " THEN " SID_RND " ELSE random() END, a.dir, a.xml"
+    " FROM mam_archive_v2 a JOIN mam_owners o ON o.owner = a.owner;"
+    " CREATE INDEX mam_archive__by_time ON mam_archive (oid, id);"
+    " CREATE INDEX mam_archive__by_peer ON mam_archive (oid, peer, id);"
+    " DROP TABLE mam_archive_v2",
+    NULL};
+static const store_schema_t schema = {.version = 3, .tables = tables, .upgrade = upgrade};
 
-static store_t *archive, *prefs;
+static store_t *archive, *prefs, *owners;
 static strmap_t *counts;            /* bare JID -> rows it has (+1, as a pointer), an upper bound */
 
 enum { PREF_ALWAYS, PREF_ROSTER, PREF_NEVER };
@@ -243,11 +285,11 @@ static int prefs_allow(const jid_t *owner, const char *peer)
 
 /* ---- archiving ---- */
 
-/* A new stanza-id, like a UUIDv7: the time in microseconds (13 hex digits) and 64 random bits. The
- * time prefix keeps an account's new ids together at the end of the (owner, sid) index, where random
- * ids would dirty a page of it per message; it tells nothing the delay stamp does not, and nothing
- * of the archive's size (XEP-0359 §6). */
+/* A new stanza-id (see "storage"): 13 hex digits of the time in microseconds, strictly increasing
+ * in this process (a second id in the same microsecond takes the next one), and 64 random bits.
+ * The row's id follows from it (sid_parse). */
 #define SID_SIZE 32
+static int64_t last_time;           /* the time part of the last id handed out, or of the archive's newest */
 static void new_sid(char *buf)
 {
     /* the random part comes from a pool filled 64 bytes at a time: OpenSSL's RAND_bytes calls
@@ -258,15 +300,39 @@ static void new_sid(char *buf)
         random_hex(pool, 64);
         used = 0;
     }
+    int64_t now = now_us();
+    last_time = now > last_time ? now : last_time + 1;
     /* by hand rather than snprintf("%013llx%.16s"): the formatting was 2% of the server's CPU in
      * the chat bench with mam (two ids per message) */
     static const char hex[] = "0123456789abcdef";
-    unsigned long long t = (unsigned long long)now_us() & 0xfffffffffffffULL;
+    unsigned long long t = (unsigned long long)last_time & 0xfffffffffffffULL;
     for (int i = 12; i >= 0; i--, t >>= 4) buf[i] = hex[t & 15];
     memcpy(buf + 13, pool + used, 16);
     buf[29] = '\0';
     memset(pool + used, '0', 16);   /* never handed out twice */
     used += 16;
+}
+
+/* A stanza-id of ours: its time part and random part; the row id it gets when archived is
+ * (time << 4) | (rnd & 15). 0, or -1 when sid is not one of ours. */
+static int sid_parse(const char *sid, int64_t *time, int64_t *rnd)
+{
+    uint64_t v[2] = {0, 0};
+    for (int i = 0; i < 29; i++) {
+        int c = (unsigned char)sid[i], d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0) return -1;
+        v[i >= 13] = v[i >= 13] << 4 | (uint64_t)d;
+    }
+    if (sid[29]) return -1;
+    *time = (int64_t)v[0];
+    *rnd = (int64_t)v[1];
+    return 0;
+}
+
+static void sid_format(char *buf, const store_row_t *row)
+{
+    snprintf(buf, SID_SIZE, "%013llx%016llx", (unsigned long long)(row->col[C_ID].i >> 4),
+             (unsigned long long)row->col[C_RND].i);
 }
 
 /* The <stanza-id/> this server stamped for `by` (a bare JID), or NULL. */
@@ -280,14 +346,46 @@ static xnode_t *our_sid(const xnode_t *st, const char *by)
     return NULL;
 }
 
+/* The owners row of an account (bare JID): its oid, cached; with create, made when missing. >0,
+ * 0 none, -1 error. The cache is dropped when another process committed (civitasctl deleting an
+ * account deletes its owners row), checked once per batch and per query (oids_check). */
+static strmap_t *oids;              /* bare JID -> oid (as a pointer) */
+static storage_watch_t owners_watch;
+
+static void oids_check(void)
+{
+    if (store_changed(owners, &owners_watch) != 0) {
+        strmap_free(oids);
+        oids = strmap_new();
+    }
+}
+
+static int64_t owner_oid(const char *owner, int create)
+{
+    intptr_t v = (intptr_t)strmap_get(oids, owner);
+    if (v) return v;
+    storage_value_t o = STORE_VAL_TEXT(owner);
+    store_page_t page = {0};
+    if (store_range(owners, &(store_range_t){.index = "by_owner", .prefix = &o, .nprefix = 1, .limit = 1}, &page) < 0)
+        return -1;
+    int64_t oid = page.n ? page.rows[0]->col[0].i : 0;
+    store_page_free(&page);
+    if (!oid && create) {
+        storage_value_t row[2] = {STORE_VAL_NULL, STORE_VAL_TEXT(owner)};
+        if (store_put(owners, row, &oid) < 0) return -1;
+    }
+    if (oid > 0 && (intptr_t)oid == oid) strmap_put(oids, owner, (void *)(intptr_t)oid);
+    return oid;
+}
+
 /* Keep owner's archive within max_messages: a cached row count (an upper bound: only this process
  * adds rows; expiry, purges and the cap itself only remove some) is recounted when it passes the
  * cap, and then the oldest rows go, with 1% slack so that the next recount is not at the next row. */
-static void enforce_cap(const char *owner, long cap)
+static void enforce_cap(const char *owner, int64_t oid, long cap)
 {
     intptr_t c = (intptr_t)strmap_get(counts, owner);
+    storage_value_t o = STORE_VAL_INT(oid);
     if (!c) {
-        storage_value_t o = STORE_VAL_TEXT(owner);
         int n = store_count(archive, &(store_range_t){.index = "by_time", .prefix = &o, .nprefix = 1});
         if (n < 0) return;
         c = n + 1;
@@ -295,7 +393,6 @@ static void enforce_cap(const char *owner, long cap)
         c++;
     }
     if (c - 1 > cap) {
-        storage_value_t o = STORE_VAL_TEXT(owner);
         int n = store_count(archive, &(store_range_t){.index = "by_time", .prefix = &o, .nprefix = 1});
         if (n < 0) return;
         long slack = cap / 100;
@@ -316,24 +413,23 @@ static void enforce_cap(const char *owner, long cap)
 /* Writes are batched: archive_one queues a row, and the rows queued are written in one transaction
  * FLUSH_MS after the first of them (flush_pending), so that a burst of messages costs one commit
  * instead of one each. A commit writes every page it dirtied once, and each row dirties a page of
- * its account in every account-leading index, so the more rows a commit holds the fewer pages per
- * row: 20 ms instead of the next loop turn gave about +20% messages per server CPU-second in the
- * chat bench. Until the core's writer thread exists, this is the module's own batching; a crash of
- * the process loses at most FLUSH_MS of rows (the messages were delivered or stored offline all
- * the same). The batch commits lazily (store_begin_lazy: synchronous = NORMAL for that transaction
- * only): the loop does not wait for an fdatasync of the WAL every FLUSH_MS; a committed batch
- * survives a crash of the process, an OS crash or power loss may drop the batches committed since
- * the last ordinary commit or checkpoint.
+ * its account in both indexes, so the more rows a commit holds the fewer pages per row. Until the
+ * core's writer thread exists, this is the module's own batching; a crash of the process loses at
+ * most FLUSH_MS of rows (the messages were delivered or stored offline all the same). The batch
+ * commits lazily (store_begin_lazy: synchronous = NORMAL for that transaction only): the loop does
+ * not wait for an fdatasync of the WAL every FLUSH_MS; a committed batch survives a crash of the
+ * process, an OS crash or power loss may drop the batches committed since the last ordinary commit
+ * or checkpoint.
  * Queries, purges and account deletions flush (or drop) the queue first, so reads see every write. */
 typedef struct pending {
-    char *owner, *host, *peer, *res, *sid, *xml;
+    char *owner, *peer, *res, *xml;
     size_t len;
-    int64_t ts;
+    int64_t id, rnd;
     int outgoing;
 } pending_t;
 
 #define PENDING_MAX 4096            /* a queue this long is written at once */
-#define FLUSH_MS 20                 /* otherwise this long after the first row queued */
+#define FLUSH_MS 50                 /* otherwise this long after the first row queued */
 
 static pending_t *pending;
 static size_t npending, cappending;
@@ -342,10 +438,8 @@ static module_timer_t *flush_timer;  /* the one-shot timer of the next flush, or
 static void pending_free(pending_t *p)
 {
     free(p->owner);
-    free(p->host);
     free(p->peer);
     free(p->res);
-    free(p->sid);
     free(p->xml);
 }
 
@@ -359,14 +453,15 @@ static void flush_pending(void)
     if (!npending) return;
     int tx = store_begin_lazy(archive) == 0;
     size_t failed = 0;
+    oids_check();
     for (size_t i = 0; i < npending; i++) {
         pending_t *p = &pending[i];
-        storage_value_t row[C_N] = {
-            STORE_VAL_NULL, STORE_VAL_TEXT(p->owner), STORE_VAL_TEXT(p->host), STORE_VAL_INT(p->ts),
-            STORE_VAL_TEXT(p->peer), STORE_VAL_TEXT(p->res), STORE_VAL_TEXT(p->sid), STORE_VAL_INT(p->outgoing),
-            STORE_VAL_BLOB(p->xml, p->len)};
-        if (store_put(archive, row, NULL) < 0) failed++;
-        else enforce_cap(p->owner, host_conf(p->host)->max_messages);
+        int64_t oid = owner_oid(p->owner, 1);
+        storage_value_t row[C_N] = {STORE_VAL_INT(p->id), STORE_VAL_INT(oid), STORE_VAL_TEXT(p->peer),
+                                    STORE_VAL_TEXT(p->res), STORE_VAL_INT(p->rnd), STORE_VAL_INT(p->outgoing),
+                                    STORE_VAL_BLOB(p->xml, p->len)};
+        if (oid <= 0 || store_put(archive, row, NULL) < 0) failed++;
+        else enforce_cap(p->owner, oid, host_conf(strchr(p->owner, '@') + 1)->max_messages);
     }
     if (tx && store_commit(archive) < 0) {
         store_rollback(archive);
@@ -384,20 +479,22 @@ static void flush_cb(module_timer_t *t, void *ud)
     flush_pending();
 }
 
-/* Queue st for owner's archive under sid; peer is the other party (full JID as written). */
+/* Queue st for owner's archive under sid (one of new_sid's); peer is the other party (full JID as
+ * written). */
 static void archive_one(const jid_t *owner, const jid_t *peer, const char *sid, int outgoing, const char *xml,
                         size_t len)
 {
     const struct mam_conf *hc = host_conf(owner->domain);
+    int64_t time, rnd;
     if (!npending) prefs_fresh = 0;     /* a new batch (no flush may follow a row not kept) */
-    if (hc->max_age_days <= 0 || !prefs_allow(owner, peer->bare)) return;
+    if (hc->max_age_days <= 0 || sid_parse(sid, &time, &rnd) < 0 || !prefs_allow(owner, peer->bare)) return;
     if (npending == cappending) {
         cappending = cappending ? cappending * 2 : 64;
         pending = xrealloc(pending, cappending * sizeof *pending);
     }
-    pending[npending++] = (pending_t){xstrdup(owner->bare), xstrdup(owner->domain), xstrdup(peer->bare),
-                                      xstrdup(peer->resource ? peer->resource : ""), xstrdup(sid),
-                                      xstrndup(xml, len), len, now_us(), outgoing};
+    pending[npending++] = (pending_t){xstrdup(owner->bare), xstrdup(peer->bare),
+                                      xstrdup(peer->resource ? peer->resource : ""), xstrndup(xml, len), len,
+                                      time << 4 | (rnd & 15), rnd, outgoing};
     if (npending >= PENDING_MAX) flush_pending();
     else if (!flush_timer) flush_timer = module_add_timer(ctx, FLUSH_MS, 0, flush_cb, NULL);
 }
@@ -628,19 +725,21 @@ static char *text_or_null(const xnode_t *n)
     return t;
 }
 
-/* The row with this stanza-id in owner's archive: 0 found, 1 none, -1 error. The index holds every
- * account's ids (unique: 64 random bits each), so a row of another account is not a match. */
-#define SID_DUPS 8                  /* rows with one id looked at (more only if an id were forged) */
-static int find_sid(const char *owner, const char *sid, store_row_t **row)
+/* The row with this stanza-id in the archive of the account oid: 0 found, 1 none, -1 error. The
+ * rows of its time part's 16 keys with its random part (one, unless an older release's stanza-ids
+ * shared a microsecond) are read, and one of another account is not a match. */
+static int find_sid(int64_t oid, const char *sid, store_row_t **row)
 {
-    storage_value_t p = STORE_VAL_TEXT(sid);
-    store_page_t page = {0};
+    int64_t time, rnd;
     *row = NULL;
-    if (store_range(archive, &(store_range_t){.index = "by_sid", .prefix = &p, .nprefix = 1, .limit = SID_DUPS},
-                    &page) < 0)
+    if (!sid || sid_parse(sid, &time, &rnd) < 0 || time >> 51) return 1;
+    storage_value_t lo = STORE_VAL_INT(time << 4), hi = STORE_VAL_INT(time << 4 | 15), r = STORE_VAL_INT(rnd);
+    store_page_t page = {0};
+    if (store_range(archive, &(store_range_t){.after = {&lo, 1, 1}, .before = {&hi, 1, 1}, .limit = 16,
+                                              .match = "rnd", .match_value = &r}, &page) < 0)
         return -1;
     for (int i = 0; i < page.n && !*row; i++)
-        if (strcmp(page.rows[i]->col[C_OWNER].p, owner) == 0) {
+        if (page.rows[i]->col[C_OID].i == oid) {
             *row = page.rows[i];
             page.rows[i] = NULL;
         }
@@ -658,10 +757,12 @@ static xnode_t *result_message(const char *ns, const char *to, const char *from,
     xnode_set_attr(m, "from", from);
     xnode_t *r = xnode_add_elem(m, "result", ns);
     if (queryid) xnode_set_attr(r, "queryid", queryid);
-    xnode_set_attr(r, "id", row->col[C_SID].p);
+    char sid[SID_SIZE];
+    sid_format(sid, row);
+    xnode_set_attr(r, "id", sid);
     xnode_t *fw = xnode_add_elem(r, "forwarded", NS_FORWARD);
     char stamp[96];
-    stamp_us(stamp, sizeof stamp, row->col[C_TS].i);
+    stamp_us(stamp, sizeof stamp, row->col[C_ID].i >> 4);
     xnode_set_attr(xnode_add_elem(fw, "delay", NS_DELAY), "stamp", stamp);
     xnode_add_child(fw, inner);
     return m;
@@ -713,26 +814,22 @@ static const char *parse_query(xnode_t *qn, query_t *q, const char *ns)
     return NULL;
 }
 
-/* Tighten the lower bound lo (n values, inclusive flag) with the row's position (ts, id), exclusive:
- * the later of the two wins. */
+/* Tighten the lower bound lo (inclusive flag) with the row's position (its id), exclusive: the
+ * later of the two wins. */
 static void bound_after(storage_value_t *lo, store_bound_t *b, const store_row_t *row)
 {
-    int64_t ts = row->col[C_TS].i, id = row->col[C_ID].i;
-    if (b->v && b->n == 1 && lo[0].i > ts) return;
-    if (b->v && b->n == 2 && (lo[0].i > ts || (lo[0].i == ts && lo[1].i >= id))) return;
-    lo[0] = STORE_VAL_INT(ts);
-    lo[1] = STORE_VAL_INT(id);
-    *b = (store_bound_t){lo, 2, 0};
+    int64_t id = row->col[C_ID].i;
+    if (b->v && (lo->i > id || (lo->i == id && !b->inclusive))) return;
+    *lo = STORE_VAL_INT(id);
+    *b = (store_bound_t){lo, 1, 0};
 }
 
 static void bound_before(storage_value_t *hi, store_bound_t *b, const store_row_t *row)
 {
-    int64_t ts = row->col[C_TS].i, id = row->col[C_ID].i;
-    if (b->v && b->n == 1 && hi[0].i < ts) return;
-    if (b->v && b->n == 2 && (hi[0].i < ts || (hi[0].i == ts && hi[1].i <= id))) return;
-    hi[0] = STORE_VAL_INT(ts);
-    hi[1] = STORE_VAL_INT(id);
-    *b = (store_bound_t){hi, 2, 0};
+    int64_t id = row->col[C_ID].i;
+    if (b->v && (hi->i < id || (hi->i == id && !b->inclusive))) return;
+    *hi = STORE_VAL_INT(id);
+    *b = (store_bound_t){hi, 1, 0};
 }
 
 static void add_text_elem(xnode_t *parent, const char *name, const char *ns, const char *text)
@@ -762,7 +859,13 @@ static int do_query(hook_event_t *ev, xnode_t *qn, const char *ns)
         goto out_early;
     }
     const char *queryid = xnode_attr(qn, "queryid");
-    storage_value_t pre[3] = {STORE_VAL_TEXT(owner->bare)};
+    oids_check();
+    int64_t oid = owner_oid(owner->bare, 0);    /* 0: no archive, every range is empty */
+    if (oid < 0) {
+        rc = internal_error(ev, "looking up the account");
+        goto out_early;
+    }
+    storage_value_t pre[3] = {STORE_VAL_INT(oid)};
     store_range_t r = {.index = "by_time", .prefix = pre, .nprefix = 1};
     if (with) {
         pre[1] = STORE_VAL_TEXT(with->bare);
@@ -774,13 +877,14 @@ static int do_query(hook_event_t *ev, xnode_t *qn, const char *ns)
             r.match_value = &pre[2];
         }
     }
-    storage_value_t lo[2], hi[2];
+    storage_value_t lo[1], hi[1];
+    /* a row's id is its time << 4 and 4 more bits: start and end as ids, within 2^51 microseconds */
     if (q.start != INT64_MIN) {
-        lo[0] = STORE_VAL_INT(q.start);
+        lo[0] = STORE_VAL_INT(q.start < 0 ? 0 : q.start >> 51 ? INT64_MAX : q.start << 4);
         r.after = (store_bound_t){lo, 1, 1};
     }
     if (q.end != INT64_MAX) {
-        hi[0] = STORE_VAL_INT(q.end);
+        hi[0] = STORE_VAL_INT(q.end < 0 ? -1 : q.end >> 51 ? INT64_MAX : q.end << 4 | 15);
         r.before = (store_bound_t){hi, 1, 1};
     }
     /* after-id, before-id and the RSM ids narrow the range; an unknown id is item-not-found */
@@ -788,7 +892,7 @@ static int do_query(hook_event_t *ev, xnode_t *qn, const char *ns)
     store_row_t *rows[4] = {0};
     for (int i = 0; i < 4; i++) {
         if (!bounds[i]) continue;
-        int f = find_sid(owner->bare, bounds[i], &rows[i]);
+        int f = find_sid(oid, bounds[i], &rows[i]);
         if (f != 0) {
             rc = f < 0 ? internal_error(ev, "looking up a stanza-id") : hook_error(ev, "cancel", "item-not-found");
             goto out;
@@ -799,7 +903,7 @@ static int do_query(hook_event_t *ev, xnode_t *qn, const char *ns)
     if (rows[2]) bound_before(hi, &r.before, rows[2]);
     store_page_t page = {0};
     store_range_t rset = {0};
-    storage_value_t set_lo[2];
+    storage_value_t set_lo[1];
     int count, more = 0, reverse = q.rsm_before_set;
     if (q.ids) {
         /* XEP-0313 §6.1.3 (#extended): exactly these messages, in archive order */
@@ -809,7 +913,7 @@ static int do_query(hook_event_t *ev, xnode_t *qn, const char *ns)
             if (strcmp(v->name, "value") != 0) continue;
             char *t = xnode_text(v);
             store_row_t *row;
-            int f = find_sid(owner->bare, t, &row);
+            int f = find_sid(oid, t, &row);
             free(t);
             if (f != 0) {
                 for (int i = 0; i < n; i++) store_row_free(got[i]);
@@ -884,13 +988,14 @@ static int do_query(hook_event_t *ev, xnode_t *qn, const char *ns)
     xnode_t *set = xnode_add_elem(fin, "set", NS_RSM);
     if (last >= first && n > 0) {
         xnode_t *fe = xnode_add_elem(set, "first", NS_RSM);
-        xnode_add_text(fe, page.rows[first]->col[C_SID].p);
+        char sid[SID_SIZE];
+        sid_format(sid, page.rows[first]);
+        xnode_add_text(fe, sid);
         /* XEP-0059 §2.4: the page's position in the result set, the rows of the set before its
          * first; counted like <count/> (so only below COUNT_MAX), not for an ids query */
         if (!q.ids && count < COUNT_MAX) {
-            storage_value_t at[2] = {STORE_VAL_INT(page.rows[first]->col[C_TS].i),
-                                     STORE_VAL_INT(page.rows[first]->col[C_ID].i)};
-            rset.before = (store_bound_t){at, 2, 0};
+            storage_value_t at = STORE_VAL_INT(page.rows[first]->col[C_ID].i);
+            rset.before = (store_bound_t){&at, 1, 0};
             rset.limit = 0;
             int index = store_count(archive, &rset);
             if (index >= 0) {
@@ -899,7 +1004,8 @@ static int do_query(hook_event_t *ev, xnode_t *qn, const char *ns)
                 xnode_set_attr(fe, "index", buf);
             }
         }
-        add_text_elem(set, "last", NS_RSM, page.rows[last]->col[C_SID].p);
+        sid_format(sid, page.rows[last]);
+        add_text_elem(set, "last", NS_RSM, sid);
     }
     if (count < COUNT_MAX) {            /* XEP-0059 §2.6 lets a large count go unsaid */
         char cnt[24];
@@ -1033,7 +1139,11 @@ static int do_prefs(hook_event_t *ev, xnode_t *pn, const char *ns, int set)
 static int do_metadata(hook_event_t *ev, const char *ns)
 {
     jid_t *owner = jid_bare_of(ev->from);
-    storage_value_t o = STORE_VAL_TEXT(owner->bare);
+    oids_check();
+    int64_t oid = owner_oid(owner->bare, 0);
+    jid_free(owner);
+    if (oid < 0) return internal_error(ev, "looking up the account");
+    storage_value_t o = STORE_VAL_INT(oid);
     xnode_t *reply = stanza_reply(ev->stanza);
     xnode_t *md = xnode_add_elem(reply, "metadata", ns);
     for (int rev = 0; rev < 2; rev++) {
@@ -1041,19 +1151,18 @@ static int do_metadata(hook_event_t *ev, const char *ns)
         if (store_range(archive, &(store_range_t){.index = "by_time", .prefix = &o, .nprefix = 1, .reverse = rev,
                                                   .limit = 1}, &page) < 0) {
             xnode_free(reply);
-            jid_free(owner);
             return internal_error(ev, "reading the archive");
         }
         if (page.n) {
             xnode_t *e = xnode_add_elem(md, rev ? "end" : "start", ns);
-            char stamp[96];
-            stamp_us(stamp, sizeof stamp, page.rows[0]->col[C_TS].i);
-            xnode_set_attr(e, "id", page.rows[0]->col[C_SID].p);
+            char stamp[96], sid[SID_SIZE];
+            stamp_us(stamp, sizeof stamp, page.rows[0]->col[C_ID].i >> 4);
+            sid_format(sid, page.rows[0]);
+            xnode_set_attr(e, "id", sid);
             xnode_set_attr(e, "timestamp", stamp);
         }
         store_page_free(&page);
     }
-    jid_free(owner);
     return hook_reply(ev, reply);
 }
 
@@ -1077,30 +1186,68 @@ static module_timer_t *again;       /* a one-shot timer for the next batch, or N
 
 static void expire_step(module_timer_t *t, void *ud);
 
-/* Delete up to EXPIRE_BATCH expired rows per host; when a batch was full, go on at the next loop turn. */
+/* The per-account sweep for hosts that keep less than the longest max_age_days: the next oid to
+ * look at, or -1 when no sweep runs (one starts every EXPIRE_EVERY_MS). */
+static int64_t sweep_next = -1;
+#define SWEEP_OWNERS 200            /* accounts one step looks at */
+
+/* Delete up to EXPIRE_BATCH expired rows: first those older than every host keeps (walking the
+ * ids, which are time-ordered, of all accounts), then, when a host keeps less than another, the
+ * rows of that host's accounts past its limit, SWEEP_OWNERS accounts a step. When there is more to
+ * do, go on at the next loop turn. */
 static void expire_run(void)
 {
-    int full = 0;
+    int more = 0;
     flush_pending();
     int64_t now = now_us();
+    long longest = -1, shortest = -1;
     for (size_t i = 0; i < host_count(); i++) {
-        host_t *h = host_at(i);
-        const struct mam_conf *hc = module_host_conf(ctx, h);
-        storage_value_t host = STORE_VAL_TEXT(host_name(h));
-        storage_value_t cut = STORE_VAL_INT(now - (int64_t)hc->max_age_days * 86400 * 1000000);
-        int n = store_delete_range(archive, &(store_range_t){.index = "by_age", .prefix = &host, .nprefix = 1,
-                                                             .before = {&cut, 1, 0}, .limit = EXPIRE_BATCH});
-        if (n < 0) log_warn("mam", "expiring archived messages failed: %s", store_error(archive));
-        else if (n > 0) log_debug("mam", "expired %d archived message(s) of %s", n, host_name(h));
-        if (n == EXPIRE_BATCH) full = 1;
+        long d = ((const struct mam_conf *)module_host_conf(ctx, host_at(i)))->max_age_days;
+        if (d > longest) longest = d;
+        if (shortest < 0 || d < shortest) shortest = d;
     }
-    if (full && !again) again = module_add_timer(ctx, 0, 0, expire_step, NULL);
+    if (longest < 0) return;
+    storage_value_t cut = STORE_VAL_INT((now - (int64_t)longest * 86400 * 1000000) << 4);
+    int n = store_delete_range(archive, &(store_range_t){.before = {&cut, 1, 0}, .limit = EXPIRE_BATCH});
+    if (n < 0) log_warn("mam", "expiring archived messages failed: %s", store_error(archive));
+    else if (n > 0) log_debug("mam", "expired %d archived message(s)", n);
+    if (n == EXPIRE_BATCH) more = 1;
+    if (shortest < longest && sweep_next >= 0) {
+        storage_value_t from = STORE_VAL_INT(sweep_next);
+        store_page_t page = {0};
+        if (store_range(owners, &(store_range_t){.after = {&from, 1, 1}, .limit = SWEEP_OWNERS}, &page) < 0) {
+            log_warn("mam", "expiring archived messages failed: %s", store_error(owners));
+            sweep_next = -1;
+        } else {
+            sweep_next = page.more ? -2 : -1;   /* -2: set from the page below */
+            for (int i = 0; i < page.n; i++) {
+                const store_row_t *o = page.rows[i];
+                const char *at = strchr(o->col[1].p, '@');
+                long d = host_conf(at ? at + 1 : "")->max_age_days;
+                if (d >= longest) continue;
+                storage_value_t oid = STORE_VAL_INT(o->col[0].i),
+                                ocut = STORE_VAL_INT((now - (int64_t)d * 86400 * 1000000) << 4);
+                int k = store_delete_range(archive, &(store_range_t){.index = "by_time", .prefix = &oid, .nprefix = 1,
+                                                                     .before = {&ocut, 1, 0}, .limit = EXPIRE_BATCH});
+                if (k < 0) log_warn("mam", "expiring archived messages failed: %s", store_error(archive));
+                if (k == EXPIRE_BATCH) {        /* this account again at the next step */
+                    sweep_next = o->col[0].i;
+                    break;
+                }
+            }
+            if (sweep_next == -2) sweep_next = page.rows[page.n - 1]->col[0].i + 1;
+            store_page_free(&page);
+        }
+        if (sweep_next >= 0) more = 1;
+    }
+    if (more && !again) again = module_add_timer(ctx, 0, 0, expire_step, NULL);
 }
 
 static void expire_step(module_timer_t *t, void *ud)
 {
     (void)ud;
     if (t == again) again = NULL;
+    else if (sweep_next < 0) sweep_next = 0;    /* the periodic timer: a new sweep of the accounts */
     expire_run();
 }
 
@@ -1184,8 +1331,11 @@ static void purge_step(module_timer_t *t, void *ud)
     purge_job_t *j = purges;
     if (!j) return;
     flush_pending();                    /* queued rows of the account are part of what goes */
-    storage_value_t o = STORE_VAL_TEXT(j->owner), cut = STORE_VAL_INT(j->cut);
-    int n = store_delete_range(archive, &(store_range_t){.index = "by_time", .prefix = &o, .nprefix = 1,
+    oids_check();
+    int64_t oid = owner_oid(j->owner, 0);
+    storage_value_t o = STORE_VAL_INT(oid), cut = STORE_VAL_INT(j->cut << 4 | 15);
+    int n = oid < 0 ? -1 : oid == 0 ? 0
+          : store_delete_range(archive, &(store_range_t){.index = "by_time", .prefix = &o, .nprefix = 1,
                                                          .before = {&cut, 1, 1}, .limit = PURGE_BATCH});
     if (n > 0) j->deleted += n;
     if (n < 0 || n < PURGE_BATCH) {
@@ -1398,6 +1548,7 @@ static int on_user_deleted(hook_event_t *ev, void *ud)
     }
     npending = k;
     strmap_del(counts, ev->to->bare);
+    strmap_del(oids, ev->to->bare);
     prefs_cache_drop(ev->to->bare);
     return HOOK_PASS;
 }
@@ -1407,7 +1558,20 @@ static int load(module_ctx_t *m)
     ctx = m;
     archive = module_store(m, "archive");
     prefs = module_store(m, "prefs");
+    owners = module_store(m, "owners");
     counts = strmap_new();
+    oids = strmap_new();
+    owners_watch = (storage_watch_t){0};
+    oids_check();                       /* the first call says "changed": the watch starts here */
+    sweep_next = 0;
+    /* ids keep increasing across restarts, even when the clock went back */
+    store_page_t newest = {0};
+    if (store_range(archive, &(store_range_t){.reverse = 1, .limit = 1}, &newest) < 0) {
+        log_error("mam", "reading the archive failed: %s", store_error(archive));
+        return -1;
+    }
+    last_time = newest.n ? newest.rows[0]->col[C_ID].i >> 4 : 0;
+    store_page_free(&newest);
     prefs_cache = strmap_new();
     prefs_watch = (storage_watch_t){0};
     again = NULL;
@@ -1456,6 +1620,8 @@ static void unload(module_ctx_t *m)
     npending = cappending = 0;
     strmap_free(counts);
     counts = NULL;
+    strmap_free(oids);
+    oids = NULL;
 }
 
 static const module_option_t options[] = {

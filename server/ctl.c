@@ -94,8 +94,17 @@ static int purge_archive(storage_t *st, const jid_t *j)
         return 1;
     }
     if (n == 0) return 0;          /* no archive was ever kept here */
+    /* mod_mam's schema 3 keeps the account as an owners row (mam_owners); a data_dir the new server
+     * has not opened yet is still at schema 2, with the JID in every row */
+    int64_t v3 = 0;
+    if (storage_query(st, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'mam_owners'",
+                      NULL, 0, count_cb, &v3) < 0) {
+        fprintf(stderr, "civitasctl: storage error: %s\n", storage_last_error(st));
+        return 1;
+    }
     storage_value_t v = {.type = STORAGE_TEXT, .p = j->bare, .len = strlen(j->bare)};
-    int d = storage_query(st, "DELETE FROM mam_archive WHERE owner = ?", &v, 1, NULL, NULL);
+    int d = storage_query(st, v3 ? "DELETE FROM mam_archive WHERE oid IN (SELECT oid FROM mam_owners WHERE owner = ?)"
+                                 : "DELETE FROM mam_archive WHERE owner = ?", &v, 1, NULL, NULL);
     if (d < 0) {
         fprintf(stderr, "civitasctl: storage error: %s\n", storage_last_error(st));
         return 1;

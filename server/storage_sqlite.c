@@ -225,7 +225,7 @@ static int connect_db(const char *path, sqlite3 **out, char *errbuf, size_t errl
      * CPU-second with mam in the bench. */
     char *msg = NULL;
     rc = sqlite3_exec(db, "PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON; PRAGMA trusted_schema = OFF;"
-                      " PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 10000;", NULL, NULL, &msg);
+                      " PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 10000; PRAGMA cache_size = -32768;", NULL, NULL, &msg);
     if (rc != SQLITE_OK) {
         snprintf(errbuf, errlen, "%s: %s", path, msg ? msg : sqlite3_errstr(rc));
         sqlite3_free(msg);

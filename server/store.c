@@ -25,7 +25,9 @@ struct store {
     sindex_t key;
     sindex_t *idx;                     /* declared indexes */
     int nidx;
-    int account;                       /* column number of .account */
+    int account;                       /* column number of .account, or -1 (a .parent table) */
+    int parent_col;                    /* column number of .parent_column, or -1 */
+    const struct store *parent;        /* the .parent table, or NULL */
     int id_col;                        /* the STORE_ID column, or -1 */
     char *sql_put, *sql_get, *sql_del, *sql_del_account;
     char *dyn;                         /* the last generated (range) SQL */
@@ -182,9 +184,15 @@ static int check_table(store_t *t, const char *module)
     if (t->id_col >= 0 && (t->key.n != 1 || t->key.col[0] != t->id_col))
         return fail(t, "a STORE_ID column must be the whole key");
     t->account = d->account ? column_of(t, d->account, strlen(d->account)) : -1;
-    if (t->account < 0 || d->columns[t->account].type != STORE_TEXT)
+    t->parent_col = d->parent_column ? column_of(t, d->parent_column, strlen(d->parent_column)) : -1;
+    if (d->parent || d->parent_column) {
+        if (d->account) return fail(t, "a table has an account column or a parent, not both");
+        if (!d->parent || t->parent_col < 0 || d->columns[t->parent_col].type != STORE_INT)
+            return fail(t, "parent_column must name an INT column that is not optional");
+    } else if (t->account < 0 || d->columns[t->account].type != STORE_TEXT)
         return fail(t, "account must name a TEXT column that is not optional");
-    int leads = t->key.col[0] == t->account;
+    int owner = t->account >= 0 ? t->account : t->parent_col;
+    int leads = t->key.col[0] == owner;
     for (const store_index_t *x = d->indexes; x && x->name; x++) {
         if (!is_name(x->name, 1)) return fail(t, "index name %s must be [a-z_][a-z0-9_]*", x->name);
         for (int i = 0; i < t->nidx; i++)
@@ -200,9 +208,28 @@ static int check_table(store_t *t, const char *module)
             si->col[si->n++] = t->key.col[i];
         }
         si->sql = xasprintf("%s__%s", t->tbl, x->name);
-        leads |= si->col[0] == t->account;
+        leads |= si->col[0] == owner;
     }
-    if (!leads) return fail(t, "the account column must lead the key or an index (deleting an account would scan)");
+    if (!leads)
+        return fail(t, "the %s column must lead the key or an index (deleting an account would scan)",
+                    t->account >= 0 ? "account" : "parent");
+    return 0;
+}
+
+/* A .parent table's parent: declared before it in the same module, keyed by a STORE_ID, with an
+ * account column. */
+static int check_parent(store_t *t, const store_module_t *sm)
+{
+    if (!t->decl->parent) return 0;
+    for (int i = 0; i < sm->n && sm->t[i] != t; i++)
+        if (strcmp(sm->t[i]->decl->name, t->decl->parent) == 0) {
+            const store_t *p = sm->t[i];
+            if (p->id_col < 0 || p->account < 0)
+                return fail(t, "parent %s must have a STORE_ID key and an account column", t->decl->parent);
+            t->parent = p;
+            return 0;
+        }
+    return fail(t, "parent %s is not a table declared before it", t->decl->parent);
     return 0;
 }
 
@@ -248,7 +275,12 @@ static void build_statements(store_t *t)
     sb_add(&b, " FROM \"%s\" WHERE %s", t->tbl, kw);
     t->sql_get = b.p;
     t->sql_del = xasprintf("DELETE FROM \"%s\" WHERE %s", t->tbl, kw);
-    t->sql_del_account = xasprintf("DELETE FROM \"%s\" WHERE \"%s\" = ?1", t->tbl, c[t->account].name);
+    if (t->parent)
+        t->sql_del_account = xasprintf("DELETE FROM \"%s\" WHERE \"%s\" IN (SELECT \"%s\" FROM \"%s\" WHERE \"%s\" = ?1)",
+                                       t->tbl, c[t->parent_col].name, t->parent->decl->columns[t->parent->id_col].name,
+                                       t->parent->tbl, t->parent->decl->columns[t->parent->account].name);
+    else
+        t->sql_del_account = xasprintf("DELETE FROM \"%s\" WHERE \"%s\" = ?1", t->tbl, c[t->account].name);
     free(kw);
 }
 
@@ -267,6 +299,9 @@ static void add_create(sbuf_t *b, const store_t *t)
         add_names(b, t, t->key.col, t->key.n, ", ");
         sb_add(b, ")");
     }
+    if (t->parent)
+        sb_add(b, ", FOREIGN KEY (\"%s\") REFERENCES \"%s\" (\"%s\") ON DELETE CASCADE", c[t->parent_col].name,
+               t->parent->tbl, t->parent->decl->columns[t->parent->id_col].name);
     sb_add(b, ");\n");
     for (int i = 0; i < t->nidx; i++) {
         sb_add(b, "CREATE INDEX \"%s\" ON \"%s\" (", t->idx[i].sql, t->tbl);
@@ -279,6 +314,10 @@ static void add_create(sbuf_t *b, const store_t *t)
  * account column holds the bare JID), so that deleting an account empties it, in any process. */
 static void add_register(sbuf_t *b, const store_t *t)
 {
+    if (t->account < 0) {              /* a .parent table: its rows go with the parent's */
+        sb_add(b, ";\nDELETE FROM user_tables WHERE tbl = '%s';\n", t->tbl);
+        return;
+    }
     sb_add(b, ";\nINSERT INTO user_tables (tbl, user_col, domain_col) VALUES ('%s', '%s', '')"
            " ON CONFLICT (tbl) DO UPDATE SET user_col = excluded.user_col, domain_col = excluded.domain_col;\n",
            t->tbl, t->decl->columns[t->account].name);
@@ -287,7 +326,7 @@ static void add_register(sbuf_t *b, const store_t *t)
 /* ---- checking the tables against the declaration ---- */
 
 typedef struct colinfo {
-    char name[64], type[16];
+    char name[64], type[96];
     int pk;
 } colinfo_t;
 
@@ -339,6 +378,17 @@ static int verify(store_t *t)
             same = strcmp(ci.v[i].name, t->decl->columns[t->idx[x].col[i]].name) == 0;
         if (!same) return fail(t, "index %s is missing or has other columns than declared", t->idx[x].name);
     }
+    if (t->parent) {                   /* the cascade that deletes the rows with the account */
+        ci.n = 0;
+        p = STORE_VAL_TEXT(t->tbl);
+        if (storage_query(t->db, "SELECT \"from\", \"table\" || ' ' || \"to\" || ' ' || on_delete, 0"
+                          " FROM pragma_foreign_key_list(?1)", &p, 1, colinfo_cb, &ci) < 0)
+            return -1;
+        char want[sizeof ci.v[0].type];
+        snprintf(want, sizeof want, "%s %s CASCADE", t->parent->tbl, t->parent->decl->columns[t->parent->id_col].name);
+        if (ci.n != 1 || strcmp(ci.v[0].name, t->decl->columns[t->parent_col].name) != 0 || strcmp(ci.v[0].type, want) != 0)
+            return fail(t, "the foreign key to %s is missing or differs", t->parent->tbl);
+    }
     return 0;
 }
 
@@ -389,7 +439,7 @@ store_module_t *store_module_open(storage_t *s, const char *module, const store_
         sm->t = xrealloc(sm->t, (size_t)(sm->n + 1) * sizeof *sm->t);
         sm->t[sm->n++] = t;
         if (store_module_table(sm, d->name) != t) fail(t, "declared twice");
-        else if (check_table(t, module) == 0) {
+        else if (check_table(t, module) == 0 && check_parent(t, sm) == 0) {
             build_statements(t);
             add_create(&create, t);
             add_register(&reg, t);

@@ -33,6 +33,13 @@
  *   row. When an account is deleted (civitasctl user del, XEP-0077 cancel) its rows go from every
  *   declared table of every module, loaded or not: the core keeps the list in the database. For
  *   data owned by a room or a domain the column holds that JID. It must lead the key or an index.
+ * - .parent, .parent_column (instead of .account): the rows belong to a row of another table of the
+ *   module, declared before this one, whose key is a STORE_ID and which has an .account: the INT
+ *   column .parent_column holds that row's id. Deleting the parent row (and so deleting the account)
+ *   deletes these rows in the same statement (FOREIGN KEY ... ON DELETE CASCADE), in any process;
+ *   a row whose parent does not exist cannot be written. For large tables whose index entries
+ *   should carry a small integer rather than the JID (the MAM archive). .parent_column must lead
+ *   the key or an index.
  * - .indexes: {name, "col, col"}: the columns a range query walks. The core appends the key columns
  *   the index lacks, so an index orders rows completely and a position in it names one row.
  *   A table can always also be walked by its key (range.index NULL).
@@ -89,6 +96,8 @@ typedef struct store_table {
     const char *key;                   /* the primary key's columns, comma-separated */
     const char *account;               /* the column holding the owning account's bare JID */
     const store_index_t *indexes;      /* optional */
+    const char *parent;                /* instead of account: the table whose row owns these rows */
+    const char *parent_column;         /* the INT column holding that row's STORE_ID */
 } store_table_t;
 
 typedef struct store_schema {
@@ -131,8 +140,9 @@ int store_put(store_t *t, const storage_value_t *row, int64_t *id);
 int store_get(store_t *t, const storage_value_t *key, store_row_t **row);
 /* Delete the row with this key. Rows deleted (0 or 1), or -1. */
 int store_delete(store_t *t, const storage_value_t *key);
-/* Delete every row of one account (bare JID) from this table. Rows deleted, or -1. Deleting the
- * account itself does this for every table already. */
+/* Delete every row of one account (bare JID) from this table (a .parent table: the rows of the
+ * account's parent rows). Rows deleted, or -1. Deleting the account itself does this for every
+ * table already. */
 int store_delete_account(store_t *t, const char *bare);
 
 /* ---- Ranges on an index, for paging (MAM, PubSub items, RSM) ----

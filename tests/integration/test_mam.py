@@ -570,9 +570,10 @@ def adhoc_purge(t, srv):
     db = sqlite3.connect(os.path.join(srv.data_dir, [f for f in os.listdir(srv.data_dir) if f.endswith(".db")][0]),
                          timeout=30)
     ts0 = int(time.time() * 1000000) - 3600 * 1000000
-    db.executemany("INSERT INTO mam_archive (owner, host, ts, peer, peer_res, sid, dir, xml) "
-                   "VALUES ('pia@localhost', 'localhost', ?, 'quin@localhost', 'q', ?, 0, ?)",
-                   [(ts0 + i, "bulk-%d" % i, b"<message xmlns='jabber:client' type='chat'><body>b</body></message>")
+    (oid,) = db.execute("SELECT oid FROM mam_owners WHERE owner = 'pia@localhost'").fetchone()
+    db.executemany("INSERT INTO mam_archive (id, oid, peer, peer_res, rnd, dir, xml) "
+                   "VALUES (?, ?, 'quin@localhost', 'q', ?, 0, ?)",
+                   [((ts0 + i) << 4, oid, i << 4, b"<message xmlns='jabber:client' type='chat'><body>b</body></message>")
                     for i in range(4500)])
     db.commit()
     db.close()
@@ -660,30 +661,63 @@ def retention(t):
         for c in (alice, bob, nina, sam):
             c.end()
         srv.stop()
+        # CONTRACT.md: an older data_dir is upgraded in place at the start. The archive is written
+        # back in mam schema 1's layout (the JID, host, time and stanza-id in every row; indexes
+        # by_full and by_sid on (owner, sid)), bob's "old" rows back-dated by 15 days, and one row
+        # with a stanza-id of the first release (32 random hex digits)
         db = sqlite3.connect(os.path.join(srv.data_dir, [f for f in os.listdir(srv.data_dir) if f.endswith(".db")][0]))
-        db.execute("UPDATE mam_archive SET ts = ts - 15 * 86400 * 1000000 WHERE owner = 'bob@localhost' "
-                   "AND CAST(xml AS TEXT) LIKE '%old %'")
-        # CONTRACT.md: a data_dir of mam schema 1 (indexes by_full and by_sid on (owner, sid)) is
-        # upgraded in place at the start
-        db.execute("DROP INDEX mam_archive__by_sid")
-        db.execute("CREATE INDEX mam_archive__by_sid ON mam_archive (owner, sid, id)")
-        db.execute("CREATE INDEX mam_archive__by_full ON mam_archive (owner, peer, peer_res, ts, id)")
-        db.execute("UPDATE module_schema SET version = 1 WHERE module = 'mam'")
+        rows = db.execute("SELECT a.id, o.owner, a.peer, a.peer_res, a.rnd, a.dir, a.xml FROM mam_archive a "
+                          "JOIN mam_owners o USING (oid) ORDER BY a.id").fetchall()
+        db.executescript("""
+            DROP TABLE mam_archive; DROP TABLE mam_owners;
+            CREATE TABLE mam_archive (id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL, host TEXT NOT NULL,
+                ts INTEGER NOT NULL, peer TEXT NOT NULL, peer_res TEXT NOT NULL, sid TEXT NOT NULL, dir INTEGER NOT NULL,
+                xml BLOB NOT NULL);
+            CREATE INDEX mam_archive__by_time ON mam_archive (owner, ts, id);
+            CREATE INDEX mam_archive__by_peer ON mam_archive (owner, peer, ts, id);
+            CREATE INDEX mam_archive__by_sid ON mam_archive (owner, sid, id);
+            CREATE INDEX mam_archive__by_full ON mam_archive (owner, peer, peer_res, ts, id);
+            CREATE INDEX mam_archive__by_age ON mam_archive (host, ts, id);
+            DELETE FROM user_tables WHERE tbl = 'mam_owners';
+            INSERT INTO user_tables (tbl, user_col, domain_col) VALUES ('mam_archive', 'owner', '');
+            UPDATE module_schema SET version = 1 WHERE module = 'mam';""")
+        old_sids = {}
+        day = 86400 * 1000000
+        for rid, owner, peer, res, rnd, d, xml in rows:
+            ts = rid >> 4
+            if owner == "bob@localhost" and b"old " in xml:
+                ts -= 15 * day          # an old row's stanza-id is as old (its time part)
+            sid = "%013x%016x" % (ts, rnd & (2 ** 64 - 1))
+            old_sids[(owner, bytes(xml))] = sid
+            db.execute("INSERT INTO mam_archive (owner, host, ts, peer, peer_res, sid, dir, xml) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (owner, owner.split("@")[1], ts, peer, res, sid, d, xml))
+        newest_ts = max(r[0] for r in rows) >> 4
+        db.execute("INSERT INTO mam_archive (owner, host, ts, peer, peer_res, sid, dir, xml) VALUES "
+                   "('bob@localhost', 'localhost', ?, 'alice@localhost', '', ?, 0, ?)",
+                   (newest_ts - 1000000, "0123456789abcdef0123456789abcdef",
+                    b"<message xmlns='jabber:client' type='chat'><body>first release</body></message>"))
         db.commit()
         db.close()
         srv.start()
         db = sqlite3.connect(os.path.join(srv.data_dir, [f for f in os.listdir(srv.data_dir) if f.endswith(".db")][0]))
         ver = db.execute("SELECT version FROM module_schema WHERE module = 'mam'").fetchone()
         idx = sorted(r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' "
-                                              "AND tbl_name = 'mam_archive'"))
-        sid_cols = [r[0] for r in db.execute("SELECT name FROM pragma_index_info('mam_archive__by_sid') ORDER BY seqno")]
+                                              "AND tbl_name IN ('mam_archive', 'mam_owners')"))
+        tables = sorted(r[0] for r in db.execute("SELECT tbl FROM user_tables WHERE tbl LIKE 'mam%'"))
         db.close()
-        t.is_((ver, idx, sid_cols), ((2,), ["mam_archive__by_age", "mam_archive__by_peer", "mam_archive__by_sid",
-                                            "mam_archive__by_time"], ["sid", "id"]),
-              "a mam schema 1 database is upgraded to 2 at the start (by_full dropped, by_sid on the id alone)")
+        t.is_((ver, idx, tables), ((3,), ["mam_archive__by_peer", "mam_archive__by_time", "mam_owners__by_owner"],
+                                   ["mam_owners", "mam_prefs"]),
+              "a mam schema 1 database is upgraded to 3 at the start (owners table, two indexes; the archive's "
+              "rows go with the owners row)")
         bob = login(srv, "bob")
-        t.is_(query(bob, []).bodies(), ["new"], "max_age_days 14: messages older than 14 days are deleted")
-        newest = query(bob, []).ids()
+        got = query(bob, [])
+        t.is_(got.bodies(), ["first release", "new"], "max_age_days 14: messages older than 14 days are deleted")
+        new_row = [sid for (owner, xml), sid in old_sids.items() if owner == "bob@localhost" and b">new<" in xml]
+        t.ok(len(new_row) == 1 and got.ids()[-1:] == new_row and len(got.ids()[0]) == 29
+             and got.ids()[0] != "0123456789abcdef0123456789abcdef",
+             "the upgrade keeps stanza-ids; a row of the first release gets a new one", (got.ids(), new_row))
+        bob = login(srv, "bob")
+        newest = query(bob, []).ids()[-1:]
         r = query(bob, [("after-id", newest[0] if newest else "none")])
         t.is_((r.error, r.ids()), (None, []),
               "after the upgrade a stanza-id is found again (after-id of the newest: no error, nothing after it)")
@@ -700,6 +734,10 @@ def retention(t):
         srv.adduser("alice@localhost", PW)
         alice = login(srv, "alice")
         t.is_(query(alice, []).count, 0, "a deleted account's archive is gone (a new account of that name sees none)")
+        db = sqlite3.connect(os.path.join(srv.data_dir, [f for f in os.listdir(srv.data_dir) if f.endswith(".db")][0]))
+        orphans = db.execute("SELECT COUNT(*) FROM mam_archive WHERE oid NOT IN (SELECT oid FROM mam_owners)").fetchone()
+        db.close()
+        t.is_(orphans, (0,), "no archive row is left without its account (the owners row's cascade)")
         alice.end()
         bob.end()
 
