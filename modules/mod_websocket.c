@@ -3,7 +3,8 @@
  * /.well-known/host-meta.json. The handshake and the framing are the core's (server/websocket.c):
  * a WebSocket stream is a client stream like a TCP one. Here: the Origin policy
  * (websocket.allowed_origins: any Origin when empty, CONTRACT.md) and the URL announced
- * (websocket.url, else http.public_url, else the request's own scheme and Host). */
+ * (websocket.url, else http.public_url, else the request's own scheme and Host), and the keepalive
+ * (websocket.ping_interval, ping_timeout: server/websocket.c sends the pings). */
 #include "module.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,11 +18,14 @@
 static struct ws_conf {
     strlist_t allowed_origins;
     char *url;
+    long ping_interval, ping_timeout;
 } conf;
 
 static const module_option_t options[] = {
     {"allowed_origins", MOPT_LIST, offsetof(struct ws_conf, allowed_origins), 0, 0, 0, .def_string = NULL},
     {"url", MOPT_STRING, offsetof(struct ws_conf, url), 0, 0, 0, .def_string = NULL},
+    {"ping_interval", MOPT_DURATION, offsetof(struct ws_conf, ping_interval), 300, 0, 86400, .def_string = NULL},
+    {"ping_timeout", MOPT_DURATION, offsetof(struct ws_conf, ping_timeout), 60, 1, 3600, .def_string = NULL},
     {.name = NULL}};
 
 static int origin_allowed(const char *origin)
@@ -125,10 +129,17 @@ static int load(module_ctx_t *m)
         log_info("websocket", "no HTTP listener (listen.http / listen.https): no WebSocket is offered");
         return 0;
     }
+    websocket_set_keepalive(conf.ping_interval, conf.ping_timeout);
     if (module_add_http_handler(m, WS_PATH, on_websocket, NULL) < 0) return -1;
     if (module_add_http_handler(m, HOST_META, on_host_meta, NULL) < 0) return -1;
     return 0;
 }
 
-const module_t civitas_module = {.abi = CIVITAS_MODULE_ABI, .name = "websocket", .load = load,
+static void unload(module_ctx_t *m)
+{
+    (void)m;
+    websocket_set_keepalive(0, 0);      /* sessions still open stop pinging */
+}
+
+const module_t civitas_module = {.abi = CIVITAS_MODULE_ABI, .name = "websocket", .load = load, .unload = unload,
                                  .options = options, .conf = &conf};

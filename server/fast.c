@@ -16,6 +16,7 @@
 #include "server.h"
 #include "stanza.h"
 #include "scram.h"
+#include "timer.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -179,4 +180,54 @@ xnode_t *fast_after_success(session_t *s, sasl2_req_t *r)
     explicit_bzero(token, sizeof token);
     explicit_bzero(&row, sizeof row);
     return t;
+}
+
+/* ---- the sweep over every account ---- */
+
+#define FAST_SWEEP_EVERY_MS (3600L * 1000)
+#define FAST_SWEEP_BATCH 64         /* rows per turn of the loop: each turn stays short */
+
+static fast_sweep_t sweep;
+static module_timer_t *sweep_every, *sweep_next;   /* sweep_next: a pass is running */
+static int sweep_deleted;
+
+static void sweep_step(module_timer_t *t, void *ud)
+{
+    (void)t; (void)ud;
+    sweep_next = NULL;              /* a one-shot timer: freed after this returns */
+    int64_t now = now_unix(), lifetime = (int64_t)srv->cfg->fast_token_days * 86400;
+    int n = fast_sweep_step(srv->store, &sweep, FAST_SWEEP_BATCH, now, now + lifetime);
+    if (n < 0) {
+        log_warn("fast", "sweeping expired FAST tokens failed: %s", storage_last_error(srv->store));
+    } else {
+        sweep_deleted += n;
+        if (!sweep.done) {
+            sweep_next = module_add_timer(NULL, 0, 0, sweep_step, NULL);
+            return;
+        }
+        if (sweep_deleted) log_info("fast", "deleted %d expired FAST token row%s", sweep_deleted,
+                                    sweep_deleted == 1 ? "" : "s");
+    }
+    fast_sweep_reset(&sweep);       /* after an error the next pass starts over */
+    sweep_deleted = 0;
+}
+
+static void sweep_pass(module_timer_t *t, void *ud)
+{
+    (void)t; (void)ud;
+    if (!sweep_next) sweep_next = module_add_timer(NULL, 0, 0, sweep_step, NULL);
+}
+
+void fast_sweep_start(void)
+{
+    sweep_every = module_add_timer(NULL, FAST_SWEEP_EVERY_MS, 1, sweep_pass, NULL);
+    sweep_pass(NULL, NULL);
+}
+
+void fast_sweep_stop(void)
+{
+    module_timer_cancel(sweep_next);
+    module_timer_cancel(sweep_every);
+    sweep_next = sweep_every = NULL;
+    fast_sweep_reset(&sweep);
 }

@@ -19,4 +19,10 @@ void fast_authenticate(session_t *s, sasl2_req_t *r);
  * one it used is due for rotation), or NULL. */
 xnode_t *fast_after_success(session_t *s, sasl2_req_t *r);
 
+/* ---- the sweep (fast.c) ---- */
+/* Rows with nothing left in them (fast_sweep_step) are deleted for every account: a pass at start-up
+ * and one every hour, in small batches, one per turn of the event loop. main.c. */
+void fast_sweep_start(void);
+void fast_sweep_stop(void);
+
 #endif

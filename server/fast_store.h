@@ -24,6 +24,7 @@ typedef struct fast_slot {
 
 typedef struct fast_row {
     int revoked;                    /* revoked (password change, admin): both slots empty */
+    int64_t revoked_until;          /* revoked: when its last token would have expired (0: unknown) */
     unsigned char tag[FAST_TAG_LEN]; /* of the account's credentials when issued (fast.c) */
     fast_slot_t fresh, current;
 } fast_row_t;
@@ -39,5 +40,18 @@ int fast_revoke_all(storage_t *st, const char *user, const char *domain);
  * now (run at each login of the account, so that rows of client ids gone do not pile up; a row
  * with nothing left to revoke is deleted by fast_revoke_all as well). Rows deleted, or -1. */
 int fast_expire(storage_t *st, const char *user, const char *domain, int64_t now);
+
+/* The periodic sweep over the rows of every account (fast.c runs it from a core timer): a cursor
+ * ({0} to start; fast_sweep_reset frees it) and one step, which looks at up to batch rows after the
+ * cursor and deletes those with nothing left in them at now: not revoked and every token expired,
+ * or revoked and the last token it revoked past its expiry (until then the row answers
+ * <credentials-expired/>). A revoked row that does not know that expiry (written before it was
+ * kept) gets legacy_until. Rows deleted, or -1; cur->done once the last row was looked at. */
+typedef struct fast_sweep {
+    char *user, *domain, *key;      /* the last row looked at; NULL: from the start */
+    int done;
+} fast_sweep_t;
+int fast_sweep_step(storage_t *st, fast_sweep_t *cur, size_t batch, int64_t now, int64_t legacy_until);
+void fast_sweep_reset(fast_sweep_t *cur);
 
 #endif

@@ -14,6 +14,7 @@
 #include "iq_request.h"
 #include "caps.h"
 #include "http.h"
+#include "fast.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -278,6 +279,7 @@ int main(int argc, char **argv)
     }
     fire_hosts("host-started");     /* before the account events left while no server ran */
     account_events_start();
+    fast_sweep_start();
     struct event *ev_term = evsignal_new(srv->base, SIGTERM, on_term, NULL);
     struct event *ev_int = evsignal_new(srv->base, SIGINT, on_term, NULL);
     struct event *ev_hup = evsignal_new(srv->base, SIGHUP, on_reload, NULL);
@@ -291,6 +293,7 @@ int main(int argc, char **argv)
     /* Shutdown in reverse order of start-up. */
     for (session_t *s = srv->sessions; s; s = s->next) s->bound = 0;
     account_events_stop();
+    fast_sweep_stop();
     s2s_stop();
     caps_stop();
     http_stop();     /* requests end (their modules' cleanup runs) before the modules go */

@@ -39,7 +39,11 @@ typedef struct ws {
     pending_t *head, *tail;
     int paused;                 /* the stream refused a message: read nothing until resume */
     uint16_t close_code;        /* status of our close frame (0: 1000) */
+    struct event *idle;         /* keepalive: the ping after ping_interval, then the wait for data */
+    int ping_out;               /* a ping went out and nothing came since */
 } ws_t;
+
+static long ping_interval, ping_timeout;   /* seconds; websocket_set_keepalive (mod_websocket) */
 
 static ws_t *ws_of(const session_t *s) { return session_get_data(s, WS_KEY); }
 static size_t ws_queued(const session_t *s);
@@ -162,11 +166,42 @@ static void pump(session_t *s)
     }
 }
 
+/* ---- keepalive (RFC 6455 §5.5.2: a Ping to an idle client; its Pong, or anything, answers) ---- */
+
+static void arm_idle(ws_t *w, long secs)
+{
+    if (!w->idle || secs <= 0) return;
+    struct timeval tv = {secs, 0};
+    evtimer_add(w->idle, &tv);
+}
+
+static void on_idle(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    session_t *s = arg;
+    ws_t *w = ws_of(s);
+    if (!w || s->freeing || !s->bev) return;
+    if (w->ping_out) {
+        log_info("c2s", "%s: no answer to a WebSocket ping within %ld s, dropping the stream", s->ip, ping_timeout);
+        session_connection_lost(s);
+        return;
+    }
+    struct wslay_event_msg m = {WSLAY_PING, (const uint8_t *)"civitas", 7};
+    if (wslay_event_queue_msg(w->ctx, &m) == 0) flush(w);
+    w->ping_out = 1;
+    arm_idle(w, ping_timeout);
+}
+
 /* ---- libevent callbacks ---- */
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
     (void)bev;
+    ws_t *w = ws_of(arg);
+    if (w && w->idle) {         /* the client is there: the next ping only after a quiet interval */
+        w->ping_out = 0;
+        arm_idle(w, ping_interval);
+    }
     pump(arg);
 }
 
@@ -245,6 +280,7 @@ static void ws_free(session_t *s)
 {
     ws_t *w = ws_of(s);
     if (w) {
+        if (w->idle) event_free(w->idle);
         wslay_event_context_free(w->ctx);
         while (w->head) {
             pending_t *p = w->head;
@@ -284,6 +320,10 @@ static session_t *ws_session(struct bufferevent *bev, struct ssl_st *ssl, struct
     session_set_data(s, WS_KEY, w, NULL);       /* freed by ws_free */
     bufferevent_setcb(bev, on_read, on_write, on_event, s);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
+    if (ping_interval > 0) {
+        w->idle = evtimer_new(srv->base, on_idle, s);
+        arm_idle(w, ping_interval);
+    }
     return s;
 }
 
@@ -292,6 +332,12 @@ static void on_upgraded(http_upgraded_t *u, void *arg)
     (void)arg;
     session_t *s = ws_session(u->bev, u->ssl, u->tls, u->peer_ip);
     if (s && evbuffer_get_length(bufferevent_get_input(s->bev))) pump(s);
+}
+
+void websocket_set_keepalive(long interval, long timeout)
+{
+    ping_interval = interval;
+    ping_timeout = timeout;
 }
 
 /* ---- the handshake (RFC 6455 §4.2.1, RFC 7395 §3.1) ---- */

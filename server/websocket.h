@@ -18,6 +18,11 @@ CIVITAS_API_BEGIN
  * a bad key, or a Sec-WebSocket-Protocol list without "xmpp", RFC 7395 §3.1), 403 (plain HTTP
  * from an address that is neither loopback nor a trusted proxy saying https: XMPP needs TLS). */
 void websocket_handshake(http_request_t *r);
+/* Keepalive of WebSocket sessions opened from now on (mod_websocket's websocket.ping_interval and
+ * ping_timeout, seconds): after interval seconds without data from the client a Ping frame goes
+ * out, and when nothing (its Pong or anything else) came timeout seconds later the connection is
+ * dropped (a resumable session hibernates). interval 0: no pings (the default). */
+void websocket_set_keepalive(long interval, long timeout);
 CIVITAS_API_END
 
 /* The Sec-WebSocket-Accept value of key (RFC 6455 §4.2.2): 28 characters and a NUL in out. */

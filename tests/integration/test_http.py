@@ -5,7 +5,6 @@
 # answers, asynchronous answers, files and HEAD, upgrade, a clear 4xx/5xx for each malformed
 # request, header limits, timeouts, the access log without query strings, TLS with the certificate
 # chosen by SNI, X-Forwarded-For from trusted proxies only, connection limits, config checks.
-import hashlib
 import http.client
 import os
 import shutil

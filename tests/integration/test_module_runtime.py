@@ -11,7 +11,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Tap, Server, Certs, connect_login, q, el_str, error_condition,  # noqa: E402
+from harness import (Tap, Server, Certs, connect_login, q, el_str,  # noqa: E402
                      free_port, partner, NS_CLIENT, NS_PING, NS_DISCO_INFO)
 from harness import module_dir as harness_module_dir  # noqa: E402
 

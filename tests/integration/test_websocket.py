@@ -294,6 +294,29 @@ def ping_flood(t):
         c.close()
 
 
+def keepalive(t):
+    """websocket.ping_interval / ping_timeout: an idle WebSocket gets a Ping frame (RFC 6455 §5.5.2);
+    one that answers neither it nor sends anything else is closed, one that answers stays."""
+    extra = "websocket:\n  ping_interval: 1\n  ping_timeout: 2\n"
+    with Server(t, listen={"client": ["127.0.0.1:0"], "http": ["127.0.0.1:0"]}, extra_yaml=extra) as srv:
+        srv.adduser("alice@localhost", PW)
+        a = ws(srv)
+        a.login("alice", PW, resource="answers")
+        b = ws(srv, answer_pings=False)
+        b.login("alice", PW, resource="silent")
+        # (a answers only while it reads: it goes first, b meanwhile answers nothing anyway)
+        t.ok(a.read_until(lambda: len(a.pings) >= 3, 20) and not a.eof,
+             "a client that answers each ping with a pong stays connected (%d pings)" % len(a.pings))
+        t.ok(a.ping_server(), "and its stream still works")
+        a.end()
+        t.ok(b.read_until(lambda: len(b.pings) > 0, 15), "an idle WebSocket client gets a Ping frame after "
+             "websocket.ping_interval (RFC 6455 §5.5.2)")
+        t.ok(b.wait_closed(20), "a client that answers no ping and sends nothing is disconnected after "
+             "websocket.ping_timeout")
+        log = srv.log()
+        t.ok("no answer to a WebSocket ping" in log, "the disconnection is logged", lambda: srv.log_tail(10))
+
+
 def main(t):
     with Server(t, listen=LISTEN) as srv:
         srv.adduser("alice@localhost", PW)
@@ -310,6 +333,7 @@ def main(t):
     t.run(origins, t)
     t.run(configured_url, t)
     t.run(ping_flood, t)
+    t.run(keepalive, t)
 
 
 Tap().main(main)

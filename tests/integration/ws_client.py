@@ -89,7 +89,7 @@ class WSClient(RawClient):
     """An XMPP client over WebSocket. ws_error: set when the handshake did not give 101."""
 
     def __init__(self, port, tls=False, cafile=None, server_hostname="localhost", protocol="xmpp",
-                 origin=None, host_header=None, **kw):
+                 origin=None, host_header=None, answer_pings=True, **kw):
         super().__init__(port, tls=tls, cafile=cafile, server_hostname=server_hostname, **kw)
         self.hs = handshake(self.sock, host=host_header or server_hostname, protocol=protocol, origin=origin)
         self.wsbuf = self.hs.rest
@@ -97,6 +97,8 @@ class WSClient(RawClient):
         self.frag_op = None
         self.close_code = None      # status of the server's close frame, once it arrived
         self.pongs = []
+        self.pings = []             # the server's ping frames' data
+        self.answer_pings = answer_pings
         self.texts = []             # every text message, as received
         self.open_el = None         # the server's last <open/>
         self.tls = True             # XMPP-level: no STARTTLS over WebSocket (TLS or a proxy below)
@@ -128,7 +130,9 @@ class WSClient(RawClient):
         elif op == OP_CLOSE:
             self.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
         elif op == OP_PING:
-            self.send_frame(OP_PONG, payload)
+            self.pings.append(payload)
+            if self.answer_pings:
+                self.send_frame(OP_PONG, payload)
         elif op == OP_PONG:
             self.pongs.append(payload)
 
