@@ -460,7 +460,7 @@ static void flush_pending(void)
         storage_value_t row[C_N] = {STORE_VAL_INT(p->id), STORE_VAL_INT(oid), STORE_VAL_TEXT(p->peer),
                                     STORE_VAL_TEXT(p->res), STORE_VAL_INT(p->rnd), STORE_VAL_INT(p->outgoing),
                                     STORE_VAL_BLOB(p->xml, p->len)};
-        if (oid <= 0 || store_put(archive, row, NULL) < 0) failed++;
+        if (oid <= 0 || store_insert(archive, row, NULL) < 0) failed++;
         else enforce_cap(p->owner, oid, host_conf(strchr(p->owner, '@') + 1)->max_messages);
     }
     if (tx && store_commit(archive) < 0) {

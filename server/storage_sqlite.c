@@ -222,10 +222,14 @@ static int connect_db(const char *path, sqlite3 **out, char *errbuf, size_t errl
      * wal_autocheckpoint 10000 pages (40 MiB of WAL at most between checkpoints, truncated at close)
      * instead of 1000: a page rewritten by many commits (an account's index page in the message
      * archive) is copied into the database once per checkpoint; +25-30% chat messages per server
-     * CPU-second with mam in the bench. */
+     * CPU-second with mam in the bench. cache_size 32 MiB (SQLite's default is 2 MiB; pages are
+     * allocated as they are used, so an idle server stays small): with 2 MiB, an archive batch of a
+     * busy server spilled dirty pages into the WAL in the middle of its transaction and read back
+     * evicted index pages, about a third of the archive's cost in the chat bench. */
     char *msg = NULL;
     rc = sqlite3_exec(db, "PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON; PRAGMA trusted_schema = OFF;"
-                      " PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 10000; PRAGMA cache_size = -32768;", NULL, NULL, &msg);
+                      " PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 10000; PRAGMA cache_size = -32768;",
+                      NULL, NULL, &msg);
     if (rc != SQLITE_OK) {
         snprintf(errbuf, errlen, "%s: %s", path, msg ? msg : sqlite3_errstr(rc));
         sqlite3_free(msg);

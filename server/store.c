@@ -29,7 +29,7 @@ struct store {
     int parent_col;                    /* column number of .parent_column, or -1 */
     const struct store *parent;        /* the .parent table, or NULL */
     int id_col;                        /* the STORE_ID column, or -1 */
-    char *sql_put, *sql_get, *sql_del, *sql_del_account;
+    char *sql_put, *sql_insert, *sql_get, *sql_del, *sql_del_account;
     char *dyn;                         /* the last generated (range) SQL */
     const char *last;                  /* store_last_sql */
     int own_err;                       /* 1: err holds the last error, 0: the storage's */
@@ -148,6 +148,7 @@ static void store_free(store_t *t)
     free(t->sql_get);
     free(t->sql_del);
     free(t->sql_del_account);
+    free(t->sql_insert);
     free(t->dyn);
     free(t);
 }
@@ -257,7 +258,9 @@ static void build_statements(store_t *t)
     add_names(&b, t, all, t->ncols, ", ");
     sb_add(&b, ") VALUES (");
     for (int i = 0; i < t->ncols; i++) sb_add(&b, "%s?%d", i ? ", " : "", i + 1);
-    sb_add(&b, ") ON CONFLICT (");
+    sb_add(&b, ")");
+    t->sql_insert = xstrdup(b.p);
+    sb_add(&b, " ON CONFLICT (");
     add_names(&b, t, t->key.col, t->key.n, ", ");
     sb_add(&b, ") DO ");
     int upd = 0;
@@ -539,16 +542,26 @@ static int run(store_t *t, const char *sql, const storage_value_t *params, int n
 
 /* ---- rows by key ---- */
 
-int store_put(store_t *t, const storage_value_t *row, int64_t *id)
+static int put(store_t *t, const char *sql, const storage_value_t *row, int64_t *id)
 {
     if (begin_op(t) < 0) return -1;
     if (!row) return fail(t, "put: no row");
     for (int i = 0; i < t->ncols; i++)
         if (check_value(t, i, &row[i], i == t->id_col) < 0) return -1;
-    if (run(t, t->sql_put, row, t->ncols, NULL, NULL) < 0) return -1;
+    if (run(t, sql, row, t->ncols, NULL, NULL) < 0) return -1;
     if (id && t->id_col >= 0)
         *id = row[t->id_col].type == STORAGE_INT ? row[t->id_col].i : storage_last_insert_id(t->db);
     return 0;
+}
+
+int store_put(store_t *t, const storage_value_t *row, int64_t *id)
+{
+    return put(t, t->sql_put, row, id);
+}
+
+int store_insert(store_t *t, const storage_value_t *row, int64_t *id)
+{
+    return put(t, t->sql_insert, row, id);
 }
 
 typedef struct collect {

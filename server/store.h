@@ -136,6 +136,10 @@ void store_row_free(store_row_t *r);
 /* Insert the row, or replace the row with the same key. With a STORE_ID key given as
  * STORE_VAL_NULL a new id is assigned and stored in *id (id may be NULL). 0/-1. */
 int store_put(store_t *t, const storage_value_t *row, int64_t *id);
+/* store_put for a new row only: -1 when a row with its key exists (nothing is replaced). A little
+ * cheaper than store_put (no conflict clause), and a key computed twice is an error, not a silent
+ * overwrite. */
+int store_insert(store_t *t, const storage_value_t *row, int64_t *id);
 /* 0 found (*row set, the caller frees it), 1 none (*row NULL), -1. */
 int store_get(store_t *t, const storage_value_t *key, store_row_t **row);
 /* Delete the row with this key. Rows deleted (0 or 1), or -1. */
