@@ -2,7 +2,7 @@
 # tests/bench/mam_latency.py: XEP-0313 query latency from a large archive (issue 12). One civitasd
 # (the build's, default modules), one account whose archive is filled with N rows (default 1,000,000;
 # written straight into mam_archive with SQLite while the server is stopped, in the module's own row
-# format), then timed MAM queries of 50 messages over a real TLS client stream: the last page
+# format: mam schema 3), then timed MAM queries of 50 messages over a real TLS client stream: the last page
 # (<before/>), a page in the middle (RSM after an id), a 'with' page, and the same without <count/>'s
 # cost being avoidable (every query counts). Prints the median and the 90th percentile per kind.
 # Not part of `make check`: a measurement, not a test. usage: mam_latency.py [ROWS] [REPEAT]
@@ -30,17 +30,18 @@ def fill(db_path, owner, rows):
             "<body>benchmark message number %d with some text in it</body></message>")
     batch = []
     db.execute("BEGIN")
+    db.execute("INSERT INTO mam_owners (owner) VALUES (?)", (owner,))
+    (oid,) = db.execute("SELECT oid FROM mam_owners WHERE owner = ?", (owner,)).fetchone()
+    sql = "INSERT INTO mam_archive (id, oid, peer, peer_res, rnd, dir, xml) VALUES (?, ?, ?, ?, ?, ?, ?)"
     for i in range(rows):
         p = peers[i % len(peers)]
-        batch.append((owner, owner.split("@")[1], t0 + i * 1000, p, "r", secrets.token_hex(16), 0,
-                      (body % (p, i, i)).encode()))
+        rnd = secrets.randbits(64) - 2 ** 63
+        batch.append(((t0 + i * 1000) << 4 | (rnd & 15), oid, p, "r", rnd, 0, (body % (p, i, i)).encode()))
         if len(batch) == 10000:
-            db.executemany("INSERT INTO mam_archive (owner, host, ts, peer, peer_res, sid, dir, xml) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
+            db.executemany(sql, batch)
             batch = []
     if batch:
-        db.executemany("INSERT INTO mam_archive (owner, host, ts, peer, peer_res, sid, dir, xml) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
+        db.executemany(sql, batch)
     db.execute("COMMIT")
     db.close()
 
