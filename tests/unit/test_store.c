@@ -1,5 +1,6 @@
 /* tests/unit/test_store.c: TAP tests for module-scoped tables (store.h) on the SQLite driver:
- * declarations, typed rows, paging both ways, index use, migrations, account deletion, caches. */
+ * declarations, typed rows, paging both ways, index use, migrations, account deletion, caches,
+ * .parent tables (rows deleted with their parent row by a foreign key). */
 #include "store.h"
 #include "tap.h"
 
@@ -482,6 +483,288 @@ static void test_account_delete(const char *dir, storage_t *s, store_t *arch, st
        plan);
 }
 
+/* ---- .parent tables: rows owned by a row of another table, deleted by a foreign key's cascade ---- */
+
+/* Account rows keyed by a small integer, and rows of those ids: the MAM archive's layout (owners,
+ * archive). */
+static const store_column_t owner_cols[] = {{"id", STORE_ID}, {"owner", STORE_TEXT}, {"host", STORE_TEXT}, {NULL}};
+static const store_index_t owner_idx[] = {{"by_owner", "owner"}, {NULL}};
+static const store_column_t kid_cols[] = {{"oid", STORE_INT}, {"k", STORE_TEXT}, {"v", STORE_TEXT}, {NULL}};
+static const store_table_t fam_tables[] = {
+    {.name = "owners", .columns = owner_cols, .key = "id", .account = "owner", .indexes = owner_idx},
+    {.name = "kids", .columns = kid_cols, .key = "oid, k", .parent = "owners", .parent_column = "oid"},
+    {NULL}};
+static const store_schema_t fam_schema = {.version = 1, .tables = fam_tables};
+
+/* Run statements one by one (storage_query takes one); 0, or -1 at the first failure. */
+static int sql_run(storage_t *s, const char *const *stmts)
+{
+    for (; *stmts; stmts++)
+        if (storage_query(s, *stmts, NULL, 0, NULL, NULL) < 0) return -1;
+    return 0;
+}
+
+static int64_t put_owner(store_t *t, const char *owner, const char *host)
+{
+    int64_t id = -1;
+    storage_value_t row[] = {STORE_VAL_NULL, STORE_VAL_TEXT(owner), STORE_VAL_TEXT(host)};
+    return store_put(t, row, &id) == 0 ? id : -1;
+}
+
+static int put_kid(store_t *t, int64_t oid, const char *k)
+{
+    storage_value_t row[] = {STORE_VAL_INT(oid), STORE_VAL_TEXT(k), STORE_VAL_TEXT("v")};
+    return store_put(t, row, NULL);
+}
+
+/* Rows of table tbl whose oid is one of oids[n] (ids of owners rows, which may be gone since). */
+static int count_kids(storage_t *s, const char *tbl, const int64_t *oids, int n)
+{
+    char sql[512];
+    int len = snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE oid IN (-1", tbl);
+    for (int i = 0; i < n; i++) len += snprintf(sql + len, sizeof sql - (size_t)len, ", %lld", (long long)oids[i]);
+    snprintf(sql + len, sizeof sql - (size_t)len, ")");
+    return (int)sql_int(s, sql);
+}
+
+static void test_parent(const char *dir, storage_t *s)
+{
+    /* a row a former version left (kids had an account column): creating the tables drops it */
+    const char *const stale[] = {"INSERT INTO user_tables (tbl, user_col, domain_col) VALUES ('fam_kids', 'owner', '')",
+                                 NULL};
+    ok(sql_run(s, stale) == 0, "a stale user_tables row for fam_kids");
+    char *err = NULL;
+    store_module_t *sm = store_module_open(s, "fam", &fam_schema, &err);
+    store_t *owners = store_module_table(sm, "owners"), *kids = store_module_table(sm, "kids");
+    ok(owners && kids, "a .parent declaration opens (%s)", err ? err : "");
+    free(err);
+    if (!owners || !kids) return;
+    ok(sql_int(s, "SELECT COUNT(*) FROM pragma_foreign_key_list('fam_kids') WHERE \"from\" = 'oid'"
+                  " AND \"table\" = 'fam_owners' AND \"to\" = 'id' AND on_delete = 'CASCADE'") == 1
+       && sql_int(s, "SELECT COUNT(*) FROM pragma_foreign_key_list('fam_kids')") == 1,
+       "the child's CREATE has FOREIGN KEY (oid) REFERENCES fam_owners (id) ON DELETE CASCADE");
+    ok(sql_int(s, "SELECT COUNT(*) FROM pragma_foreign_key_list('fam_owners')") == 0,
+       "the parent has no foreign key");
+    ok(sql_int(s, "SELECT COUNT(*) FROM user_tables WHERE tbl = 'fam_owners' AND user_col = 'owner'") == 1
+       && sql_int(s, "SELECT COUNT(*) FROM user_tables WHERE tbl = 'fam_kids'") == 0,
+       "the parent is registered for account deletion, the child is not (its stale row deleted)");
+
+    /* dave has two owners rows (one per host), erin one */
+    int64_t dave[2] = {put_owner(owners, "dave@localhost", "localhost"), put_owner(owners, "dave@localhost", "other")};
+    int64_t erin[1] = {put_owner(owners, "erin@localhost", "localhost")};
+    int okp = dave[0] > 0 && dave[1] > 0 && erin[0] > 0;
+    okp = okp && put_kid(kids, dave[0], "a") == 0 && put_kid(kids, dave[0], "b") == 0
+          && put_kid(kids, dave[1], "a") == 0;
+    okp = okp && put_kid(kids, erin[0], "a") == 0 && put_kid(kids, erin[0], "b") == 0;
+    ok(okp && count_kids(s, "fam_kids", dave, 2) == 3 && count_kids(s, "fam_kids", erin, 1) == 2,
+       "child rows written under existing parent rows");
+
+    int64_t none = erin[0] + 1000;
+    ok(put_kid(kids, none, "x") == -1 && count_kids(s, "fam_kids", &none, 1) == 0,
+       "a child row whose parent id does not exist cannot be written: -1 (%s)", store_error(kids));
+
+    /* store_put on an existing parent id updates it in place: its children stay */
+    storage_value_t again[] = {STORE_VAL_INT(erin[0]), STORE_VAL_TEXT("erin@localhost"), STORE_VAL_TEXT("renamed")};
+    ok(store_put(owners, again, NULL) == 0 && count_kids(s, "fam_kids", erin, 1) == 2,
+       "replacing a parent row by store_put keeps its child rows");
+
+    /* store_delete_account on the child: the rows of that account's parent rows only */
+    ok(store_delete_account(kids, "dave@localhost") == 3 && count_kids(s, "fam_kids", dave, 2) == 0
+       && count_kids(s, "fam_kids", erin, 1) == 2
+       && sql_int(s, "SELECT COUNT(*) FROM fam_owners WHERE owner = 'dave@localhost'") == 2,
+       "store_delete_account on the child deletes that account's child rows (3), not others', not the parents");
+    char plan[1024];
+    ok(plan_uses_index(s, kids, plan) == 0, "store_delete_account on the child walks indexes (%s)", plan);
+    ok(store_delete_account(kids, "nobody@localhost") == 0, "store_delete_account of an account without rows: 0");
+
+    /* store_delete of a parent row takes its children along */
+    int64_t gone[1] = {put_owner(owners, "gone@localhost", "localhost")};
+    ok(gone[0] > 0 && put_kid(kids, gone[0], "a") == 0 && put_kid(kids, gone[0], "b") == 0
+       && store_delete(owners, (storage_value_t[]){STORE_VAL_INT(gone[0])}) == 1
+       && count_kids(s, "fam_kids", gone, 1) == 0, "deleting a parent row deletes its child rows");
+
+    /* deleting the account, as civitasctl user del does: in a process that never opened the module */
+    okp = put_kid(kids, dave[0], "a") == 0 && put_kid(kids, dave[1], "b") == 0
+          && count_kids(s, "fam_kids", dave, 2) == 2;
+    storage_t *ctl = storage_open(dir, NULL);
+    int r = ctl ? storage_account_delete(ctl, "dave", "localhost") : -2;
+    ok(okp && r == 1 && sql_int(s, "SELECT COUNT(*) FROM fam_owners WHERE owner = 'dave@localhost'") == 0
+       && count_kids(s, "fam_kids", dave, 2) == 0,
+       "storage_account_delete deletes the account's parent rows and every child row of them");
+    ok(sql_int(s, "SELECT COUNT(*) FROM fam_owners WHERE owner = 'erin@localhost'") == 1
+       && count_kids(s, "fam_kids", erin, 1) == 2, "other accounts' parent and child rows stay");
+
+    /* at the next start the tables (the foreign key included) pass the check */
+    err = NULL;
+    store_module_t *again_sm = ctl ? store_module_open(ctl, "fam", &fam_schema, &err) : NULL;
+    ok(again_sm != NULL, "opening the module again (the foreign key checked) works (%s)", err ? err : "");
+    free(err);
+    store_module_close(again_sm);
+    storage_close(ctl);
+    store_module_close(sm);
+}
+
+/* Declarations of .parent tables that store.h forbids: refused with a message, nothing created. */
+static void test_parent_declarations(storage_t *s)
+{
+    static const store_column_t kid_text[] = {{"oid", STORE_TEXT}, {"k", STORE_TEXT}, {NULL}};
+    static const store_column_t kid_opt[] = {{"oid", STORE_INT | STORE_OPTIONAL}, {"k", STORE_TEXT}, {NULL}};
+    static const store_column_t kid_acc[] = {{"oid", STORE_INT}, {"jid", STORE_TEXT}, {NULL}};
+    static const store_column_t kid_id[] = {{"id", STORE_ID}, {"oid", STORE_INT}, {NULL}};
+    static const store_index_t kid_by_oid[] = {{"by_oid", "oid"}, {NULL}};
+    static const store_column_t plain_cols[] = {{"owner", STORE_TEXT}, {"n", STORE_INT}, {NULL}};
+    static const store_column_t mid_cols[] = {{"id", STORE_ID}, {"oid", STORE_INT}, {NULL}};
+    const store_table_t owners = {.name = "owners", .columns = owner_cols, .key = "id", .account = "owner",
+                                  .indexes = owner_idx};
+    const store_table_t kids = {.name = "kids", .columns = kid_cols, .key = "oid, k", .parent = "owners",
+                                .parent_column = "oid"};
+    struct { const char *what, *msg; store_table_t t[4]; } bad[] = {
+        {"a parent declared after its child", "declared before",
+         {kids, owners}},
+        {"a parent naming no table", "declared before",
+         {owners, {.name = "kids", .columns = kid_cols, .key = "oid, k", .parent = "nosuch", .parent_column = "oid"}}},
+        {"a table its own parent", "declared before",
+         {{.name = "kids", .columns = mid_cols, .key = "id", .parent = "kids", .parent_column = "oid",
+           .indexes = kid_by_oid}}},
+        {"a parent without a STORE_ID key", "STORE_ID key and an account",
+         {{.name = "owners", .columns = plain_cols, .key = "owner, n", .account = "owner"},
+          {.name = "kids", .columns = kid_cols, .key = "oid, k", .parent = "owners", .parent_column = "oid"}}},
+        {"a parent without an account column (itself a .parent table)", "STORE_ID key and an account",
+         {owners,
+          {.name = "mid", .columns = mid_cols, .key = "id", .parent = "owners", .parent_column = "oid",
+           .indexes = kid_by_oid},
+          {.name = "kids", .columns = kid_cols, .key = "oid, k", .parent = "mid", .parent_column = "oid"}}},
+        {"both .account and .parent", "not both",
+         {owners, {.name = "kids", .columns = kid_acc, .key = "oid, jid", .account = "jid", .parent = "owners",
+                   .parent_column = "oid"}}},
+        {"a parent_column of type TEXT", "INT column",
+         {owners, {.name = "kids", .columns = kid_text, .key = "oid, k", .parent = "owners", .parent_column = "oid"}}},
+        {"an optional parent_column", "INT column",
+         {owners, {.name = "kids", .columns = kid_opt, .key = "k", .parent = "owners", .parent_column = "oid",
+                   .indexes = kid_by_oid}}},
+        {"a parent_column that is a STORE_ID", "INT column",
+         {owners, {.name = "kids", .columns = kid_id, .key = "id", .parent = "owners", .parent_column = "id"}}},
+        {"a parent_column naming no column", "INT column",
+         {owners, {.name = "kids", .columns = kid_cols, .key = "oid, k", .parent = "owners", .parent_column = "x"}}},
+        {".parent without .parent_column", "INT column",
+         {owners, {.name = "kids", .columns = kid_cols, .key = "oid, k", .parent = "owners"}}},
+        {".parent_column without .parent", "INT column",
+         {owners, {.name = "kids", .columns = kid_cols, .key = "oid, k", .parent_column = "oid"}}},
+        {"a parent_column leading neither key nor index", "parent column must lead",
+         {owners, {.name = "kids", .columns = kid_cols, .key = "k, oid", .parent = "owners", .parent_column = "oid"}}},
+        {"a parent_column in an index, not first", "parent column must lead",
+         {owners, {.name = "kids", .columns = kid_id, .key = "id", .parent = "owners", .parent_column = "oid",
+                   .indexes = (const store_index_t[]){{"by_id_oid", "id, oid"}, {NULL}}}}},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        store_schema_t sc = {.version = 1, .tables = bad[i].t};
+        char *err = NULL;
+        store_module_t *sm = store_module_open(s, "badp", &sc, &err);
+        ok(sm == NULL && err && strstr(err, bad[i].msg), "declaration refused: %s (%s)", bad[i].what,
+           err ? err : "accepted");
+        store_module_close(sm);
+        free(err);
+    }
+    ok(sql_int(s, "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'badp%'") == 0
+       && sql_int(s, "SELECT COUNT(*) FROM module_schema WHERE module = 'badp'") == 0,
+       "a refused .parent declaration creates nothing");
+    /* the accepted forms, for contrast: parent_column leading an index rather than the key */
+    store_table_t good[] = {owners, {.name = "kids", .columns = kid_id, .key = "id", .parent = "owners",
+                                     .parent_column = "oid", .indexes = kid_by_oid}, {NULL}};
+    char *err = NULL;
+    store_module_t *sm = store_module_open(s, "goodp", &(store_schema_t){.version = 1, .tables = good}, &err);
+    ok(sm != NULL, "a parent_column leading an index (the key a STORE_ID) is accepted (%s)", err ? err : "");
+    free(err);
+    store_module_close(sm);
+}
+
+/* A database whose child table lacks the foreign key (or has another one) at the declared version:
+ * refused at open. The same tables made by hand with the core's foreign key open, so the refusal
+ * is the foreign key's. */
+static void test_parent_verify(storage_t *s)
+{
+    const char *fmt[] = {
+        "CREATE TABLE %s_owners (id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL, host TEXT NOT NULL)",
+        "CREATE INDEX %s_owners__by_owner ON %s_owners (owner, id)",
+        "CREATE TABLE %s_kids (oid INTEGER NOT NULL, k TEXT NOT NULL, v TEXT NOT NULL, PRIMARY KEY (oid, k)%s)",
+        "INSERT INTO module_schema (module, version) VALUES ('%s', 1)",
+        "INSERT INTO user_tables (tbl, user_col, domain_col) VALUES ('%s_owners', 'owner', '')",
+    };
+    struct { const char *module, *fk, *what; int opens; } cases[] = {
+        {"fkok", ", FOREIGN KEY (oid) REFERENCES fkok_owners (id) ON DELETE CASCADE",
+         "a hand-made child table with the foreign key opens", 1},
+        {"fknone", "", "a child table without the foreign key is refused at open", 0},
+        {"fknocasc", ", FOREIGN KEY (oid) REFERENCES fknocasc_owners (id)",
+         "a foreign key without ON DELETE CASCADE is refused at open", 0},
+        {"fkother", ", FOREIGN KEY (oid) REFERENCES fkother_owners (id) ON DELETE SET NULL",
+         "a foreign key with another ON DELETE action is refused at open", 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *m = cases[i].module;
+        char q[5][512];
+        snprintf(q[0], sizeof q[0], fmt[0], m);
+        snprintf(q[1], sizeof q[1], fmt[1], m, m);
+        snprintf(q[2], sizeof q[2], fmt[2], m, cases[i].fk);
+        snprintf(q[3], sizeof q[3], fmt[3], m);
+        snprintf(q[4], sizeof q[4], fmt[4], m);
+        const char *const stmts[] = {q[0], q[1], q[2], q[3], q[4], NULL};
+        char *err = NULL;
+        int made = sql_run(s, stmts);
+        store_module_t *sm = made == 0 ? store_module_open(s, m, &fam_schema, &err) : NULL;
+        if (cases[i].opens)
+            ok(made == 0 && sm != NULL, "%s (%s)", cases[i].what, err ? err : "");
+        else
+            ok(made == 0 && sm == NULL && err && strstr(err, "foreign key"), "%s (%s)", cases[i].what,
+               err ? err : "accepted");
+        free(err);
+        store_module_close(sm);
+    }
+}
+
+/* Version 1 kept the account's JID in every row (kids registered in user_tables); version 2 makes
+ * kids a .parent table. The upgrade's last step drops the registration, so account deletion does
+ * not run DELETE ... WHERE owner = ? on a table that has no owner column any more. */
+static void test_parent_upgrade(storage_t *s)
+{
+    static const store_column_t kid1_cols[] = {{"owner", STORE_TEXT}, {"k", STORE_TEXT}, {NULL}};
+    static const store_column_t kid2_cols[] = {{"oid", STORE_INT}, {"k", STORE_TEXT}, {NULL}};
+    const store_table_t owners = {.name = "owners", .columns = owner_cols, .key = "id", .account = "owner",
+                                  .indexes = owner_idx};
+    store_table_t v1t[] = {owners, {.name = "kids", .columns = kid1_cols, .key = "owner, k", .account = "owner"},
+                           {NULL}};
+    store_table_t v2t[] = {owners, {.name = "kids", .columns = kid2_cols, .key = "oid, k", .parent = "owners",
+                                    .parent_column = "oid"}, {NULL}};
+    static const char *const steps[] = {
+        "CREATE TABLE upg_kids2 (oid INTEGER NOT NULL, k TEXT NOT NULL, PRIMARY KEY (oid, k),"
+        " FOREIGN KEY (oid) REFERENCES upg_owners (id) ON DELETE CASCADE);"
+        " INSERT INTO upg_owners (owner, host) SELECT DISTINCT owner, '' FROM upg_kids;"
+        " INSERT INTO upg_kids2 (oid, k) SELECT o.id, k.k FROM upg_kids k JOIN upg_owners o ON o.owner = k.owner;"
+        " DROP TABLE upg_kids; ALTER TABLE upg_kids2 RENAME TO upg_kids"};
+    char *err = NULL;
+    store_module_t *sm = store_module_open(s, "upg", &(store_schema_t){.version = 1, .tables = v1t}, &err);
+    store_t *k1 = store_module_table(sm, "kids");
+    ok(k1 && store_put(k1, (storage_value_t[]){STORE_VAL_TEXT("hugo@localhost"), STORE_VAL_TEXT("a")}, NULL) == 0
+       && store_put(k1, (storage_value_t[]){STORE_VAL_TEXT("ida@localhost"), STORE_VAL_TEXT("a")}, NULL) == 0
+       && sql_int(s, "SELECT COUNT(*) FROM user_tables WHERE tbl = 'upg_kids'") == 1,
+       "version 1: kids has an account column and is registered (%s)", err ? err : "");
+    free(err);
+    store_module_close(sm);
+    err = NULL;
+    sm = store_module_open(s, "upg", &(store_schema_t){.version = 2, .tables = v2t, .upgrade = steps}, &err);
+    ok(sm && sql_int(s, "SELECT COUNT(*) FROM user_tables WHERE tbl = 'upg_kids'") == 0
+       && sql_int(s, "SELECT COUNT(*) FROM user_tables WHERE tbl = 'upg_owners'") == 1
+       && sql_int(s, "SELECT COUNT(*) FROM upg_kids") == 2,
+       "upgrade to a .parent kids: its user_tables row deleted, rows kept (%s)", err ? err : "");
+    free(err);
+    ok(storage_account_delete(s, "hugo", "localhost") == 1
+       && sql_int(s, "SELECT COUNT(*) FROM upg_kids k JOIN upg_owners o ON o.id = k.oid"
+                     " WHERE o.owner = 'ida@localhost'") == 1
+       && sql_int(s, "SELECT COUNT(*) FROM upg_kids") == 1
+       && sql_int(s, "SELECT COUNT(*) FROM upg_owners WHERE owner = 'hugo@localhost'") == 0,
+       "after the upgrade deleting an account works and cascades");
+    store_module_close(sm);
+}
+
 /* notes v1 -> v2: a column and an index added by an upgrade step. */
 static const store_column_t notes1_cols[] = {{"jid", STORE_TEXT}, {"k", STORE_TEXT}, {"v", STORE_TEXT}, {NULL}};
 static const store_table_t notes1[] = {
@@ -601,6 +884,10 @@ int main(void)
     test_changed(dir, s, items);
     test_account_delete(dir, s, arch, items);
     test_migration(dir, s);
+    test_parent(dir, s);
+    test_parent_declarations(s);
+    test_parent_verify(s);
+    test_parent_upgrade(s);
     store_module_close(mam);
     store_module_close(pep);
     storage_close(s);
