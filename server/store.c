@@ -188,7 +188,8 @@ static int check_table(store_t *t, const char *module)
     t->parent_col = d->parent_column ? column_of(t, d->parent_column, strlen(d->parent_column)) : -1;
     if (d->parent || d->parent_column) {
         if (d->account) return fail(t, "a table has an account column or a parent, not both");
-        if (!d->parent || t->parent_col < 0 || d->columns[t->parent_col].type != STORE_INT)
+        if (!d->parent || !d->parent_column) return fail(t, "parent and parent_column go together");
+        if (t->parent_col < 0 || d->columns[t->parent_col].type != STORE_INT)
             return fail(t, "parent_column must name an INT column that is not optional");
     } else if (t->account < 0 || d->columns[t->account].type != STORE_TEXT)
         return fail(t, "account must name a TEXT column that is not optional");
@@ -231,7 +232,6 @@ static int check_parent(store_t *t, const store_module_t *sm)
             return 0;
         }
     return fail(t, "parent %s is not a table declared before it", t->decl->parent);
-    return 0;
 }
 
 static void add_names(sbuf_t *b, const store_t *t, const int *cols, int n, const char *sep)
