@@ -946,6 +946,36 @@ def stamps_after_a_wrong_clock(t):
         bob.end()
 
 
+def after_2041(t):
+    """A stanza-id's time part has 13 hex digits (52 bits of microseconds, to 2112): a row stamped
+    after 2^51 us (2041-05-10) is found by its id and by a start filter like any other."""
+    with Server(t) as srv:
+        srv.adduser("alice@localhost", PW)
+        srv.adduser("bob@localhost", PW)
+        alice, bob = login(srv, "alice"), login(srv, "bob")
+        alice.message("bob@localhost", "now")
+        bob.expect_message("now")
+        query(bob, [])                  # writes the queue: the owners row exists
+        db = data_db(srv)
+        (oid,) = db.execute("SELECT oid FROM mam_owners WHERE owner = 'bob@localhost'").fetchone()
+        later = 2 ** 51 + 86400 * 1000000          # 2041-05-11
+        db.execute("INSERT INTO mam_archive (id, oid, peer, peer_res, rnd, dir, xml) VALUES (?, ?, 'alice@localhost',"
+                   " '', 5, 0, ?)", (later << 4 | 5, oid,
+                                     b"<message xmlns='jabber:client' type='chat'><body>2041</body></message>"))
+        db.commit()
+        db.close()
+        sid = "%013x%016x" % (later, 5)
+        p = query(bob, [("start", "2041-05-11T00:00:00Z")])
+        t.is_(p.bodies(), ["2041"], "a start filter after 2041-05-10 finds the rows stamped after it")
+        first = query(bob, []).ids()[0]
+        r = query(bob, [("after-id", first)])
+        t.is_((r.error, r.ids()), (None, [sid]), "after-id lists the 2041 row")
+        r = query(bob, [("before-id", sid)])
+        t.is_((r.error, r.ids()), (None, [first]), "a stanza-id stamped after 2041-05-10 is found (before-id)")
+        alice.end()
+        bob.end()
+
+
 def main(t):
     with Server(t) as srv:
         for u in ("alice", "bob", "carol", "erin", "frank", "gina", "hugo", "ivan", "judy", "kate", "lena", "mike", "nora", "otto", "pia", "quin"):
@@ -964,6 +994,7 @@ def main(t):
     t.run(crash_and_restart, t)
     t.run(upgrade_shared_microsecond, t)
     t.run(stamps_after_a_wrong_clock, t)
+    t.run(after_2041, t)
 
 
 if __name__ == "__main__":     # tests/bench/mam_latency.py imports the query helpers
