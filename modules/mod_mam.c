@@ -81,10 +81,9 @@ static const store_table_t tables[] = {
 #define SID_OK "(length(sid) = 29 AND sid NOT GLOB '*[^0-9a-f]*')"
 /* 1 -> 2: by_full dropped, by_sid on (sid) instead of (owner, sid).
  * 2 -> 3: the archive above. A row keeps its stanza-id: the id is its time part shifted, with the
- * old row id's low 4 bits (rows whose stanza-ids share a microsecond had neighbouring ids), and
- * rnd its random part. Stanza-ids of the first release (32 random hex digits, before 2026-12-02
- * 15:51) have no time: those rows get their archive time and a new random part, so their
- * stanza-id changes. */
+ * row's number among those of the same time part in the low 4 bits, and rnd its random part.
+ * Stanza-ids of the first release (32 random hex digits, before 2026-12-02 15:51) have no time:
+ * those rows get their archive time and a new random part, so their stanza-id changes. */
 static const char *const upgrade[] = {
     "DROP INDEX mam_archive__by_full; DROP INDEX mam_archive__by_sid;"
     " CREATE INDEX mam_archive__by_sid ON mam_archive (sid, id)",
@@ -97,10 +96,19 @@ static const char *const upgrade[] = {
     " CREATE TABLE mam_archive (id INTEGER NOT NULL, oid INTEGER NOT NULL, peer TEXT NOT NULL,"
     " peer_res TEXT NOT NULL, rnd INTEGER NOT NULL, dir INTEGER NOT NULL, xml BLOB NOT NULL, PRIMARY KEY (id),"
     " FOREIGN KEY (oid) REFERENCES mam_owners (oid) ON DELETE CASCADE);"
+    /* k numbers the rows of one time part: the old stanza-ids' times were not unique (two calls
+     * of the clock in one microsecond, an NTP step); 16 fit beside each other, a 17th (never
+     * seen) gets a place after the newest row and a new stanza-id */
+    " CREATE TEMP TABLE mam_v3 AS SELECT t, row_number() OVER (PARTITION BY t ORDER BY id) AS k, oid, peer,"
+    " peer_res, rnd, dir, xml FROM (SELECT a.id AS id, CASE WHEN " SID_OK " THEN (" SID_TIME ") ELSE a.ts END AS t,"
+    " o.oid AS oid, a.peer AS peer, a.peer_res AS peer_res, CASE WHEN " SID_OK " THEN (" SID_RND ") ELSE random() END"
+    " AS rnd, a.dir AS dir, a.xml AS xml FROM mam_archive_v2 a JOIN mam_owners o ON o.owner = a.owner) v;"
     " INSERT INTO mam_archive (id, oid, peer, peer_res, rnd, dir, xml)"
-    " SELECT CASE WHEN " SID_OK " THEN ((" SID_TIME ") << 4) | (a.id & 15) ELSE (a.ts << 4) | (a.id & 15) END,"
-    " o.oid, a.peer, a.peer_res, CASE WHEN " SID_OK " THEN " SID_RND " ELSE random() END, a.dir, a.xml"
-    " FROM mam_archive_v2 a JOIN mam_owners o ON o.owner = a.owner;"
+    " SELECT (t << 4) | (k - 1), oid, peer, peer_res, rnd, dir, xml FROM mam_v3 WHERE k <= 16;"
+    " INSERT INTO mam_archive (id, oid, peer, peer_res, rnd, dir, xml)"
+    " SELECT (SELECT MAX(id) FROM mam_archive) + row_number() OVER (ORDER BY t, k), oid, peer, peer_res, random(),"
+    " dir, xml FROM mam_v3 WHERE k > 16;"
+    " DROP TABLE mam_v3;"
     " CREATE INDEX mam_archive__by_time ON mam_archive (oid, id);"
     " CREATE INDEX mam_archive__by_peer ON mam_archive (oid, peer, id);"
     " DROP TABLE mam_archive_v2",
@@ -371,6 +379,12 @@ static int64_t owner_oid(const char *owner, int create)
     int64_t oid = page.n ? page.rows[0]->col[0].i : 0;
     store_page_free(&page);
     if (!oid && create) {
+        /* not for an account deleted since its rows were queued (civitasctl user del): its archive
+         * must not come back under a new owners row (-1: the row is dropped) */
+        jid_t *j = jid_new(owner);
+        int exists = j && j->node ? storage_account_exists(module_storage(ctx), j->node, j->domain) : -1;
+        jid_free(j);
+        if (exists <= 0) return exists;
         storage_value_t row[2] = {STORE_VAL_NULL, STORE_VAL_TEXT(owner)};
         if (store_put(owners, row, &oid) < 0) return -1;
     }
@@ -460,12 +474,15 @@ static void flush_pending(void)
         storage_value_t row[C_N] = {STORE_VAL_INT(p->id), STORE_VAL_INT(oid), STORE_VAL_TEXT(p->peer),
                                     STORE_VAL_TEXT(p->res), STORE_VAL_INT(p->rnd), STORE_VAL_INT(p->outgoing),
                                     STORE_VAL_BLOB(p->xml, p->len)};
-        if (oid <= 0 || store_insert(archive, row, NULL) < 0) failed++;
+        if (oid == 0) continue;         /* the account was deleted meanwhile */
+        if (oid < 0 || store_insert(archive, row, NULL) < 0) failed++;
         else enforce_cap(p->owner, oid, host_conf(strchr(p->owner, '@') + 1)->max_messages);
     }
     if (tx && store_commit(archive) < 0) {
         store_rollback(archive);
         failed = npending;
+        strmap_free(oids);              /* owners rows made in this batch are gone with it */
+        oids = strmap_new();
     }
     if (failed) log_warn("mam", "archiving %zu message(s) failed: %s", failed, store_error(archive));
     for (size_t i = 0; i < npending; i++) pending_free(&pending[i]);
@@ -732,7 +749,7 @@ static int find_sid(int64_t oid, const char *sid, store_row_t **row)
 {
     int64_t time, rnd;
     *row = NULL;
-    if (!sid || sid_parse(sid, &time, &rnd) < 0 || time >> 51) return 1;
+    if (!sid || sid_parse(sid, &time, &rnd) < 0) return 1;
     storage_value_t lo = STORE_VAL_INT(time << 4), hi = STORE_VAL_INT(time << 4 | 15), r = STORE_VAL_INT(rnd);
     store_page_t page = {0};
     if (store_range(archive, &(store_range_t){.after = {&lo, 1, 1}, .before = {&hi, 1, 1}, .limit = 16,
@@ -878,13 +895,14 @@ static int do_query(hook_event_t *ev, xnode_t *qn, const char *ns)
         }
     }
     storage_value_t lo[1], hi[1];
-    /* a row's id is its time << 4 and 4 more bits: start and end as ids, within 2^51 microseconds */
+    /* a row's id is its time << 4 and 4 more bits, the time 52 bits (a stanza-id's 13 hex digits,
+     * to 2112): start and end as ids */
     if (q.start != INT64_MIN) {
-        lo[0] = STORE_VAL_INT(q.start < 0 ? 0 : q.start >> 51 ? INT64_MAX : q.start << 4);
+        lo[0] = STORE_VAL_INT(q.start < 0 ? 0 : q.start >> 52 ? INT64_MAX : q.start << 4);
         r.after = (store_bound_t){lo, 1, 1};
     }
     if (q.end != INT64_MAX) {
-        hi[0] = STORE_VAL_INT(q.end < 0 ? -1 : q.end >> 51 ? INT64_MAX : q.end << 4 | 15);
+        hi[0] = STORE_VAL_INT(q.end < 0 ? -1 : q.end >> 52 ? INT64_MAX : q.end << 4 | 15);
         r.before = (store_bound_t){hi, 1, 1};
     }
     /* after-id, before-id and the RSM ids narrow the range; an unknown id is item-not-found */
@@ -1191,13 +1209,21 @@ static void expire_step(module_timer_t *t, void *ud);
 static int64_t sweep_next = -1;
 #define SWEEP_OWNERS 200            /* accounts one step looks at */
 
-/* Delete up to EXPIRE_BATCH expired rows: first those older than every host keeps (walking the
- * ids, which are time-ordered, of all accounts), then, when a host keeps less than another, the
- * rows of that host's accounts past its limit, SWEEP_OWNERS accounts a step. When there is more to
- * do, go on at the next loop turn. */
+/* The id below which a host keeping days days expires rows (0 when that is before 1970). */
+static int64_t expiry_cut(int64_t now, long days)
+{
+    int64_t t = now - (int64_t)days * 86400 * 1000000;
+    return t > 0 ? t << 4 : 0;
+}
+
+/* Delete up to EXPIRE_BATCH expired rows in one transaction: first those older than every host
+ * keeps (walking the ids, which are time-ordered, of all accounts), then, when a host keeps less
+ * than another, the rows of that host's accounts past its limit, with what is left of the batch
+ * (at most SWEEP_OWNERS accounts looked at). When there is more to do, go on at the next loop
+ * turn. */
 static void expire_run(void)
 {
-    int more = 0;
+    int more = 0, budget = EXPIRE_BATCH, failed = 0;
     flush_pending();
     int64_t now = now_us();
     long longest = -1, shortest = -1;
@@ -1207,16 +1233,20 @@ static void expire_run(void)
         if (shortest < 0 || d < shortest) shortest = d;
     }
     if (longest < 0) return;
-    storage_value_t cut = STORE_VAL_INT((now - (int64_t)longest * 86400 * 1000000) << 4);
-    int n = store_delete_range(archive, &(store_range_t){.before = {&cut, 1, 0}, .limit = EXPIRE_BATCH});
+    int tx = store_begin(archive) == 0;
+    storage_value_t cut = STORE_VAL_INT(expiry_cut(now, longest));
+    int n = store_delete_range(archive, &(store_range_t){.before = {&cut, 1, 0}, .limit = budget});
+    failed |= n < 0;
     if (n < 0) log_warn("mam", "expiring archived messages failed: %s", store_error(archive));
     else if (n > 0) log_debug("mam", "expired %d archived message(s)", n);
-    if (n == EXPIRE_BATCH) more = 1;
-    if (shortest < longest && sweep_next >= 0) {
+    if (n == budget) more = 1;
+    else if (n > 0) budget -= n;
+    if (!more && shortest < longest && sweep_next >= 0) {
         storage_value_t from = STORE_VAL_INT(sweep_next);
         store_page_t page = {0};
         if (store_range(owners, &(store_range_t){.after = {&from, 1, 1}, .limit = SWEEP_OWNERS}, &page) < 0) {
             log_warn("mam", "expiring archived messages failed: %s", store_error(owners));
+            failed = 1;
             sweep_next = -1;
         } else {
             sweep_next = page.more ? -2 : -1;   /* -2: set from the page below */
@@ -1225,12 +1255,17 @@ static void expire_run(void)
                 const char *at = strchr(o->col[1].p, '@');
                 long d = host_conf(at ? at + 1 : "")->max_age_days;
                 if (d >= longest) continue;
-                storage_value_t oid = STORE_VAL_INT(o->col[0].i),
-                                ocut = STORE_VAL_INT((now - (int64_t)d * 86400 * 1000000) << 4);
+                storage_value_t oid = STORE_VAL_INT(o->col[0].i), ocut = STORE_VAL_INT(expiry_cut(now, d));
                 int k = store_delete_range(archive, &(store_range_t){.index = "by_time", .prefix = &oid, .nprefix = 1,
-                                                                     .before = {&ocut, 1, 0}, .limit = EXPIRE_BATCH});
-                if (k < 0) log_warn("mam", "expiring archived messages failed: %s", store_error(archive));
-                if (k == EXPIRE_BATCH) {        /* this account again at the next step */
+                                                                     .before = {&ocut, 1, 0}, .limit = budget});
+                if (k < 0) {
+                    log_warn("mam", "expiring archived messages failed: %s", store_error(archive));
+                    failed = 1;
+                    sweep_next = -1;
+                    break;
+                }
+                budget -= k;
+                if (budget <= 0) {              /* this account again at the next step */
                     sweep_next = o->col[0].i;
                     break;
                 }
@@ -1239,6 +1274,11 @@ static void expire_run(void)
             store_page_free(&page);
         }
         if (sweep_next >= 0) more = 1;
+    }
+    if (tx && (failed || store_commit(archive) < 0)) {
+        if (!failed) log_warn("mam", "expiring archived messages failed: %s", store_error(archive));
+        store_rollback(archive);
+        more = 0;                       /* again at the next period, not in a loop */
     }
     if (more && !again) again = module_add_timer(ctx, 0, 0, expire_step, NULL);
 }
@@ -1572,6 +1612,12 @@ static int load(module_ctx_t *m)
     }
     last_time = newest.n ? newest.rows[0]->col[C_ID].i >> 4 : 0;
     store_page_free(&newest);
+    if (last_time > now_us() + 60 * 1000000) {
+        /* a row stamped while the clock was ahead: new stamps follow the clock, not that row (an id
+         * taken twice would fail its insert, never replace a row) */
+        log_warn("mam", "the archive's newest message is stamped in the future; the clock was wrong?");
+        last_time = now_us();
+    }
     prefs_cache = strmap_new();
     prefs_watch = (storage_watch_t){0};
     again = NULL;
