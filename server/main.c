@@ -272,6 +272,8 @@ int main(int argc, char **argv)
         free(err);
         return 1;
     }
+    if (storage_checkpoint_thread(srv->store) < 0)     /* WAL checkpoints off the loop */
+        log_warn("main", "storage: %s; commits checkpoint the WAL themselves", storage_last_error(srv->store));
     iq_requests_start(&iq_env);
     if (host_setup() < 0 || modules_load() < 0 || caps_start() < 0 || s2s_start(&federation_local) < 0) {
         log_error("main", "start-up failed");

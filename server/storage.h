@@ -47,6 +47,13 @@ int storage_make_dir(const char *data_dir, char **err);
 /* Roll back an open storage_begin() batch, finalise statements, checkpoint the WAL into the
  * database file and close. NULL is a no-op. */
 void storage_close(storage_t *s);
+/* Move the WAL checkpoints off the calling thread (civitasd's loop): a thread of the storage with
+ * a connection of its own copies the WAL into the database file (and syncs it) once a commit leaves
+ * STORAGE_CHECKPOINT_PAGES pages in the WAL, instead of the committing call doing it. A checkpoint
+ * is not a commit: data_version (store_changed) does not move. Without it (civitasctl), commits
+ * checkpoint as SQLite does by itself at that size. 0, or -1 (the commits checkpoint as before). */
+int storage_checkpoint_thread(storage_t *s);
+#define STORAGE_CHECKPOINT_PAGES 10000
 
 /* ---- Accounts, keyed by (user, domain). Only SCRAM creds are stored, never a password. ---- */
 
