@@ -980,6 +980,75 @@ static void test_checkpoint_thread(void)
     free(dir);
 }
 
+/* The thread keeps checkpointing after the storage reopened its connection: the database file was
+ * read-only at open (so was the thread's connection), is writable again, and the next write
+ * reconnects (see test_readonly). A bitmask of failed checks (bit i = check i), 4 checks. */
+#define CKPT_RO_CHECKS 4
+static int ckpt_reconnect_checks(const char *base)
+{
+    int fail = 0;
+    char dir[600], path[700];
+    snprintf(dir, sizeof dir, "%s/ro", base);
+    db_path(path, sizeof path, dir);
+    if (spy_install() < 0) return (1 << CKPT_RO_CHECKS) - 1;
+    storage_t *s = storage_open(dir, NULL);
+    if (!s || storage_kv_set(s, "st", "u", "d", "k", "before", 6) < 0) fail = (1 << CKPT_RO_CHECKS) - 1;
+    storage_close(s);
+    s = NULL;
+    if (!fail && chmod(path, 0400) == 0) s = storage_open(dir, NULL);
+    if (!s || storage_checkpoint_thread(s) < 0 || storage_kv_set(s, "st", "u", "d", "k", "ro", 2) != -1)
+        fail |= 1;
+    chmod(path, 0600);
+    int on_main0, other0, on_main1, other1;
+    spy_counts(&on_main0, &other0);
+    if (!s || storage_kv_set(s, "st", "u", "d", "k", "rw", 2) < 0 || write_many_pages(s) < 0) fail |= 2;
+    spy_counts(&on_main1, &other1);
+    if (on_main1 != on_main0) fail |= 4;    /* the reopened connection has the hook, not auto-checkpoints */
+    uint32_t frames = 0;
+    if (!(fail & 2) && !wait_backfilled(dir, &frames)) fail |= 8;
+    storage_close(s);
+    spy_remove();
+    return fail;
+}
+
+static void test_checkpoint_reconnect(void)
+{
+    static const char *what[CKPT_RO_CHECKS] = {
+        "checkpointer on a read-only db file: the thread starts, writes return -1",
+        "checkpointer: writable again -> the storage reconnects and writes well over 10000 pages",
+        "checkpointer: after the reconnect the commits still do not checkpoint on the loop thread",
+        "checkpointer: after the reconnect the thread copies the whole WAL into the database",
+    };
+    int fail = 0;
+    const char *skip = NULL;
+    if (geteuid() != 0) {
+        char *base = fresh_dir();
+        fail = ckpt_reconnect_checks(base);
+        rm_rf(base);
+        free(base);
+    } else {
+        /* root ignores file modes: run the checks as "nobody" in a child, as test_readonly does. */
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            char tmpl[] = "/tmp/civitas-storage-ckpt-XXXXXX";
+            if (setgid(65534) != 0 || setuid(65534) != 0 || !mkdtemp(tmpl)) _exit(255);
+            int f = ckpt_reconnect_checks(tmpl);
+            rm_rf(tmpl);
+            _exit(f);
+        }
+        int st = 0;
+        if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) == 255)
+            skip = "running as root, which ignores file modes, and could not switch to nobody";
+        else
+            fail = WEXITSTATUS(st);
+    }
+    for (int i = 0; i < CKPT_RO_CHECKS; i++) {
+        if (skip) ok(1, "%s # SKIP %s", what[i], skip);
+        else ok(!(fail & (1 << i)), "%s", what[i]);
+    }
+}
+
 int main(void)
 {
     test_open_modes();
@@ -1008,5 +1077,6 @@ int main(void)
     test_readonly();
     test_kill9();
     test_checkpoint_thread();
+    test_checkpoint_reconnect();
     return done_testing();
 }
