@@ -1,5 +1,6 @@
 /* tests/unit/test_storage.c: TAP tests for the storage interface on its SQLite driver: accounts, kv,
- * lists, deletion of everything a user owns, migrations, durability, read-only and full databases. */
+ * lists, deletion of everything a user owns, migrations, durability, read-only and full databases,
+ * the WAL checkpointer thread. */
 #define _GNU_SOURCE    /* memmem */
 #include "storage_internal.h"
 #include "tap.h"
