@@ -308,7 +308,8 @@ typedef struct checkpointer {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int want, stop;
-    sqlite3 *db;
+    sqlite3 *db;              /* NULL after a failed reopen: the next wake-up tries again */
+    const char *path;         /* the storage's */
 } checkpointer_t;
 
 static void *checkpointer_main(void *arg)
@@ -320,7 +321,15 @@ static void *checkpointer_main(void *arg)
         if (c->stop) break;
         c->want = 0;
         pthread_mutex_unlock(&c->mu);
-        sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        /* Opened while the file was read-only, the connection stays so and cannot checkpoint (see
+         * reconnect()): reopen it, closed first as there, once the file is writable again. */
+        if (c->db && sqlite3_db_readonly(c->db, "main") == 1 && access(c->path, W_OK) == 0) {
+            sqlite3_close_v2(c->db);
+            c->db = NULL;
+        }
+        char msg[256];
+        if (!c->db) connect_db(c->path, &c->db, msg, sizeof msg);    /* stays NULL when it fails */
+        if (c->db) sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         pthread_mutex_lock(&c->mu);
     }
     pthread_mutex_unlock(&c->mu);
@@ -369,6 +378,7 @@ int storage_checkpoint_thread(storage_t *s)
         free(c);
         return -1;
     }
+    c->path = s->path;
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
     if (pthread_create(&c->thread, NULL, checkpointer_main, c) != 0) {

@@ -1,16 +1,20 @@
 /* tests/unit/test_storage.c: TAP tests for the storage interface on its SQLite driver: accounts, kv,
- * lists, deletion of everything a user owns, migrations, durability, read-only and full databases. */
+ * lists, deletion of everything a user owns, migrations, durability, read-only and full databases,
+ * the WAL checkpointer thread. */
 #define _GNU_SOURCE    /* memmem */
 #include "storage_internal.h"
 #include "tap.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The test looks at the database file itself, behind the interface's back. */
@@ -746,6 +750,306 @@ static void test_kill9(void)
     free(dir);
 }
 
+/* ---- the checkpointer thread (storage_checkpoint_thread) ----
+ * Which thread copies the WAL into the database file is seen through a VFS that passes every call
+ * to SQLite's own (real files, real locks) and only counts the writes to a main database file, by
+ * the thread that makes them: in WAL mode only a checkpoint writes that file. */
+static sqlite3_vfs *real_vfs;
+static sqlite3_vfs spy_vfs;
+static pthread_t spy_main;               /* the test's thread: the storage's "loop" */
+static int spy_writes_main, spy_writes_other;   /* __atomic: writes to a database file, by thread */
+
+typedef struct spy_file {
+    sqlite3_file base;
+    sqlite3_file *real;                  /* the real VFS's file, allocated right after this struct */
+    int main_db;
+} spy_file_t;
+
+#define SPY_REAL(f) (((spy_file_t *)(f))->real)
+static int spy_close(sqlite3_file *f) { return SPY_REAL(f)->pMethods->xClose(SPY_REAL(f)); }
+static int spy_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o) { return SPY_REAL(f)->pMethods->xRead(SPY_REAL(f), b, n, o); }
+static int spy_write(sqlite3_file *f, const void *b, int n, sqlite3_int64 o)
+{
+    if (((spy_file_t *)f)->main_db)
+        __atomic_add_fetch(pthread_equal(pthread_self(), spy_main) ? &spy_writes_main : &spy_writes_other, 1,
+                           __ATOMIC_SEQ_CST);
+    return SPY_REAL(f)->pMethods->xWrite(SPY_REAL(f), b, n, o);
+}
+static int spy_truncate(sqlite3_file *f, sqlite3_int64 sz) { return SPY_REAL(f)->pMethods->xTruncate(SPY_REAL(f), sz); }
+static int spy_sync(sqlite3_file *f, int fl) { return SPY_REAL(f)->pMethods->xSync(SPY_REAL(f), fl); }
+static int spy_size(sqlite3_file *f, sqlite3_int64 *sz) { return SPY_REAL(f)->pMethods->xFileSize(SPY_REAL(f), sz); }
+static int spy_lock(sqlite3_file *f, int l) { return SPY_REAL(f)->pMethods->xLock(SPY_REAL(f), l); }
+static int spy_unlock(sqlite3_file *f, int l) { return SPY_REAL(f)->pMethods->xUnlock(SPY_REAL(f), l); }
+static int spy_reserved(sqlite3_file *f, int *r) { return SPY_REAL(f)->pMethods->xCheckReservedLock(SPY_REAL(f), r); }
+static int spy_fcntl(sqlite3_file *f, int op, void *a) { return SPY_REAL(f)->pMethods->xFileControl(SPY_REAL(f), op, a); }
+static int spy_sector(sqlite3_file *f) { return SPY_REAL(f)->pMethods->xSectorSize(SPY_REAL(f)); }
+static int spy_devchar(sqlite3_file *f) { return SPY_REAL(f)->pMethods->xDeviceCharacteristics(SPY_REAL(f)); }
+static int spy_shm_map(sqlite3_file *f, int pg, int sz, int ext, void volatile **p) { return SPY_REAL(f)->pMethods->xShmMap(SPY_REAL(f), pg, sz, ext, p); }
+static int spy_shm_lock(sqlite3_file *f, int o, int n, int fl) { return SPY_REAL(f)->pMethods->xShmLock(SPY_REAL(f), o, n, fl); }
+static void spy_shm_barrier(sqlite3_file *f) { SPY_REAL(f)->pMethods->xShmBarrier(SPY_REAL(f)); }
+static int spy_shm_unmap(sqlite3_file *f, int del) { return SPY_REAL(f)->pMethods->xShmUnmap(SPY_REAL(f), del); }
+static int spy_fetch(sqlite3_file *f, sqlite3_int64 o, int n, void **p) { return SPY_REAL(f)->pMethods->xFetch(SPY_REAL(f), o, n, p); }
+static int spy_unfetch(sqlite3_file *f, sqlite3_int64 o, void *p) { return SPY_REAL(f)->pMethods->xUnfetch(SPY_REAL(f), o, p); }
+
+static const sqlite3_io_methods spy_io = {
+    3, spy_close, spy_read, spy_write, spy_truncate, spy_sync, spy_size, spy_lock, spy_unlock, spy_reserved,
+    spy_fcntl, spy_sector, spy_devchar, spy_shm_map, spy_shm_lock, spy_shm_barrier, spy_shm_unmap, spy_fetch,
+    spy_unfetch,
+};
+
+static int spy_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out)
+{
+    (void)vfs;
+    spy_file_t *sf = (spy_file_t *)f;
+    sf->real = (sqlite3_file *)(sf + 1);
+    sf->main_db = (flags & SQLITE_OPEN_MAIN_DB) != 0;
+    int rc = real_vfs->xOpen(real_vfs, name, sf->real, flags, out);
+    /* SQLite's unix files speak version 3 of the methods; a failed open has none (then no xClose). */
+    f->pMethods = rc == SQLITE_OK && sf->real->pMethods ? &spy_io : NULL;
+    return rc;
+}
+
+/* Make the spy the default VFS (storage_open and sql_int use it). 0, or -1. */
+static int spy_install(void)
+{
+    real_vfs = sqlite3_vfs_find(NULL);
+    if (!real_vfs || !real_vfs->xOpen) return -1;
+    spy_vfs = *real_vfs;    /* the other calls go to the real VFS's functions with its data */
+    spy_vfs.zName = "civitas-test-spy";
+    spy_vfs.szOsFile = (int)((sizeof(spy_file_t) + 15) / 16 * 16) + real_vfs->szOsFile;
+    spy_vfs.xOpen = spy_open;
+    spy_vfs.pNext = NULL;
+    spy_main = pthread_self();
+    return sqlite3_vfs_register(&spy_vfs, 1) == SQLITE_OK ? 0 : -1;
+}
+
+static void spy_remove(void)
+{
+    sqlite3_vfs_unregister(&spy_vfs);
+    sqlite3_vfs_register(real_vfs, 1);
+}
+
+static void spy_counts(int *on_main, int *other)
+{
+    *on_main = __atomic_load_n(&spy_writes_main, __ATOMIC_SEQ_CST);
+    *other = __atomic_load_n(&spy_writes_other, __ATOMIC_SEQ_CST);
+}
+
+/* Threads of this process (/proc/self/task), or -1. */
+static int thread_count(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.') n++;
+    closedir(d);
+    return n;
+}
+
+/* The WAL's state from its wal-index (data_dir/civitas.db-shm, https://sqlite.org/walformat.html):
+ * mxFrame (frames in the WAL) at byte 16 of the header, nBackfill (frames already copied into the
+ * database file) at byte 96, both in native byte order. Read directly, so that looking does not
+ * checkpoint. 0, or -1 when the file cannot be read. */
+static int wal_state(const char *dir, uint32_t *frames, uint32_t *backfilled)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/civitas.db-shm", dir);
+    int fd = open(path, O_RDONLY);
+    unsigned char hdr[136];
+    int ok = fd >= 0 && pread(fd, hdr, sizeof hdr, 0) == (ssize_t)sizeof hdr;
+    if (fd >= 0) close(fd);
+    if (!ok) return -1;
+    memcpy(frames, hdr + 16, 4);
+    memcpy(backfilled, hdr + 96, 4);
+    return 0;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Commit well over STORAGE_CHECKPOINT_PAGES pages (4 KiB each) of blobs into a scratch table, in a
+ * few batches. 0, or -1. */
+#define CKPT_BATCHES 4
+#define CKPT_ROWS 200
+#define CKPT_BLOB (64 * 1024)
+static int write_many_pages(storage_t *s)
+{
+    static char blob[CKPT_BLOB];
+    if (storage_query(s, "CREATE TABLE IF NOT EXISTS ckpt_scratch (id INTEGER PRIMARY KEY, b BLOB NOT NULL)",
+                      NULL, 0, NULL, NULL) < 0)
+        return -1;
+    for (int b = 0; b < CKPT_BATCHES; b++) {
+        if (storage_begin(s) < 0) return -1;
+        for (int i = 0; i < CKPT_ROWS; i++) {
+            memset(blob, 'a' + (b * CKPT_ROWS + i) % 26, sizeof blob);
+            storage_value_t p = { .type = STORAGE_BLOB, .p = blob, .len = sizeof blob };
+            if (storage_query(s, "INSERT INTO ckpt_scratch (b) VALUES (?)", &p, 1, NULL, NULL) != 1) {
+                storage_rollback(s);
+                return -1;
+            }
+        }
+        if (storage_commit(s) < 0) return -1;
+    }
+    return 0;
+}
+
+/* Wait (at most 60 s) until the thread has copied the whole WAL into the database file. 1 when it
+ * did, 0 when the deadline passed; *frames the WAL's size then. */
+static int wait_backfilled(const char *dir, uint32_t *frames)
+{
+    double deadline = now_s() + 60;
+    uint32_t f = 0, bf = 0;
+    int other = 0, on_main = 0;
+    for (;;) {
+        spy_counts(&on_main, &other);
+        if (wal_state(dir, &f, &bf) == 0 && f > 0 && bf == f && other > 0) break;
+        if (now_s() > deadline) {
+            *frames = f;
+            return 0;
+        }
+        struct timespec ts = { 0, 20 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+    }
+    *frames = f;
+    return 1;
+}
+
+static void test_checkpoint_thread(void)
+{
+    char *dir = fresh_dir(), wal[700];
+    snprintf(wal, sizeof wal, "%s/civitas.db-wal", dir);
+    int spy = spy_install();
+    storage_t *s = spy == 0 ? storage_open(dir, NULL) : NULL;
+    if (!s) {
+        ok(0, "checkpointer: storage opens through the counting VFS");
+        if (spy == 0) spy_remove();
+        rm_rf(dir);
+        free(dir);
+        return;
+    }
+    int threads0 = thread_count();
+    ok(storage_checkpoint_thread(NULL) == -1, "checkpointer: NULL storage -> -1");
+    ok(storage_checkpoint_thread(s) == 0, "checkpointer: the thread starts (%s)", storage_last_error(s));
+    ok(storage_checkpoint_thread(s) == -1, "checkpointer: a second call returns -1");
+    ok(threads0 > 0 && thread_count() == threads0 + 1, "checkpointer: one more thread runs (%d -> %d)", threads0,
+       thread_count());
+
+    storage_watch_t w = { 0 };
+    int primed = storage_changed(s, &w);
+    int on_main0, other0, on_main1, other1;
+    spy_counts(&on_main0, &other0);
+    int wrote = write_many_pages(s);
+    spy_counts(&on_main1, &other1);
+    uint32_t frames = 0, backfilled = 0;
+    wal_state(dir, &frames, &backfilled);
+    ok(wrote == 0 && frames > STORAGE_CHECKPOINT_PAGES, "checkpointer: %d batches wrote %u WAL frames (%s)",
+       CKPT_BATCHES, frames, storage_last_error(s));
+    ok(on_main1 == on_main0,
+       "checkpointer: the committing calls did not checkpoint (database file writes on the loop thread: %d)",
+       on_main1 - on_main0);
+    ok(wait_backfilled(dir, &frames), "checkpointer: the thread copied the whole WAL (%u frames) into the database",
+       frames);
+    spy_counts(&on_main1, &other1);
+    ok(on_main1 == on_main0 && other1 > other0,
+       "checkpointer: the database file was written by the other thread only (%d writes), not the loop's (%d)",
+       other1 - other0, on_main1 - on_main0);
+
+    /* The checkpoint and the next own commit (which restarts the WAL after it) are no change for the
+     * watch; a commit by another connection is. */
+    ok(primed == 1 && storage_changed(s, &w) == 0, "checkpointer: own writes + the checkpoint: watch unchanged");
+    ok(storage_kv_set(s, "st", "u", "d", "after", "x", 1) == 0 && storage_changed(s, &w) == 0,
+       "checkpointer: an own commit after the checkpoint: watch unchanged");
+    wal_state(dir, &frames, &backfilled);
+    ok(frames < STORAGE_CHECKPOINT_PAGES, "checkpointer: that commit restarted the WAL (%u frames)", frames);
+    ok(sql_exec(dir, "INSERT INTO ckpt_scratch (b) VALUES (x'00')") == 0 && storage_changed(s, &w) == 1,
+       "checkpointer: a commit by another connection: watch changed");
+
+    storage_close(s);
+    struct stat sb;
+    ok(thread_count() == threads0, "checkpointer: storage_close joined the thread (%d threads)", thread_count());
+    ok(stat(wal, &sb) != 0 ? errno == ENOENT : sb.st_size == 0, "checkpointer: no WAL content left after close");
+    spy_remove();
+    long long rows = sql_int(dir, "SELECT count(*) FROM ckpt_scratch");
+    ok(rows == CKPT_BATCHES * CKPT_ROWS + 1, "checkpointer: every row is in the database after close (%lld)", rows);
+    rm_rf(dir);
+    free(dir);
+}
+
+/* The thread keeps checkpointing after the storage reopened its connection: the database file was
+ * read-only at open (so was the thread's connection), is writable again, and the next write
+ * reconnects (see test_readonly). A bitmask of failed checks (bit i = check i), 4 checks. */
+#define CKPT_RO_CHECKS 4
+static int ckpt_reconnect_checks(const char *base)
+{
+    int fail = 0;
+    char dir[600], path[700];
+    snprintf(dir, sizeof dir, "%s/ro", base);
+    db_path(path, sizeof path, dir);
+    if (spy_install() < 0) return (1 << CKPT_RO_CHECKS) - 1;
+    storage_t *s = storage_open(dir, NULL);
+    if (!s || storage_kv_set(s, "st", "u", "d", "k", "before", 6) < 0) fail = (1 << CKPT_RO_CHECKS) - 1;
+    storage_close(s);
+    s = NULL;
+    if (!fail && chmod(path, 0400) == 0) s = storage_open(dir, NULL);
+    if (!s || storage_checkpoint_thread(s) < 0 || storage_kv_set(s, "st", "u", "d", "k", "ro", 2) != -1)
+        fail |= 1;
+    chmod(path, 0600);
+    int on_main0, other0, on_main1, other1;
+    spy_counts(&on_main0, &other0);
+    if (!s || storage_kv_set(s, "st", "u", "d", "k", "rw", 2) < 0 || write_many_pages(s) < 0) fail |= 2;
+    spy_counts(&on_main1, &other1);
+    if (on_main1 != on_main0) fail |= 4;    /* the reopened connection has the hook, not auto-checkpoints */
+    uint32_t frames = 0;
+    if (!(fail & 2) && !wait_backfilled(dir, &frames)) fail |= 8;
+    storage_close(s);
+    spy_remove();
+    return fail;
+}
+
+static void test_checkpoint_reconnect(void)
+{
+    static const char *what[CKPT_RO_CHECKS] = {
+        "checkpointer on a read-only db file: the thread starts, writes return -1",
+        "checkpointer: writable again -> the storage reconnects and writes well over 10000 pages",
+        "checkpointer: after the reconnect the commits still do not checkpoint on the loop thread",
+        "checkpointer: after the reconnect the thread copies the whole WAL into the database",
+    };
+    int fail = 0;
+    const char *skip = NULL;
+    if (geteuid() != 0) {
+        char *base = fresh_dir();
+        fail = ckpt_reconnect_checks(base);
+        rm_rf(base);
+        free(base);
+    } else {
+        /* root ignores file modes: run the checks as "nobody" in a child, as test_readonly does. */
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            char tmpl[] = "/tmp/civitas-storage-ckpt-XXXXXX";
+            if (setgid(65534) != 0 || setuid(65534) != 0 || !mkdtemp(tmpl)) _exit(255);
+            int f = ckpt_reconnect_checks(tmpl);
+            rm_rf(tmpl);
+            _exit(f);
+        }
+        int st = 0;
+        if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) == 255)
+            skip = "running as root, which ignores file modes, and could not switch to nobody";
+        else
+            fail = WEXITSTATUS(st);
+    }
+    for (int i = 0; i < CKPT_RO_CHECKS; i++) {
+        if (skip) ok(1, "%s # SKIP %s", what[i], skip);
+        else ok(!(fail & (1 << i)), "%s", what[i]);
+    }
+}
+
 int main(void)
 {
     test_open_modes();
@@ -773,5 +1077,7 @@ int main(void)
     test_disk_full();
     test_readonly();
     test_kill9();
+    test_checkpoint_thread();
+    test_checkpoint_reconnect();
     return done_testing();
 }
