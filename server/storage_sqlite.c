@@ -307,7 +307,7 @@ typedef struct checkpointer {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int want, stop;
+    int want, stop;           /* want: 1 a PASSIVE checkpoint, 2 a TRUNCATE one (an account deleted) */
     sqlite3 *db;              /* NULL after a failed reopen: the next wake-up tries again */
     const char *path;         /* the storage's */
 } checkpointer_t;
@@ -319,6 +319,7 @@ static void *checkpointer_main(void *arg)
     for (;;) {
         while (!c->want && !c->stop) pthread_cond_wait(&c->cv, &c->mu);
         if (c->stop) break;
+        int mode = c->want & 2 ? SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE;
         c->want = 0;
         pthread_mutex_unlock(&c->mu);
         /* Opened while the file was read-only, the connection stays so and cannot checkpoint (see
@@ -329,7 +330,7 @@ static void *checkpointer_main(void *arg)
         }
         char msg[256];
         if (!c->db) connect_db(c->path, &c->db, msg, sizeof msg);    /* stays NULL when it fails */
-        if (c->db) sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (c->db) sqlite3_wal_checkpoint_v2(c->db, NULL, mode, NULL, NULL);
         pthread_mutex_lock(&c->mu);
     }
     pthread_mutex_unlock(&c->mu);
@@ -343,7 +344,7 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
     checkpointer_t *c = arg;
     if (pages >= STORAGE_CHECKPOINT_PAGES) {
         pthread_mutex_lock(&c->mu);
-        c->want = 1;
+        c->want |= 1;
         pthread_cond_signal(&c->cv);
         pthread_mutex_unlock(&c->mu);
     }
@@ -1160,8 +1161,17 @@ int storage_account_delete(storage_t *s, const char *user, const char *domain)
     int ok = delete_user_rows(s, user, domain, &found) == 0;
     if (tx_end(s, kind, ok) < 0) return -1;
     /* The old page images are still in the -wal file until a checkpoint copies the (zeroed) pages
-     * back and the WAL restarts; truncate it now for privacy. Best effort: readers may hold it. */
-    if (kind == 1) sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+     * back and the WAL restarts; truncate it now for privacy. Best effort: readers may hold it.
+     * With the checkpointer thread, that thread does it (here it would find the thread's PASSIVE
+     * checkpoint running and give up at once, and the loop would wait for it). */
+    if (kind == 1 && s->ckpt) {
+        pthread_mutex_lock(&s->ckpt->mu);
+        s->ckpt->want |= 2;
+        pthread_cond_signal(&s->ckpt->cv);
+        pthread_mutex_unlock(&s->ckpt->mu);
+    } else if (kind == 1) {
+        sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    }
     return found ? 0 : 1;
 }
 

@@ -970,8 +970,25 @@ static void test_checkpoint_thread(void)
     ok(sql_exec(dir, "INSERT INTO ckpt_scratch (b) VALUES (x'00')") == 0 && storage_changed(s, &w) == 1,
        "checkpointer: a commit by another connection: watch changed");
 
-    storage_close(s);
+    /* deleting an account truncates the WAL (the deleted rows' old page images) on the thread */
+    scram_creds_t c1 = creds(SCRAM_SHA1, 1), c256 = creds(SCRAM_SHA256, 2);
     struct stat sb;
+    int made = storage_account_create(s, "gone", "a.example", &c1, &c256) == 0 &&
+               storage_kv_set(s, "st", "gone", "a.example", "k", "secret", 6) == 0 &&
+               stat(wal, &sb) == 0 && sb.st_size > 0;
+    spy_counts(&on_main0, &other0);
+    int deleted = storage_account_delete(s, "gone", "a.example") == 0;
+    spy_counts(&on_main1, &other1);
+    double deadline = now_s() + 60;
+    while (stat(wal, &sb) == 0 && sb.st_size > 0 && now_s() < deadline) {
+        struct timespec ts = { 0, 20 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+    }
+    ok(made && deleted && on_main1 == on_main0 && stat(wal, &sb) == 0 && sb.st_size == 0,
+       "checkpointer: an account deletion has the thread truncate the WAL (loop thread's database writes: %d)",
+       on_main1 - on_main0);
+
+    storage_close(s);
     ok(thread_count() == threads0, "checkpointer: storage_close joined the thread (%d threads)", thread_count());
     ok(stat(wal, &sb) != 0 ? errno == ENOENT : sb.st_size == 0, "checkpointer: no WAL content left after close");
     spy_remove();
