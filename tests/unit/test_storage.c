@@ -679,6 +679,41 @@ static int readonly_checks(const char *base)
     return fail;
 }
 
+/* Run checks(dir) on a fresh directory and report each of the n checks (bit i of its result: check
+ * i failed). Root ignores file modes, so as root the checks run as "nobody" in a child (tag names
+ * its directory), or are skipped when that is not possible. */
+static void checks_as_user(const char *tag, int (*checks)(const char *), const char *const *what, int n)
+{
+    int fail = 0;
+    const char *skip = NULL;
+    if (geteuid() != 0) {
+        char *base = fresh_dir();
+        fail = checks(base);
+        rm_rf(base);
+        free(base);
+    } else {
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            char tmpl[64];
+            snprintf(tmpl, sizeof tmpl, "/tmp/civitas-storage-%s-XXXXXX", tag);
+            if (setgid(65534) != 0 || setuid(65534) != 0 || !mkdtemp(tmpl)) _exit(255);
+            int f = checks(tmpl);
+            rm_rf(tmpl);
+            _exit(f);
+        }
+        int st = 0;
+        if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) == 255)
+            skip = "running as root, which ignores file modes, and could not switch to nobody";
+        else
+            fail = WEXITSTATUS(st);
+    }
+    for (int i = 0; i < n; i++) {
+        if (skip) ok(1, "%s # SKIP %s", what[i], skip);
+        else ok(!(fail & (1 << i)), "%s", what[i]);
+    }
+}
+
 static void test_readonly(void)
 {
     static const char *what[RO_CHECKS] = {
@@ -689,34 +724,7 @@ static void test_readonly(void)
         "read-only db file: writable again -> the same storage writes again",
         "read-only db file: the write made after recovery persists",
     };
-    int fail = 0;
-    const char *skip = NULL;
-    if (geteuid() != 0) {
-        char *base = fresh_dir();
-        fail = readonly_checks(base);
-        rm_rf(base);
-        free(base);
-    } else {
-        /* root ignores file modes: run the checks as "nobody" in a child, or skip them. */
-        fflush(stdout);
-        pid_t pid = fork();
-        if (pid == 0) {
-            char tmpl[] = "/tmp/civitas-storage-ro-XXXXXX";
-            if (setgid(65534) != 0 || setuid(65534) != 0 || !mkdtemp(tmpl)) _exit(255);
-            int f = readonly_checks(tmpl);
-            rm_rf(tmpl);
-            _exit(f);
-        }
-        int st = 0;
-        if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) == 255)
-            skip = "running as root, which ignores file modes, and could not switch to nobody";
-        else
-            fail = WEXITSTATUS(st);
-    }
-    for (int i = 0; i < RO_CHECKS; i++) {
-        if (skip) ok(1, "%s # SKIP %s", what[i], skip);
-        else ok(!(fail & (1 << i)), "%s", what[i]);
-    }
+    checks_as_user("ro", readonly_checks, what, RO_CHECKS);
 }
 
 /* A write that returned is on disk even if the process dies right after; an open batch is not. */
@@ -1037,34 +1045,7 @@ static void test_checkpoint_reconnect(void)
         "checkpointer: after the reconnect the commits still do not checkpoint on the loop thread",
         "checkpointer: after the reconnect the thread copies the whole WAL into the database",
     };
-    int fail = 0;
-    const char *skip = NULL;
-    if (geteuid() != 0) {
-        char *base = fresh_dir();
-        fail = ckpt_reconnect_checks(base);
-        rm_rf(base);
-        free(base);
-    } else {
-        /* root ignores file modes: run the checks as "nobody" in a child, as test_readonly does. */
-        fflush(stdout);
-        pid_t pid = fork();
-        if (pid == 0) {
-            char tmpl[] = "/tmp/civitas-storage-ckpt-XXXXXX";
-            if (setgid(65534) != 0 || setuid(65534) != 0 || !mkdtemp(tmpl)) _exit(255);
-            int f = ckpt_reconnect_checks(tmpl);
-            rm_rf(tmpl);
-            _exit(f);
-        }
-        int st = 0;
-        if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) == 255)
-            skip = "running as root, which ignores file modes, and could not switch to nobody";
-        else
-            fail = WEXITSTATUS(st);
-    }
-    for (int i = 0; i < CKPT_RO_CHECKS; i++) {
-        if (skip) ok(1, "%s # SKIP %s", what[i], skip);
-        else ok(!(fail & (1 << i)), "%s", what[i]);
-    }
+    checks_as_user("ckpt", ckpt_reconnect_checks, what, CKPT_RO_CHECKS);
 }
 
 int main(void)
