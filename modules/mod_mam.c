@@ -483,6 +483,8 @@ static void flush_pending(void)
         failed = npending;
         strmap_free(oids);              /* owners rows made in this batch are gone with it */
         oids = strmap_new();
+        strmap_free(counts);            /* and the cap's deletions: the counts are recounted */
+        counts = strmap_new();
     }
     if (failed) log_warn("mam", "archiving %zu message(s) failed: %s", failed, store_error(archive));
     for (size_t i = 0; i < npending; i++) pending_free(&pending[i]);

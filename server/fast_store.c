@@ -215,6 +215,8 @@ int fast_sweep_step(storage_t *st, fast_sweep_t *cur, size_t batch, int64_t now,
     int r = storage_query(st, cur->user ? next : first, p, np, sweep_collect, &b), n = 0;
     if (r >= 0 && b.bad) r = -1;
     fast_row_t row;
+    /* one commit for the step's changes, not one (and an fsync) per row */
+    int tx = r >= 0 && b.key.n > 0 && storage_tx_begin(st) == 0;
     for (size_t i = 0; r >= 0 && i < b.key.n; i++) {
         if (row_parse(b.val.v[i], &row) < 0) continue;          /* not ours to judge: left alone */
         if (row.revoked && !row.revoked_until) {
@@ -225,6 +227,10 @@ int fast_sweep_step(storage_t *st, fast_sweep_t *cur, size_t batch, int64_t now,
             r = storage_kv_del(st, FAST_KV_STORE, b.user.v[i], b.domain.v[i], b.key.v[i]);
             n += r == 0;
         }
+    }
+    if (tx && (r < 0 || storage_tx_commit(st) < 0)) {
+        storage_tx_rollback(st);
+        r = -1;
     }
     explicit_bzero(&row, sizeof row);
     if (r >= 0) {

@@ -303,11 +303,14 @@ static int reconnect(storage_t *s)
  * mam, and seconds on a slow disk). The hook only wakes the thread; the thread's own connection
  * runs a PASSIVE checkpoint, which never blocks the writer; the writer restarts the WAL from its
  * beginning at its next commit after a complete one. */
+#define CHECKPOINTER_BUSY_MS 500
+
 typedef struct checkpointer {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int want, stop;           /* want: 1 a PASSIVE checkpoint, 2 a TRUNCATE one (an account deleted) */
+    int truncate_due;         /* a TRUNCATE that could not run yet: at the next wake-up */
     sqlite3 *db;              /* NULL after a failed reopen: the next wake-up tries again */
     const char *path;         /* the storage's */
 } checkpointer_t;
@@ -319,7 +322,7 @@ static void *checkpointer_main(void *arg)
     for (;;) {
         while (!c->want && !c->stop) pthread_cond_wait(&c->cv, &c->mu);
         if (c->stop) break;
-        int mode = c->want & 2 ? SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE;
+        int truncate = (c->want & 2) || c->truncate_due;
         c->want = 0;
         pthread_mutex_unlock(&c->mu);
         /* Opened while the file was read-only, the connection stays so and cannot checkpoint (see
@@ -329,9 +332,13 @@ static void *checkpointer_main(void *arg)
             c->db = NULL;
         }
         char msg[256];
-        if (!c->db) connect_db(c->path, &c->db, msg, sizeof msg);    /* stays NULL when it fails */
-        if (c->db) sqlite3_wal_checkpoint_v2(c->db, NULL, mode, NULL, NULL);
+        if (!c->db && connect_db(c->path, &c->db, msg, sizeof msg) == 0)    /* stays NULL when it fails */
+            sqlite3_busy_timeout(c->db, CHECKPOINTER_BUSY_MS);
+        int rc = c->db ? sqlite3_wal_checkpoint_v2(c->db, NULL, truncate ? SQLITE_CHECKPOINT_TRUNCATE
+                                                                      : SQLITE_CHECKPOINT_PASSIVE, NULL, NULL)
+                       : SQLITE_CANTOPEN;
         pthread_mutex_lock(&c->mu);
+        c->truncate_due = truncate && rc != SQLITE_OK;
     }
     pthread_mutex_unlock(&c->mu);
     return NULL;
@@ -339,10 +346,14 @@ static void *checkpointer_main(void *arg)
 
 static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 {
-    (void)db;
-    (void)name;
     checkpointer_t *c = arg;
-    if (pages >= STORAGE_CHECKPOINT_PAGES) {
+    /* The WAL restarts from its beginning only when a write begins after a checkpoint copied all
+     * of it; a PASSIVE checkpoint beside back-to-back commits never catches up, and a thread that
+     * cannot open its connection never checkpoints. Far past the mark the loop checkpoints itself
+     * (PASSIVE: it copies what the thread has not, or gives way at once to the thread's). */
+    if (pages >= 4 * STORAGE_CHECKPOINT_PAGES)
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    else if (pages >= STORAGE_CHECKPOINT_PAGES) {
         pthread_mutex_lock(&c->mu);
         c->want |= 1;
         pthread_cond_signal(&c->cv);
@@ -379,6 +390,8 @@ int storage_checkpoint_thread(storage_t *s)
         free(c);
         return -1;
     }
+    /* a TRUNCATE holds the write lock while it waits: well below the writers' 5 s (it is retried) */
+    sqlite3_busy_timeout(c->db, CHECKPOINTER_BUSY_MS);
     c->path = s->path;
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);

@@ -181,6 +181,11 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
     session_t *s = arg;
     ws_t *w = ws_of(s);
     if (!w || s->freeing || !s->bev) return;
+    if (w->paused) {            /* we are not reading (the stream is full): a Pong could not arrive */
+        w->ping_out = 0;
+        arm_idle(w, ping_interval);
+        return;
+    }
     if (w->ping_out) {
         log_info("c2s", "%s: no answer to a WebSocket ping within %ld s, dropping the stream", s->ip, ping_timeout);
         session_connection_lost(s);
